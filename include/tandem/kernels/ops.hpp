@@ -1,0 +1,61 @@
+#pragma once
+// CPU ops of the forward pass. Each op has a plain scalar reference in
+// namespace tandem::kernels::ref (reference.hpp) with the same contract, and tests
+// compare the two. Shapes: N tokens, H query heads, G KV heads, d head dim.
+#include <cstdint>
+
+#include "tandem/core/dtype.hpp"
+#include "tandem/core/tensor.hpp"
+#include "tandem/kernels/thread_pool.hpp"
+
+namespace tandem::kernels {
+
+// A weight matrix: row-major [rows][cols] of any DType (see core/tensor.hpp).
+using Weight = MatrixView;
+
+// y[i][r] = sum_c x[i][c] * W[r][c] (+ bias[r] when bias != nullptr), for i < m.
+// x is [m][cols], y is [m][rows], both dense f32.
+void matmul(const Weight& w, const float* x, int64_t m, float* y, ThreadPool& pool,
+            const float* bias = nullptr);
+
+// Embedding lookup: out[i] = W[ids[i]] as f32, out is [m][cols]. ids must be < rows.
+void get_rows(const Weight& w, const int32_t* ids, int64_t m, float* out);
+
+// RMSNorm of m rows of n: y = x / sqrt(mean(x^2) + eps) * w. y may equal x.
+void rmsnorm(const float* x, const float* w, float* y, int64_t m, int64_t n, float eps,
+             ThreadPool& pool);
+
+// Rotary embedding in place on x [m][heads][d] (row stride heads*d), GGUF llama
+// style: for i < n_rot/2 the adjacent pair (x[2i], x[2i+1]) of each head is rotated by
+// angle pos[t] * freq_base^(-2i/n_rot). Dims >= n_rot are left unchanged.
+void rope(float* x, int64_t m, int heads, int d, int n_rot, const int32_t* pos,
+          float freq_base, ThreadPool& pool);
+
+// out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)). out may equal gate.
+void swiglu(const float* gate, const float* up, float* out, int64_t n);
+
+// y[i] += x[i]
+void add(float* y, const float* x, int64_t n);
+
+struct AttentionArgs {
+  const float* q = nullptr;      // [n_q][H][d]
+  const int32_t* q_pos = nullptr;  // [n_q] global positions of the queries
+  int64_t n_q = 0;
+  const float* k = nullptr;      // [n_kv] rows of kv_stride floats, each [G][d]
+  const float* v = nullptr;      // same layout as k
+  const int32_t* kv_pos = nullptr;  // [n_kv] global positions of the keys
+  int64_t n_kv = 0;
+  int64_t kv_stride = 0;         // floats between consecutive tokens in k and v (>= G*d)
+  int H = 0, G = 0, d = 0;       // G divides H; query head h reads KV head h / (H/G)
+  float scale = 0.0f;            // usually 1/sqrt(d)
+  bool causal = true;            // key j is visible to query i iff kv_pos[j] <= q_pos[i]
+  float* out = nullptr;          // [n_q][H][d]
+  float* lse = nullptr;          // optional [n_q][H]: natural log of sum_j exp(scale*q.k_j)
+                                 // over visible keys; -inf (and out row 0) when none visible
+};
+
+// Softmax attention. The partial result (out, lse) over a subset of the keys can be
+// merged with other subsets by log-sum-exp weighting.
+void attention(const AttentionArgs& a, ThreadPool& pool);
+
+}  // namespace tandem::kernels

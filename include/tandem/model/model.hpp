@@ -1,0 +1,57 @@
+#pragma once
+// A loaded Llama-family model: GGUF file (memory-mapped), shape, weights (views into
+// the mapping), and tokenizer when the file has one.
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tandem/core/tensor.hpp"
+#include "tandem/model/gguf.hpp"
+#include "tandem/model/hparams.hpp"
+#include "tandem/model/tokenizer.hpp"
+
+namespace tandem {
+
+struct LayerWeights {
+  const float* attn_norm = nullptr;  // [D]
+  MatrixView wq, wk, wv;             // [H*d][D], [G*d][D], [G*d][D]
+  const float* bq = nullptr;         // optional biases (qwen2): [H*d], [G*d], [G*d]
+  const float* bk = nullptr;
+  const float* bv = nullptr;
+  MatrixView wo;                     // [D][H*d]
+  const float* ffn_norm = nullptr;   // [D]
+  MatrixView w_gate, w_up;           // [F][D]
+  MatrixView w_down;                 // [D][F]
+};
+
+class Model {
+ public:
+  // Opens and validates a model file; throws Error(BadInput) naming the file and the
+  // fault (missing tensor, wrong shape or type, bad metadata).
+  static std::unique_ptr<Model> load(const std::string& path);
+
+  const gguf::File& file() const { return file_; }
+  const HParams& hparams() const { return hp_; }
+  // nullptr when the file has no tokenizer metadata.
+  const Tokenizer* tokenizer() const { return tokenizer_ ? &*tokenizer_ : nullptr; }
+
+  MatrixView tok_embd;             // [V][D]
+  const float* output_norm = nullptr;
+  MatrixView output;               // [V][D] (the embedding when output.weight is absent)
+  bool output_tied = false;
+  std::vector<LayerWeights> layers;
+
+  // Bytes of weights read per token in decode (every matrix once, plus norms).
+  size_t weight_bytes() const;
+
+ private:
+  Model(gguf::File f, HParams hp) : file_(std::move(f)), hp_(std::move(hp)) {}
+  void bind_weights();
+
+  gguf::File file_;
+  HParams hp_;
+  std::optional<Tokenizer> tokenizer_;
+};
+
+}  // namespace tandem

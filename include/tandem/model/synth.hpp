@@ -1,0 +1,45 @@
+#pragma once
+// Synthetic Llama-family models with reproducible random weights (the generator of
+// shared/models/README.md): every matrix N(0, 0.02^2) from a stream keyed by the seed
+// and the tensor name, every norm weight 1.0.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tandem/core/dtype.hpp"
+
+namespace tandem {
+
+struct SynthSpec {
+  std::string arch = "llama";
+  int64_t n_embd = 288;        // D
+  int64_t n_layer = 6;         // L
+  int64_t n_head = 6;          // H
+  int64_t n_head_kv = 6;       // G
+  int64_t n_ff = 768;          // F
+  int64_t n_ctx = 32768;
+  float rope_freq_base = 10000.0f;
+  float rms_eps = 1e-5f;
+  DType type = DType::F16;     // type of every matrix (norms stay F32)
+  uint64_t seed = 1234;
+  std::string vocab_path;      // GGUF file whose tokenizer.* keys are copied; or
+  int64_t n_vocab = 0;         // with no vocab file: V tokens, no tokenizer metadata
+  bool qkv_bias = false;       // Q/K/V biases (qwen2-style), N(0, 0.02^2)
+  bool tied_output = false;    // omit output.weight (tied to token_embd)
+};
+
+// "tiny" or "small" (shapes in shared/models/README.md); throws Error(BadInput).
+SynthSpec synth_preset(const std::string& name);
+
+// Deterministic generator values: element i of the named tensor, as float32.
+// fill_normal writes n values of the N(0, (0.02)^2) stream for `name`.
+uint64_t synth_key(uint64_t seed, const std::string& tensor_name);
+void fill_normal(uint64_t seed, const std::string& tensor_name, float* out, int64_t n);
+
+// Writes the model to `path` (GGUF v3). `progress(done, total)` is called after each
+// tensor when set. Throws Error(BadInput) for a bad spec or vocab file.
+void write_synthetic_model(const SynthSpec& spec, const std::string& path,
+                           const std::function<void(int, int)>& progress = {});
+
+}  // namespace tandem

@@ -1,0 +1,44 @@
+#pragma once
+// The forward pass of a Llama-family model on one process: tokens in, logits out,
+// K/V appended to a per-layer cache.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "tandem/kernels/thread_pool.hpp"
+#include "tandem/memory/kv_cache.hpp"
+#include "tandem/model/model.hpp"
+
+namespace tandem {
+
+class Engine {
+ public:
+  // Tokens per forward chunk: prefill of N tokens runs in ceil(N / chunk) steps so
+  // activation memory stays bounded.
+  static constexpr int64_t kDefaultChunk = 512;
+
+  Engine(const Model& model, kernels::ThreadPool& pool, int64_t chunk = kDefaultChunk);
+
+  // A cache sized for `capacity` tokens of this model.
+  KVCache make_cache(int64_t capacity) const;
+
+  // Runs ids[i] at positions pos[i] (any positions; attention is causal by position)
+  // through every layer, appending their K/V to `cache`. Writes the logits of the last
+  // n_out tokens to logits ([n_out][V]); n_out may be 0. ids must be < V.
+  void forward(KVCache& cache, std::span<const int32_t> ids, std::span<const int32_t> pos,
+               int64_t n_out, float* logits);
+
+  const Model& model() const { return model_; }
+
+ private:
+  void forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,
+                     int64_t out_from, float* logits);
+
+  const Model& model_;
+  kernels::ThreadPool& pool_;
+  int64_t chunk_;
+  // Activations for one chunk, sized on first use.
+  std::vector<float> x_, h_, q_, attn_, gate_, up_;
+};
+
+}  // namespace tandem

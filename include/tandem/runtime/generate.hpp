@@ -1,0 +1,54 @@
+#pragma once
+// Text generation: prefill the prompt, then decode one token at a time against the
+// KV cache, sampling each next token.
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tandem/runtime/engine.hpp"
+#include "tandem/runtime/sampler.hpp"
+
+namespace tandem {
+
+struct GenerateParams {
+  int64_t n_predict = 32;   // tokens to generate at most
+  SamplerParams sampler;
+  bool stop_at_eog = true;  // stop after an end-of-generation token
+};
+
+struct GenerateStats {
+  int64_t n_prompt = 0;
+  int64_t n_generated = 0;
+  int64_t n_decode_steps = 0;   // forward passes of one token
+  double prompt_seconds = 0;    // prefill forward time
+  double decode_seconds = 0;    // time of the decode forward passes
+  double ttft_seconds = 0;      // start to first sampled token
+  double prompt_tokens_per_s() const { return prompt_seconds > 0 ? n_prompt / prompt_seconds : 0; }
+  double gen_tokens_per_s() const {
+    return decode_seconds > 0 ? n_decode_steps / decode_seconds : 0;
+  }
+};
+
+// Runs generation from `prompt` (positions 0..); `cache` must be empty with capacity
+// for prompt + n_predict tokens. on_token is called with each new token as soon as it
+// is sampled. Returns timing; the generated ids are appended to `out` when not null.
+GenerateStats generate(Engine& engine, KVCache& cache, std::span<const int32_t> prompt,
+                       const GenerateParams& params, const std::function<void(int32_t)>& on_token,
+                       std::vector<int32_t>* out = nullptr);
+
+// Buffers bytes so that only whole UTF-8 characters are emitted (a token may end in
+// the middle of a multi-byte character).
+class Utf8Stream {
+ public:
+  // Returns the complete characters available after appending `bytes`.
+  std::string push(std::string_view bytes);
+  // Whatever is left (an incomplete tail, emitted as is).
+  std::string flush();
+
+ private:
+  std::string pending_;
+};
+
+}  // namespace tandem

@@ -1,0 +1,123 @@
+#include "tandem/model/model.hpp"
+
+#include "tandem/core/error.hpp"
+
+namespace tandem {
+namespace {
+
+bool is_matrix_type(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 ||
+         t == DType::Q4_0;
+}
+
+class Binder {
+ public:
+  explicit Binder(const gguf::File& f) : f_(f) {}
+
+  const gguf::TensorInfo* find(const std::string& name) const { return f_.find_tensor(name); }
+
+  MatrixView matrix(const std::string& name, int64_t rows, int64_t cols) const {
+    const auto* t = find(name);
+    if (!t) bad_input("{}: missing tensor '{}'", f_.path(), name);
+    return matrix(*t, rows, cols);
+  }
+
+  MatrixView matrix(const gguf::TensorInfo& t, int64_t rows, int64_t cols) const {
+    if (t.ne.size() != 2 || t.ne[0] != cols || t.ne[1] != rows)
+      bad_input("{}: tensor '{}' has shape {} but {{{}, {}}} was expected", f_.path(), t.name,
+                shape(t), cols, rows);
+    if (!is_matrix_type(t.type))
+      bad_input("{}: tensor '{}' has type {}, unsupported for a weight matrix", f_.path(), t.name,
+                dtype_name(t.type));
+    MatrixView m;
+    m.type = t.type;
+    m.rows = rows;
+    m.cols = cols;
+    m.data = f_.tensor_data(t);
+    m.row_stride = row_bytes(t.type, cols);
+    return m;
+  }
+
+  const float* vector(const std::string& name, int64_t n, bool required = true) const {
+    const auto* t = find(name);
+    if (!t) {
+      if (required) bad_input("{}: missing tensor '{}'", f_.path(), name);
+      return nullptr;
+    }
+    if (t->nelements() != n || t->ne[0] != n)
+      bad_input("{}: tensor '{}' has shape {} but {{{}}} was expected", f_.path(), name, shape(*t),
+                n);
+    if (t->type != DType::F32)
+      bad_input("{}: tensor '{}' has type {}; norm and bias vectors must be f32", f_.path(), name,
+                dtype_name(t->type));
+    if (reinterpret_cast<uintptr_t>(f_.tensor_data(*t)) % alignof(float) != 0)
+      bad_input("{}: tensor '{}' data is misaligned", f_.path(), name);
+    return reinterpret_cast<const float*>(f_.tensor_data(*t));
+  }
+
+  static std::string shape(const gguf::TensorInfo& t) {
+    std::string s = "{";
+    for (size_t i = 0; i < t.ne.size(); ++i) s += (i ? ", " : "") + std::to_string(t.ne[i]);
+    return s + "}";
+  }
+
+ private:
+  const gguf::File& f_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> Model::load(const std::string& path) {
+  gguf::File f = gguf::File::open(path);
+  HParams hp = HParams::from_gguf(f);
+  std::unique_ptr<Model> m(new Model(std::move(f), std::move(hp)));
+  m->bind_weights();
+  if (m->file_.find("tokenizer.ggml.model")) {
+    m->tokenizer_.emplace(Tokenizer::from_gguf(m->file_));
+    if (m->tokenizer_->n_vocab() != m->hp_.n_vocab)
+      bad_input("{}: tokenizer has {} tokens but the model's vocabulary is {}", path,
+                m->tokenizer_->n_vocab(), m->hp_.n_vocab);
+  }
+  return m;
+}
+
+void Model::bind_weights() {
+  const Binder b(file_);
+  const auto& h = hp_;
+  const int64_t D = h.n_embd, V = h.n_vocab, F = h.n_ff, Q = h.q_dim(), K = h.kv_dim();
+  tok_embd = b.matrix("token_embd.weight", V, D);
+  output_norm = b.vector("output_norm.weight", D);
+  if (const auto* t = b.find("output.weight")) {
+    output = b.matrix(*t, V, D);
+  } else {
+    output = tok_embd;
+    output_tied = true;
+  }
+  layers.resize(size_t(h.n_layer));
+  for (int64_t i = 0; i < h.n_layer; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    auto& l = layers[size_t(i)];
+    l.attn_norm = b.vector(p + "attn_norm.weight", D);
+    l.wq = b.matrix(p + "attn_q.weight", Q, D);
+    l.wk = b.matrix(p + "attn_k.weight", K, D);
+    l.wv = b.matrix(p + "attn_v.weight", K, D);
+    l.bq = b.vector(p + "attn_q.bias", Q, false);
+    l.bk = b.vector(p + "attn_k.bias", K, false);
+    l.bv = b.vector(p + "attn_v.bias", K, false);
+    l.wo = b.matrix(p + "attn_output.weight", D, Q);
+    l.ffn_norm = b.vector(p + "ffn_norm.weight", D);
+    l.w_gate = b.matrix(p + "ffn_gate.weight", F, D);
+    l.w_up = b.matrix(p + "ffn_up.weight", F, D);
+    l.w_down = b.matrix(p + "ffn_down.weight", D, F);
+  }
+}
+
+size_t Model::weight_bytes() const {
+  size_t n = output.nbytes();
+  for (const auto& l : layers)
+    n += l.wq.nbytes() + l.wk.nbytes() + l.wv.nbytes() + l.wo.nbytes() + l.w_gate.nbytes() +
+         l.w_up.nbytes() + l.w_down.nbytes();
+  return n;
+}
+
+}  // namespace tandem

@@ -1,0 +1,81 @@
+#include "tandem/runtime/generate.hpp"
+
+#include <numeric>
+
+#include "tandem/core/error.hpp"
+#include "tandem/core/timer.hpp"
+
+namespace tandem {
+
+GenerateStats generate(Engine& engine, KVCache& cache, std::span<const int32_t> prompt,
+                       const GenerateParams& params, const std::function<void(int32_t)>& on_token,
+                       std::vector<int32_t>* out) {
+  const Model& model = engine.model();
+  const int64_t V = model.hparams().n_vocab;
+  if (prompt.empty()) bad_input("the prompt is empty (no tokens)");
+  if (cache.size() != 0) fail(ErrorKind::Internal, "generate needs an empty KV cache");
+  if (int64_t(prompt.size()) + params.n_predict > cache.capacity())
+    fail(ErrorKind::Resource, "prompt ({}) + n_predict ({}) exceed the KV cache capacity {}",
+         prompt.size(), params.n_predict, cache.capacity());
+
+  GenerateStats st;
+  st.n_prompt = int64_t(prompt.size());
+  Sampler sampler(params.sampler);
+  std::vector<float> logits(static_cast<size_t>(V));
+  std::vector<int32_t> pos(prompt.size());
+  std::iota(pos.begin(), pos.end(), 0);
+
+  const Stopwatch total;
+  Stopwatch sw;
+  engine.forward(cache, prompt, pos, 1, logits.data());
+  st.prompt_seconds = sw.seconds();
+
+  int32_t next = sampler.sample(logits);
+  int32_t p = int32_t(prompt.size());
+  const Tokenizer* tok = model.tokenizer();
+  for (int64_t i = 0; i < params.n_predict; ++i) {
+    if (i == 0) st.ttft_seconds = total.seconds();
+    ++st.n_generated;
+    if (out) out->push_back(next);
+    if (on_token) on_token(next);
+    if (params.stop_at_eog && tok && tok->is_eog(next)) break;
+    if (i + 1 == params.n_predict) break;
+    sw.reset();
+    engine.forward(cache, std::span<const int32_t>(&next, 1), std::span<const int32_t>(&p, 1), 1,
+                   logits.data());
+    st.decode_seconds += sw.seconds();
+    ++st.n_decode_steps;
+    ++p;
+    next = sampler.sample(logits);
+  }
+  return st;
+}
+
+std::string Utf8Stream::push(std::string_view bytes) {
+  pending_.append(bytes);
+  // Find the end of the last complete character.
+  size_t end = pending_.size();
+  size_t i = end;
+  int back = 0;
+  while (i > 0 && back < 4) {
+    --i;
+    ++back;
+    const auto c = static_cast<unsigned char>(pending_[i]);
+    if ((c & 0xC0) != 0x80) {  // a lead byte (or ASCII)
+      const int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+      if (back < len) end = i;  // incomplete: hold it back
+      break;
+    }
+  }
+  std::string ready = pending_.substr(0, end);
+  pending_.erase(0, end);
+  return ready;
+}
+
+std::string Utf8Stream::flush() {
+  std::string rest;
+  rest.swap(pending_);
+  return rest;
+}
+
+}  // namespace tandem

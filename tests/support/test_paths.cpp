@@ -1,0 +1,52 @@
+#include "support/test_paths.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace tandem::test {
+
+std::string shared_dir() {
+  if (const char* e = std::getenv("TANDEM_SHARED")) return e;
+  return TANDEM_SHARED_DIR;
+}
+
+std::string shared_path(const std::string& rel) { return shared_dir() + "/" + rel; }
+
+std::string tandem_bin() { return TANDEM_BIN; }
+
+namespace {
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "tandem-test-XXXXXX").string();
+    if (!mkdtemp(tmpl.data())) std::abort();
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+}  // namespace
+
+std::string temp_dir() {
+  static TempDir dir;
+  return dir.path;
+}
+
+RunResult run(const std::string& cmd) {
+  RunResult r{-1, {}};
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+}  // namespace tandem::test

@@ -1,0 +1,16 @@
+#pragma once
+// Paths tests need: the shared reference folder, the tandem binary, a scratch dir.
+#include <string>
+
+namespace tandem::test {
+// ../shared (or $TANDEM_SHARED). Tests that need it fail when it is missing.
+std::string shared_dir();
+std::string shared_path(const std::string& rel);
+// The built `tandem` program.
+std::string tandem_bin();
+// A fresh temporary directory for this test process (removed at exit).
+std::string temp_dir();
+// Runs a shell command; returns its exit code and stdout+stderr.
+struct RunResult { int code; std::string out; };
+RunResult run(const std::string& cmd);
+}  // namespace tandem::test

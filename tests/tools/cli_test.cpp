@@ -1,0 +1,88 @@
+// End-to-end runs of the tandem program on the shipped tiny model.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "support/test_paths.hpp"
+
+using tandem::test::run;
+using tandem::test::shared_path;
+using tandem::test::tandem_bin;
+
+namespace {
+const char* kText = "Once upon a time, there was a little girl named Lily.";
+const char* kIds = "1 9038 2501 263 931 29892 727 471 263 2217 7826 4257 365 2354 29889";
+
+std::string tiny() { return shared_path("models/tiny-f16.gguf"); }
+
+std::vector<float> read_f32(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<float> v;
+  float x;
+  while (in.read(reinterpret_cast<char*>(&x), sizeof x)) v.push_back(x);
+  return v;
+}
+}  // namespace
+
+TEST(Cli, TokenizeMatchesReferencePromptIds) {
+  const auto r = run(tandem_bin() + " tokenize -m " + tiny() + " -p '" + kText + "'");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out, std::string(kIds) + "\n");
+  // Vocabulary-only files work too.
+  const auto v = run(tandem_bin() + " tokenize -m " + shared_path("vocab/ggml-vocab-llama-spm.gguf") +
+                     " --no-bos -p '" + kText + "'");
+  ASSERT_EQ(v.code, 0) << v.out;
+  EXPECT_EQ(v.out, std::string(kIds).substr(2) + "\n");
+}
+
+TEST(Cli, GreedyGenerateReproducesReferenceTokens) {
+  const auto r = run(tandem_bin() + " generate -m " + tiny() + " -p '" + kText +
+                     "' -n 32 --temp 0 --show-ids -t 2 2>/dev/null");
+  ASSERT_EQ(r.code, 0) << r.out;
+  // Reference greedy ids (all margins > 4e-3 in the reference run).
+  const std::string expect =
+      "7278 2984 5085 7278 7995 7278 7995 7995 7995 7995 7995 7995 7995 7995 7995 7995 7995 "
+      "7995 7995 7995 7995 7995 7995 7995 7995 7995 7995 7995 7995 7995 7995 7995";
+  std::istringstream ss(r.out.substr(r.out.find(kText) + std::string(kText).size()));
+  std::string got, id;
+  while (ss >> id) got += (got.empty() ? "" : " ") + id;
+  EXPECT_EQ(got, expect);
+}
+
+TEST(Cli, GenerateReportsSpeeds) {
+  const auto r = run(tandem_bin() + " generate -m " + tiny() + " -p 'Hello' -n 4 --seed 1 -t 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("prompt:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tokens/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("time to first token"), std::string::npos) << r.out;
+}
+
+TEST(Cli, LogitsFileMatchesReference) {
+  std::string ids(kIds);
+  for (auto& c : ids)
+    if (c == ' ') c = ',';
+  const std::string out = tandem::test::temp_dir() + "/logits.f32";
+  const auto r = run(tandem_bin() + " logits -m " + tiny() + " --ids " + ids + " --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("top5 of position 14: 7278:"), std::string::npos) << r.out;
+  const auto got = read_f32(out);
+  const auto ref = read_f32(shared_path("models/reference/tiny-f16.ids15.kvf32.fa0.prompt_logits.f32"));
+  ASSERT_EQ(got.size(), ref.size());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], ref[i], 2e-3) << i;
+
+  const auto last = run(tandem_bin() + " logits -m " + tiny() + " --ids " + ids + " --last 2 --out " + out);
+  ASSERT_EQ(last.code, 0) << last.out;
+  const auto tail = read_f32(out);
+  ASSERT_EQ(tail.size(), 2u * 32000u);
+  for (size_t i = 0; i < tail.size(); ++i) ASSERT_NEAR(tail[i], ref[13 * 32000 + i], 2e-3);
+}
+
+TEST(Cli, InfoListsMetadataAndTensors) {
+  const auto r = run(tandem_bin() + " info -m " + tiny());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("llama.embedding_length"), std::string::npos);
+  EXPECT_NE(r.out.find("blk.5.ffn_down.weight"), std::string::npos);
+  EXPECT_NE(r.out.find("D=288 L=6 H=6 G=6 d=48"), std::string::npos) << r.out;
+}

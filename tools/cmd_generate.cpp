@@ -1,0 +1,99 @@
+// tandem generate: prefill a prompt, then decode with the KV cache, streaming text.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <memory>
+#include <random>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/runtime/generate.hpp"
+
+namespace tandem::cli {
+namespace {
+
+struct Opts {
+  std::string model, prompt, ids;
+  int64_t n_predict = 32;
+  int threads = 1;
+  SamplerParams sampler;
+  int64_t seed = -1;
+  bool no_bos = false;
+  bool show_ids = false;
+};
+
+void run(const Opts& o) {
+  const auto model = Model::load(o.model);
+  const Tokenizer* tok = model->tokenizer();
+  std::vector<int32_t> prompt;
+  if (!o.ids.empty()) {
+    prompt = parse_id_list(o.ids, "--ids");
+  } else {
+    if (!tok) bad_input("{}: the model has no tokenizer; give the prompt as --ids", o.model);
+    prompt = tok->encode(o.prompt, !o.no_bos);
+  }
+  if (prompt.empty()) bad_input("-p: the prompt gives no tokens");
+
+  GenerateParams gp;
+  gp.n_predict = o.n_predict;
+  gp.sampler = o.sampler;
+  gp.sampler.seed = o.seed >= 0 ? uint64_t(o.seed) : std::random_device{}();
+  kernels::ThreadPool pool(o.threads);
+  Engine engine(*model, pool);
+  KVCache cache = engine.make_cache(int64_t(prompt.size()) + o.n_predict);
+
+  if (tok) {
+    // Echo the prompt text, then stream the continuation.
+    fmt::print("{}", tok->decode(prompt));
+    std::fflush(stdout);
+  }
+  Utf8Stream stream;
+  std::vector<int32_t> out;
+  const auto st = generate(engine, cache, prompt, gp, [&](int32_t id) {
+    if (o.show_ids || !tok) {
+      fmt::print("{} ", id);
+    } else {
+      fmt::print("{}", stream.push(tok->piece(id)));
+    }
+    std::fflush(stdout);
+  }, &out);
+  fmt::print("{}\n", stream.flush());
+  fmt::print(stderr,
+             "\nprompt: {} tokens in {:.3f} s ({:.1f} tokens/s)\n"
+             "generation: {} tokens, {:.1f} tokens/s ({} decode steps in {:.3f} s)\n"
+             "time to first token: {:.3f} s; threads {}; seed {}\n",
+             st.n_prompt, st.prompt_seconds, st.prompt_tokens_per_s(), st.n_generated,
+             st.gen_tokens_per_s(), st.n_decode_steps, st.decode_seconds, st.ttft_seconds,
+             o.threads, gp.sampler.seed);
+}
+
+}  // namespace
+
+void add_generate(CLI::App& app) {
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand("generate", "Generate text from a prompt (KV-cached decoding)");
+  sub->add_option("-m,--model", o->model, "GGUF model file")->required();
+  auto* p = sub->add_option("-p,--prompt", o->prompt, "Prompt text");
+  auto* ids = sub->add_option("--ids", o->ids, "Prompt as token ids (1,2,3) instead of text");
+  p->excludes(ids);
+  sub->add_option("-n,--n-predict", o->n_predict, "Tokens to generate (default 32)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 26));
+  add_threads_option(sub, o->threads);
+  sub->add_option("--temp", o->sampler.temperature, "Temperature; 0 = greedy (default 0.8)")
+      ->check(CLI::Range(0.0f, 100.0f));
+  sub->add_option("--top-k", o->sampler.top_k, "Keep the k most likely tokens; 0 = all (default 40)")
+      ->check(CLI::Range(0, 1 << 24));
+  sub->add_option("--top-p", o->sampler.top_p, "Nucleus probability mass (default 0.95)")
+      ->check(CLI::Range(0.0f, 1.0f));
+  sub->add_option("--seed", o->seed, "Random seed (default: random, printed at the end)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 62));
+  sub->add_flag("--no-bos", o->no_bos, "Do not add BOS to the prompt");
+  sub->add_flag("--show-ids", o->show_ids, "Print generated token ids instead of text");
+  sub->callback([o, p, ids] {
+    if (p->count() == 0 && ids->count() == 0) bad_input("generate: give -p TEXT or --ids LIST");
+    run(*o);
+  });
+}
+
+}  // namespace tandem::cli

@@ -1,0 +1,99 @@
+// tandem logits: raw float32 logits of every prompt position (or the last K).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <random>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/core/timer.hpp"
+#include "tandem/runtime/engine.hpp"
+
+namespace tandem::cli {
+namespace {
+
+struct Opts {
+  std::string model, ids, out;
+  int64_t random_tokens = 0;
+  uint64_t seed = 1234;
+  int64_t last = -1;
+  int threads = 1;
+};
+
+void run(const Opts& o) {
+  const auto model = Model::load(o.model);
+  const int64_t V = model->hparams().n_vocab;
+  std::vector<int32_t> ids;
+  if (!o.ids.empty()) {
+    ids = parse_id_list(o.ids, "--ids");
+  } else {
+    std::mt19937_64 rng(o.seed);
+    std::uniform_int_distribution<int32_t> dist(0, int32_t(V - 1));
+    ids.resize(size_t(o.random_tokens));
+    for (auto& id : ids) id = dist(rng);
+  }
+  for (int32_t id : ids)
+    if (id >= V) bad_input("--ids: token id {} is out of range (vocabulary size {})", id, V);
+  const int64_t n = int64_t(ids.size());
+  const int64_t n_out = o.last >= 0 ? std::min(o.last, n) : n;
+
+  std::FILE* f = std::fopen(o.out.c_str(), "wb");
+  if (!f) bad_input("--out {}: cannot create: {}", o.out, std::strerror(errno));
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, std::fclose);
+
+  kernels::ThreadPool pool(o.threads);
+  Engine engine(*model, pool);
+  KVCache cache = engine.make_cache(n);
+  std::vector<int32_t> pos(ids.size());
+  std::iota(pos.begin(), pos.end(), 0);
+  std::vector<float> logits(size_t(n_out * V));
+  const Stopwatch sw;
+  engine.forward(cache, ids, pos, n_out, logits.data());
+  const double secs = sw.seconds();
+  if (std::fwrite(logits.data(), sizeof(float), logits.size(), f) != logits.size())
+    fail(ErrorKind::Internal, "--out {}: write failed", o.out);
+
+  if (n_out > 0) {
+    const float* last = logits.data() + (n_out - 1) * V;
+    std::vector<int32_t> idx(static_cast<size_t>(V));
+    std::iota(idx.begin(), idx.end(), 0);
+    const int64_t k = std::min<int64_t>(5, V);
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                      [&](int32_t a, int32_t b) { return last[a] > last[b] || (last[a] == last[b] && a < b); });
+    std::string top;
+    for (int64_t i = 0; i < k; ++i) top += fmt::format(" {}:{:.6f}", idx[size_t(i)], last[idx[size_t(i)]]);
+    fmt::print("top5 of position {}:{}\n", n - 1, top);
+  }
+  fmt::print(stderr, "{} tokens in {:.3f} s ({:.1f} tokens/s); wrote [{}][{}] float32 to {}\n", n,
+             secs, double(n) / secs, n_out, V, o.out);
+}
+
+}  // namespace
+
+void add_logits(CLI::App& app) {
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand("logits", "Write the logits of a prompt as raw float32");
+  sub->add_option("-m,--model", o->model, "GGUF model file")->required();
+  auto* ids = sub->add_option("--ids", o->ids, "Prompt token ids, e.g. 1,2,3");
+  auto* rnd = sub->add_option("--random-tokens", o->random_tokens, "Use N random token ids")
+                  ->check(CLI::Range(int64_t{1}, int64_t{1} << 26));
+  ids->excludes(rnd);
+  sub->add_option("--seed", o->seed, "Seed for --random-tokens (default 1234)");
+  sub->add_option("--last", o->last, "Write only the last K positions")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 26));
+  sub->add_option("--out", o->out, "Output file: little-endian float32 [positions][vocab]")
+      ->required();
+  add_threads_option(sub, o->threads);
+  sub->callback([o, ids, rnd] {
+    if (ids->count() == 0 && rnd->count() == 0) bad_input("logits: give --ids or --random-tokens");
+    run(*o);
+  });
+}
+
+}  // namespace tandem::cli

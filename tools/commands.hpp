@@ -1,0 +1,16 @@
+#pragma once
+// Subcommands of the `tandem` program; each add_* registers one on the app.
+#include <CLI/CLI.hpp>
+
+namespace tandem::cli {
+
+void add_generate(CLI::App& app);
+void add_logits(CLI::App& app);
+void add_tokenize(CLI::App& app);
+void add_info(CLI::App& app);
+void add_make_model(CLI::App& app);
+
+// Default thread count: the cores this process may use.
+int default_threads();
+
+}  // namespace tandem::cli

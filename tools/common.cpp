@@ -1,0 +1,57 @@
+#include "common.hpp"
+
+#include <sched.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "commands.hpp"
+#include "tandem/core/error.hpp"
+
+namespace tandem::cli {
+
+int default_threads() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+CLI::Option* add_threads_option(CLI::App* sub, int& threads) {
+  threads = default_threads();
+  return sub->add_option("-t,--threads", threads, "Worker threads (default: cores available)")
+      ->check(CLI::Range(1, 1024));
+}
+
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag) {
+  std::vector<int32_t> ids;
+  const char* p = text.data();
+  const char* end = p + text.size();
+  while (p < end) {
+    if (*p == ',' || *p == ' ') {
+      ++p;
+      continue;
+    }
+    int32_t v = 0;
+    auto [q, ec] = std::from_chars(p, end, v);
+    if (ec != std::errc() || v < 0 || (q < end && *q != ',' && *q != ' '))
+      bad_input("{}: '{}' is not a list of non-negative token ids (e.g. 1,2,3)", flag, text);
+    ids.push_back(v);
+    p = q;
+  }
+  if (ids.empty()) bad_input("{}: no token ids given", flag);
+  return ids;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) bad_input("{}: cannot open: {}", path, std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace tandem::cli

@@ -1,0 +1,18 @@
+#pragma once
+// Pieces shared by the subcommands.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace tandem::cli {
+
+// Adds -t/--threads (default: the cores available).
+CLI::Option* add_threads_option(CLI::App* sub, int& threads);
+// Parses "1,2,3" (commas and/or spaces) into ids; throws Error(BadInput) naming `flag`.
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
+// Reads a whole file; throws Error(BadInput) naming it.
+std::string read_file(const std::string& path);
+
+}  // namespace tandem::cli

@@ -1,0 +1,48 @@
+// tandem: command-line entry point. Exit codes: 0 ok, 1 internal error, 2 bad input
+// (file, flag or value), 3 out of memory/budget, 4 communication failure.
+#include <cstdio>
+#include <exception>
+#include <new>
+#include <string>
+
+#include "commands.hpp"
+#include "tandem/core/error.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tandem: long-context transformer inference, sequential and sequence-parallel"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tandem 0.1.0");
+  tandem::cli::add_generate(app);
+  tandem::cli::add_logits(app);
+  tandem::cli::add_tokenize(app);
+  tandem::cli::add_info(app);
+  tandem::cli::add_make_model(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string where = "tandem";
+    for (const auto* sub : app.get_subcommands()) where += " " + sub->get_name();
+    std::fprintf(stderr, "tandem: error: %s\nRun '%s --help' for usage.\n", e.what(),
+                 where.c_str());
+    return 2;
+  } catch (const tandem::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "tandem: error: %s\n", e.what());
+    return e.exit_code();
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "tandem: error: out of memory\n");
+    return 3;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "tandem: internal error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
