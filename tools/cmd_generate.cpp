@@ -73,7 +73,7 @@ void run(const Opts& o) {
 void add_generate(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("generate", "Generate text from a prompt (KV-cached decoding)");
-  sub->add_option("-m,--model", o->model, "GGUF model file")->required();
+  sub->add_option("-m,--model", o->model, "GGUF model file")->required()->check(CLI::ExistingFile);
   auto* p = sub->add_option("-p,--prompt", o->prompt, "Prompt text");
   auto* ids = sub->add_option("--ids", o->ids, "Prompt as token ids (1,2,3) instead of text");
   p->excludes(ids);

@@ -56,7 +56,7 @@ void run(const Opts& o) {
 void add_info(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("info", "Print a GGUF file's metadata and tensor table");
-  sub->add_option("-m,--model", o->model, "GGUF file")->required();
+  sub->add_option("-m,--model", o->model, "GGUF file")->required()->check(CLI::ExistingFile);
   sub->add_flag("--all", o->all, "Print arrays in full");
   sub->callback([o] { run(*o); });
 }

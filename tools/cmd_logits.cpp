@@ -79,7 +79,7 @@ void run(const Opts& o) {
 void add_logits(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("logits", "Write the logits of a prompt as raw float32");
-  sub->add_option("-m,--model", o->model, "GGUF model file")->required();
+  sub->add_option("-m,--model", o->model, "GGUF model file")->required()->check(CLI::ExistingFile);
   auto* ids = sub->add_option("--ids", o->ids, "Prompt token ids, e.g. 1,2,3");
   auto* rnd = sub->add_option("--random-tokens", o->random_tokens, "Use N random token ids")
                   ->check(CLI::Range(int64_t{1}, int64_t{1} << 26));

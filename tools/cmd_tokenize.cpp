@@ -32,9 +32,10 @@ void run(const Opts& o) {
 void add_tokenize(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("tokenize", "Print the token ids of a text (one line)");
-  sub->add_option("-m,--model", o->model, "GGUF model or vocabulary-only file")->required();
+  sub->add_option("-m,--model", o->model, "GGUF model or vocabulary-only file")->required()->check(CLI::ExistingFile);
   auto* p = sub->add_option("-p,--prompt", o->prompt, "Text to tokenize");
-  auto* f = sub->add_option("-f,--file", o->file, "File whose content to tokenize");
+  auto* f = sub->add_option("-f,--file", o->file, "File whose content to tokenize")
+                ->check(CLI::ExistingFile);
   p->excludes(f);
   sub->add_flag("--no-bos", o->no_bos, "Do not add the BOS token");
   sub->callback([o, p, f] {

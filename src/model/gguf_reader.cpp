@@ -43,6 +43,14 @@ class Cursor {
     return v;
   }
 
+  // Bounds the array elements of the whole file (each costs memory once parsed).
+  void count_elements(uint64_t n, const std::string& key) {
+    elements_ += n;
+    if (elements_ > kMaxMetadataElements)
+      fault(fmt::format("metadata '{}': more than {} array elements in the file", key,
+                        kMaxMetadataElements));
+  }
+
   std::string read_string(const char* what) {
     const uint64_t len = read<uint64_t>(what);
     if (len > kMaxStringLength)
@@ -57,6 +65,7 @@ class Cursor {
   const uint8_t* p_;
   uint64_t n_;
   uint64_t pos_ = 0;
+  uint64_t elements_ = 0;
   const std::string& path_;
 };
 
@@ -105,6 +114,10 @@ Value read_value(Cursor& c, ValueType t, const std::string& key, uint64_t depth)
       const auto elem = ValueType(et);
       if (n > c.remaining() / min_elem_size(elem))
         c.fault(fmt::format("metadata '{}': array count {} exceeds the file size", key, n));
+      if (n > kMaxArrayLength)
+        c.fault(fmt::format("metadata '{}': array count {} exceeds the limit {}", key, n,
+                            kMaxArrayLength));
+      c.count_elements(n, key);
       Array a;
       a.elem = elem;
       a.items.reserve(n);

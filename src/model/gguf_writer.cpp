@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -97,9 +98,10 @@ void Writer::add_tensor(const std::string& name, DType type, std::vector<int64_t
 
 void Writer::write(const std::string& path) const {
   const uint64_t align = alignment();
+  TD_CHECK(align > 0 && (align & (align - 1)) == 0);
   const std::string tmp = path + ".tmp" + std::to_string(::getpid());
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) bad_input("{}: cannot create: {}", tmp, std::strerror(errno));
+  if (!f) bad_input("{}: cannot create: {}", path, std::strerror(errno));
   try {
     Out o(f, tmp);
     o.put<uint32_t>(0x46554747);

@@ -44,7 +44,7 @@ class Binder {
       if (required) bad_input("{}: missing tensor '{}'", f_.path(), name);
       return nullptr;
     }
-    if (t->nelements() != n || t->ne[0] != n)
+    if (t->ne.size() != 1 || t->ne[0] != n)
       bad_input("{}: tensor '{}' has shape {} but {{{}}} was expected", f_.path(), name, shape(*t),
                 n);
     if (t->type != DType::F32)

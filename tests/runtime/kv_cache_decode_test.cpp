@@ -6,6 +6,7 @@
 #include <random>
 
 #include "support/test_paths.hpp"
+#include "tandem/core/error.hpp"
 #include "tandem/model/synth.hpp"
 #include "tandem/runtime/engine.hpp"
 #include "tandem/runtime/sampler.hpp"
@@ -16,7 +17,7 @@ namespace {
 
 std::string make_model(const std::string& name, int64_t H, int64_t G, DType type) {
   SynthSpec s;
-  s.n_embd = 64;
+  s.n_embd = 16 * H;
   s.n_layer = 2;
   s.n_head = H;
   s.n_head_kv = G;

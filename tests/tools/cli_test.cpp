@@ -38,8 +38,8 @@ TEST(Cli, TokenizeMatchesReferencePromptIds) {
 }
 
 TEST(Cli, GreedyGenerateReproducesReferenceTokens) {
-  const auto r = run(tandem_bin() + " generate -m " + tiny() + " -p '" + kText +
-                     "' -n 32 --temp 0 --show-ids -t 2 2>/dev/null");
+  const auto r = run("{ " + tandem_bin() + " generate -m " + tiny() + " -p '" + kText +
+                     "' -n 32 --temp 0 --show-ids -t 2 2>/dev/null; }");
   ASSERT_EQ(r.code, 0) << r.out;
   // Reference greedy ids (all margins > 4e-3 in the reference run).
   const std::string expect =

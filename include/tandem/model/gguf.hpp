@@ -66,6 +66,8 @@ struct TensorInfo {
 // Limits checked on input (documented in README.md).
 inline constexpr uint64_t kMaxStringLength = 1ull << 26;   // 64 MiB
 inline constexpr uint64_t kMaxArrayDepth = 4;
+inline constexpr uint64_t kMaxArrayLength = 1ull << 24;     // elements in one array
+inline constexpr uint64_t kMaxMetadataElements = 1ull << 26;  // array elements in all
 inline constexpr uint64_t kMaxTensorCount = 1ull << 20;
 inline constexpr uint64_t kMaxMetadataCount = 1ull << 20;
 inline constexpr int kMaxDims = 4;

@@ -1,0 +1,168 @@
+#pragma once
+// Communicator: point-to-point and collective communication among the P ranks of a
+// sequence-parallel run. A Communicator is an object handed to the code that needs it,
+// never a global. Backends:
+//   - in-process (in_process.hpp): P ranks as threads of one process (tests, no MPI);
+//   - MPI (mpi.hpp): one process per rank under mpirun, when built with TANDEM_HAVE_MPI;
+//   - NCCL (GPUs): not written yet. It will be one more subclass (src/comm/nccl_comm.cpp,
+//     built when CUDA and NCCL are found) overriding the same protected do_* hooks; any
+//     hook it cannot serve must call unsupported(), never silently do nothing.
+//
+// Shape (after PyTorch c10d's ProcessGroup/Work): rank and size live on the object,
+// non-blocking operations return a Request whose wait(timeout) reports errors.
+//
+// Rules for callers:
+//   - Every rank calls the collectives of a communicator in the same order with
+//     consistent arguments (like MPI). A communicator is used by one thread at a time.
+//   - Every wait has a deadline: timeout() seconds (default 60, environment variable
+//     TANDEM_COMM_TIMEOUT overrides; set_timeout() changes it). On a timeout or a peer's
+//     failure the operation throws tandem::Error(ErrorKind::Comm) whose message names
+//     this rank, the operation and, for point-to-point, the peer. After such an error
+//     the communicator is broken: the caller should end the run (exit code 4).
+//   - Point-to-point messages are matched by (source, tag), in the order they were sent;
+//     the received size must equal the posted size exactly.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace tandem::comm {
+
+// Handle of a non-blocking operation. Its communicator must outlive it. Destroying a
+// request that has not completed cancels it; its buffer must stay valid until then.
+class Request {
+ public:
+  virtual ~Request();
+  // True once the operation is complete. Throws Error(Comm) if it failed.
+  virtual bool test() = 0;
+  // Blocks until complete; throws Error(Comm) "rank R: <op> to/from rank S timed out
+  // after X s" after timeout_s seconds, or at once when a peer has failed.
+  virtual void wait(double timeout_s) = 0;
+};
+
+enum class ReduceOp { Sum, Max };
+enum class ElemType { F32, F64, I64 };
+size_t elem_size(ElemType t);
+
+// Traffic counted by every operation of one communicator (self-copies excluded).
+// Point-to-point bytes count when posted. For collectives, bytes are what this rank
+// hands to / takes from other ranks; allreduce counts the 2(P-1)/P * n volume of a ring.
+struct CommStats {
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t messages = 0;     // messages (or collective blocks) sent to other ranks
+  double wait_seconds = 0;   // time blocked waiting for operations to complete
+};
+
+class Communicator {
+ public:
+  // User tags are in [0, kMaxTag]; larger tags are reserved for the collectives.
+  static constexpr int kMaxTag = 32000 - 1;
+  // Color for split() that puts this rank in no sub-communicator.
+  static constexpr int kNoColor = -1;
+  static constexpr double kDefaultTimeout = 60.0;
+
+  virtual ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  virtual std::string_view backend() const = 0;
+  // "rank R" (or "rank R (world rank W)" for a sub-communicator): prefix of messages.
+  const std::string& who() const { return who_; }
+
+  double timeout() const { return timeout_; }
+  void set_timeout(double seconds);
+
+  // ---- point-to-point (non-blocking, and blocking forms that wait timeout()) ----
+  std::unique_ptr<Request> isend(const void* buf, size_t bytes, int dst, int tag);
+  std::unique_ptr<Request> irecv(void* buf, size_t bytes, int src, int tag);
+  void send(const void* buf, size_t bytes, int dst, int tag);
+  void recv(void* buf, size_t bytes, int src, int tag);
+  void sendrecv(const void* sbuf, size_t sbytes, int dst, void* rbuf, size_t rbytes,
+                int src, int tag);
+  // Waits with timeout(); wait_all uses one deadline for all of them.
+  void wait(Request& req);
+  void wait_all(std::span<const std::unique_ptr<Request>> reqs);
+
+  // ---- collectives (blocking, with timeout()) ----
+  // Block for rank j: send + send_offsets[j], send_bytes[j] bytes; the block from rank j
+  // lands at recv + recv_offsets[j]. All spans have size() entries.
+  void alltoallv(const void* send, std::span<const size_t> send_bytes,
+                 std::span<const size_t> send_offsets, void* recv,
+                 std::span<const size_t> recv_bytes, std::span<const size_t> recv_offsets);
+  // This rank's bytes (== recv_bytes[rank()]) go to recv + recv_offsets[rank()] of all.
+  // send may equal recv + recv_offsets[rank()] (in place).
+  void allgatherv(const void* send, size_t bytes, void* recv,
+                  std::span<const size_t> recv_bytes, std::span<const size_t> recv_offsets);
+  // In place; every rank ends with bit-identical results.
+  void allreduce(void* data, size_t n, ElemType type, ReduceOp op);
+  void allreduce(float* data, size_t n, ReduceOp op) { allreduce(data, n, ElemType::F32, op); }
+  void allreduce(double* data, size_t n, ReduceOp op) { allreduce(data, n, ElemType::F64, op); }
+  void allreduce(int64_t* data, size_t n, ReduceOp op) { allreduce(data, n, ElemType::I64, op); }
+  void broadcast(void* buf, size_t bytes, int root);
+  void barrier();
+  // Collective: ranks with equal color form a sub-communicator, ranked by (key, rank).
+  // Returns nullptr for color kNoColor. Sub-communicators inherit timeout().
+  std::unique_ptr<Communicator> split(int color, int key);
+
+  const CommStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = {}; }
+
+ protected:
+  Communicator(int rank, int size, int world_rank);
+
+  // Backends implement point-to-point; tags here may be internal (> kMaxTag).
+  virtual std::unique_ptr<Request> do_isend(const void* buf, size_t bytes, int dst, int tag) = 0;
+  virtual std::unique_ptr<Request> do_irecv(void* buf, size_t bytes, int src, int tag) = 0;
+  // Collectives: the defaults are generic algorithms over do_isend/do_irecv (see
+  // collectives.cpp); backends with native collectives override them. Arguments are
+  // already checked. do_split has no generic form: the default calls unsupported().
+  virtual void do_alltoallv(const std::byte* send, std::span<const size_t> send_bytes,
+                            std::span<const size_t> send_offsets, std::byte* recv,
+                            std::span<const size_t> recv_bytes,
+                            std::span<const size_t> recv_offsets);
+  virtual void do_allgatherv(const std::byte* send, size_t bytes, std::byte* recv,
+                             std::span<const size_t> recv_bytes,
+                             std::span<const size_t> recv_offsets);
+  virtual void do_allreduce(void* data, size_t n, ElemType type, ReduceOp op);
+  virtual void do_broadcast(void* buf, size_t bytes, int root);
+  virtual void do_barrier();
+  virtual std::unique_ptr<Communicator> do_split(int color, int key);
+
+  // Internal tags of the generic collectives (outside the user range).
+  enum InternalTag : int {
+    kTagAlltoallv = kMaxTag + 1,
+    kTagAllgatherv,
+    kTagAllreduce,
+    kTagBroadcast,
+    kTagSplit,
+  };
+  // Posts with stats counted; used by the generic collectives.
+  std::unique_ptr<Request> post_send(const void* buf, size_t bytes, int dst, int tag);
+  std::unique_ptr<Request> post_recv(void* buf, size_t bytes, int src, int tag);
+
+  // The collective in progress ("alltoallv", ...) or empty: backends put it in messages.
+  std::string_view current_op() const { return op_; }
+  // "alltoallv: recv from rank 2" / "send to rank 1 (tag 7)": names a p2p operation.
+  std::string describe_p2p(bool is_send, int peer, int tag) const;
+  int world_rank() const { return world_rank_; }
+  CommStats& mutable_stats() { return stats_; }
+  void count_traffic(uint64_t sent, uint64_t received, uint64_t messages);
+  [[noreturn]] void unsupported(std::string_view op) const;
+
+ private:
+  friend class OpScope;
+  int rank_;
+  int size_;
+  int world_rank_;
+  std::string who_;
+  double timeout_;
+  std::string_view op_;
+  CommStats stats_;
+};
+
+}  // namespace tandem::comm

@@ -1,0 +1,150 @@
+// Scalar row conversions; the block rules are documented in quant_rows.hpp.
+#include "tandem/core/quant_rows.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "tandem/core/error.hpp"
+#include "tandem/core/fp16.hpp"
+
+namespace tandem {
+namespace {
+
+void check_row(DType t, int64_t n) {
+  TD_CHECK(n >= 0);
+  TD_CHECK(n % info(t).block_size == 0);
+}
+
+[[noreturn]] void no_row_codec(DType t) {
+  fail(ErrorKind::Internal, "no row conversion for tensor type {}", dtype_name(t));
+}
+
+void encode_q8_0(const float* x, uint8_t* out, int64_t blocks) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* v = x + b * kQBlock;
+    float amax = 0.0f;
+    for (int j = 0; j < kQBlock; ++j) {
+      const float a = std::fabs(v[j]);
+      if (a > amax) amax = a;
+    }
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    BlockQ8_0 blk{};
+    blk.d = f32_to_fp16(d);
+    for (int j = 0; j < kQBlock; ++j) {
+      const float scaled = v[j] * id;  // separate statement: no fused multiply-add
+      blk.qs[j] = static_cast<int8_t>(std::roundf(scaled));
+    }
+    std::memcpy(out + b * sizeof(BlockQ8_0), &blk, sizeof blk);
+  }
+}
+
+uint8_t q4_code(float x, float id) {
+  const float scaled = x * id;  // separate statement: no fused multiply-add
+  const float shifted = scaled + 8.5f;
+  const int q = static_cast<int8_t>(shifted);
+  return static_cast<uint8_t>(q < 15 ? q : 15);
+}
+
+void encode_q4_0(const float* x, uint8_t* out, int64_t blocks) {
+  constexpr int kHalf = kQBlock / 2;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* v = x + b * kQBlock;
+    float amax = 0.0f;
+    float m = 0.0f;
+    for (int j = 0; j < kQBlock; ++j) {
+      const float a = std::fabs(v[j]);
+      if (a > amax) {
+        amax = a;
+        m = v[j];
+      }
+    }
+    const float d = m / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    BlockQ4_0 blk{};
+    blk.d = f32_to_fp16(d);
+    for (int j = 0; j < kHalf; ++j)
+      blk.qs[j] = static_cast<uint8_t>(q4_code(v[j], id) | (q4_code(v[j + kHalf], id) << 4));
+    std::memcpy(out + b * sizeof(BlockQ4_0), &blk, sizeof blk);
+  }
+}
+
+}  // namespace
+
+void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
+  check_row(t, n);
+  const auto* p = static_cast<const uint8_t*>(src);
+  switch (t) {
+    case DType::F32:
+      if (n) std::memcpy(dst, p, size_t(n) * sizeof(float));
+      return;
+    case DType::F16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        dst[i] = fp16_to_f32(h);
+      }
+      return;
+    case DType::BF16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        dst[i] = bf16_to_f32(h);
+      }
+      return;
+    case DType::Q8_0:
+      for (int64_t b = 0; b < n / kQBlock; ++b) {
+        BlockQ8_0 blk;
+        std::memcpy(&blk, p + b * sizeof blk, sizeof blk);
+        const float d = fp16_to_f32(blk.d);
+        for (int j = 0; j < kQBlock; ++j) dst[b * kQBlock + j] = d * float(blk.qs[j]);
+      }
+      return;
+    case DType::Q4_0:
+      for (int64_t b = 0; b < n / kQBlock; ++b) {
+        BlockQ4_0 blk;
+        std::memcpy(&blk, p + b * sizeof blk, sizeof blk);
+        const float d = fp16_to_f32(blk.d);
+        float* o = dst + b * kQBlock;
+        for (int j = 0; j < kQBlock / 2; ++j) {
+          o[j] = d * float((blk.qs[j] & 0x0f) - 8);
+          o[j + kQBlock / 2] = d * float((blk.qs[j] >> 4) - 8);
+        }
+      }
+      return;
+    default:
+      no_row_codec(t);
+  }
+}
+
+void quantize_row(DType t, const float* src, void* dst, int64_t n) {
+  check_row(t, n);
+  auto* p = static_cast<uint8_t*>(dst);
+  switch (t) {
+    case DType::F32:
+      if (n) std::memcpy(p, src, size_t(n) * sizeof(float));
+      return;
+    case DType::F16:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = f32_to_fp16(src[i]);
+        std::memcpy(p + 2 * i, &h, 2);
+      }
+      return;
+    case DType::BF16:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = f32_to_bf16(src[i]);
+        std::memcpy(p + 2 * i, &h, 2);
+      }
+      return;
+    case DType::Q8_0:
+      encode_q8_0(src, p, n / kQBlock);
+      return;
+    case DType::Q4_0:
+      encode_q4_0(src, p, n / kQBlock);
+      return;
+    default:
+      no_row_codec(t);
+  }
+}
+
+}  // namespace tandem

@@ -1,0 +1,278 @@
+// Synthetic models: the reproducible generator of shared/models/README.md (FNV-1a key,
+// SplitMix64 stream, Box-Muller in double precision) and a GGUF writer for it.
+#include "tandem/model/synth.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <string_view>
+#include <thread>
+
+#include "tandem/core/error.hpp"
+#include "tandem/core/quant_rows.hpp"
+#include "tandem/model/gguf.hpp"
+#include "tandem/model/hparams.hpp"
+
+namespace tandem {
+namespace {
+
+constexpr double kStd = 0.02;
+
+inline uint64_t splitmix(uint64_t key, uint64_t n) {
+  uint64_t z = key + n * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Writes elements [2*j0, 2*j1) of the stream (clipped to n).
+void fill_pairs(uint64_t key, float* out, int64_t n, int64_t j0, int64_t j1) {
+  constexpr double kTwoPow53 = 1.0 / 9007199254740992.0;  // 2^-53
+  for (int64_t j = j0; j < j1; ++j) {
+    const uint64_t r1 = splitmix(key, uint64_t(2 * j + 1));
+    const uint64_t r2 = splitmix(key, uint64_t(2 * j + 2));
+    const double u1 = double((r1 >> 11) + 1) * kTwoPow53;
+    const double u2 = double(r2 >> 11) * kTwoPow53;
+    const double rad = std::sqrt(-2.0 * std::log(u1));
+    const double theta = 2.0 * std::numbers::pi * u2;
+    const double scaled = kStd * rad;
+    out[2 * j] = float(scaled * std::cos(theta));
+    if (2 * j + 1 < n) out[2 * j + 1] = float(scaled * std::sin(theta));
+  }
+}
+
+int worker_count(int64_t work) {
+  if (work < (int64_t{1} << 15)) return 1;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return int(std::clamp<unsigned>(hw, 1, 8));
+}
+
+// Runs fn(begin, end) over [0, n) split into contiguous parts, one per worker.
+template <typename Fn>
+void parallel_ranges(int64_t n, int64_t cost_per_item, Fn fn) {
+  const int workers = int(std::min<int64_t>(worker_count(n * cost_per_item), n));
+  if (workers <= 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  std::vector<std::thread> threads;
+  const int64_t chunk = (n + workers - 1) / workers;
+  for (int w = 1; w < workers; ++w) {
+    const int64_t b = std::min(n, w * chunk), e = std::min(n, (w + 1) * chunk);
+    threads.emplace_back([=] { fn(b, e); });
+  }
+  fn(int64_t{0}, std::min(n, chunk));
+  for (auto& t : threads) t.join();
+}
+
+// llama.cpp's "file_type" code for a model whose matrices are all of type t.
+uint32_t file_type_code(DType t) {
+  switch (t) {
+    case DType::F32: return 0;
+    case DType::F16: return 1;
+    case DType::Q4_0: return 2;
+    case DType::Q8_0: return 7;
+    case DType::BF16: return 32;
+    default: return 0;
+  }
+}
+
+bool same_shape(const SynthSpec& a, const SynthSpec& b) {
+  return a.n_embd == b.n_embd && a.n_layer == b.n_layer && a.n_head == b.n_head &&
+         a.n_head_kv == b.n_head_kv && a.n_ff == b.n_ff;
+}
+
+std::string model_name(const SynthSpec& s) {
+  for (const char* preset : {"tiny", "small"})
+    if (same_shape(s, synth_preset(preset))) return "synthetic-" + s.arch + "-" + preset;
+  return "synthetic-" + s.arch;
+}
+
+struct TensorPlan {
+  std::string name;
+  int64_t rows = 0;  // 1 for vectors
+  int64_t cols = 0;
+  enum Kind { Matrix, Ones, Bias } kind = Matrix;
+};
+
+// Tensor order of the reference files: output, output_norm, token_embd, then each
+// block's tensors sorted by name.
+std::vector<TensorPlan> plan_tensors(const SynthSpec& s) {
+  const int64_t D = s.n_embd, F = s.n_ff, V = s.n_vocab;
+  const int64_t d = s.n_embd / s.n_head;
+  const int64_t Q = s.n_head * d, K = s.n_head_kv * d;
+  std::vector<TensorPlan> out;
+  if (!s.tied_output) out.push_back({"output.weight", V, D, TensorPlan::Matrix});
+  out.push_back({"output_norm.weight", 1, D, TensorPlan::Ones});
+  out.push_back({"token_embd.weight", V, D, TensorPlan::Matrix});
+  for (int64_t l = 0; l < s.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    std::vector<TensorPlan> blk = {
+        {p + "attn_norm.weight", 1, D, TensorPlan::Ones},
+        {p + "attn_q.weight", Q, D, TensorPlan::Matrix},
+        {p + "attn_k.weight", K, D, TensorPlan::Matrix},
+        {p + "attn_v.weight", K, D, TensorPlan::Matrix},
+        {p + "attn_output.weight", D, Q, TensorPlan::Matrix},
+        {p + "ffn_norm.weight", 1, D, TensorPlan::Ones},
+        {p + "ffn_gate.weight", F, D, TensorPlan::Matrix},
+        {p + "ffn_up.weight", F, D, TensorPlan::Matrix},
+        {p + "ffn_down.weight", D, F, TensorPlan::Matrix},
+    };
+    if (s.qkv_bias) {
+      blk.push_back({p + "attn_q.bias", 1, Q, TensorPlan::Bias});
+      blk.push_back({p + "attn_k.bias", 1, K, TensorPlan::Bias});
+      blk.push_back({p + "attn_v.bias", 1, K, TensorPlan::Bias});
+    }
+    std::sort(blk.begin(), blk.end(),
+              [](const TensorPlan& a, const TensorPlan& b) { return a.name < b.name; });
+    out.insert(out.end(), blk.begin(), blk.end());
+  }
+  return out;
+}
+
+void check_positive(const char* field, int64_t v, int64_t limit) {
+  if (v <= 0 || v > limit) bad_input("synthetic model: {} = {} is out of range [1, {}]", field, v, limit);
+}
+
+// Validates the shape (the limits the loader accepts) and fills n_vocab from the vocab
+// file; returns the vocab file when one is given.
+std::optional<gguf::File> check_spec(SynthSpec& s) {
+  if (!supported_arch(s.arch))
+    bad_input("synthetic model: architecture '{}' is not supported (llama, qwen2, mistral)",
+              s.arch);
+  check_positive("embedding length (D)", s.n_embd, int64_t{1} << 20);
+  check_positive("layer count (L)", s.n_layer, 4096);
+  check_positive("head count (H)", s.n_head, 4096);
+  check_positive("KV head count (G)", s.n_head_kv, 4096);
+  check_positive("feed-forward length (F)", s.n_ff, int64_t{1} << 20);
+  check_positive("context length", s.n_ctx, int64_t{1} << 26);
+  if (s.n_embd % s.n_head != 0)
+    bad_input("synthetic model: embedding length {} is not a multiple of the head count {}",
+              s.n_embd, s.n_head);
+  if (s.n_head % s.n_head_kv != 0)
+    bad_input("synthetic model: head count {} is not a multiple of the KV head count {}",
+              s.n_head, s.n_head_kv);
+  if ((s.n_embd / s.n_head) % 2 != 0)
+    bad_input("synthetic model: head dimension {} must be even (rotary pairs)",
+              s.n_embd / s.n_head);
+  if (!(s.rope_freq_base > 0.0f) || !std::isfinite(s.rope_freq_base))
+    bad_input("synthetic model: rope base {} must be > 0", s.rope_freq_base);
+  if (!(s.rms_eps > 0.0f) || !std::isfinite(s.rms_eps))
+    bad_input("synthetic model: RMS norm epsilon {} must be > 0", s.rms_eps);
+  const DType t = s.type;
+  if (t != DType::F32 && t != DType::F16 && t != DType::BF16 && t != DType::Q8_0 &&
+      t != DType::Q4_0)
+    bad_input("synthetic model: matrix type {} is not supported (f32, f16, bf16, q8_0, q4_0)",
+              dtype_name(t));
+  const int block = info(t).block_size;
+  if (s.n_embd % block != 0 || s.n_ff % block != 0)
+    bad_input("synthetic model: {} needs the embedding length ({}) and feed-forward length ({}) "
+              "to be multiples of {}",
+              dtype_name(t), s.n_embd, s.n_ff, block);
+
+  std::optional<gguf::File> vocab;
+  if (!s.vocab_path.empty()) {
+    vocab.emplace(gguf::File::open(s.vocab_path));
+    const auto* tokens = vocab->find("tokenizer.ggml.tokens");
+    if (!tokens || !tokens->as_array() || tokens->as_array()->items.empty())
+      bad_input("{}: no tokenizer.ggml.tokens array (not a vocabulary file)", s.vocab_path);
+    const auto n = int64_t(tokens->as_array()->items.size());
+    if (s.n_vocab != 0 && s.n_vocab != n)
+      bad_input("{}: the vocabulary has {} tokens but a vocab size of {} was asked for",
+                s.vocab_path, n, s.n_vocab);
+    s.n_vocab = n;
+  }
+  check_positive("vocab size (V)", s.n_vocab, int64_t{1} << 24);
+  return vocab;
+}
+
+void set_metadata(gguf::Writer& w, const SynthSpec& s, const gguf::File* vocab) {
+  using gguf::Value;
+  const std::string a = s.arch + ".";
+  auto u32 = [](int64_t v) { return Value::u32(uint32_t(v)); };
+  w.set("general.architecture", Value::str(s.arch));
+  w.set("general.name", Value::str(model_name(s)));
+  w.set(a + "context_length", u32(s.n_ctx));
+  w.set(a + "embedding_length", u32(s.n_embd));
+  w.set(a + "block_count", u32(s.n_layer));
+  w.set(a + "feed_forward_length", u32(s.n_ff));
+  w.set(a + "attention.head_count", u32(s.n_head));
+  w.set(a + "attention.head_count_kv", u32(s.n_head_kv));
+  w.set(a + "rope.dimension_count", u32(s.n_embd / s.n_head));
+  w.set(a + "rope.freq_base", Value::f32(s.rope_freq_base));
+  w.set(a + "attention.layer_norm_rms_epsilon", Value::f32(s.rms_eps));
+  if (vocab) w.copy_metadata(*vocab, "tokenizer.");
+  w.set(a + "vocab_size", u32(s.n_vocab));
+  w.set("general.quantization_version", Value::u32(2));
+  w.set("general.file_type", Value::u32(file_type_code(s.type)));
+}
+
+std::vector<uint8_t> make_tensor(const SynthSpec& s, const TensorPlan& p, DType& type) {
+  const int64_t n = p.rows * p.cols;
+  std::vector<float> values(size_t(n), 1.0f);
+  if (p.kind != TensorPlan::Ones) fill_normal(s.seed, p.name, values.data(), n);
+  type = p.kind == TensorPlan::Matrix ? s.type : DType::F32;
+  const size_t row = row_bytes(type, p.cols);
+  std::vector<uint8_t> bytes(row * size_t(p.rows));
+  parallel_ranges(p.rows, p.cols, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      quantize_row(type, values.data() + r * p.cols, bytes.data() + size_t(r) * row, p.cols);
+  });
+  return bytes;
+}
+
+}  // namespace
+
+SynthSpec synth_preset(const std::string& name) {
+  SynthSpec s;  // defaults are the tiny preset
+  if (name == "tiny") return s;
+  if (name == "small") {
+    s.n_embd = 768;
+    s.n_layer = 12;
+    s.n_head = 12;
+    s.n_head_kv = 4;
+    s.n_ff = 2048;
+    return s;
+  }
+  bad_input("unknown model preset '{}' (tiny, small)", name);
+}
+
+uint64_t synth_key(uint64_t seed, const std::string& tensor_name) {
+  const std::string text = std::to_string(seed) + ":" + tensor_name;
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (const unsigned char c : text) {
+    h ^= c;
+    h *= 0x100000001B3ull;
+  }
+  return h;
+}
+
+void fill_normal(uint64_t seed, const std::string& tensor_name, float* out, int64_t n) {
+  if (n <= 0) return;
+  const uint64_t key = synth_key(seed, tensor_name);
+  const int64_t pairs = (n + 1) / 2;
+  parallel_ranges(pairs, 16, [&](int64_t j0, int64_t j1) { fill_pairs(key, out, n, j0, j1); });
+}
+
+void write_synthetic_model(const SynthSpec& spec, const std::string& path,
+                           const std::function<void(int, int)>& progress) {
+  SynthSpec s = spec;
+  const std::optional<gguf::File> vocab = check_spec(s);
+  gguf::Writer w(3);
+  set_metadata(w, s, vocab ? &*vocab : nullptr);
+  const auto plan = plan_tensors(s);
+  const int total = int(plan.size());
+  for (int k = 0; k < total; ++k) {
+    const auto& p = plan[size_t(k)];
+    DType type = DType::F32;
+    std::vector<uint8_t> bytes = make_tensor(s, p, type);
+    std::vector<int64_t> ne = p.rows == 1 && p.kind != TensorPlan::Matrix
+                                  ? std::vector<int64_t>{p.cols}
+                                  : std::vector<int64_t>{p.cols, p.rows};
+    w.add_tensor(p.name, type, std::move(ne), std::move(bytes));
+    if (progress) progress(k + 1, total);
+  }
+  w.write(path);
+}
+
+}  // namespace tandem

@@ -1,0 +1,169 @@
+// tandem make-model: writes a synthetic Llama-family model with reproducible random
+// weights (the generator of shared/models/README.md).
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "commands.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/model/gguf.hpp"
+#include "tandem/model/synth.hpp"
+
+namespace tandem::cli {
+namespace {
+
+struct Opts {
+  std::string preset, type, vocab, out, arch = "llama";
+  int64_t vocab_size = 0;
+  uint64_t seed = 1234;
+  int64_t dim = 0, layers = 0, heads = 0, kv_heads = 0, ff = 0, ctx = 0;
+  float rope_base = 0.0f;
+  bool qkv_bias = false, tied_output = false;
+  // Set when the flag was given (it then overrides the preset).
+  CLI::Option *o_arch = nullptr, *o_dim = nullptr, *o_layers = nullptr, *o_heads = nullptr,
+              *o_kv_heads = nullptr, *o_ff = nullptr, *o_ctx = nullptr, *o_rope = nullptr;
+};
+
+bool given(const CLI::Option* o) { return o && o->count() > 0; }
+
+void positive(const char* flag, int64_t v) {
+  if (v <= 0) bad_input("{} must be a positive number (got {})", flag, v);
+}
+
+SynthSpec make_spec(const Opts& o) {
+  SynthSpec s = synth_preset(o.preset.empty() ? "tiny" : o.preset);
+  if (given(o.o_arch)) s.arch = o.arch;
+  if (given(o.o_dim)) positive("--dim", s.n_embd = o.dim);
+  if (given(o.o_layers)) positive("--layers", s.n_layer = o.layers);
+  if (given(o.o_heads)) positive("--heads", s.n_head = o.heads);
+  if (given(o.o_kv_heads)) positive("--kv-heads", s.n_head_kv = o.kv_heads);
+  if (given(o.o_ff)) positive("--ff", s.n_ff = o.ff);
+  if (given(o.o_ctx)) positive("--ctx", s.n_ctx = o.ctx);
+  if (given(o.o_rope)) {
+    if (!(o.rope_base > 0.0f) || !std::isfinite(o.rope_base))
+      bad_input("--rope-base must be a positive number (got {})", o.rope_base);
+    s.rope_freq_base = o.rope_base;
+  }
+  // Names a shape value in a message, saying when it came from the preset.
+  const std::string preset = o.preset.empty() ? "tiny" : o.preset;
+  auto val = [&](const CLI::Option* opt, const char* flag, int64_t v) {
+    return given(opt) ? fmt::format("{} {}", flag, v)
+                      : fmt::format("{} {} (the {} preset's value)", flag, v, preset);
+  };
+  if (s.n_embd % s.n_head != 0)
+    bad_input("{} does not divide {}", val(o.o_heads, "--heads", s.n_head),
+              val(o.o_dim, "--dim", s.n_embd));
+  if (s.n_head_kv > s.n_head || s.n_head % s.n_head_kv != 0)
+    bad_input("{} does not divide {}", val(o.o_kv_heads, "--kv-heads", s.n_head_kv),
+              val(o.o_heads, "--heads", s.n_head));
+  if ((s.n_embd / s.n_head) % 2 != 0)
+    bad_input("--dim / --heads = {} must be even (the head dimension holds rotary pairs)",
+              s.n_embd / s.n_head);
+  const auto t = parse_dtype(o.type);
+  if (!t || *t == DType::I8 || *t == DType::I16 || *t == DType::I32)
+    bad_input("--type '{}' is not one of f32, f16, bf16, q8_0, q4_0", o.type);
+  s.type = *t;
+  if (info(s.type).block_size > 1) {
+    const int b = info(s.type).block_size;
+    if (s.n_embd % b != 0) bad_input("--type {} needs --dim to be a multiple of {}", o.type, b);
+    if (s.n_ff % b != 0) bad_input("--type {} needs --ff to be a multiple of {}", o.type, b);
+  }
+  if (!o.vocab.empty()) {
+    s.vocab_path = o.vocab;
+  } else {
+    positive("--vocab-size", o.vocab_size);
+    if (o.vocab_size > (int64_t{1} << 24))
+      bad_input("--vocab-size {} is larger than the limit {}", o.vocab_size, int64_t{1} << 24);
+    s.n_vocab = o.vocab_size;
+  }
+  s.seed = o.seed;
+  s.qkv_bias = o.qkv_bias;
+  s.tied_output = o.tied_output;
+  return s;
+}
+
+// Fails early (before generating anything) when the output cannot be written.
+void check_output(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  if (p.filename().empty()) bad_input("-o {}: not a file name", path);
+  if (fs::is_directory(p, ec)) bad_input("-o {}: is a directory", path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  if (!fs::is_directory(dir, ec)) bad_input("-o {}: directory {} does not exist", path, dir.string());
+  if (access(dir.c_str(), W_OK) != 0) bad_input("-o {}: directory {} is not writable", path, dir.string());
+}
+
+void run(const Opts& o) {
+  const SynthSpec spec = make_spec(o);
+  check_output(o.out);
+  // On a terminal the progress line is rewritten in place; elsewhere (logs) it is
+  // printed about every tenth of the tensors.
+  const bool tty = isatty(fileno(stderr)) != 0;
+  write_synthetic_model(spec, o.out, [tty](int done, int total) {
+    if (tty) {
+      fmt::print(stderr, "\rwriting tensor {}/{}", done, total);
+      if (done == total) fmt::print(stderr, "\n");
+    } else if (done == total || (done * 10 / total) != ((done - 1) * 10 / total)) {
+      fmt::print(stderr, "writing tensor {}/{}\n", done, total);
+    }
+    std::fflush(stderr);
+  });
+  const auto f = gguf::File::open(o.out);
+  int64_t params = 0;
+  for (const auto& t : f.tensors()) params += t.nelements();
+  fmt::print("wrote {}: {} bytes ({:.1f} MiB), {} parameters ({:.1f}M), {} tensors, {}\n", o.out,
+             f.file_size(), double(f.file_size()) / (1 << 20), params, double(params) / 1e6,
+             f.tensors().size(), dtype_name(spec.type));
+}
+
+}  // namespace
+
+void add_make_model(CLI::App& app) {
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand(
+      "make-model", "Write a synthetic model with reproducible random weights (N(0, 0.02^2))");
+  sub->add_option("--preset", o->preset, "Shape preset: tiny or small (default shape: tiny)")
+      ->check(CLI::IsMember({"tiny", "small"}));
+  sub->add_option("--type", o->type, "Matrix type: f32, f16, bf16, q8_0 or q4_0 (norms stay f32)")
+      ->required();
+  auto* vocab = sub->add_option("--vocab", o->vocab,
+                                "GGUF file whose tokenizer.* metadata is copied (sets V)")
+                   ->check(CLI::ExistingFile);
+  auto* vsize = sub->add_option("--vocab-size", o->vocab_size, "Vocabulary size V, no tokenizer");
+  vocab->excludes(vsize);
+  sub->add_option("--seed", o->seed, "Generator seed, 0 to 2^64-1 (default 1234)")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            uint64_t x = 0;
+            const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+            return ec != std::errc() || end != v.data() + v.size()
+                       ? std::string("must be an integer from 0 to 2^64-1")
+                       : std::string();
+          },
+          "UINT64"));
+  sub->add_option("-o,--output", o->out, "Output GGUF file")->required();
+  o->o_arch = sub->add_option("--arch", o->arch, "Architecture: llama, qwen2 or mistral")
+                  ->check(CLI::IsMember({"llama", "qwen2", "mistral"}));
+  o->o_dim = sub->add_option("--dim", o->dim, "Embedding length D");
+  o->o_layers = sub->add_option("--layers", o->layers, "Layer count L");
+  o->o_heads = sub->add_option("--heads", o->heads, "Query heads H");
+  o->o_kv_heads = sub->add_option("--kv-heads", o->kv_heads, "KV heads G (divides H)");
+  o->o_ff = sub->add_option("--ff", o->ff, "Feed-forward length F");
+  o->o_ctx = sub->add_option("--ctx", o->ctx, "Context length (metadata)");
+  o->o_rope = sub->add_option("--rope-base", o->rope_base, "RoPE frequency base");
+  sub->add_flag("--qkv-bias", o->qkv_bias, "Add Q/K/V bias vectors (qwen2-style)");
+  sub->add_flag("--tied-output", o->tied_output, "Omit output.weight (tied to token_embd)");
+  sub->callback([o] {
+    if (o->vocab.empty() && o->vocab_size == 0)
+      bad_input("one of --vocab FILE or --vocab-size N is required (see --help)");
+    run(*o);
+  });
+}
+
+}  // namespace tandem::cli
