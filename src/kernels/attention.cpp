@@ -1,0 +1,107 @@
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <vector>
+
+#include "kernels/isa.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/kernels/ops.hpp"
+
+namespace tandem::kernels {
+namespace {
+
+// Fewest keys worth giving a thread of their own when the keys are split.
+constexpr int64_t kMinKeysPerSplit = 256;
+
+// Per-thread scratch, kept between calls (attention runs once per layer and token).
+struct ThreadScratch {
+  std::vector<float> s, mx;
+  std::vector<double> l;
+  std::vector<int64_t> idx;
+  detail::AttnScratch get(int H) {
+    s.resize(size_t(H) * detail::kAttnBlock);
+    mx.resize(size_t(H));
+    l.resize(size_t(H));
+    idx.resize(detail::kAttnBlock);
+    return {s.data(), mx.data(), l.data(), idx.data()};
+  }
+};
+thread_local ThreadScratch t_scratch;
+thread_local std::vector<float> t_parts;  // split partial results (caller thread)
+
+}  // namespace
+
+void attention(const AttentionArgs& a, ThreadPool& pool) {
+  TD_CHECK(a.H > 0 && a.G > 0 && a.H % a.G == 0 && a.d > 0);
+  TD_CHECK(a.n_q >= 0 && a.n_kv >= 0 && a.kv_stride >= int64_t(a.G) * a.d);
+  if (a.n_q == 0) return;
+  TD_CHECK(a.q && a.out && (a.q_pos || !a.causal));
+  TD_CHECK(a.n_kv == 0 || (a.k && a.v && (a.kv_pos || !a.causal)));
+
+  // A unit is one query against a range of keys, all heads, so K and V rows are read
+  // whole and in order. With fewer queries than threads (decode) the keys are split
+  // too, and the partial results are merged by their lse afterwards.
+  const int nth = pool.size();
+  const int64_t hd = int64_t(a.H) * a.d;
+  int64_t splits = 1;
+  if (a.n_q < nth)
+    splits = std::max<int64_t>(1, std::min<int64_t>((nth + a.n_q - 1) / a.n_q,
+                                                    a.n_kv / kMinKeysPerSplit));
+  const int64_t units = a.n_q * splits;
+  const detail::AttnFn fn = detail::isa().attn;
+
+  float* parts = nullptr;  // [units][H][d] outputs, then [units][H] lse
+  if (splits > 1) {
+    t_parts.resize(size_t(units * (hd + a.H)));
+    parts = t_parts.data();
+  }
+  // Units are dealt round robin: under a causal mask later queries see more keys, so
+  // contiguous ranges would load the threads unevenly.
+  auto body = [&](int tid, int n) {
+    const detail::AttnScratch sc = t_scratch.get(a.H);
+    for (int64_t u = tid; u < units; u += n) {
+      const int64_t i = u / splits;
+      if (splits == 1) {
+        fn(a, i, 0, a.n_kv, a.out + i * hd, a.lse ? a.lse + i * a.H : nullptr, sc);
+      } else {
+        const auto [j0, j1] = split_range(a.n_kv, int(u % splits), int(splits));
+        fn(a, i, j0, j1, parts + u * hd, parts + units * hd + u * a.H, sc);
+      }
+    }
+  };
+  if (units == 1 || a.n_q * a.n_kv * hd < (int64_t(1) << 14))
+    body(0, 1);
+  else
+    pool.run(std::cref(body));  // by reference: no std::function allocation
+  if (splits == 1) return;
+
+  // Merge: out = sum_s w_s out_s / sum_s w_s with w_s = exp(lse_s - max lse).
+  const float* part_lse = parts + units * hd;
+  for (int64_t i = 0; i < a.n_q; ++i) {
+    for (int h = 0; h < a.H; ++h) {
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t s = 0; s < splits; ++s) m = std::max(m, part_lse[(i * splits + s) * a.H + h]);
+      float* out = a.out + i * hd + int64_t(h) * a.d;
+      std::fill(out, out + a.d, 0.0f);
+      if (m == -std::numeric_limits<float>::infinity()) {
+        if (a.lse) a.lse[i * a.H + h] = m;
+        continue;
+      }
+      double wsum = 0.0;
+      for (int64_t s = 0; s < splits; ++s) {
+        const int64_t u = i * splits + s;
+        const float w = std::exp(part_lse[u * a.H + h] - m);
+        if (w == 0.0f) continue;
+        wsum += w;
+        const float* po = parts + u * hd + int64_t(h) * a.d;
+        for (int c = 0; c < a.d; ++c) out[c] += w * po[c];
+      }
+      const float inv = float(1.0 / wsum);
+      for (int c = 0; c < a.d; ++c) out[c] *= inv;
+      if (a.lse) a.lse[i * a.H + h] = float(m + std::log(wsum));
+    }
+  }
+}
+
+}  // namespace tandem::kernels

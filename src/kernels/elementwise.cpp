@@ -1,0 +1,95 @@
+// get_rows, rmsnorm, rope and add: cheap next to matmul and attention, so plain loops
+// the compiler vectorizes (several partial sums where order matters); swiglu uses the
+// vector exp of the instruction-set kernels.
+#include <cmath>
+#include <functional>
+
+#include "kernels/isa.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/kernels/ops.hpp"
+#include "tandem/kernels/quant.hpp"
+
+namespace tandem::kernels {
+namespace {
+
+constexpr int kLanes = 16;  // partial sums for reductions
+
+float sum_squares(const float* x, int64_t n) {
+  float part[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes)
+    for (int k = 0; k < kLanes; ++k) part[k] += x[c + k] * x[c + k];
+  double s = 0.0;
+  for (int k = 0; k < kLanes; ++k) s += part[k];
+  for (; c < n; ++c) s += double(x[c]) * x[c];
+  return float(s);
+}
+
+// Runs fn(begin, end) over parts of [0, n) on the pool, or inline when small.
+template <typename Fn>
+void parallel_rows(ThreadPool& pool, int64_t n, int64_t work, Fn&& fn) {
+  if (pool.size() == 1 || n == 1 || work < (int64_t(1) << 15)) {
+    fn(int64_t(0), n);
+    return;
+  }
+  auto body = [&](int tid, int nth) {
+    const auto [b, e] = split_range(n, tid, nth);
+    if (b < e) fn(b, e);
+  };
+  pool.run(std::cref(body));
+}
+
+}  // namespace
+
+void get_rows(const Weight& w, const int32_t* ids, int64_t m, float* out) {
+  const auto* data = static_cast<const uint8_t*>(w.data);
+  for (int64_t i = 0; i < m; ++i) {
+    TD_CHECK(ids[i] >= 0 && ids[i] < w.rows);
+    dequantize_row(w.type, data + size_t(ids[i]) * w.row_stride, out + i * w.cols, w.cols);
+  }
+}
+
+void rmsnorm(const float* x, const float* w, float* y, int64_t m, int64_t n, float eps,
+             ThreadPool& pool) {
+  TD_CHECK(n > 0 && m >= 0);
+  parallel_rows(pool, m, m * n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float* xi = x + i * n;
+      float* yi = y + i * n;
+      const float inv = float(1.0 / std::sqrt(double(sum_squares(xi, n)) / double(n) + eps));
+      for (int64_t c = 0; c < n; ++c) yi[c] = xi[c] * inv * w[c];
+    }
+  });
+}
+
+void rope(float* x, int64_t m, int heads, int d, int n_rot, const int32_t* pos,
+          float freq_base, ThreadPool& pool) {
+  TD_CHECK(n_rot >= 0 && n_rot <= d && n_rot % 2 == 0 && heads > 0);
+  // The angle is formed in double (as the reference does) so large positions keep
+  // their precision; one cos/sin per token and pair serves every head.
+  parallel_rows(pool, m, m * heads * n_rot, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* xt = x + t * int64_t(heads) * d;
+      for (int i = 0; i < n_rot / 2; ++i) {
+        const double theta = double(pos[t]) * std::pow(double(freq_base), -2.0 * i / n_rot);
+        const float c = float(std::cos(theta)), s = float(std::sin(theta));
+        for (int h = 0; h < heads; ++h) {
+          float* v = xt + int64_t(h) * d + 2 * i;
+          const float a0 = v[0], a1 = v[1];
+          v[0] = a0 * c - a1 * s;
+          v[1] = a0 * s + a1 * c;
+        }
+      }
+    }
+  });
+}
+
+void swiglu(const float* gate, const float* up, float* out, int64_t n) {
+  detail::isa().swiglu(gate, up, out, n);
+}
+
+void add(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+}  // namespace tandem::kernels

@@ -1,0 +1,222 @@
+// Optimized attention against the scalar reference (which materializes the scores),
+// and merging of partial results over key subsets by their lse.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kernel_test_util.hpp"
+#include "tandem/kernels/ops.hpp"
+#include "tandem/kernels/reference.hpp"
+
+namespace tandem::kernels {
+namespace {
+
+using test::random_vec;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Tolerances: outputs are convex mixes of values in [-1, 1] and lse is O(log n_kv);
+// f32 accumulation against the double reference stays far below these.
+constexpr double kOutTol = 1e-5;
+constexpr double kLseTol = 1e-5;
+
+// Inputs of one attention call, owning their buffers.
+struct Problem {
+  int H, G, d;
+  int64_t n_q, n_kv, kv_stride;
+  bool causal;
+  std::vector<float> q, k, v;
+  std::vector<int32_t> q_pos, kv_pos;
+
+  AttentionArgs args(float* out, float* lse) const {
+    AttentionArgs a;
+    a.q = q.data();
+    a.q_pos = q_pos.data();
+    a.n_q = n_q;
+    a.k = k.data();
+    a.v = v.data();
+    a.kv_pos = kv_pos.data();
+    a.n_kv = n_kv;
+    a.kv_stride = kv_stride;
+    a.H = H;
+    a.G = G;
+    a.d = d;
+    a.scale = 1.0f / std::sqrt(float(d));
+    a.causal = causal;
+    a.out = out;
+    a.lse = lse;
+    return a;
+  }
+};
+
+// Keys sit at positions first_pos.. first_pos + n_kv - 1; the queries are the last
+// n_q of them (prefill / decode), shifted by q_shift (negative: some see no key).
+Problem make_problem(std::mt19937& rng, int H, int G, int d, int64_t n_q, int64_t n_kv,
+                     bool causal, int64_t stride_pad, int32_t first_pos, int32_t q_shift = 0) {
+  Problem p{H, G, d, n_q, n_kv, int64_t(G) * d + stride_pad, causal, {}, {}, {}, {}, {}};
+  p.q = random_vec(rng, size_t(n_q * H * d), -2.0f, 2.0f);
+  p.k = random_vec(rng, size_t(std::max<int64_t>(n_kv, 1) * p.kv_stride), -2.0f, 2.0f);
+  p.v = random_vec(rng, p.k.size());
+  for (int64_t j = 0; j < n_kv; ++j) p.kv_pos.push_back(first_pos + int32_t(j));
+  for (int64_t i = 0; i < n_q; ++i)
+    p.q_pos.push_back(first_pos + int32_t(n_kv - n_q + i) + q_shift);
+  if (p.kv_pos.empty()) p.kv_pos.push_back(0);  // keep data() valid
+  return p;
+}
+
+void check(const Problem& p, ThreadPool& pool, const std::string& what) {
+  const size_t n_out = size_t(p.n_q * p.H * p.d), n_lse = size_t(p.n_q * p.H);
+  std::vector<float> got(n_out, 99.0f), want(n_out), lse_got(n_lse, 99.0f), lse_want(n_lse);
+  attention(p.args(got.data(), lse_got.data()), pool);
+  ref::attention(p.args(want.data(), lse_want.data()));
+  for (size_t i = 0; i < n_out; ++i)
+    ASSERT_NEAR(got[i], want[i], kOutTol) << what << " out " << i;
+  for (size_t i = 0; i < n_lse; ++i) {
+    if (std::isinf(lse_want[i])) {
+      ASSERT_EQ(lse_got[i], kNegInf) << what << " lse " << i;
+    } else {
+      ASSERT_NEAR(lse_got[i], lse_want[i], kLseTol * std::max(1.0f, std::fabs(lse_want[i])))
+          << what << " lse " << i;
+    }
+  }
+  // without lse the output is the same
+  std::vector<float> got2(n_out, 99.0f);
+  attention(p.args(got2.data(), nullptr), pool);
+  ASSERT_EQ(got2, got) << what;
+}
+
+TEST(Attention, MatchesReference) {
+  ThreadPool p1(1), p2(2), p3(3), p4(4);
+  const std::vector<std::pair<int, int>> heads{{4, 4}, {8, 2}, {6, 3}, {12, 4}};
+  struct Len {
+    int64_t n_q, n_kv;
+  };
+  const std::vector<Len> lens{{1, 1}, {1, 300}, {5, 5}, {37, 37}, {3, 100}, {70, 70}};
+  test::for_each_isa([&](const std::string& isa) {
+    std::mt19937 rng(17);
+    int k = 0;
+    for (auto [H, G] : heads)
+      for (int d : {16, 48, 64})
+        for (const Len& len : lens)
+          for (bool causal : {true, false}) {
+            ThreadPool* pool = std::vector<ThreadPool*>{&p1, &p2, &p3, &p4}[size_t(k++ % 4)];
+            const int64_t pad = k % 3 == 0 ? 0 : 5;
+            const int32_t first = k % 2 ? 0 : 1000;
+            const Problem p = make_problem(rng, H, G, d, len.n_q, len.n_kv, causal, pad, first);
+            check(p, *pool,
+                  isa + " H" + std::to_string(H) + " G" + std::to_string(G) + " d" +
+                      std::to_string(d) + " nq" + std::to_string(len.n_q) + " nkv" +
+                      std::to_string(len.n_kv) + (causal ? " causal" : "") + " threads " +
+                      std::to_string(pool->size()));
+            if (HasFatalFailure()) return;
+          }
+  });
+}
+
+TEST(Attention, DecodeWithLongCache) {
+  ThreadPool pool(4);
+  test::for_each_isa([&](const std::string& isa) {
+    std::mt19937 rng(3);
+    for (auto [H, G] : std::vector<std::pair<int, int>>{{8, 2}, {12, 4}, {32, 8}}) {
+      const Problem p = make_problem(rng, H, G, 64, 1, 3000, true, 3, 500);
+      check(p, pool, isa + " decode H" + std::to_string(H));
+      if (HasFatalFailure()) return;
+    }
+    // MQA with many heads per KV head
+    const Problem mqa = make_problem(rng, 20, 1, 32, 2, 1500, true, 0, 0);
+    check(mqa, pool, isa + " mqa");
+    // keys split over threads where the later parts are all masked, or all of them
+    for (int32_t shift : {-1500, -1800, -2500}) {
+      const Problem p = make_problem(rng, 8, 2, 48, 2, 2000, true, 3, 0, shift);
+      check(p, pool, isa + " split masked " + std::to_string(shift));
+    }
+  });
+}
+
+TEST(Attention, QueriesWithNoVisibleKeys) {
+  ThreadPool pool(3);
+  test::for_each_isa([&](const std::string& isa) {
+    std::mt19937 rng(5);
+    // queries 20 positions before the keys: the first ones see nothing at all
+    const Problem p = make_problem(rng, 8, 2, 48, 30, 40, true, 2, 100, -20);
+    check(p, pool, isa + " masked");
+    std::vector<float> out(size_t(p.n_q * p.H * p.d), 99.0f), lse(size_t(p.n_q * p.H));
+    attention(p.args(out.data(), lse.data()), pool);
+    for (int h = 0; h < p.H; ++h) {  // query 0 is at position 100 + 10 - 20 = 90 < 100
+      EXPECT_EQ(lse[size_t(h)], kNegInf);
+      for (int c = 0; c < p.d; ++c) EXPECT_EQ(out[size_t(h * p.d + c)], 0.0f);
+    }
+    EXPECT_TRUE(std::isfinite(lse.back()));
+  });
+}
+
+TEST(Attention, NoKeys) {
+  ThreadPool pool(2);
+  std::mt19937 rng(1);
+  const Problem p = make_problem(rng, 4, 2, 16, 3, 0, false, 0, 0);
+  check(p, pool, "no keys");
+}
+
+TEST(Attention, SingleKeyReturnsItsValue) {
+  std::mt19937 rng(2);
+  const Problem p = make_problem(rng, 2, 1, 16, 1, 1, true, 0, 7);
+  std::vector<float> out(32), lse(2);
+  ThreadPool pool(1);
+  attention(p.args(out.data(), lse.data()), pool);
+  for (int h = 0; h < 2; ++h) {
+    double dot = 0;
+    for (int c = 0; c < 16; ++c) {
+      EXPECT_FLOAT_EQ(out[size_t(h * 16 + c)], p.v[size_t(c)]);
+      dot += double(p.q[size_t(h * 16 + c)]) * p.k[size_t(c)];
+    }
+    EXPECT_NEAR(lse[size_t(h)], dot / 4.0, 1e-5);  // log(exp(s)) with scale 1/4
+  }
+}
+
+// Attention over keys [0, n) equals the lse-weighted merge of attention over
+// [0, s) and [s, n): how sequence parallelism combines the parts held by each rank.
+TEST(Attention, PartialResultsMergeByLse) {
+  ThreadPool pool(3);
+  test::for_each_isa([&](const std::string& isa) {
+    std::mt19937 rng(23);
+    for (bool causal : {true, false}) {
+      for (int64_t split : {int64_t(1), int64_t(40), int64_t(90)}) {
+        const int H = 8, G = 2, d = 48;
+        Problem full = make_problem(rng, H, G, d, 50, 100, causal, 4, 10);
+        const size_t n_out = size_t(full.n_q * H * d), n_lse = size_t(full.n_q * H);
+        std::vector<float> o_full(n_out), l_full(n_lse);
+        attention(full.args(o_full.data(), l_full.data()), pool);
+
+        std::vector<float> o1(n_out), l1(n_lse), o2(n_out), l2(n_lse);
+        AttentionArgs a1 = full.args(o1.data(), l1.data());
+        a1.n_kv = split;
+        attention(a1, pool);
+        AttentionArgs a2 = full.args(o2.data(), l2.data());
+        a2.k += split * full.kv_stride;
+        a2.v += split * full.kv_stride;
+        a2.kv_pos += split;
+        a2.n_kv = full.n_kv - split;
+        attention(a2, pool);
+
+        for (size_t qh = 0; qh < n_lse; ++qh) {
+          const double m = std::max(l1[qh], l2[qh]);
+          ASSERT_TRUE(std::isfinite(m));  // every query sees key 0 or its own key
+          const double w1 = std::exp(l1[qh] - m), w2 = std::exp(l2[qh] - m);
+          const double lse = m + std::log(w1 + w2);
+          ASSERT_NEAR(lse, l_full[qh], kLseTol * std::max(1.0, std::fabs(lse)))
+              << isa << " split " << split;
+          for (int c = 0; c < d; ++c) {
+            const size_t i = qh * size_t(d) + size_t(c);
+            const double merged = (w1 * o1[i] + w2 * o2[i]) / (w1 + w2);
+            ASSERT_NEAR(merged, o_full[i], kOutTol) << isa << " split " << split;
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace tandem::kernels

@@ -1,0 +1,73 @@
+#pragma once
+// Helpers shared by the kernels tests: random data, weights in every storage type,
+// and a loop over the instruction sets this CPU supports.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/isa.hpp"
+#include "tandem/kernels/quant.hpp"
+
+namespace tandem::kernels::test {
+
+inline std::vector<float> random_vec(std::mt19937& rng, size_t n, float lo = -1.0f,
+                                     float hi = 1.0f) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+// A rows x cols weight of type t made from random values, rows padded by pad bytes.
+struct TestWeight {
+  std::vector<uint8_t> bytes;
+  Weight w;
+  // Row r as f32 (the values the kernels must use).
+  std::vector<float> row(int64_t r) const {
+    std::vector<float> out(size_t(w.cols));
+    dequantize_row(w.type, bytes.data() + size_t(r) * w.row_stride, out.data(), w.cols);
+    return out;
+  }
+};
+
+inline TestWeight make_weight(std::mt19937& rng, DType t, int64_t rows, int64_t cols,
+                              size_t pad = 8) {
+  TestWeight tw;
+  tw.w.type = t;
+  tw.w.rows = rows;
+  tw.w.cols = cols;
+  tw.w.row_stride = row_bytes(t, cols) + pad;
+  tw.bytes.assign(tw.w.row_stride * size_t(rows), 0xAB);  // no slack: ASan sees over-reads
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::vector<float> v = random_vec(rng, size_t(cols));
+    quantize_row(t, v.data(), tw.bytes.data() + size_t(r) * tw.w.row_stride, cols);
+  }
+  tw.w.data = tw.bytes.data();
+  return tw;
+}
+
+inline const std::vector<DType>& all_weight_types() {
+  static const std::vector<DType> types{DType::F32, DType::F16, DType::BF16, DType::Q8_0,
+                                        DType::Q4_0};
+  return types;
+}
+
+// Runs body(name) once per instruction set the CPU supports, with that set in use;
+// restores the default afterwards.
+template <typename Body>
+void for_each_isa(Body&& body) {
+  const std::string saved = detail::isa().name;
+  for (const char* name : {"avx512", "avx2", "generic"}) {
+    if (!detail::force_isa(name)) continue;
+    SCOPED_TRACE(std::string("isa ") + name);
+    body(std::string(name));
+  }
+  detail::force_isa(saved);
+}
+
+}  // namespace tandem::kernels::test

@@ -1,0 +1,115 @@
+// Optimized matmul against the scalar reference: every weight type, odd shapes and
+// tails, decode (m = 1) and prefill (m > 1), bias, 1-4 threads, every instruction set.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernel_test_util.hpp"
+#include "tandem/kernels/ops.hpp"
+#include "tandem/kernels/reference.hpp"
+
+namespace tandem::kernels {
+namespace {
+
+using test::make_weight;
+using test::random_vec;
+
+struct Shape {
+  int64_t rows, cols, m;
+};
+
+// Tolerance of one output: the f32 sums differ from the double reference by rounding
+// only, which grows like eps * sqrt(cols) times the size of the terms; 8x margin.
+// (A dropped or doubled term of size ~mag/cols stays above this for cols < ~10^4.)
+double tolerance(const std::vector<float>& wrow, const float* x, int64_t cols) {
+  double mag = 0.0;
+  for (int64_t c = 0; c < cols; ++c) mag += std::fabs(double(wrow[size_t(c)]) * x[c]);
+  return 8.0 * 6e-8 * std::sqrt(double(cols)) * mag + 1e-30;
+}
+
+void check_matmul(const test::TestWeight& tw, int64_t m, bool with_bias, ThreadPool& pool,
+                  std::mt19937& rng) {
+  const Weight& w = tw.w;
+  const std::vector<float> x = random_vec(rng, size_t(m * w.cols));
+  const std::vector<float> bias = random_vec(rng, size_t(w.rows));
+  const float* b = with_bias ? bias.data() : nullptr;
+  std::vector<float> got(size_t(m * w.rows), 12345.0f), want(size_t(m * w.rows));
+  matmul(w, x.data(), m, got.data(), pool, b);
+  ref::matmul(w, x.data(), m, want.data(), b);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const std::vector<float> wrow = tw.row(r);
+    for (int64_t i = 0; i < m; ++i) {
+      const size_t k = size_t(i * w.rows + r);
+      ASSERT_NEAR(got[k], want[k], tolerance(wrow, x.data() + i * w.cols, w.cols))
+          << dtype_name(w.type) << " rows " << w.rows << " cols " << w.cols << " m " << m
+          << " threads " << pool.size() << " bias " << with_bias << " at token " << i
+          << " row " << r;
+    }
+  }
+}
+
+const std::vector<Shape> kPlainShapes{
+    {1, 1, 1},    {1, 7, 1},     {3, 17, 2},    {5, 33, 5},     {17, 64, 1},
+    {64, 100, 3}, {33, 129, 9},  {128, 256, 4}, {257, 96, 13},  {100, 515, 1},
+    {3, 512, 50}, {2, 300, 130}, {1, 1000, 1},  {700, 40, 1},   {9, 2049, 6}};
+const std::vector<Shape> kBlockShapes{
+    {1, 32, 1},    {3, 32, 2},    {5, 64, 5},    {17, 96, 1},  {33, 128, 9},
+    {130, 256, 7}, {64, 1024, 1}, {257, 64, 17}, {3, 512, 50}, {2, 320, 130},
+    {700, 32, 1},  {9, 2048, 6}};
+
+TEST(Matmul, MatchesReferenceAllTypes) {
+  std::vector<ThreadPool*> pools;
+  ThreadPool p1(1), p2(2), p3(3), p4(4);
+  for (ThreadPool* p : {&p1, &p2, &p3, &p4}) pools.push_back(p);
+  test::for_each_isa([&](const std::string&) {
+    std::mt19937 rng(42);
+    for (DType t : test::all_weight_types()) {
+      const bool block = info(t).block_size > 1;
+      int k = 0;
+      for (const Shape& s : block ? kBlockShapes : kPlainShapes) {
+        const test::TestWeight tw = make_weight(rng, t, s.rows, s.cols);
+        for (ThreadPool* pool : pools) {
+          check_matmul(tw, s.m, (k++ % 2) == 0, *pool, rng);
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+  });
+}
+
+TEST(Matmul, DenseRowsWithoutPadding) {
+  ThreadPool pool(3);
+  test::for_each_isa([&](const std::string&) {
+    std::mt19937 rng(5);
+    for (DType t : test::all_weight_types()) {
+      const test::TestWeight tw = make_weight(rng, t, 37, 64, 0);
+      check_matmul(tw, 11, true, pool, rng);
+      check_matmul(tw, 1, false, pool, rng);
+    }
+  });
+}
+
+TEST(Matmul, ZeroTokensWritesNothing) {
+  ThreadPool pool(2);
+  std::mt19937 rng(1);
+  const test::TestWeight tw = make_weight(rng, DType::F32, 4, 8);
+  float y = 7.0f;
+  matmul(tw.w, nullptr, 0, &y, pool);
+  EXPECT_EQ(y, 7.0f);
+}
+
+TEST(Matmul, KnownSmallProduct) {
+  // W = [[1, 2, 3], [-1, 0, 0.5]], x = [[1, 1, 1], [2, 0, -2]]
+  const std::vector<float> wv{1, 2, 3, -1, 0, 0.5f};
+  Weight w{DType::F32, 2, 3, wv.data(), 12};
+  const std::vector<float> x{1, 1, 1, 2, 0, -2}, bias{10, 20};
+  std::vector<float> y(4);
+  ThreadPool pool(2);
+  matmul(w, x.data(), 2, y.data(), pool, bias.data());
+  EXPECT_EQ(y, (std::vector<float>{16, 19.5f, 6, 17}));
+}
+
+}  // namespace
+}  // namespace tandem::kernels
