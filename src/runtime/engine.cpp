@@ -9,10 +9,29 @@ namespace tandem {
 
 namespace k = kernels;
 
+namespace {
+parallel::AttnShape shape_of(const HParams& h) {
+  parallel::AttnShape s;
+  s.H = int(h.n_head);
+  s.G = int(h.n_head_kv);
+  s.d = int(h.head_dim);
+  s.scale = 1.0f / std::sqrt(float(h.head_dim));
+  return s;
+}
+}  // namespace
+
 Engine::Engine(const Model& model, kernels::ThreadPool& pool, int64_t chunk)
-    : model_(model), pool_(pool), chunk_(chunk) {
+    : model_(model),
+      pool_(pool),
+      chunk_(chunk),
+      local_(shape_of(model.hparams()), pool),
+      attn_(&local_) {
   TD_CHECK(chunk_ > 0);
 }
+
+parallel::AttnShape Engine::attn_shape() const { return shape_of(model_.hparams()); }
+
+void Engine::set_attention(parallel::SequenceAttention* attn) { attn_ = attn ? attn : &local_; }
 
 KVCache Engine::make_cache(int64_t capacity) const {
   const auto& h = model_.hparams();
@@ -27,8 +46,9 @@ void Engine::forward(KVCache& cache, std::span<const int32_t> ids, std::span<con
   for (int32_t id : ids)
     if (id < 0 || id >= h.n_vocab) bad_input("token id {} is out of range [0, {})", id, h.n_vocab);
   const int64_t out_begin = n - n_out;
-  for (int64_t s = 0; s < n; s += chunk_) {
-    const int64_t m = std::min(chunk_, n - s);
+  const int64_t chunk = attn_->lockstep() ? std::max<int64_t>(n, 1) : chunk_;
+  for (int64_t s = 0; s < n || (s == 0 && attn_->lockstep()); s += chunk) {
+    const int64_t m = std::min(chunk, n - s);
     // Rows of this chunk that need logits, and where they go.
     const int64_t from = std::max<int64_t>(out_begin - s, 0);
     float* dst = from < m ? logits + (s + from - out_begin) * h.n_vocab : nullptr;
@@ -47,18 +67,18 @@ void Engine::forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* po
   float* x = ensure(x_, m * D);
   float* h = ensure(h_, m * D);
   float* q = ensure(q_, m * Q);
-  float* attn = ensure(attn_, m * Q);
+  float* kc = ensure(k_, m * KV);
+  float* vc = ensure(v_, m * KV);
+  float* attn = ensure(attn_out_, m * Q);
   float* gate = ensure(gate_, m * F);
   float* up = ensure(up_, m * F);
 
-  const int64_t slot = cache.append(m, pos);
+  const int64_t slot = attn_->begin_step(cache, m, pos);
   k::get_rows(model_.tok_embd, ids, m, x);
 
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const auto& w = model_.layers[size_t(l)];
     k::rmsnorm(x, w.attn_norm, h, m, D, hp.rms_eps, pool_);
-    float* kc = cache.k(l, slot);
-    float* vc = cache.v(l, slot);
     k::matmul(w.wq, h, m, q, pool_, w.bq);
     k::matmul(w.wk, h, m, kc, pool_, w.bk);
     k::matmul(w.wv, h, m, vc, pool_, w.bv);
@@ -66,22 +86,15 @@ void Engine::forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* po
     k::rope(kc, m, int(hp.n_head_kv), int(hp.head_dim), int(hp.n_rot), pos, hp.rope_freq_base,
             pool_);
 
-    k::AttentionArgs a;
-    a.q = q;
-    a.q_pos = pos;
-    a.n_q = m;
-    a.k = cache.k(l, 0);
-    a.v = cache.v(l, 0);
-    a.kv_pos = cache.positions();
-    a.n_kv = cache.size();
-    a.kv_stride = KV;
-    a.H = int(hp.n_head);
-    a.G = int(hp.n_head_kv);
-    a.d = int(hp.head_dim);
-    a.scale = 1.0f / std::sqrt(float(hp.head_dim));
-    a.causal = true;
-    a.out = attn;
-    k::attention(a, pool_);
+    parallel::AttnStep step;
+    step.layer = l;
+    step.m = m;
+    step.q = q;
+    step.k = kc;
+    step.v = vc;
+    step.pos = pos;
+    step.out = attn;
+    attn_->attend(cache, slot, step);
 
     k::matmul(w.wo, attn, m, h, pool_);
     k::add(x, h, m * D);

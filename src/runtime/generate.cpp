@@ -20,21 +20,28 @@ GenerateStats generate(Engine& engine, KVCache& cache, std::span<const int32_t> 
 
   GenerateStats st;
   st.n_prompt = int64_t(prompt.size());
-  Sampler sampler(params.sampler);
   std::vector<float> logits(static_cast<size_t>(V));
   std::vector<int32_t> pos(prompt.size());
   std::iota(pos.begin(), pos.end(), 0);
 
   const Stopwatch total;
-  Stopwatch sw;
+  const Stopwatch sw;
   engine.forward(cache, prompt, pos, 1, logits.data());
   st.prompt_seconds = sw.seconds();
+  decode_loop(engine, cache, logits, int32_t(prompt.size()), params, total, st, on_token, out);
+  return st;
+}
 
+void decode_loop(Engine& engine, KVCache& cache, std::vector<float>& logits, int32_t start_pos,
+                 const GenerateParams& params, const Stopwatch& since, GenerateStats& st,
+                 const std::function<void(int32_t)>& on_token, std::vector<int32_t>* out) {
+  Sampler sampler(params.sampler);
+  const Tokenizer* tok = engine.model().tokenizer();
   int32_t next = sampler.sample(logits);
-  int32_t p = int32_t(prompt.size());
-  const Tokenizer* tok = model.tokenizer();
+  int32_t p = start_pos;
+  Stopwatch sw;
   for (int64_t i = 0; i < params.n_predict; ++i) {
-    if (i == 0) st.ttft_seconds = total.seconds();
+    if (i == 0) st.ttft_seconds = since.seconds();
     ++st.n_generated;
     if (out) out->push_back(next);
     if (on_token) on_token(next);
@@ -48,7 +55,6 @@ GenerateStats generate(Engine& engine, KVCache& cache, std::span<const int32_t> 
     ++p;
     next = sampler.sample(logits);
   }
-  return st;
 }
 
 std::string Utf8Stream::push(std::string_view bytes) {

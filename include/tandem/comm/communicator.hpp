@@ -39,7 +39,10 @@ class Request {
   virtual bool test() = 0;
   // Blocks until complete; throws Error(Comm) "rank R: <op> to/from rank S timed out
   // after X s" after timeout_s seconds, or at once when a peer has failed.
-  virtual void wait(double timeout_s) = 0;
+  void wait(double timeout_s);
+  // The same with an absolute deadline (tandem::now_seconds() clock); a timeout reports
+  // timeout_s as X. Communicator::wait_all gives its requests one deadline this way.
+  virtual void wait_until(double deadline, double timeout_s) = 0;
 };
 
 enum class ReduceOp { Sum, Max };

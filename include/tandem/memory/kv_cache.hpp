@@ -26,10 +26,10 @@ class KVCache {
   // Drops every token from slot n on.
   void truncate(int64_t n);
 
-  float* k(int64_t layer, int64_t slot) { return &k_[index(layer, slot)]; }
-  float* v(int64_t layer, int64_t slot) { return &v_[index(layer, slot)]; }
-  const float* k(int64_t layer, int64_t slot) const { return &k_[index(layer, slot)]; }
-  const float* v(int64_t layer, int64_t slot) const { return &v_[index(layer, slot)]; }
+  float* k(int64_t layer, int64_t slot) { return k_.data() + index(layer, slot); }
+  float* v(int64_t layer, int64_t slot) { return v_.data() + index(layer, slot); }
+  const float* k(int64_t layer, int64_t slot) const { return k_.data() + index(layer, slot); }
+  const float* v(int64_t layer, int64_t slot) const { return v_.data() + index(layer, slot); }
   const int32_t* positions() const { return pos_.data(); }
 
   // Bytes held for K and V (all layers, full capacity).

@@ -8,6 +8,7 @@
 #include "tandem/kernels/thread_pool.hpp"
 #include "tandem/memory/kv_cache.hpp"
 #include "tandem/model/model.hpp"
+#include "tandem/parallel/sequence_attention.hpp"
 
 namespace tandem {
 
@@ -19,16 +20,24 @@ class Engine {
 
   Engine(const Model& model, kernels::ThreadPool& pool, int64_t chunk = kDefaultChunk);
 
+  // The attention shape of the model (for building SequenceAttention strategies).
+  parallel::AttnShape attn_shape() const;
+  // Attention strategy of the following forward calls (not owned; nullptr restores the
+  // single-rank strategy). Sequence-parallel runs set ring, sharded decode, ...
+  void set_attention(parallel::SequenceAttention* attn);
+
   // A cache sized for `capacity` tokens of this model.
   KVCache make_cache(int64_t capacity) const;
 
   // Runs ids[i] at positions pos[i] (any positions; attention is causal by position)
-  // through every layer, appending their K/V to `cache`. Writes the logits of the last
-  // n_out tokens to logits ([n_out][V]); n_out may be 0. ids must be < V.
+  // through every layer; the attention strategy stores their K/V in `cache`. Writes the
+  // logits of the last n_out tokens to logits ([n_out][V]); n_out may be 0. ids must
+  // be < V. Under a lockstep strategy the tokens run in one step (even zero tokens).
   void forward(KVCache& cache, std::span<const int32_t> ids, std::span<const int32_t> pos,
                int64_t n_out, float* logits);
 
   const Model& model() const { return model_; }
+  kernels::ThreadPool& pool() const { return pool_; }
 
  private:
   void forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,
@@ -37,8 +46,10 @@ class Engine {
   const Model& model_;
   kernels::ThreadPool& pool_;
   int64_t chunk_;
+  parallel::LocalAttention local_;
+  parallel::SequenceAttention* attn_;
   // Activations for one chunk, sized on first use.
-  std::vector<float> x_, h_, q_, attn_, gate_, up_;
+  std::vector<float> x_, h_, q_, k_, v_, attn_out_, gate_, up_;
 };
 
 }  // namespace tandem

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "tandem/core/timer.hpp"
 #include "tandem/runtime/engine.hpp"
 #include "tandem/runtime/sampler.hpp"
 
@@ -37,6 +38,15 @@ struct GenerateStats {
 GenerateStats generate(Engine& engine, KVCache& cache, std::span<const int32_t> prompt,
                        const GenerateParams& params, const std::function<void(int32_t)>& on_token,
                        std::vector<int32_t>* out = nullptr);
+
+// The decode half of generation, shared by every strategy: samples from `logits`
+// (the last prompt token's row), then feeds each sampled token back at positions
+// start_pos, start_pos+1, ... until n_predict tokens or an end-of-generation token.
+// `since` is the start of the request (for time to first token); fills st's
+// generation fields.
+void decode_loop(Engine& engine, KVCache& cache, std::vector<float>& logits, int32_t start_pos,
+                 const GenerateParams& params, const Stopwatch& since, GenerateStats& st,
+                 const std::function<void(int32_t)>& on_token, std::vector<int32_t>* out);
 
 // Buffers bytes so that only whole UTF-8 characters are emitted (a token may end in
 // the middle of a multi-byte character).

@@ -1,0 +1,45 @@
+#pragma once
+// Sequence-parallel runs of the whole model: each rank runs the token-local ops on its
+// shard of the sequence; attention goes through the scheme's strategy.
+#include <span>
+#include <vector>
+
+#include "tandem/comm/communicator.hpp"
+#include "tandem/parallel/scheme.hpp"
+#include "tandem/runtime/engine.hpp"
+#include "tandem/runtime/generate.hpp"
+
+namespace tandem {
+
+enum class LogitsWanted { None, Last, All };
+
+struct ShardedPrefill {
+  std::vector<int64_t> indices;  // global indices of the tokens this rank holds
+  // All: [indices.size()][V]. Last: the last token's row, on every rank. None: empty.
+  std::vector<float> logits;
+};
+
+// Prefills `ids` (positions 0..N-1) split by `scheme` across the ranks of `comm`.
+// `cache` must be empty, with room for this rank's shard (and later decode tokens).
+ShardedPrefill sp_prefill(Engine& engine, KVCache& cache, comm::Communicator& comm,
+                          const parallel::Scheme& scheme, std::span<const int32_t> ids,
+                          LogitsWanted wanted);
+
+// Every rank's logits rows gathered in global order ([N][V]) on every rank.
+std::vector<float> gather_logits(comm::Communicator& comm, const ShardedPrefill& part,
+                                 int64_t n, int64_t vocab);
+
+// Tokens of this rank's shard plus its share of n_decode round-robin decode tokens.
+int64_t sp_cache_capacity(int64_t n_prompt, int64_t n_decode, int ranks, int rank,
+                          const parallel::Scheme& scheme);
+
+// Generation: parallel prefill, then decoding against the KV cache sharded across the
+// ranks (every rank runs the same tokens and samples the same ids). on_token runs on
+// every rank. Stats as in generate().
+GenerateStats sp_generate(Engine& engine, KVCache& cache, comm::Communicator& comm,
+                          const parallel::Scheme& scheme, std::span<const int32_t> prompt,
+                          const GenerateParams& params,
+                          const std::function<void(int32_t)>& on_token,
+                          std::vector<int32_t>* out = nullptr);
+
+}  // namespace tandem

@@ -1,0 +1,208 @@
+// Communicator base: argument checks, timeouts, stats and the scope that names the
+// collective in progress. The generic collectives are in collectives.cpp.
+#include "tandem/comm/communicator.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "tandem/core/error.hpp"
+#include "tandem/core/timer.hpp"
+
+namespace tandem::comm {
+
+// Names the collective in progress for error messages (restores the outer one).
+class OpScope {
+ public:
+  OpScope(Communicator& c, std::string_view op) : c_(c), saved_(c.op_) { c.op_ = op; }
+  ~OpScope() { c_.op_ = saved_; }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  Communicator& c_;
+  std::string_view saved_;
+};
+
+namespace {
+
+double timeout_from_env() {
+  const char* e = std::getenv("TANDEM_COMM_TIMEOUT");
+  if (!e || !*e) return Communicator::kDefaultTimeout;
+  char* end = nullptr;
+  double v = std::strtod(e, &end);
+  if (end == e || *end != '\0' || !(v > 0) || !std::isfinite(v))
+    bad_input("TANDEM_COMM_TIMEOUT: expected a positive number of seconds, got '{}'", e);
+  return v;
+}
+
+void check_span(const Communicator& c, std::string_view op, std::string_view name,
+                std::span<const size_t> s) {
+  if (static_cast<int>(s.size()) != c.size())
+    fail(ErrorKind::Internal, "{}: {}: {} has {} entries, expected {} (one per rank)", c.who(),
+         op, name, s.size(), c.size());
+}
+
+}  // namespace
+
+Request::~Request() = default;
+
+void Request::wait(double timeout_s) { wait_until(now_seconds() + timeout_s, timeout_s); }
+
+size_t elem_size(ElemType t) {
+  switch (t) {
+    case ElemType::F32: return 4;
+    case ElemType::F64: return 8;
+    case ElemType::I64: return 8;
+  }
+  return 0;
+}
+
+Communicator::Communicator(int rank, int size, int world_rank)
+    : rank_(rank), size_(size), world_rank_(world_rank), timeout_(timeout_from_env()) {
+  who_ = rank == world_rank ? fmt::format("rank {}", rank)
+                            : fmt::format("rank {} (world rank {})", rank, world_rank);
+}
+
+Communicator::~Communicator() = default;
+
+void Communicator::set_timeout(double seconds) {
+  if (!(seconds > 0) || !std::isfinite(seconds))
+    fail(ErrorKind::Internal, "{}: set_timeout: {} is not a positive number of seconds", who_,
+         seconds);
+  timeout_ = seconds;
+}
+
+std::string Communicator::describe_p2p(bool is_send, int peer, int tag) const {
+  std::string s = op_.empty() ? std::string() : fmt::format("{}: ", op_);
+  s += fmt::format("{} rank {}", is_send ? "send to" : "recv from", peer);
+  if (tag <= kMaxTag) s += fmt::format(" (tag {})", tag);
+  return s;
+}
+
+void Communicator::count_traffic(uint64_t sent, uint64_t received, uint64_t messages) {
+  stats_.bytes_sent += sent;
+  stats_.bytes_received += received;
+  stats_.messages += messages;
+}
+
+void Communicator::unsupported(std::string_view op) const {
+  fail(ErrorKind::Comm, "{}: {} is not supported by the {} backend", who_, op, backend());
+}
+
+// ---- point-to-point ----
+
+std::unique_ptr<Request> Communicator::post_send(const void* buf, size_t bytes, int dst,
+                                                 int tag) {
+  auto r = do_isend(buf, bytes, dst, tag);
+  if (dst != rank_) count_traffic(bytes, 0, 1);
+  return r;
+}
+
+std::unique_ptr<Request> Communicator::post_recv(void* buf, size_t bytes, int src, int tag) {
+  auto r = do_irecv(buf, bytes, src, tag);
+  if (src != rank_) count_traffic(0, bytes, 0);
+  return r;
+}
+
+std::unique_ptr<Request> Communicator::isend(const void* buf, size_t bytes, int dst, int tag) {
+  if (dst < 0 || dst >= size_ || tag < 0 || tag > kMaxTag || (!buf && bytes))
+    fail(ErrorKind::Internal, "{}: isend: bad arguments (dst {} of {}, tag {} of [0, {}], {} bytes)",
+         who_, dst, size_, tag, kMaxTag, bytes);
+  return post_send(buf, bytes, dst, tag);
+}
+
+std::unique_ptr<Request> Communicator::irecv(void* buf, size_t bytes, int src, int tag) {
+  if (src < 0 || src >= size_ || tag < 0 || tag > kMaxTag || (!buf && bytes))
+    fail(ErrorKind::Internal, "{}: irecv: bad arguments (src {} of {}, tag {} of [0, {}], {} bytes)",
+         who_, src, size_, tag, kMaxTag, bytes);
+  return post_recv(buf, bytes, src, tag);
+}
+
+void Communicator::wait(Request& req) { req.wait(timeout_); }
+
+void Communicator::wait_all(std::span<const std::unique_ptr<Request>> reqs) {
+  const double deadline = now_seconds() + timeout_;
+  for (const auto& r : reqs) {
+    if (r) r->wait_until(deadline, timeout_);
+  }
+}
+
+void Communicator::send(const void* buf, size_t bytes, int dst, int tag) {
+  auto r = isend(buf, bytes, dst, tag);
+  wait(*r);
+}
+
+void Communicator::recv(void* buf, size_t bytes, int src, int tag) {
+  auto r = irecv(buf, bytes, src, tag);
+  wait(*r);
+}
+
+void Communicator::sendrecv(const void* sbuf, size_t sbytes, int dst, void* rbuf, size_t rbytes,
+                            int src, int tag) {
+  std::unique_ptr<Request> reqs[2] = {irecv(rbuf, rbytes, src, tag), isend(sbuf, sbytes, dst, tag)};
+  wait_all(reqs);
+}
+
+// ---- collectives: check arguments, name the op, dispatch ----
+
+void Communicator::alltoallv(const void* send, std::span<const size_t> send_bytes,
+                             std::span<const size_t> send_offsets, void* recv,
+                             std::span<const size_t> recv_bytes,
+                             std::span<const size_t> recv_offsets) {
+  OpScope scope(*this, "alltoallv");
+  check_span(*this, "alltoallv", "send_bytes", send_bytes);
+  check_span(*this, "alltoallv", "send_offsets", send_offsets);
+  check_span(*this, "alltoallv", "recv_bytes", recv_bytes);
+  check_span(*this, "alltoallv", "recv_offsets", recv_offsets);
+  if (send_bytes[rank_] != recv_bytes[rank_])
+    fail(ErrorKind::Internal, "{}: alltoallv: sends {} bytes to itself but expects {}", who_,
+         send_bytes[rank_], recv_bytes[rank_]);
+  do_alltoallv(static_cast<const std::byte*>(send), send_bytes, send_offsets,
+               static_cast<std::byte*>(recv), recv_bytes, recv_offsets);
+}
+
+void Communicator::allgatherv(const void* send, size_t bytes, void* recv,
+                              std::span<const size_t> recv_bytes,
+                              std::span<const size_t> recv_offsets) {
+  OpScope scope(*this, "allgatherv");
+  check_span(*this, "allgatherv", "recv_bytes", recv_bytes);
+  check_span(*this, "allgatherv", "recv_offsets", recv_offsets);
+  if (bytes != recv_bytes[rank_])
+    fail(ErrorKind::Internal, "{}: allgatherv: sends {} bytes but recv_bytes[{}] is {}", who_,
+         bytes, rank_, recv_bytes[rank_]);
+  do_allgatherv(static_cast<const std::byte*>(send), bytes, static_cast<std::byte*>(recv),
+                recv_bytes, recv_offsets);
+}
+
+void Communicator::allreduce(void* data, size_t n, ElemType type, ReduceOp op) {
+  OpScope scope(*this, "allreduce");
+  if (!data && n) fail(ErrorKind::Internal, "{}: allreduce: null data", who_);
+  do_allreduce(data, n, type, op);
+}
+
+void Communicator::broadcast(void* buf, size_t bytes, int root) {
+  OpScope scope(*this, "broadcast");
+  if (root < 0 || root >= size_)
+    fail(ErrorKind::Internal, "{}: broadcast: root {} out of [0, {})", who_, root, size_);
+  do_broadcast(buf, bytes, root);
+}
+
+void Communicator::barrier() {
+  OpScope scope(*this, "barrier");
+  do_barrier();
+}
+
+std::unique_ptr<Communicator> Communicator::split(int color, int key) {
+  OpScope scope(*this, "split");
+  if (color < kNoColor)
+    fail(ErrorKind::Internal, "{}: split: color {} must be >= 0 or kNoColor", who_, color);
+  auto sub = do_split(color, key);
+  if (sub) sub->set_timeout(timeout_);
+  return sub;
+}
+
+std::unique_ptr<Communicator> Communicator::do_split(int, int) { unsupported("split"); }
+
+}  // namespace tandem::comm

@@ -1,0 +1,40 @@
+#include "tandem/parallel/sequence_attention.hpp"
+
+#include <algorithm>
+
+#include "tandem/kernels/ops.hpp"
+
+namespace tandem::parallel {
+
+int64_t SequenceAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos) {
+  return cache.append(m, pos);
+}
+
+void SequenceAttention::store_kv(KVCache& cache, int64_t slot, const AttnStep& s, int64_t first,
+                                 int64_t count) const {
+  if (count < 0) count = s.m - first;
+  const int64_t kv = shape_.kv_dim();
+  std::copy(s.k + first * kv, s.k + (first + count) * kv, cache.k(s.layer, slot));
+  std::copy(s.v + first * kv, s.v + (first + count) * kv, cache.v(s.layer, slot));
+}
+
+void LocalAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
+  store_kv(cache, slot, s);
+  kernels::AttentionArgs a;
+  a.q = s.q;
+  a.q_pos = s.pos;
+  a.n_q = s.m;
+  a.k = cache.k(s.layer, 0);
+  a.v = cache.v(s.layer, 0);
+  a.kv_pos = cache.positions();
+  a.n_kv = cache.size();
+  a.kv_stride = shape_.kv_dim();
+  a.H = shape_.H;
+  a.G = shape_.G;
+  a.d = shape_.d;
+  a.scale = shape_.scale;
+  a.out = s.out;
+  kernels::attention(a, pool_);
+}
+
+}  // namespace tandem::parallel

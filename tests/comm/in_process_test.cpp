@@ -1,0 +1,251 @@
+// In-process backend: the shared checks for P = 1..4, then timeouts, peer failures,
+// argument errors and stats.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include "comm/comm_checks.hpp"
+#include "tandem/comm/in_process.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/core/timer.hpp"
+
+namespace tandem::comm {
+namespace {
+
+class InProcess : public ::testing::TestWithParam<int> {};
+
+TEST_P(InProcess, Ring) { run_in_process(GetParam(), checks::ring); }
+TEST_P(InProcess, TagsOutOfOrder) { run_in_process(GetParam(), checks::tags); }
+TEST_P(InProcess, Sendrecv) { run_in_process(GetParam(), checks::sendrecv); }
+TEST_P(InProcess, Alltoallv) { run_in_process(GetParam(), checks::alltoallv); }
+TEST_P(InProcess, Allgatherv) { run_in_process(GetParam(), checks::allgatherv); }
+TEST_P(InProcess, Allreduce) { run_in_process(GetParam(), checks::allreduce); }
+TEST_P(InProcess, Broadcast) { run_in_process(GetParam(), checks::broadcast); }
+TEST_P(InProcess, Barrier) { run_in_process(GetParam(), checks::barrier); }
+TEST_P(InProcess, Split2DMesh) { run_in_process(GetParam(), checks::split); }
+TEST_P(InProcess, Stats) { run_in_process(GetParam(), checks::stats); }
+
+TEST_P(InProcess, BarrierWaitsForEveryRank) {
+  const int P = GetParam();
+  std::atomic<int> arrived{0};
+  run_in_process(P, [&](Communicator& c) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10 * c.rank()));
+    arrived.fetch_add(1);
+    c.barrier();
+    EXPECT_EQ(arrived.load(), P);
+    c.barrier();
+  });
+}
+
+TEST_P(InProcess, BackendAndDefaults) {
+  run_in_process(GetParam(), [&](Communicator& c) {
+    EXPECT_EQ(c.backend(), "in-process");
+    EXPECT_EQ(c.size(), GetParam());
+    EXPECT_EQ(c.timeout(), Communicator::kDefaultTimeout);
+    EXPECT_EQ(c.who(), fmt::format("rank {}", c.rank()));
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(P, InProcess, ::testing::Range(1, 5));
+
+// Runs fn on rank `rank` catching the Error it must throw; returns (message, seconds).
+struct Caught {
+  std::mutex m;
+  std::string message;
+  int exit_code = 0;
+  double seconds = -1;
+};
+template <typename F>
+void catch_on(Caught& out, F&& fn) {
+  Stopwatch sw;
+  try {
+    fn();
+  } catch (const Error& e) {
+    std::lock_guard lock(out.m);
+    out.message = e.what();
+    out.exit_code = e.exit_code();
+    out.seconds = sw.seconds();
+    throw;
+  }
+}
+
+TEST(InProcessErrors, RecvWithNoSenderTimesOut) {
+  Caught got;
+  EXPECT_THROW(run_in_process(2, [&](Communicator& c) {
+                 if (c.rank() != 0) {  // alive but silent (a return would end the wait early)
+                   std::this_thread::sleep_for(std::chrono::milliseconds(600));
+                   return;
+                 }
+                 c.set_timeout(0.2);
+                 int x = 0;
+                 catch_on(got, [&] { c.recv(&x, sizeof x, 1, 5); });
+               }),
+               Error);
+  EXPECT_EQ(got.exit_code, 4);
+  EXPECT_EQ(got.message, "rank 0: recv from rank 1 (tag 5) timed out after 0.2 s");
+  EXPECT_GE(got.seconds, 0.19);
+  EXPECT_LT(got.seconds, 1.0);
+}
+
+TEST(InProcessErrors, CollectiveTimeoutNamesTheOperation) {
+  Caught got;
+  EXPECT_THROW(run_in_process(3, [&](Communicator& c) {
+                 if (c.rank() == 2) {  // never joins the allreduce
+                   std::this_thread::sleep_for(std::chrono::milliseconds(800));
+                   return;
+                 }
+                 c.set_timeout(0.3);
+                 float v[4] = {};
+                 if (c.rank() == 0) catch_on(got, [&] { c.allreduce(v, 4, ReduceOp::Sum); });
+                 else c.allreduce(v, 4, ReduceOp::Sum);
+               }),
+               Error);
+  EXPECT_NE(got.message.find("rank 0: allreduce: "), std::string::npos) << got.message;
+  EXPECT_TRUE(got.message.find("timed out after 0.3 s") != std::string::npos ||
+              got.message.find("peer rank 1 failed") != std::string::npos)
+      << got.message;
+  EXPECT_LT(got.seconds, 2.0);
+}
+
+TEST(InProcessErrors, PeerFailureEndsWaitsAtOnce) {
+  Caught got0, got2;
+  try {
+    run_in_process(3, [&](Communicator& c) {
+      c.set_timeout(30);
+      int x = 0;
+      if (c.rank() == 1) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        throw std::runtime_error("boom");
+      }
+      if (c.rank() == 0) catch_on(got0, [&] { c.recv(&x, sizeof x, 1, 0); });
+      if (c.rank() == 2) catch_on(got2, [&] { c.barrier(); });
+    });
+    FAIL() << "run_in_process did not throw";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "boom");  // the cause, not the errors it provoked
+  }
+  EXPECT_EQ(got0.message, "rank 0: recv from rank 1 (tag 0): peer rank 1 failed: boom");
+  EXPECT_LT(got0.seconds, 2.0);
+  EXPECT_NE(got2.message.find("rank 2: barrier: "), std::string::npos) << got2.message;
+  EXPECT_NE(got2.message.find("peer rank 1 failed: boom"), std::string::npos) << got2.message;
+  EXPECT_LT(got2.seconds, 2.0);
+}
+
+TEST(InProcessErrors, PeerFailureReachesSubCommunicators) {
+  Caught got;
+  EXPECT_THROW(run_in_process(4, [&](Communicator& c) {
+                 auto row = c.split(c.rank() / 2, c.rank());
+                 if (c.rank() == 3) throw Error(ErrorKind::BadInput, "bad flag");
+                 if (c.rank() == 2) catch_on(got, [&] { row->barrier(); });
+               }),
+               Error);
+  EXPECT_NE(got.message.find("rank 0 (world rank 2): barrier: "), std::string::npos) << got.message;
+  EXPECT_NE(got.message.find("peer rank 3 failed: bad flag"), std::string::npos) << got.message;
+  EXPECT_LT(got.seconds, 2.0);
+}
+
+TEST(InProcessErrors, ReturnedPeerEndsWaitsAtOnce) {
+  Caught got;
+  EXPECT_THROW(run_in_process(2, [&](Communicator& c) {
+                 c.set_timeout(30);
+                 int x = 0;
+                 if (c.rank() == 0) catch_on(got, [&] { c.recv(&x, sizeof x, 1, 9); });
+               }),
+               Error);
+  EXPECT_EQ(got.message,
+            "rank 0: recv from rank 1 (tag 9): peer rank 1 returned without sending this message");
+  EXPECT_LT(got.seconds, 2.0);
+}
+
+TEST(InProcessErrors, SizeMismatchIsAnError) {
+  Caught got;
+  EXPECT_THROW(run_in_process(2, [&](Communicator& c) {
+                 int64_t big = 1;
+                 int32_t small = 0;
+                 if (c.rank() == 0) c.send(&big, sizeof big, 1, 1);
+                 else catch_on(got, [&] { c.recv(&small, sizeof small, 0, 1); });
+               }),
+               Error);
+  EXPECT_EQ(got.message,
+            "rank 1: recv from rank 0 (tag 1): message of 8 bytes, receive expects 4 bytes");
+}
+
+TEST(InProcessErrors, BadArgumentsAreRejected) {
+  run_in_process(2, [&](Communicator& c) {
+    int x = 0;
+    EXPECT_THROW(c.isend(&x, 4, 2, 0), Error);
+    EXPECT_THROW(c.irecv(&x, 4, -1, 0), Error);
+    EXPECT_THROW(c.isend(&x, 4, 0, -1), Error);
+    EXPECT_THROW(c.isend(&x, 4, 0, Communicator::kMaxTag + 1), Error);
+    EXPECT_THROW(c.broadcast(&x, 4, 5), Error);
+    EXPECT_THROW(c.set_timeout(0), Error);
+    std::vector<size_t> one(1);
+    EXPECT_THROW(c.alltoallv(&x, one, one, &x, one, one), Error);
+  });
+  EXPECT_THROW(run_in_process(0, [](Communicator&) {}), Error);
+}
+
+TEST(InProcessErrors, TimeoutFromEnvironment) {
+  ::setenv("TANDEM_COMM_TIMEOUT", "1.5", 1);
+  run_in_process(2, [](Communicator& c) {
+    EXPECT_EQ(c.timeout(), 1.5);
+    auto sub = c.split(0, 0);
+    EXPECT_EQ(sub->timeout(), 1.5);
+  });
+  ::setenv("TANDEM_COMM_TIMEOUT", "soon", 1);
+  try {
+    run_in_process(2, [](Communicator&) {});
+    ADD_FAILURE() << "bad TANDEM_COMM_TIMEOUT accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::BadInput);
+    EXPECT_NE(std::string(e.what()).find("TANDEM_COMM_TIMEOUT"), std::string::npos);
+  }
+  ::unsetenv("TANDEM_COMM_TIMEOUT");
+}
+
+TEST(InProcessStats, WaitTimeIsCounted) {
+  run_in_process(2, [](Communicator& c) {
+    int x = 42;
+    if (c.rank() == 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      c.send(&x, sizeof x, 0, 0);
+    } else {
+      c.recv(&x, sizeof x, 1, 0);
+      EXPECT_EQ(x, 42);
+      EXPECT_GE(c.stats().wait_seconds, 0.08);
+      EXPECT_EQ(c.stats().bytes_received, sizeof x);
+    }
+  });
+}
+
+// A backend without split: the base class must refuse loudly.
+class NoSplitComm final : public Communicator {
+ public:
+  NoSplitComm() : Communicator(0, 1, 0) {}
+  std::string_view backend() const override { return "test"; }
+
+ protected:
+  std::unique_ptr<Request> do_isend(const void*, size_t, int, int) override { unsupported("isend"); }
+  std::unique_ptr<Request> do_irecv(void*, size_t, int, int) override { unsupported("irecv"); }
+};
+
+TEST(CommunicatorBase, UnsupportedOperationsThrow) {
+  NoSplitComm c;
+  try {
+    c.split(0, 0);
+    FAIL() << "split did not throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Comm);
+    EXPECT_STREQ(e.what(), "rank 0: split is not supported by the test backend");
+  }
+  int x = 0;
+  EXPECT_THROW(c.send(&x, 4, 0, 0), Error);
+  c.barrier();  // P = 1: the generic collectives need no messages
+}
+
+}  // namespace
+}  // namespace tandem::comm
