@@ -18,21 +18,28 @@ void SequenceAttention::store_kv(KVCache& cache, int64_t slot, const AttnStep& s
   std::copy(s.v + first * kv, s.v + (first + count) * kv, cache.v(s.layer, slot));
 }
 
-void LocalAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
-  store_kv(cache, slot, s);
+kernels::AttentionArgs SequenceAttention::kernel_args(const AttnStep& s, const float* k,
+                                                      const float* v, const int32_t* kv_pos,
+                                                      int64_t n_kv) const {
   kernels::AttentionArgs a;
   a.q = s.q;
   a.q_pos = s.pos;
   a.n_q = s.m;
-  a.k = cache.k(s.layer, 0);
-  a.v = cache.v(s.layer, 0);
-  a.kv_pos = cache.positions();
-  a.n_kv = cache.size();
+  a.k = k;
+  a.v = v;
+  a.kv_pos = kv_pos;
+  a.n_kv = n_kv;
   a.kv_stride = shape_.kv_dim();
   a.H = shape_.H;
   a.G = shape_.G;
   a.d = shape_.d;
   a.scale = shape_.scale;
+  return a;
+}
+
+void LocalAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
+  store_kv(cache, slot, s);
+  auto a = kernel_args(s, cache.k(s.layer, 0), cache.v(s.layer, 0), cache.positions(), cache.size());
   a.out = s.out;
   kernels::attention(a, pool_);
 }

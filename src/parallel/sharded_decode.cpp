@@ -32,19 +32,8 @@ void ShardedDecode::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   const size_t block = size_t(s.m * (qd + H));
   gathered_.resize(block * size_t(P));
   float* mine = gathered_.data() + block * size_t(comm_.rank());
-  kernels::AttentionArgs a;
-  a.q = s.q;
-  a.q_pos = s.pos;
-  a.n_q = s.m;
-  a.k = cache.k(s.layer, 0);
-  a.v = cache.v(s.layer, 0);
-  a.kv_pos = cache.positions();
-  a.n_kv = cache.size();
-  a.kv_stride = shape_.kv_dim();
-  a.H = shape_.H;
-  a.G = shape_.G;
-  a.d = shape_.d;
-  a.scale = shape_.scale;
+  auto a = kernel_args(s, cache.k(s.layer, 0), cache.v(s.layer, 0), cache.positions(),
+                       cache.size());
   a.out = mine;
   a.lse = mine + s.m * qd;
   if (a.n_kv > 0) {

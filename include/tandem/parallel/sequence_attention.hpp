@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "tandem/kernels/ops.hpp"
 #include "tandem/kernels/thread_pool.hpp"
 #include "tandem/memory/kv_cache.hpp"
 
@@ -50,6 +51,10 @@ class SequenceAttention {
   const AttnShape& shape() const { return shape_; }
 
  protected:
+  // Kernel arguments for the step's queries against n_kv keys (rows of kv_dim floats);
+  // out/lse are left for the caller.
+  kernels::AttentionArgs kernel_args(const AttnStep& s, const float* k, const float* v,
+                                     const int32_t* kv_pos, int64_t n_kv) const;
   // Copies the step's K/V rows [first, first+count) into cache rows from `slot`.
   void store_kv(KVCache& cache, int64_t slot, const AttnStep& s, int64_t first = 0,
                 int64_t count = -1) const;
