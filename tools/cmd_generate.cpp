@@ -7,8 +7,9 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "sp_cli.hpp"
 #include "tandem/core/error.hpp"
-#include "tandem/runtime/generate.hpp"
+#include "tandem/runtime/sp.hpp"
 
 namespace tandem::cli {
 namespace {
@@ -21,6 +22,7 @@ struct Opts {
   int64_t seed = -1;
   bool no_bos = false;
   bool show_ids = false;
+  SpOptions sp;
 };
 
 void run(const Opts& o) {
@@ -39,26 +41,57 @@ void run(const Opts& o) {
   gp.n_predict = o.n_predict;
   gp.sampler = o.sampler;
   gp.sampler.seed = o.seed >= 0 ? uint64_t(o.seed) : std::random_device{}();
-  kernels::ThreadPool pool(o.threads);
-  Engine engine(*model, pool);
-  KVCache cache = engine.make_cache(int64_t(prompt.size()) + o.n_predict);
-
-  if (tok) {
-    // Echo the prompt text, then stream the continuation.
-    fmt::print("{}", tok->decode(prompt));
-    std::fflush(stdout);
-  }
-  Utf8Stream stream;
-  std::vector<int32_t> out;
-  const auto st = generate(engine, cache, prompt, gp, [&](int32_t id) {
+  // Output goes to stdout on rank 0 only (every rank generates the same tokens).
+  const auto emit = [&](bool root, Utf8Stream& stream, int32_t id) {
+    if (!root) return;
     if (o.show_ids || !tok) {
       fmt::print("{} ", id);
     } else {
       fmt::print("{}", stream.push(tok->piece(id)));
     }
     std::fflush(stdout);
-  }, &out);
-  fmt::print("{}\n", stream.flush());
+  };
+  const auto echo_prompt = [&] {
+    if (tok) fmt::print("{}", tok->decode(prompt));
+    std::fflush(stdout);
+  };
+  GenerateStats st;
+  bool root = true;
+  if (o.sp.sp.empty() && o.sp.ranks == 1 && !launched_by_mpirun()) {
+    kernels::ThreadPool pool(o.threads);
+    Engine engine(*model, pool);
+    KVCache cache = engine.make_cache(int64_t(prompt.size()) + o.n_predict);
+    echo_prompt();
+    Utf8Stream stream;
+    st = generate(engine, cache, prompt, gp, [&](int32_t id) { emit(true, stream, id); });
+    fmt::print("{}\n", stream.flush());
+  } else {
+    run_world(o.sp, [&](comm::Communicator& comm) {
+      // Every rank must sample with the same seed.
+      uint64_t seed = gp.sampler.seed;
+      comm.broadcast(&seed, sizeof seed, 0);
+      GenerateParams rank_gp = gp;
+      rank_gp.sampler.seed = seed;
+      const bool is_root = comm.rank() == 0;
+      kernels::ThreadPool pool(o.threads);
+      Engine engine(*model, pool);
+      const auto scheme = scheme_of(o.sp, comm);
+      KVCache cache = engine.make_cache(sp_cache_capacity(int64_t(prompt.size()), o.n_predict,
+                                                          comm.size(), comm.rank(), scheme));
+      if (is_root) echo_prompt();
+      Utf8Stream stream;
+      const auto rank_st = sp_generate(engine, cache, comm, scheme, prompt, rank_gp,
+                                       [&](int32_t id) { emit(is_root, stream, id); });
+      if (is_root) {
+        fmt::print("{}\n", stream.flush());
+        st = rank_st;
+        gp.sampler.seed = seed;
+      } else if (launched_by_mpirun()) {
+        root = false;  // this process is not rank 0: rank 0 reports
+      }
+    });
+  }
+  if (!root) return;
   fmt::print(stderr,
              "\nprompt: {} tokens in {:.3f} s ({:.1f} tokens/s)\n"
              "generation: {} tokens, {:.1f} tokens/s ({} decode steps in {:.3f} s)\n"
@@ -90,6 +123,7 @@ void add_generate(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 62));
   sub->add_flag("--no-bos", o->no_bos, "Do not add BOS to the prompt");
   sub->add_flag("--show-ids", o->show_ids, "Print generated token ids instead of text");
+  add_sp_options(sub, o->sp);
   sub->callback([o, p, ids] {
     if (p->count() == 0 && ids->count() == 0) bad_input("generate: give -p TEXT or --ids LIST");
     run(*o);

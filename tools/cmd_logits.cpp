@@ -11,9 +11,10 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "sp_cli.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
-#include "tandem/runtime/engine.hpp"
+#include "tandem/runtime/sp.hpp"
 
 namespace tandem::cli {
 namespace {
@@ -24,6 +25,7 @@ struct Opts {
   uint64_t seed = 1234;
   int64_t last = -1;
   int threads = 1;
+  SpOptions sp;
 };
 
 void run(const Opts& o) {
@@ -33,29 +35,47 @@ void run(const Opts& o) {
   if (!o.ids.empty()) {
     ids = parse_id_list(o.ids, "--ids");
   } else {
-    std::mt19937_64 rng(o.seed);
-    std::uniform_int_distribution<int32_t> dist(0, int32_t(V - 1));
-    ids.resize(size_t(o.random_tokens));
-    for (auto& id : ids) id = dist(rng);
+    ids = random_token_ids(o.random_tokens, V, o.seed);
   }
   for (int32_t id : ids)
     if (id >= V) bad_input("--ids: token id {} is out of range (vocabulary size {})", id, V);
   const int64_t n = int64_t(ids.size());
   const int64_t n_out = o.last >= 0 ? std::min(o.last, n) : n;
 
+  std::vector<float> logits;
+  double secs = 0;
+  if (o.sp.sp.empty() && o.sp.ranks == 1 && !launched_by_mpirun()) {
+    kernels::ThreadPool pool(o.threads);
+    Engine engine(*model, pool);
+    KVCache cache = engine.make_cache(n);
+    std::vector<int32_t> pos(ids.size());
+    std::iota(pos.begin(), pos.end(), 0);
+    logits.resize(size_t(n_out * V));
+    const Stopwatch sw;
+    engine.forward(cache, ids, pos, n_out, logits.data());
+    secs = sw.seconds();
+  } else {
+    // Sequence-parallel: every rank computes its shard's rows; rank 0 writes them all.
+    bool root = false;
+    run_world(o.sp, [&](comm::Communicator& comm) {
+      kernels::ThreadPool pool(o.threads);
+      Engine engine(*model, pool);
+      const auto scheme = scheme_of(o.sp, comm);
+      KVCache cache = engine.make_cache(sp_cache_capacity(n, 0, comm.size(), comm.rank(), scheme));
+      const Stopwatch sw;
+      const auto part = sp_prefill(engine, cache, comm, scheme, ids, LogitsWanted::All);
+      auto all = gather_logits(comm, part, n, V);
+      if (comm.rank() == 0) {
+        secs = sw.seconds();
+        logits.assign(all.end() - ptrdiff_t(n_out * V), all.end());
+        root = true;
+      }
+    });
+    if (!root) return;  // another process (MPI rank) writes the file
+  }
   std::FILE* f = std::fopen(o.out.c_str(), "wb");
   if (!f) bad_input("--out {}: cannot create: {}", o.out, std::strerror(errno));
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, std::fclose);
-
-  kernels::ThreadPool pool(o.threads);
-  Engine engine(*model, pool);
-  KVCache cache = engine.make_cache(n);
-  std::vector<int32_t> pos(ids.size());
-  std::iota(pos.begin(), pos.end(), 0);
-  std::vector<float> logits(size_t(n_out * V));
-  const Stopwatch sw;
-  engine.forward(cache, ids, pos, n_out, logits.data());
-  const double secs = sw.seconds();
   if (std::fwrite(logits.data(), sizeof(float), logits.size(), f) != logits.size())
     fail(ErrorKind::Internal, "--out {}: write failed", o.out);
 
@@ -90,6 +110,7 @@ void add_logits(CLI::App& app) {
   sub->add_option("--out", o->out, "Output file: little-endian float32 [positions][vocab]")
       ->required();
   add_threads_option(sub, o->threads);
+  add_sp_options(sub, o->sp);
   sub->callback([o, ids, rnd] {
     if (ids->count() == 0 && rnd->count() == 0) bad_input("logits: give --ids or --random-tokens");
     run(*o);

@@ -9,6 +9,7 @@ void add_logits(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_info(CLI::App& app);
 void add_make_model(CLI::App& app);
+void add_prefill(CLI::App& app);
 
 // Default thread count: the cores this process may use.
 int default_threads();

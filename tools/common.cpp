@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -43,6 +44,14 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& f
     p = q;
   }
   if (ids.empty()) bad_input("{}: no token ids given", flag);
+  return ids;
+}
+
+std::vector<int32_t> random_token_ids(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(0, int32_t(vocab - 1));
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& id : ids) id = dist(rng);
   return ids;
 }
 

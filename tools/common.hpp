@@ -12,6 +12,8 @@ namespace tandem::cli {
 CLI::Option* add_threads_option(CLI::App* sub, int& threads);
 // Parses "1,2,3" (commas and/or spaces) into ids; throws Error(BadInput) naming `flag`.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
+// n token ids drawn uniformly from [0, vocab) with a fixed seed (--random-tokens).
+std::vector<int32_t> random_token_ids(int64_t n, int64_t vocab, uint64_t seed);
 // Reads a whole file; throws Error(BadInput) naming it.
 std::string read_file(const std::string& path);
 

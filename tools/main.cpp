@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   tandem::cli::add_tokenize(app);
   tandem::cli::add_info(app);
   tandem::cli::add_make_model(app);
+  tandem::cli::add_prefill(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

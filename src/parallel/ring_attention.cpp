@@ -4,73 +4,47 @@
 #include <cstring>
 #include <limits>
 
-#include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
 #include "tandem/kernels/attention_merge.hpp"
-#include "tandem/kernels/ops.hpp"
 
 namespace tandem::parallel {
-namespace {
-constexpr int kTag = 11;
+
+// ---- RingCirculator ----
+
+void RingCirculator::set_rows(int64_t rows) {
+  rows_.assign(size_t(comm_.size()), 0);
+  rows_[size_t(comm_.rank())] = rows;
+  comm_.allreduce(rows_.data(), rows_.size(), comm::ReduceOp::Sum);
+  max_rows_ = *std::max_element(rows_.begin(), rows_.end());
 }
 
-RingAttention::RingAttention(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
-    : SequenceAttention(shape), pool_(pool), comm_(comm) {}
-
-int64_t RingAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos) {
-  if (cache.size() != 0)
-    bad_input("ring attention prefills empty KV caches; this rank's cache holds {} tokens",
-              cache.size());
-  // Every rank learns every block size (collective, once per step).
-  std::vector<int64_t> sizes(size_t(comm_.size()), 0);
-  sizes[size_t(comm_.rank())] = m;
-  comm_.allreduce(sizes.data(), sizes.size(), comm::ReduceOp::Sum);
-  sizes_ = std::move(sizes);
-  max_size_ = *std::max_element(sizes_.begin(), sizes_.end());
-  return SequenceAttention::begin_step(cache, m, pos);
+float* RingCirculator::local_block(int64_t row_floats) {
+  row_floats_ = row_floats;
+  for (auto& b : buf_)
+    if (b.size() < size_t(max_rows_ * row_floats)) b.resize(size_t(max_rows_ * row_floats));
+  return buf_[0].data();
 }
 
-// Packed block layout in floats: K [n][kv], V [n][kv], then n int32 positions.
-void RingAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
-  store_kv(cache, slot, s);
+void RingCirculator::run(BlockFn fn) {
   const int P = comm_.size(), r = comm_.rank();
-  const int64_t kv = shape_.kv_dim();
-  const auto block_floats = [&](int64_t n) { return size_t(n * (2 * kv + 1)); };
-  for (auto& b : buf_) b.resize(block_floats(max_size_));
-  part_out_.resize(size_t(s.m * shape_.q_dim()));
-  part_lse_.resize(size_t(s.m * shape_.H));
-  lse_.assign(size_t(s.m * shape_.H), -std::numeric_limits<float>::infinity());
-  std::fill(s.out, s.out + s.m * shape_.q_dim(), 0.0f);
-
-  // Pack the local block into buffer 0.
-  {
-    float* b = buf_[0].data();
-    std::memcpy(b, s.k, size_t(s.m * kv) * sizeof(float));
-    std::memcpy(b + s.m * kv, s.v, size_t(s.m * kv) * sizeof(float));
-    std::memcpy(b + 2 * s.m * kv, s.pos, size_t(s.m) * sizeof(int32_t));
-  }
   const int next = (r + 1) % P, prev = (r + P - 1) % P;
+  const auto bytes = [&](int owner) { return size_t(rows_[size_t(owner)] * row_floats_) * sizeof(float); };
   std::unique_ptr<comm::Request> send, recv;
   for (int step = 0; step < P; ++step) {
     const int owner = (r - step + P) % P;  // whose block is in hand
-    const int64_t n = sizes_[size_t(owner)];
     float* cur = buf_[step % 2].data();
-    // Forward the block in hand and receive the next one while computing.
+    // Forward the block in hand and receive the next one while working on it.
     if (step + 1 < P) {
       if (send) {  // the other buffer is still being sent from the previous step
         const Stopwatch w;
         comm_.wait(*send);
         stats_.wait_seconds += w.seconds();
       }
-      const int64_t n_next = sizes_[size_t((owner - 1 + P) % P)];
-      send = comm_.isend(cur, block_floats(n) * sizeof(float), next, kTag);
-      recv = comm_.irecv(buf_[(step + 1) % 2].data(), block_floats(n_next) * sizeof(float), prev,
-                         kTag);
+      send = comm_.isend(cur, bytes(owner), next, tag_);
+      recv = comm_.irecv(buf_[(step + 1) % 2].data(), bytes((owner - 1 + P) % P), prev, tag_);
     }
     const Stopwatch c;
-    pos_.resize(size_t(n));
-    std::memcpy(pos_.data(), cur + 2 * n * kv, size_t(n) * sizeof(int32_t));
-    attend_block(s, cur, cur + n * kv, pos_.data(), n, step == 0);
+    fn(owner, cur, rows_[size_t(owner)]);
     stats_.compute_seconds += c.seconds();
     if (recv) {
       const Stopwatch w;
@@ -86,35 +60,63 @@ void RingAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   }
 }
 
-void RingAttention::attend_block(const AttnStep& s, const float* k, const float* v,
-                                 const int32_t* kv_pos, int64_t n_kv, bool first) {
-  if (s.m == 0 || n_kv == 0) return;
-  // Causal skip: a block whose first key lies after every query contributes nothing.
-  const int32_t q_max = *std::max_element(s.pos, s.pos + s.m);
-  const int32_t k_min = *std::min_element(kv_pos, kv_pos + n_kv);
-  if (k_min > q_max) {
-    ++stats_.blocks_skipped;
-    return;
+// ---- PassKVRing ----
+
+// Packed block layout in floats: K [n][kvw], V [n][kvw], then n int32 positions.
+void PassKVRing::run(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+                     const float* k, const float* v, const int32_t* kv_pos, float* out) {
+  const int64_t kvw = int64_t(hv.kv_heads) * hv.d;
+  const int64_t rows_q = n_q * hv.q_heads;  // (query, head) rows of out and lse
+  const int64_t n_kv = circ_.rows(circ_.comm().rank());
+  {
+    float* b = circ_.local_block(2 * kvw + 1);
+    if (n_kv > 0) {
+      std::memcpy(b, k, size_t(n_kv * kvw) * sizeof(float));
+      std::memcpy(b + n_kv * kvw, v, size_t(n_kv * kvw) * sizeof(float));
+      std::memcpy(b + 2 * n_kv * kvw, kv_pos, size_t(n_kv) * sizeof(int32_t));
+    }
   }
-  kernels::AttentionArgs a;
-  a.q = s.q;
-  a.q_pos = s.pos;
-  a.n_q = s.m;
-  a.k = k;
-  a.v = v;
-  a.kv_pos = kv_pos;
-  a.n_kv = n_kv;
-  a.kv_stride = shape_.kv_dim();
-  a.H = shape_.H;
-  a.G = shape_.G;
-  a.d = shape_.d;
-  a.scale = shape_.scale;
-  a.out = first ? s.out : part_out_.data();
-  a.lse = first ? lse_.data() : part_lse_.data();
-  kernels::attention(a, pool_);
-  if (!first)
-    kernels::attention_merge(s.out, lse_.data(), part_out_.data(), part_lse_.data(), s.m,
-                             shape_.H, shape_.d);
+  part_out_.resize(size_t(rows_q * hv.d));
+  part_lse_.resize(size_t(rows_q));
+  lse_.assign(size_t(rows_q), -std::numeric_limits<float>::infinity());
+  std::fill(out, out + rows_q * hv.d, 0.0f);
+  const int32_t q_max = n_q > 0 ? *std::max_element(q_pos, q_pos + n_q) : 0;
+  bool first = true;  // nothing merged yet: the first partial goes straight to out
+  auto on_block = [&](int, const float* blk, int64_t n) {
+    if (rows_q == 0 || n == 0) return;
+    pos_.resize(size_t(n));
+    std::memcpy(pos_.data(), blk + 2 * n * kvw, size_t(n) * sizeof(int32_t));
+    // Causal skip: a block whose first key lies after every query contributes nothing.
+    if (*std::min_element(pos_.begin(), pos_.end()) > q_max) {
+      ++circ_.stats().blocks_skipped;
+      return;
+    }
+    float* o = first ? out : part_out_.data();
+    float* l = first ? lse_.data() : part_lse_.data();
+    attend_heads(hv, q, q_pos, n_q, blk, blk + n * kvw, pos_.data(), n, o, l, pool_);
+    if (!first) kernels::attention_merge(out, lse_.data(), o, l, rows_q, 1, hv.d);
+    first = false;
+  };
+  circ_.run(on_block);
+}
+
+// ---- RingAttention ----
+
+RingAttention::RingAttention(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
+    : SequenceAttention(shape),
+      ring_(comm, pool),
+      view_(full_head_view(shape.H, shape.G, shape.d, shape.scale)) {}
+
+int64_t RingAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos) {
+  // Every rank learns every block size (collective, once per step).
+  ring_.begin_step(cache.size() + m);
+  return SequenceAttention::begin_step(cache, m, pos);
+}
+
+void RingAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
+  store_kv(cache, slot, s);
+  ring_.run(view_, s.q, s.pos, s.m, cache.k(s.layer, 0), cache.v(s.layer, 0), cache.positions(),
+            s.out);
 }
 
 }  // namespace tandem::parallel

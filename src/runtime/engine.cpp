@@ -31,6 +31,12 @@ Engine::Engine(const Model& model, kernels::ThreadPool& pool, int64_t chunk)
 
 parallel::AttnShape Engine::attn_shape() const { return shape_of(model_.hparams()); }
 
+size_t Engine::activation_bytes() const {
+  size_t n = 0;
+  for (const auto* b : {&x_, &h_, &q_, &k_, &v_, &attn_out_, &gate_, &up_}) n += b->capacity();
+  return n * sizeof(float);
+}
+
 void Engine::set_attention(parallel::SequenceAttention* attn) { attn_ = attn ? attn : &local_; }
 
 KVCache Engine::make_cache(int64_t capacity) const {

@@ -31,7 +31,10 @@
 namespace tandem::comm {
 
 // Handle of a non-blocking operation. Its communicator must outlive it. Destroying a
-// request that has not completed cancels it; its buffer must stay valid until then.
+// request that has not completed cancels it (do not reuse that peer and tag afterwards);
+// its buffer must stay valid until then. Progress: MPI moves large messages only while
+// the ranks call into it, so code that overlaps compute with a transfer should call
+// test() now and then (e.g. between blocks of work).
 class Request {
  public:
   virtual ~Request();

@@ -9,8 +9,10 @@ namespace tandem::comm {
 
 // Creates an in-process world of P ranks and runs fn(comm) on P threads, each with its
 // rank's communicator. When fn throws on one rank, the waits of the other ranks fail at
-// once ("peer rank R failed") instead of running into their timeouts. After all threads
-// end, rethrows the first exception thrown (the cause, not the errors it provoked).
+// once ("peer rank R failed") instead of running into their timeouts; so does a receive
+// from a rank whose fn has returned without sending it. After all threads end, rethrows
+// the first exception thrown (the cause, not the errors it provoked). Peer ranks named in
+// these messages are ranks of this world (sub-communicators name their members' world rank).
 void run_in_process(int P, const std::function<void(Communicator&)>& fn);
 
 }  // namespace tandem::comm

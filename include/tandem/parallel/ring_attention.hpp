@@ -4,19 +4,95 @@
 // of the next block overlaps attention on the block in hand (double buffering);
 // partial results merge by log-sum-exp in fp32; blocks entirely in the causal future
 // are skipped; with grouped KV heads only the G KV heads travel.
-// Prefill onto empty caches: each rank's cache ends holding its own tokens' K/V.
+//
+// RingAttention circulates every row of each rank's cache (the tokens cached before
+// the step and the step's new ones, which each rank stores first), so it prefills onto
+// empty caches (each rank's cache ends holding its own tokens' K/V) and onto caches
+// that already hold a sharded sequence. Volume per layer and rank: it forwards the
+// other ranks' blocks, sum over r' != r of c_r' * (2*G*d + 1) floats (c = cache rows).
+//
+// The pieces are reusable: RingCirculator moves blocks around any ring (pass-Q moves
+// query blocks with it), PassKVRing runs pass-KV on any head subset (the hybrid runs
+// it across its Ulysses groups on head-sharded blocks).
+#include <type_traits>
 #include <vector>
 
 #include "tandem/comm/communicator.hpp"
+#include "tandem/parallel/head_split.hpp"
 #include "tandem/parallel/sequence_attention.hpp"
 
 namespace tandem::parallel {
 
-// Time split of the ring, accumulated over calls.
+// Time split of a ring, accumulated over calls.
 struct RingStats {
-  double compute_seconds = 0;  // attention on blocks, merges
+  double compute_seconds = 0;  // work on blocks in hand (attention, merges)
   double wait_seconds = 0;     // blocked on transfers (communication not hidden)
   uint64_t blocks_skipped = 0;
+};
+
+// Circulates one block per member around the ring of `ring` (member r sends to r+1
+// and receives from r-1), double buffered.
+class RingCirculator {
+ public:
+  // Called with every member's block: its owner, rows of row_floats floats. A
+  // non-owning reference to a callable (no allocation per call).
+  class BlockFn {
+   public:
+    template <class F>
+      requires(!std::is_same_v<std::remove_cv_t<F>, BlockFn>)
+    BlockFn(F& f)  // NOLINT: implicit, like a function_ref
+        : obj_(&f), call_([](void* o, int owner, const float* b, int64_t n) {
+            (*static_cast<F*>(o))(owner, b, n);
+          }) {}
+    void operator()(int owner, const float* b, int64_t n) const { call_(obj_, owner, b, n); }
+
+   private:
+    void* obj_;
+    void (*call_)(void*, int, const float*, int64_t);
+  };
+
+  RingCirculator(comm::Communicator& ring, int tag) : comm_(ring), tag_(tag) {}
+  comm::Communicator& comm() const { return comm_; }
+  // Collective: every member's block size in rows.
+  void set_rows(int64_t rows);
+  int64_t rows(int member) const { return rows_[size_t(member)]; }
+  // This member's block, rows(rank) rows of row_floats floats, to fill before run().
+  float* local_block(int64_t row_floats);
+  // Calls fn for every member's block: this member's first, then those of rank-1,
+  // rank-2, ...; the transfer of the next block overlaps fn. Collective.
+  void run(BlockFn fn);
+  RingStats& stats() { return stats_; }
+  const RingStats& stats() const { return stats_; }
+
+ private:
+  comm::Communicator& comm_;
+  int tag_;
+  std::vector<int64_t> rows_;
+  int64_t max_rows_ = 0, row_floats_ = 0;
+  std::vector<float> buf_[2];
+  RingStats stats_;
+};
+
+// Pass-KV on one head subset: queries stay, the K/V rows of every member visit every
+// member, partials merge by log-sum-exp.
+class PassKVRing {
+ public:
+  PassKVRing(comm::Communicator& ring, kernels::ThreadPool& pool, int tag = 11)
+      : circ_(ring, tag), pool_(pool) {}
+  // Collective, once per step: K/V rows this member contributes.
+  void begin_step(int64_t n_kv) { circ_.set_rows(n_kv); }
+  // n_q queries q (hv's layout) at q_pos attend to the K/V rows of all members; this
+  // member's rows k, v [n_kv][hv.kv_heads*d] at kv_pos (n_kv as in begin_step).
+  // out: hv's layout. Collective.
+  void run(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+           const float* k, const float* v, const int32_t* kv_pos, float* out);
+  const RingStats& stats() const { return circ_.stats(); }
+
+ private:
+  RingCirculator circ_;
+  kernels::ThreadPool& pool_;
+  std::vector<float> part_out_, part_lse_, lse_;
+  std::vector<int32_t> pos_;
 };
 
 class RingAttention : public SequenceAttention {
@@ -26,20 +102,11 @@ class RingAttention : public SequenceAttention {
   bool lockstep() const override { return true; }
   int64_t begin_step(KVCache& cache, int64_t m, const int32_t* pos) override;
   void attend(KVCache& cache, int64_t slot, const AttnStep& s) override;
-  const RingStats& stats() const { return stats_; }
+  const RingStats& stats() const { return ring_.stats(); }
 
  private:
-  void attend_block(const AttnStep& s, const float* k, const float* v, const int32_t* kv_pos,
-                    int64_t n_kv, bool first);
-
-  kernels::ThreadPool& pool_;
-  comm::Communicator& comm_;
-  std::vector<int64_t> sizes_;   // tokens of every rank in this step
-  int64_t max_size_ = 0;
-  std::vector<float> buf_[2];    // packed blocks: [n][G*d] K, [n][G*d] V, [n] positions
-  std::vector<float> part_out_, part_lse_, lse_;
-  std::vector<int32_t> pos_;
-  RingStats stats_;
+  PassKVRing ring_;
+  HeadView view_;
 };
 
 }  // namespace tandem::parallel

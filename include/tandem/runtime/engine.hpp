@@ -38,6 +38,8 @@ class Engine {
 
   const Model& model() const { return model_; }
   kernels::ThreadPool& pool() const { return pool_; }
+  // Bytes of activation buffers held (they grow to the largest step run so far).
+  size_t activation_bytes() const;
 
  private:
   void forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,

@@ -1,0 +1,59 @@
+#pragma once
+// Attention heads split over ranks (Ulysses and the hybrid's Ulysses groups), and
+// attention on a rank's subset of heads.
+//
+// split_heads(H, G, parts): part r gets the r-th of `parts` near-equal contiguous ranges
+// of the H query heads (the first H mod parts ranges get one more head; a part gets no
+// head when parts > H) and every KV head those query heads read (query head h reads KV
+// head h / (H/G)). KV heads are replicated when several parts read the same one (for
+// example parts > G), and a part whose range straddles a KV-head boundary gets all
+// the KV heads it touches.
+//
+// HeadView describes the layout of queries and K/V in a head subset:
+//   queries / outputs  segment-major: segment s holds [n][nq_s][d] at offset n*q0_s*d
+//                      (lse: [n][nq_s] at offset n*q0_s);
+//   K / V rows         [n][kv_heads][d] (row stride kv_heads*d).
+// A segment is a run of query heads read through a uniform grouping (nkv KV heads, each
+// read by nq/nkv consecutive query heads), so one attention kernel call serves it. With
+// one segment (all heads, or a subset aligned to the KV groups) the query layout is the
+// plain token-major [n][heads][d].
+#include <cstdint>
+#include <vector>
+
+#include "tandem/kernels/thread_pool.hpp"
+
+namespace tandem::parallel {
+
+struct HeadGroup {
+  int h0 = 0, nh = 0;  // query heads [h0, h0+nh)
+  int g0 = 0, ng = 0;  // KV heads [g0, g0+ng) they read
+};
+
+// One group per part (see above). Requires H >= 1, G >= 1, G | H, parts >= 1.
+std::vector<HeadGroup> split_heads(int H, int G, int parts);
+
+struct HeadSegment {
+  int q0 = 0, nq = 0;    // query heads [q0, q0+nq) of the subset
+  int kv0 = 0, nkv = 0;  // KV heads [kv0, kv0+nkv) of the subset's K/V rows
+};
+
+struct HeadView {
+  int d = 0;
+  float scale = 0.0f;
+  int q_heads = 0;   // query heads of the subset
+  int kv_heads = 0;  // KV heads per K/V row
+  std::vector<HeadSegment> segs;
+};
+
+// Layout of a subset of heads of a model with H query and G KV heads.
+HeadView head_view(const HeadGroup& g, int H, int G, int d, float scale);
+// All heads: one segment, token-major layout.
+HeadView full_head_view(int H, int G, int d, float scale);
+
+// Causal attention (by position) of n_q queries against n_kv K/V rows, both in `hv`'s
+// layout; lse (optional) in the same segment-major order as out.
+void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+                  const float* k, const float* v, const int32_t* kv_pos, int64_t n_kv,
+                  float* out, float* lse, kernels::ThreadPool& pool);
+
+}  // namespace tandem::parallel

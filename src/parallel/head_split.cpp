@@ -1,0 +1,91 @@
+#include "tandem/parallel/head_split.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include "tandem/core/error.hpp"
+#include "tandem/kernels/ops.hpp"
+
+namespace tandem::parallel {
+
+std::vector<HeadGroup> split_heads(int H, int G, int parts) {
+  TD_CHECK(H >= 1 && G >= 1 && H % G == 0 && parts >= 1);
+  const int gs = H / G;  // query heads per KV head
+  std::vector<HeadGroup> groups(static_cast<size_t>(parts));
+  for (int r = 0; r < parts; ++r) {
+    const auto [b, e] = kernels::split_range(H, r, parts);
+    HeadGroup& g = groups[size_t(r)];
+    g.h0 = int(b);
+    g.nh = int(e - b);
+    if (g.nh > 0) {
+      g.g0 = g.h0 / gs;
+      g.ng = (g.h0 + g.nh - 1) / gs + 1 - g.g0;
+    }
+  }
+  return groups;
+}
+
+HeadView head_view(const HeadGroup& g, int H, int G, int d, float scale) {
+  TD_CHECK(H >= 1 && G >= 1 && H % G == 0 && g.h0 >= 0 && g.nh >= 0 && g.h0 + g.nh <= H);
+  const int gs = H / G;
+  HeadView hv;
+  hv.d = d;
+  hv.scale = scale;
+  hv.q_heads = g.nh;
+  hv.kv_heads = g.ng;
+  // One segment per KV head; consecutive KV heads whose whole group of query heads is
+  // in the subset merge into one segment (uniform grouping).
+  for (int kv = g.g0; kv < g.g0 + g.ng; ++kv) {
+    const int lo = std::max(kv * gs, g.h0), hi = std::min((kv + 1) * gs, g.h0 + g.nh);
+    if (hi <= lo) continue;
+    const HeadSegment s{lo - g.h0, hi - lo, kv - g.g0, 1};
+    if (!hv.segs.empty()) {
+      HeadSegment& last = hv.segs.back();
+      if (last.nq == last.nkv * gs && s.nq == gs) {
+        last.nq += gs;
+        last.nkv += 1;
+        continue;
+      }
+    }
+    hv.segs.push_back(s);
+  }
+  return hv;
+}
+
+HeadView full_head_view(int H, int G, int d, float scale) {
+  return head_view(HeadGroup{0, H, 0, G}, H, G, d, scale);
+}
+
+void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+                  const float* k, const float* v, const int32_t* kv_pos, int64_t n_kv,
+                  float* out, float* lse, kernels::ThreadPool& pool) {
+  if (n_q == 0 || hv.q_heads == 0) return;
+  const int64_t d = hv.d;
+  for (const HeadSegment& s : hv.segs) {
+    float* o = out + n_q * s.q0 * d;
+    float* l = lse ? lse + n_q * s.q0 : nullptr;
+    if (n_kv == 0) {  // no keys: empty partial
+      std::fill(o, o + n_q * s.nq * d, 0.0f);
+      if (l) std::fill(l, l + n_q * s.nq, -std::numeric_limits<float>::infinity());
+      continue;
+    }
+    kernels::AttentionArgs a;
+    a.q = q + n_q * s.q0 * d;
+    a.q_pos = q_pos;
+    a.n_q = n_q;
+    a.k = k + s.kv0 * d;
+    a.v = v + s.kv0 * d;
+    a.kv_pos = kv_pos;
+    a.n_kv = n_kv;
+    a.kv_stride = int64_t(hv.kv_heads) * d;
+    a.H = s.nq;
+    a.G = s.nkv;
+    a.d = hv.d;
+    a.scale = hv.scale;
+    a.out = o;
+    a.lse = l;
+    kernels::attention(a, pool);
+  }
+}
+
+}  // namespace tandem::parallel

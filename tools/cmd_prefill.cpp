@@ -1,0 +1,150 @@
+// tandem prefill: one long prefill, single rank or sequence-parallel, with time,
+// throughput, per-rank memory and communication.
+#include <fmt/format.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "sp_cli.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/core/timer.hpp"
+#include "tandem/runtime/sp.hpp"
+
+namespace tandem::cli {
+namespace {
+
+struct Opts {
+  std::string model, prompt_file;
+  int64_t random_tokens = 0;
+  uint64_t seed = 1234;
+  int threads = 1;
+  bool json = false;
+  SpOptions sp;
+};
+
+// What one rank measured; gathered to every rank as doubles.
+struct RankReport {
+  double tokens, seconds, weights_bytes, kv_bytes, activation_bytes, bytes_sent, bytes_received,
+      comm_wait_seconds;
+};
+constexpr size_t kFields = sizeof(RankReport) / sizeof(double);
+
+std::vector<int32_t> prompt_ids(const Opts& o, const Model& m) {
+  if (!o.prompt_file.empty()) {
+    const Tokenizer* tok = m.tokenizer();
+    if (!tok) bad_input("{}: the model has no tokenizer; use --random-tokens", o.model);
+    return tok->encode(read_file(o.prompt_file), true);
+  }
+  return random_token_ids(o.random_tokens, m.hparams().n_vocab, o.seed);
+}
+
+void print_report(const Opts& o, const std::string& scheme, int64_t n,
+                  const std::vector<RankReport>& ranks) {
+  double secs = 0;
+  for (const auto& r : ranks) secs = std::max(secs, r.seconds);
+  const double tps = secs > 0 ? double(n) / secs : 0;
+  if (o.json) {
+    nlohmann::json j;
+    j["model"] = o.model;
+    j["tokens"] = n;
+    j["scheme"] = scheme;
+    j["ranks"] = ranks.size();
+    j["threads_per_rank"] = o.threads;
+    j["seconds"] = secs;
+    j["tokens_per_s"] = tps;
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      const auto& x = ranks[r];
+      j["per_rank"].push_back({{"rank", r},
+                               {"tokens", int64_t(x.tokens)},
+                               {"seconds", x.seconds},
+                               {"weights_bytes", uint64_t(x.weights_bytes)},
+                               {"kv_bytes", uint64_t(x.kv_bytes)},
+                               {"activation_bytes", uint64_t(x.activation_bytes)},
+                               {"bytes_sent", uint64_t(x.bytes_sent)},
+                               {"bytes_received", uint64_t(x.bytes_received)},
+                               {"comm_wait_seconds", x.comm_wait_seconds}});
+    }
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  fmt::print("prefill of {} tokens, scheme {}, {} rank(s) x {} thread(s): {:.3f} s, {:.1f} tokens/s\n",
+             n, scheme, ranks.size(), o.threads, secs, tps);
+  fmt::print("{:>4} {:>8} {:>9} {:>11} {:>9} {:>12} {:>11} {:>11} {:>10}\n", "rank", "tokens",
+             "seconds", "weights MiB", "KV MiB", "activ. MiB", "sent MiB", "recv MiB", "wait s");
+  constexpr double MiB = 1 << 20;
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    const auto& x = ranks[r];
+    fmt::print("{:>4} {:>8} {:>9.3f} {:>11.1f} {:>9.1f} {:>12.1f} {:>11.2f} {:>11.2f} {:>10.3f}\n", r,
+               int64_t(x.tokens), x.seconds, x.weights_bytes / MiB, x.kv_bytes / MiB,
+               x.activation_bytes / MiB, x.bytes_sent / MiB, x.bytes_received / MiB,
+               x.comm_wait_seconds);
+  }
+}
+
+void run(const Opts& o) {
+  const auto model = Model::load(o.model);
+  const auto ids = prompt_ids(o, *model);
+  const int64_t n = int64_t(ids.size());
+  if (n == 0) bad_input("prefill: the prompt has no tokens");
+  run_world(o.sp, [&](comm::Communicator& comm) {
+    kernels::ThreadPool pool(o.threads);
+    Engine engine(*model, pool);
+    const bool single = comm.size() == 1 && o.sp.sp.empty();
+    const auto scheme = scheme_of(o.sp, comm);
+    KVCache cache = engine.make_cache(single ? n : sp_cache_capacity(n, 0, comm.size(), comm.rank(), scheme));
+    std::vector<float> logits(static_cast<size_t>(model->hparams().n_vocab));
+    comm.barrier();
+    comm.reset_stats();
+    const Stopwatch sw;
+    RankReport rep{};
+    if (single) {
+      std::vector<int32_t> pos(ids.size());
+      std::iota(pos.begin(), pos.end(), 0);
+      engine.forward(cache, ids, pos, 1, logits.data());
+      rep.tokens = double(n);
+    } else {
+      const auto part = sp_prefill(engine, cache, comm, scheme, ids, LogitsWanted::Last);
+      rep.tokens = double(part.indices.size());
+    }
+    rep.seconds = sw.seconds();
+    rep.weights_bytes = double(model->file().file_size());
+    rep.kv_bytes = double(cache.bytes());
+    rep.activation_bytes = double(engine.activation_bytes());
+    rep.bytes_sent = double(comm.stats().bytes_sent);
+    rep.bytes_received = double(comm.stats().bytes_received);
+    rep.comm_wait_seconds = comm.stats().wait_seconds;
+    std::vector<RankReport> all(static_cast<size_t>(comm.size()));
+    std::vector<size_t> bytes(all.size(), sizeof(RankReport)), offs(all.size());
+    for (size_t r = 0; r < all.size(); ++r) offs[r] = r * sizeof(RankReport);
+    static_assert(kFields * sizeof(double) == sizeof(RankReport));
+    comm.allgatherv(&rep, sizeof rep, all.data(), bytes, offs);
+    if (comm.rank() == 0) print_report(o, single ? "single" : scheme.name, n, all);
+  });
+}
+
+}  // namespace
+
+void add_prefill(CLI::App& app) {
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand("prefill", "Run one long prefill (single rank or sequence-parallel)");
+  sub->add_option("-m,--model", o->model, "GGUF model file")->required()->check(CLI::ExistingFile);
+  auto* pf = sub->add_option("--prompt-file", o->prompt_file, "Text file to prefill")
+                 ->check(CLI::ExistingFile);
+  auto* rt = sub->add_option("--random-tokens", o->random_tokens, "Prefill N random token ids")
+                 ->check(CLI::Range(int64_t{1}, int64_t{1} << 26));
+  pf->excludes(rt);
+  sub->add_option("--seed", o->seed, "Seed for --random-tokens (default 1234)");
+  add_threads_option(sub, o->threads);
+  sub->add_flag("--json", o->json, "Print the report as JSON");
+  add_sp_options(sub, o->sp);
+  sub->callback([o, pf, rt] {
+    if (pf->count() == 0 && rt->count() == 0) bad_input("prefill: give --prompt-file or --random-tokens");
+    run(*o);
+  });
+}
+
+}  // namespace tandem::cli

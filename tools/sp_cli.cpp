@@ -1,0 +1,41 @@
+#include "sp_cli.hpp"
+
+#include <cstdlib>
+
+#include "tandem/comm/in_process.hpp"
+#include "tandem/comm/mpi.hpp"
+#include "tandem/core/error.hpp"
+
+namespace tandem::cli {
+
+void add_sp_options(CLI::App* sub, SpOptions& o) {
+  sub->add_option("--sp", o.sp,
+                  "Sequence-parallel scheme: ring, zigzag, ulysses, hybrid:UxR, pass-q, auto "
+                  "(run under mpirun, or with --ranks)");
+  sub->add_option("--ranks", o.ranks,
+                  "Ranks as threads of this process when not under mpirun (default 1)")
+      ->check(CLI::Range(1, 256));
+}
+
+bool launched_by_mpirun() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr ||
+         std::getenv("PMIX_RANK") != nullptr;
+}
+
+void run_world(const SpOptions& o, const std::function<void(comm::Communicator&)>& fn) {
+  if (launched_by_mpirun()) {
+    if (o.ranks != 1) bad_input("--ranks: not used under mpirun (mpirun -np sets the ranks)");
+    if (!comm::mpi_available())
+      bad_input("this tandem was built without MPI; run without mpirun and use --ranks P");
+    auto world = comm::mpi_world(nullptr, nullptr);
+    fn(*world);
+    return;
+  }
+  comm::run_in_process(o.ranks, fn);
+}
+
+parallel::Scheme scheme_of(const SpOptions& o, const comm::Communicator& comm) {
+  return parallel::parse_scheme(o.sp.empty() ? "ring" : o.sp, comm.size());
+}
+
+}  // namespace tandem::cli
