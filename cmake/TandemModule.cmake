@@ -11,6 +11,11 @@ target_include_directories(tandem_settings INTERFACE
 # .cpp under src/NAME, linking only the modules it names.
 function(tandem_module name)
   file(GLOB_RECURSE srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cpp)
-  add_library(tandem_${name} STATIC ${srcs})
-  target_link_libraries(tandem_${name} PUBLIC tandem_settings ${ARGN})
+  if(srcs)
+    add_library(tandem_${name} STATIC ${srcs})
+    target_link_libraries(tandem_${name} PUBLIC tandem_settings ${ARGN})
+  else()  # a module whose first sources are not written yet
+    add_library(tandem_${name} INTERFACE)
+    target_link_libraries(tandem_${name} INTERFACE tandem_settings ${ARGN})
+  endif()
 endfunction()
