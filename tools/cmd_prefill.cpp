@@ -11,6 +11,7 @@
 #include "common.hpp"
 #include "sp_cli.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/size.hpp"
 #include "tandem/core/timer.hpp"
 #include "tandem/runtime/sp.hpp"
 
@@ -23,6 +24,7 @@ struct Opts {
   uint64_t seed = 1234;
   int threads = 1;
   bool json = false;
+  bool fit = false;
   SpOptions sp;
 };
 
@@ -87,14 +89,25 @@ void print_report(const Opts& o, const std::string& scheme, int64_t n,
 
 void run(const Opts& o) {
   const auto model = Model::load(o.model);
-  const auto ids = prompt_ids(o, *model);
-  const int64_t n = int64_t(ids.size());
-  if (n == 0) bad_input("prefill: the prompt has no tokens");
   run_world(o.sp, [&](comm::Communicator& comm) {
+    const auto scheme = scheme_of(o.sp, comm);
+    Opts opts = o;
+    if (o.fit) {
+      // The longest random prompt whose per-rank estimate fits the budget (same on all ranks).
+      opts.random_tokens = sp_max_tokens(*model, comm.size(), scheme, o.sp.max_memory);
+      if (opts.random_tokens == 0)
+        fail(ErrorKind::Resource, "--max-memory {}: not even one token fits",
+             format_size(double(o.sp.max_memory)));
+    }
+    const auto ids = prompt_ids(opts, *model);
+    const int64_t n = int64_t(ids.size());
+    if (n == 0) bad_input("prefill: the prompt has no tokens");
     kernels::ThreadPool pool(o.threads);
     Engine engine(*model, pool);
-    const bool single = comm.size() == 1 && o.sp.sp.empty();
-    const auto scheme = scheme_of(o.sp, comm);
+    const bool single = comm.size() == 1 && o.sp.sp.empty() && !o.fit;
+    const MemoryEstimate need = single ? estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0)
+                                       : sp_memory_estimate(*model, comm, scheme, n, 0);
+    check_memory_budget(need, o.sp.max_memory, comm.who());
     KVCache cache = engine.make_cache(single ? n : sp_cache_capacity(n, 0, comm.size(), comm.rank(), scheme));
     std::vector<float> logits(static_cast<size_t>(model->hparams().n_vocab));
     comm.barrier();
@@ -140,9 +153,16 @@ void add_prefill(CLI::App& app) {
   sub->add_option("--seed", o->seed, "Seed for --random-tokens (default 1234)");
   add_threads_option(sub, o->threads);
   sub->add_flag("--json", o->json, "Print the report as JSON");
+  sub->add_flag("--fit", o->fit,
+                "Prefill the longest random prompt that fits --max-memory per rank (scheme "
+                "--sp, ring by default)");
   add_sp_options(sub, o->sp);
   sub->callback([o, pf, rt] {
-    if (pf->count() == 0 && rt->count() == 0) bad_input("prefill: give --prompt-file or --random-tokens");
+    if (o->fit && (pf->count() || rt->count()))
+      bad_input("--fit: chooses the prompt length itself; drop --prompt-file/--random-tokens");
+    if (o->fit && o->sp.max_memory == 0) bad_input("--fit: needs --max-memory");
+    if (pf->count() == 0 && rt->count() == 0 && !o->fit)
+      bad_input("prefill: give --prompt-file, --random-tokens or --fit");
     run(*o);
   });
 }

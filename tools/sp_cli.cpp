@@ -5,6 +5,7 @@
 #include "tandem/comm/in_process.hpp"
 #include "tandem/comm/mpi.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/size.hpp"
 
 namespace tandem::cli {
 
@@ -15,6 +16,15 @@ void add_sp_options(CLI::App* sub, SpOptions& o) {
   sub->add_option("--ranks", o.ranks,
                   "Ranks as threads of this process when not under mpirun (default 1)")
       ->check(CLI::Range(1, 256));
+  sub->add_option_function<std::string>(
+         "--max-memory",
+         [&o](const std::string& v) {
+           const auto b = parse_size(v);
+           if (!b || *b == 0)
+             throw CLI::ValidationError("--max-memory", "'" + v + "' is not a size (e.g. 512M, 4G, 1.5GiB)");
+           o.max_memory = *b;
+         },
+         "Memory budget per rank (e.g. 4G); a run that needs more is refused before it starts");
 }
 
 bool launched_by_mpirun() {

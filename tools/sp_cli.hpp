@@ -15,6 +15,7 @@ namespace tandem::cli {
 struct SpOptions {
   std::string sp;  // scheme name; empty: single rank, no sequence parallelism
   int ranks = 1;   // in-process ranks when not under mpirun
+  uint64_t max_memory = 0;  // per-rank budget in bytes (--max-memory); 0 = none
 };
 
 void add_sp_options(CLI::App* sub, SpOptions& o);

@@ -3,7 +3,11 @@
 #include <charconv>
 
 #include "tandem/core/error.hpp"
+#include "tandem/parallel/auto_attention.hpp"
+#include "tandem/parallel/hybrid_attention.hpp"
+#include "tandem/parallel/pass_q_attention.hpp"
 #include "tandem/parallel/ring_attention.hpp"
+#include "tandem/parallel/ulysses_attention.hpp"
 
 namespace tandem::parallel {
 
@@ -19,6 +23,8 @@ Scheme parse_scheme(std::string_view text, int ranks, std::string_view flag) {
     s.kind = Scheme::Kind::Ulysses;
   } else if (text == "pass-q") {
     s.kind = Scheme::Kind::PassQ;
+  } else if (text == "auto") {
+    s.kind = Scheme::Kind::Auto;
   } else if (text.rfind("hybrid:", 0) == 0) {
     s.kind = Scheme::Kind::Hybrid;
     const std::string_view dims = text.substr(7);
@@ -34,9 +40,23 @@ Scheme parse_scheme(std::string_view text, int ranks, std::string_view flag) {
       bad_input("{}: {} needs U x R = {} ranks, but {} are running", flag, text,
                 s.ulysses * s.ring, ranks);
   } else {
-    bad_input("{}: unknown scheme '{}' (ring, zigzag, ulysses, hybrid:UxR, pass-q)", flag, text);
+    bad_input("{}: unknown scheme '{}' (ring, zigzag, ulysses, hybrid:UxR, pass-q, auto)", flag, text);
   }
   return s;
+}
+
+uint64_t scheme_workspace_bytes(const Scheme& s, AttnShape shape, int64_t m_local,
+                                int64_t n_total, int ranks) {
+  const int64_t max_shard = n_total / ranks + 2;  // largest shard, any placement
+  const int64_t partials = m_local * (shape.q_dim() + 2 * shape.H);  // partial out + two lse rows
+  switch (s.kind) {
+    case Scheme::Kind::Ring:  // two K/V/position blocks in flight
+      return uint64_t(2 * max_shard * (2 * shape.kv_dim() + 1) + partials) * sizeof(float);
+    default:
+      // Ulysses/hybrid/pass-Q hold the gathered sequence for their head group at most.
+      return uint64_t(2 * n_total * (shape.q_dim() + 2 * shape.kv_dim()) / ranks + partials) *
+             sizeof(float);
+  }
 }
 
 std::unique_ptr<SequenceAttention> make_prefill_attention(const Scheme& s, AttnShape shape,
@@ -44,9 +64,13 @@ std::unique_ptr<SequenceAttention> make_prefill_attention(const Scheme& s, AttnS
                                                           comm::Communicator& comm) {
   switch (s.kind) {
     case Scheme::Kind::Ring: return std::make_unique<RingAttention>(shape, pool, comm);
-    default: break;
+    case Scheme::Kind::Ulysses: return std::make_unique<UlyssesAttention>(shape, pool, comm);
+    case Scheme::Kind::Hybrid:
+      return std::make_unique<HybridAttention>(shape, pool, comm, s.ulysses, s.ring);
+    case Scheme::Kind::PassQ: return std::make_unique<PassQAttention>(shape, pool, comm);
+    case Scheme::Kind::Auto: return std::make_unique<AutoAttention>(shape, pool, comm);
   }
-  bad_input("--sp {}: this scheme is not available yet", s.name);
+  bad_input("--sp {}: unknown scheme", s.name);
 }
 
 }  // namespace tandem::parallel

@@ -9,7 +9,6 @@ namespace tandem {
 
 namespace k = kernels;
 
-namespace {
 parallel::AttnShape shape_of(const HParams& h) {
   parallel::AttnShape s;
   s.H = int(h.n_head);
@@ -18,7 +17,6 @@ parallel::AttnShape shape_of(const HParams& h) {
   s.scale = 1.0f / std::sqrt(float(h.head_dim));
   return s;
 }
-}  // namespace
 
 Engine::Engine(const Model& model, kernels::ThreadPool& pool, int64_t chunk)
     : model_(model),

@@ -87,6 +87,43 @@ int64_t sp_cache_capacity(int64_t n_prompt, int64_t n_decode, int ranks, int ran
   return cap;
 }
 
+namespace {
+MemoryEstimate rank_estimate(const Model& model, int ranks, int rank,
+                             const parallel::Scheme& scheme, int64_t n_prompt, int64_t n_decode) {
+  const int64_t shard = int64_t(parallel::shard_indices(n_prompt, ranks, rank, scheme.placement).size());
+  const int64_t cache = sp_cache_capacity(n_prompt, n_decode, ranks, rank, scheme);
+  const uint64_t workspace = parallel::scheme_workspace_bytes(
+      scheme, shape_of(model.hparams()), shard, n_prompt, ranks);
+  return estimate_memory(model, shard, cache, workspace);
+}
+}  // namespace
+
+MemoryEstimate sp_memory_estimate(const Model& model, const comm::Communicator& comm,
+                                  const parallel::Scheme& scheme, int64_t n_prompt,
+                                  int64_t n_decode) {
+  return rank_estimate(model, comm.size(), comm.rank(), scheme, n_prompt, n_decode);
+}
+
+int64_t sp_max_tokens(const Model& model, int ranks, const parallel::Scheme& scheme,
+                      uint64_t budget) {
+  auto fits = [&](int64_t n) {
+    for (int r = 0; r < ranks; ++r)
+      if (rank_estimate(model, ranks, r, scheme, n, 0).total() > budget) return false;
+    return true;
+  };
+  if (!fits(1)) return 0;
+  int64_t lo = 1, hi = 2;
+  while (fits(hi) && hi < (int64_t{1} << 26)) {
+    lo = hi;
+    hi *= 2;
+  }
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return lo;
+}
+
 GenerateStats sp_generate(Engine& engine, KVCache& cache, comm::Communicator& comm,
                           const parallel::Scheme& scheme, std::span<const int32_t> prompt,
                           const GenerateParams& params,

@@ -12,6 +12,9 @@
 
 namespace tandem {
 
+// The attention shape of a model (heads, KV heads, head dim, 1/sqrt(d) scale).
+parallel::AttnShape shape_of(const HParams& h);
+
 class Engine {
  public:
   // Tokens per forward chunk: prefill of N tokens runs in ceil(N / chunk) steps so

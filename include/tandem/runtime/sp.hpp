@@ -8,6 +8,7 @@
 #include "tandem/parallel/scheme.hpp"
 #include "tandem/runtime/engine.hpp"
 #include "tandem/runtime/generate.hpp"
+#include "tandem/runtime/memory_estimate.hpp"
 
 namespace tandem {
 
@@ -32,6 +33,17 @@ std::vector<float> gather_logits(comm::Communicator& comm, const ShardedPrefill&
 // Tokens of this rank's shard plus its share of n_decode round-robin decode tokens.
 int64_t sp_cache_capacity(int64_t n_prompt, int64_t n_decode, int ranks, int rank,
                           const parallel::Scheme& scheme);
+
+// Memory this rank needs for a sequence-parallel prefill of n_prompt tokens followed by
+// n_decode decode steps (weights, its KV shard, activations of its shard, workspace).
+MemoryEstimate sp_memory_estimate(const Model& model, const comm::Communicator& comm,
+                                  const parallel::Scheme& scheme, int64_t n_prompt,
+                                  int64_t n_decode);
+
+// Largest prompt length whose per-rank estimate fits `budget` on every one of `ranks`
+// ranks (0 when even one token does not fit).
+int64_t sp_max_tokens(const Model& model, int ranks, const parallel::Scheme& scheme,
+                      uint64_t budget);
 
 // Generation: parallel prefill, then decoding against the KV cache sharded across the
 // ranks (every rank runs the same tokens and samples the same ids). on_token runs on

@@ -1,0 +1,32 @@
+#pragma once
+// Memory one rank needs, computed before anything large is allocated, so a run that
+// would not fit a budget (--max-memory) is refused up front.
+#include <cstdint>
+#include <string>
+
+#include "tandem/model/model.hpp"
+
+namespace tandem {
+
+struct MemoryEstimate {
+  uint64_t weights = 0;      // the mapped model file (every rank holds all weights)
+  uint64_t kv = 0;           // K and V of cache_tokens tokens, all layers
+  uint64_t activations = 0;  // the engine's buffers for step_tokens tokens at once
+  uint64_t workspace = 0;    // the attention strategy's buffers
+  uint64_t total() const { return weights + kv + activations + workspace; }
+  std::string describe() const;  // "1.2 GiB (weights ..., KV ..., activations ..., workspace ...)"
+};
+
+// Engine activation bytes for a step of m tokens (with one row of logits).
+uint64_t activation_bytes(const HParams& h, int64_t m);
+// KV cache bytes for n tokens.
+uint64_t kv_bytes(const HParams& h, int64_t n);
+
+MemoryEstimate estimate_memory(const Model& model, int64_t step_tokens, int64_t cache_tokens,
+                               uint64_t workspace);
+
+// Throws Error(Resource) "<who>: needs X (...) but --max-memory is Y" when over budget;
+// budget 0 means no limit.
+void check_memory_budget(const MemoryEstimate& need, uint64_t budget, const std::string& who);
+
+}  // namespace tandem

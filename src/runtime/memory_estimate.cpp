@@ -1,0 +1,42 @@
+#include "tandem/runtime/memory_estimate.hpp"
+
+#include <fmt/format.h>
+
+#include "tandem/core/error.hpp"
+#include "tandem/core/size.hpp"
+
+namespace tandem {
+
+std::string MemoryEstimate::describe() const {
+  return fmt::format("{} (weights {}, KV {}, activations {}, workspace {})", format_size(double(total())),
+                     format_size(double(weights)), format_size(double(kv)),
+                     format_size(double(activations)), format_size(double(workspace)));
+}
+
+uint64_t activation_bytes(const HParams& h, int64_t m) {
+  // x, h [m][D]; q, attention out [m][H*d]; k, v [m][G*d]; gate, up [m][F]; logits [V].
+  const int64_t per_token = 2 * h.n_embd + 2 * h.q_dim() + 2 * h.kv_dim() + 2 * h.n_ff;
+  return uint64_t(m * per_token + h.n_vocab) * sizeof(float);
+}
+
+uint64_t kv_bytes(const HParams& h, int64_t n) {
+  return uint64_t(2 * h.n_layer * n * h.kv_dim()) * sizeof(float);
+}
+
+MemoryEstimate estimate_memory(const Model& model, int64_t step_tokens, int64_t cache_tokens,
+                               uint64_t workspace) {
+  MemoryEstimate e;
+  e.weights = model.file().file_size();
+  e.kv = kv_bytes(model.hparams(), cache_tokens);
+  e.activations = activation_bytes(model.hparams(), step_tokens);
+  e.workspace = workspace;
+  return e;
+}
+
+void check_memory_budget(const MemoryEstimate& need, uint64_t budget, const std::string& who) {
+  if (budget == 0 || need.total() <= budget) return;
+  fail(ErrorKind::Resource, "{}: needs {} but --max-memory is {}", who, need.describe(),
+       format_size(double(budget)));
+}
+
+}  // namespace tandem
