@@ -1,5 +1,10 @@
 #include "sp_cli.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
 
 #include "tandem/comm/in_process.hpp"
@@ -32,12 +37,31 @@ bool launched_by_mpirun() {
          std::getenv("PMIX_RANK") != nullptr;
 }
 
+namespace {
+// Under mpirun a failed peer makes the launcher SIGTERM the survivors: say who we were.
+char g_term_msg[160];
+size_t g_term_len = 0;
+extern "C" void on_sigterm(int) {
+  if (g_term_len) (void)!::write(2, g_term_msg, g_term_len);
+  ::_exit(128 + SIGTERM);
+}
+void announce_termination(const comm::Communicator& c) {
+  const int n = std::snprintf(g_term_msg, sizeof g_term_msg,
+                              "tandem %s: terminated by SIGTERM (a peer rank failed or the job "
+                              "was aborted)\n",
+                              c.who().c_str());
+  g_term_len = n > 0 ? std::min(size_t(n), sizeof g_term_msg - 1) : 0;
+  std::signal(SIGTERM, on_sigterm);
+}
+}  // namespace
+
 void run_world(const SpOptions& o, const std::function<void(comm::Communicator&)>& fn) {
   if (launched_by_mpirun()) {
     if (o.ranks != 1) bad_input("--ranks: not used under mpirun (mpirun -np sets the ranks)");
     if (!comm::mpi_available())
       bad_input("this tandem was built without MPI; run without mpirun and use --ranks P");
     auto world = comm::mpi_world(nullptr, nullptr);
+    announce_termination(*world);
     fn(*world);
     return;
   }

@@ -127,7 +127,8 @@ void HeadExchange::to_tokens(float* out) {
   for (int j = 0; j < U; ++j) {
     const HeadGroup& g = groups_[size_t(j)];
     const float* b = recv_.data() + roff_[size_t(j)] / sizeof(float);
-    for (int64_t t = 0; t < m; ++t) copy_floats(out + t * qd + g.h0 * d, b + t * g.nh * d, g.nh * d);
+    for (int64_t t = 0; t < m; ++t)
+      copy_floats(out + t * qd + g.h0 * d, b + t * g.nh * d, g.nh * d);
   }
 }
 

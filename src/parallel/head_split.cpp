@@ -49,6 +49,14 @@ HeadView head_view(const HeadGroup& g, int H, int G, int d, float scale) {
     }
     hv.segs.push_back(s);
   }
+  // The segments tile the subset's query heads and stay inside its KV heads (memory safety).
+  int next = 0;
+  for (const HeadSegment& s : hv.segs) {
+    TD_CHECK(s.q0 == next && s.nq > 0 && s.nkv > 0 && s.nq % s.nkv == 0 && s.kv0 >= 0 &&
+             s.kv0 + s.nkv <= g.ng);
+    next += s.nq;
+  }
+  TD_CHECK(next == g.nh);
   return hv;
 }
 

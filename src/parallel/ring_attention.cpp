@@ -28,7 +28,9 @@ float* RingCirculator::local_block(int64_t row_floats) {
 void RingCirculator::run(BlockFn fn) {
   const int P = comm_.size(), r = comm_.rank();
   const int next = (r + 1) % P, prev = (r + P - 1) % P;
-  const auto bytes = [&](int owner) { return size_t(rows_[size_t(owner)] * row_floats_) * sizeof(float); };
+  const auto bytes = [&](int owner) {
+    return size_t(rows_[size_t(owner)] * row_floats_) * sizeof(float);
+  };
   std::unique_ptr<comm::Request> send, recv;
   for (int step = 0; step < P; ++step) {
     const int owner = (r - step + P) % P;  // whose block is in hand

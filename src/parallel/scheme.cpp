@@ -40,23 +40,31 @@ Scheme parse_scheme(std::string_view text, int ranks, std::string_view flag) {
       bad_input("{}: {} needs U x R = {} ranks, but {} are running", flag, text,
                 s.ulysses * s.ring, ranks);
   } else {
-    bad_input("{}: unknown scheme '{}' (ring, zigzag, ulysses, hybrid:UxR, pass-q, auto)", flag, text);
+    bad_input("{}: unknown scheme '{}' (ring, zigzag, ulysses, hybrid:UxR, pass-q, auto)", flag,
+              text);
   }
   return s;
 }
 
 uint64_t scheme_workspace_bytes(const Scheme& s, AttnShape shape, int64_t m_local,
                                 int64_t n_total, int ranks) {
+  // Estimates for a prefill onto empty caches, in floats; see each strategy's header.
   const int64_t max_shard = n_total / ranks + 2;  // largest shard, any placement
-  const int64_t partials = m_local * (shape.q_dim() + 2 * shape.H);  // partial out + two lse rows
+  const int64_t q = shape.q_dim(), kv = shape.kv_dim(), H = shape.H;
+  const int64_t partials = m_local * (q + 2 * H);        // partial out + two lse rows
+  const int64_t ring_blocks = 2 * max_shard * (2 * kv + 1);  // two K/V blocks in flight
+  // All-to-all send and receive buffers of Q, K, V and O for this rank's share.
+  const int64_t exchange = 2 * (m_local + max_shard) * (2 * q + 2 * kv);
+  int64_t floats = 0;
   switch (s.kind) {
-    case Scheme::Kind::Ring:  // two K/V/position blocks in flight
-      return uint64_t(2 * max_shard * (2 * shape.kv_dim() + 1) + partials) * sizeof(float);
-    default:
-      // Ulysses/hybrid/pass-Q hold the gathered sequence for their head group at most.
-      return uint64_t(2 * n_total * (shape.q_dim() + 2 * shape.kv_dim()) / ranks + partials) *
-             sizeof(float);
+    case Scheme::Kind::Ring:
+    case Scheme::Kind::Auto: floats = ring_blocks + partials; break;
+    case Scheme::Kind::Ulysses: floats = exchange + partials; break;
+    case Scheme::Kind::Hybrid: floats = exchange + ring_blocks + partials; break;
+    // Query blocks in flight, and the partials of every visiting block kept until sent.
+    case Scheme::Kind::PassQ: floats = 2 * max_shard * (q + 1) + 2 * n_total * (q + H); break;
   }
+  return uint64_t(floats) * sizeof(float);
 }
 
 std::unique_ptr<SequenceAttention> make_prefill_attention(const Scheme& s, AttnShape shape,

@@ -1,5 +1,7 @@
 // Sequence parallelism must not change the result: P-rank logits equal the 1-rank
-// logits (in-process backend: P ranks as threads), for prefill and sharded decode.
+// logits (in-process backend: P ranks as threads), for prefill under every scheme (ring,
+// zigzag, ulysses, hybrid, pass-q, auto), for prefill onto caches that already hold a
+// sequence (pass-q, ring, auto), and for sharded decode after them.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +12,7 @@
 #include "support/test_paths.hpp"
 #include "tandem/comm/in_process.hpp"
 #include "tandem/model/synth.hpp"
+#include "tandem/parallel/auto_attention.hpp"
 #include "tandem/parallel/sharded_decode.hpp"
 #include "tandem/runtime/sp.hpp"
 
@@ -83,14 +86,40 @@ Reference reference(const Model& m, const std::vector<int32_t>& ids, const std::
   return r;
 }
 
-// Runs prefill (all logits) then decode of `more` under `scheme` on P in-process ranks;
-// returns the worst relative diff against the reference (prefill, decode).
-std::pair<double, double> run_sp(const Model& m, const std::vector<int32_t>& ids,
-                                 const std::vector<int32_t>& more, int P, const std::string& scheme_name,
-                                 const Reference& ref) {
+// Decodes `more` (from position `start`) against the sharded cache; returns the worst
+// relative diff against ref.decode, and the logits [steps][V] in `logits`.
+double sharded_decode(Engine& e, KVCache& cache, comm::Communicator& comm,
+                      const std::vector<int32_t>& more, int64_t start, const Reference& ref,
+                      std::vector<float>& logits) {
+  const int64_t V = e.model().hparams().n_vocab;
+  parallel::ShardedDecode decode(e.attn_shape(), e.pool(), comm);
+  e.set_attention(&decode);
+  logits.assign(more.size() * size_t(V), 0.0f);
+  double dd = 0;
+  for (size_t i = 0; i < more.size(); ++i) {
+    const int32_t p = int32_t(start + int64_t(i));
+    float* row = logits.data() + i * size_t(V);
+    e.forward(cache, std::span<const int32_t>(&more[i], 1), std::span<const int32_t>(&p, 1), 1,
+              row);
+    dd = std::max(dd, max_rel_diff(row, ref.decode.data() + i * size_t(V), 1, V));
+  }
+  e.set_attention(nullptr);
+  return dd;
+}
+
+// Outcome of a P-rank run: the worst relative diffs against the reference over all
+// ranks, and rank 0's logits (prefill [N][V] gathered, decode [steps][V]).
+struct SpRun {
+  double prefill = 0, decode = 0;
+  Reference logits;
+};
+
+// Runs prefill (all logits) then decode of `more` under `scheme` on P in-process ranks.
+SpRun run_sp(const Model& m, const std::vector<int32_t>& ids, const std::vector<int32_t>& more,
+             int P, const std::string& scheme_name, const Reference& ref) {
   const int64_t V = m.hparams().n_vocab, n = int64_t(ids.size());
   std::mutex mu;
-  double worst_prefill = 0, worst_decode = 0;
+  SpRun run;
   comm::run_in_process(P, [&](comm::Communicator& comm) {
     const auto scheme = parallel::parse_scheme(scheme_name, comm.size());
     kernels::ThreadPool pool(1);
@@ -98,42 +127,120 @@ std::pair<double, double> run_sp(const Model& m, const std::vector<int32_t>& ids
     KVCache cache = e.make_cache(
         sp_cache_capacity(n, int64_t(more.size()), comm.size(), comm.rank(), scheme));
     const auto part = sp_prefill(e, cache, comm, scheme, ids, LogitsWanted::All);
-    const auto all = gather_logits(comm, part, n, V);
+    auto all = gather_logits(comm, part, n, V);
     const double dp = max_rel_diff(all.data(), ref.prefill.data(), n, V);
-    parallel::ShardedDecode decode(e.attn_shape(), pool, comm);
-    e.set_attention(&decode);
-    std::vector<float> logits(static_cast<size_t>(V));
-    double dd = 0;
-    for (size_t i = 0; i < more.size(); ++i) {
-      const int32_t p = int32_t(n + int64_t(i));
-      e.forward(cache, std::span<const int32_t>(&more[i], 1), std::span<const int32_t>(&p, 1), 1,
-                logits.data());
-      dd = std::max(dd, max_rel_diff(logits.data(), ref.decode.data() + i * size_t(V), 1, V));
-    }
-    e.set_attention(nullptr);
+    std::vector<float> logits;
+    const double dd = sharded_decode(e, cache, comm, more, n, ref, logits);
     const std::lock_guard<std::mutex> lock(mu);
-    worst_prefill = std::max(worst_prefill, dp);
-    worst_decode = std::max(worst_decode, dd);
+    run.prefill = std::max(run.prefill, dp);
+    run.decode = std::max(run.decode, dd);
+    if (comm.rank() == 0) run.logits = {std::move(all), std::move(logits)};
   });
-  return {worst_prefill, worst_decode};
+  return run;
 }
 
+const std::vector<int> kAllP = {1, 2, 3, 4};
+
 void check_scheme(const std::string& scheme, const std::vector<Shape>& shapes,
-                  const std::vector<int64_t>& lengths, int max_p = 4) {
+                  const std::vector<int64_t>& lengths, const std::vector<int>& ranks = kAllP) {
   for (const Shape s : shapes) {
     const auto m = make_model(s);
     for (int64_t n : lengths) {
       const auto ids = random_ids(n, m->hparams().n_vocab, uint32_t(n));
       const auto more = random_ids(32, m->hparams().n_vocab, uint32_t(n + 1));
       const Reference ref = reference(*m, ids, more);
-      for (int P = 1; P <= max_p; ++P) {
-        const auto [dp, dd] = run_sp(*m, ids, more, P, scheme, ref);
-        EXPECT_LE(dp, 1e-4) << scheme << " H=" << s.H << " G=" << s.G << " N=" << n << " P=" << P;
-        EXPECT_LE(dd, 1e-4) << scheme << " decode H=" << s.H << " G=" << s.G << " N=" << n
-                            << " P=" << P;
+      for (int P : ranks) {
+        const SpRun r = run_sp(*m, ids, more, P, scheme, ref);
+        EXPECT_LE(r.prefill, 1e-4) << scheme << " H=" << s.H << " G=" << s.G << " N=" << n
+                                   << " P=" << P;
+        EXPECT_LE(r.decode, 1e-4) << scheme << " decode H=" << s.H << " G=" << s.G << " N=" << n
+                                  << " P=" << P;
       }
     }
   }
+}
+
+// Two phases: n1 tokens prefilled with the ring, then n2 more (positions n1..) under
+// `second` onto the filled caches (contiguous shards of the n2), then decode.
+Reference reference_two_phase(const Model& m, const std::vector<int32_t>& ids1,
+                              const std::vector<int32_t>& ids2, const std::vector<int32_t>& more) {
+  std::vector<int32_t> all(ids1);
+  all.insert(all.end(), ids2.begin(), ids2.end());
+  Reference full = reference(m, all, more);
+  const int64_t V = m.hparams().n_vocab;
+  full.prefill.erase(full.prefill.begin(),
+                     full.prefill.begin() + ptrdiff_t(ids1.size() * size_t(V)));
+  return full;  // prefill: logits of the n2 tokens
+}
+
+struct TwoPhaseRun {
+  double prefill = 0, decode = 0;
+  std::string chosen;  // auto: the strategy of the second phase
+};
+
+TwoPhaseRun run_two_phase(const Model& m, const std::vector<int32_t>& ids1,
+                          const std::vector<int32_t>& ids2, const std::vector<int32_t>& more, int P,
+                          const std::string& second, const Reference& ref) {
+  const int64_t V = m.hparams().n_vocab, n1 = int64_t(ids1.size()), n2 = int64_t(ids2.size());
+  std::mutex mu;
+  TwoPhaseRun run;
+  comm::run_in_process(P, [&](comm::Communicator& comm) {
+    const int r = comm.rank();
+    const auto ring = parallel::parse_scheme("ring", P);
+    const auto scheme = parallel::parse_scheme(second, P);
+    kernels::ThreadPool pool(1);
+    Engine e(m, pool);
+    const auto idx = parallel::shard_indices(n2, P, r, parallel::Placement::Contiguous);
+    KVCache cache = e.make_cache(sp_cache_capacity(n1, 0, P, r, ring) + int64_t(idx.size()) +
+                                 sp_cache_capacity(0, n1 + n2 + int64_t(more.size()), P, r, ring));
+    sp_prefill(e, cache, comm, ring, ids1, LogitsWanted::None);
+    ShardedPrefill part;
+    part.indices = idx;
+    std::vector<int32_t> my_ids, my_pos;
+    for (int64_t i : idx) {
+      my_ids.push_back(ids2[size_t(i)]);
+      my_pos.push_back(int32_t(n1 + i));
+    }
+    part.logits.resize(idx.size() * size_t(V));
+    auto attn = parallel::make_prefill_attention(scheme, e.attn_shape(), pool, comm);
+    e.set_attention(attn.get());
+    e.forward(cache, my_ids, my_pos, int64_t(idx.size()), part.logits.data());
+    e.set_attention(nullptr);
+    const auto all = gather_logits(comm, part, n2, V);
+    const double dp = max_rel_diff(all.data(), ref.prefill.data(), n2, V);
+    std::vector<float> logits;
+    const double dd = sharded_decode(e, cache, comm, more, n1 + n2, ref, logits);
+    const auto* a = dynamic_cast<const parallel::AutoAttention*>(attn.get());
+    const std::lock_guard<std::mutex> lock(mu);
+    run.prefill = std::max(run.prefill, dp);
+    run.decode = std::max(run.decode, dd);
+    if (a && r == 0) run.chosen = std::string(a->chosen().name());
+  });
+  return run;
+}
+
+// Second phases of (n1, n2) tokens under `second` for every P; returns what auto chose
+// (at P = 1) per case.
+std::vector<std::string> check_two_phase(const std::string& second, Shape s,
+                                         const std::vector<std::pair<int64_t, int64_t>>& cases) {
+  const auto m = make_model(s);
+  std::vector<std::string> chosen;
+  for (const auto& [n1, n2] : cases) {
+    const int64_t V = m->hparams().n_vocab;
+    const auto ids1 = random_ids(n1, V, uint32_t(n1 * 7 + n2));
+    const auto ids2 = random_ids(n2, V, uint32_t(n1 * 7 + n2 + 1));
+    const auto more = random_ids(8, V, uint32_t(n1 * 7 + n2 + 2));
+    const Reference ref = reference_two_phase(*m, ids1, ids2, more);
+    for (int P : kAllP) {
+      const TwoPhaseRun r = run_two_phase(*m, ids1, ids2, more, P, second, ref);
+      EXPECT_LE(r.prefill, 1e-4) << second << " onto cache H=" << s.H << " G=" << s.G
+                                 << " N1=" << n1 << " N2=" << n2 << " P=" << P;
+      EXPECT_LE(r.decode, 1e-4) << second << " onto cache, decode H=" << s.H << " G=" << s.G
+                                << " N1=" << n1 << " N2=" << n2 << " P=" << P;
+      if (P == 1) chosen.push_back(r.chosen);
+    }
+  }
+  return chosen;
 }
 
 const std::vector<Shape> kShapes = {{4, 4}, {8, 2}, {6, 3}, {12, 4}};
@@ -144,3 +251,58 @@ const std::vector<int64_t> kLengths = {1, 2, 3, 5, 7, 13, 64, 101, 257, 1031};
 
 TEST(SpExactness, RingContiguous) { check_scheme("ring", kShapes, kLengths); }
 TEST(SpExactness, RingZigzag) { check_scheme("zigzag", kShapes, kLengths); }
+
+TEST(SpExactness, Ulysses) {
+  check_scheme("ulysses", kShapes, kLengths);
+  // More ranks than heads: some ranks get no head (KV head replicated on the others).
+  check_scheme("ulysses", {{2, 1}, {3, 1}}, {1, 5, 64});
+}
+TEST(SpExactness, Hybrid2x2) { check_scheme("hybrid:2x2", kShapes, kLengths, {4}); }
+TEST(SpExactness, PassQ) { check_scheme("pass-q", kShapes, kLengths); }
+
+// hybrid:1x2 is the ring and hybrid:2x1 is Ulysses: same logits (P = 2).
+TEST(SpExactness, HybridDegenerate) {
+  for (const Shape s : {Shape{8, 2}, Shape{6, 3}}) {
+    const auto m = make_model(s);
+    for (int64_t n : {1, 7, 257}) {
+      const auto ids = random_ids(n, m->hparams().n_vocab, uint32_t(n));
+      const auto more = random_ids(4, m->hparams().n_vocab, uint32_t(n + 1));
+      const Reference ref = reference(*m, ids, more);
+      for (const auto& [hybrid, plain] : {std::pair<std::string, std::string>{"hybrid:1x2", "ring"},
+                                          {"hybrid:2x1", "ulysses"}}) {
+        const SpRun h = run_sp(*m, ids, more, 2, hybrid, ref);
+        const SpRun p = run_sp(*m, ids, more, 2, plain, ref);
+        EXPECT_LE(h.prefill, 1e-4) << hybrid << " N=" << n;
+        EXPECT_LE(max_rel_diff(h.logits.prefill.data(), p.logits.prefill.data(), n, 96), 1e-6)
+            << hybrid << " vs " << plain << " H=" << s.H << " G=" << s.G << " N=" << n;
+        EXPECT_LE(max_rel_diff(h.logits.decode.data(), p.logits.decode.data(), 4, 96), 1e-6)
+            << hybrid << " vs " << plain << " decode N=" << n;
+      }
+    }
+  }
+}
+
+// Pass-Q (and the ring, which circulates whole caches) onto caches that already hold a
+// ring-prefilled sequence.
+TEST(SpExactness, PassQOntoCache) {
+  const std::vector<std::pair<int64_t, int64_t>> cases = {
+      {5, 1}, {3, 2}, {13, 3}, {101, 37}, {1000, 31}};
+  for (const Shape s : kShapes) check_two_phase("pass-q", s, cases);
+  check_two_phase("ring", Shape{8, 2}, {{5, 1}, {13, 3}, {101, 37}});
+}
+
+// Auto: pass-KV onto empty caches; onto filled ones, pass-Q iff n_new/(n_new+n_cached) < 2G/H.
+TEST(SpExactness, Auto) {
+  check_scheme("auto", kShapes, {1, 3, 13, 257});
+  EXPECT_FALSE(parallel::prefer_pass_q(100, 0, 4, 4));
+  EXPECT_TRUE(parallel::prefer_pass_q(1, 1000, 32, 8));
+  EXPECT_FALSE(parallel::prefer_pass_q(500, 500, 32, 8));  // 0.5 >= 0.5
+  // H=8, G=2: threshold 1/2.
+  EXPECT_EQ(check_two_phase("auto", Shape{8, 2}, {{200, 20}, {20, 200}, {7, 9}}),
+            (std::vector<std::string>{"pass-q", "ring", "ring"}));
+  // H=12, G=4: threshold 2/3.
+  EXPECT_EQ(check_two_phase("auto", Shape{12, 4}, {{50, 50}, {10, 90}}),
+            (std::vector<std::string>{"pass-q", "ring"}));
+  // H=G: 2G/H = 2, pass-Q whenever something is cached.
+  EXPECT_EQ(check_two_phase("auto", Shape{4, 4}, {{3, 40}}), (std::vector<std::string>{"pass-q"}));
+}

@@ -62,7 +62,11 @@ TEST(MpiCli, LogitsEqualSingleRankForEveryScheme) {
   const auto ref = read_f32(ref_path);
   ASSERT_EQ(ref.size(), 383u * 500u);
   for (int np : {2, 3, 4}) {
-    for (const char* scheme : {"ring", "zigzag"}) {
+    for (std::string scheme : {"ring", "zigzag", "ulysses", "pass-q", "auto", "hybrid"}) {
+      if (scheme == "hybrid") {
+        if (np != 4) continue;
+        scheme = "hybrid:2x2";
+      }
       const std::string out = temp_dir() + "/sp.f32";
       std::remove(out.c_str());
       r = run(mpirun(np) + tandem_bin() + args + out + " --sp " + scheme);

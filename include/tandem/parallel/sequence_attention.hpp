@@ -3,7 +3,11 @@
 // over ranks. The engine runs every token-local op (norms, matmuls, FFN) on this rank's
 // tokens and hands each layer's attention to a SequenceAttention strategy:
 //   LocalAttention   one rank, the whole cache (also the reference for the others);
-//   RingAttention    pass-KV ring over P ranks (prefill onto empty caches);
+//   RingAttention    pass-KV ring: K/V blocks circulate (ring_attention.hpp);
+//   UlyssesAttention all-to-all to head-sharded layout (ulysses_attention.hpp);
+//   HybridAttention  Ulysses inside groups, ring across them (hybrid_attention.hpp);
+//   PassQAttention   queries circulate, K/V stay (pass_q_attention.hpp);
+//   AutoAttention    pass-KV or pass-Q per call from the volumes (auto_attention.hpp);
 //   ShardedDecode    replicated new tokens against a KV cache sharded across ranks.
 #include <cstdint>
 #include <string_view>

@@ -1,0 +1,95 @@
+#include "tandem/parallel/pass_q_attention.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "tandem/core/timer.hpp"
+#include "tandem/kernels/attention_merge.hpp"
+
+namespace tandem::parallel {
+namespace {
+constexpr int kTagQ = 12, kTagPartial = 13;
+}
+
+PassQAttention::PassQAttention(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
+    : SequenceAttention(shape),
+      pool_(pool),
+      circ_(comm, kTagQ),
+      view_(full_head_view(shape.H, shape.G, shape.d, shape.scale)) {}
+
+int64_t PassQAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos) {
+  circ_.set_rows(m);  // collective: every rank's query block size
+  const int64_t slot = SequenceAttention::begin_step(cache, m, pos);
+  const int32_t* p = cache.positions();
+  cache_min_pos_ = cache.size() > 0 ? *std::min_element(p, p + cache.size()) : 0;
+  return slot;
+}
+
+// Query block layout in floats: q [n][H*d], then n int32 positions.
+// Partial layout: out [n][H*d], then lse [n][H].
+void PassQAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
+  store_kv(cache, slot, s);
+  comm::Communicator& comm = circ_.comm();
+  const int P = comm.size(), me = comm.rank();
+  const int64_t qd = shape_.q_dim(), H = shape_.H, pw = qd + H;  // partial floats per token
+  {
+    float* b = circ_.local_block(qd + 1);
+    if (s.m > 0) {
+      std::memcpy(b, s.q, size_t(s.m * qd) * sizeof(float));
+      std::memcpy(b + s.m * qd, s.pos, size_t(s.m) * sizeof(int32_t));
+    }
+  }
+  // Where each visiting block's partial is kept until it has been sent.
+  send_off_.resize(size_t(P));
+  size_t total = 0;
+  for (int o = 0; o < P; ++o) {
+    send_off_[size_t(o)] = total;
+    if (o != me) total += size_t(circ_.rows(o) * pw);
+  }
+  if (send_.size() < total) send_.resize(total);
+  // Post the receives of this block's partials from every other rank (ring order).
+  reqs_.clear();
+  if (s.m > 0) {
+    if (recv_.size() < size_t((P - 1) * s.m * pw)) recv_.resize(size_t((P - 1) * s.m * pw));
+    for (int i = 1; i < P; ++i)
+      reqs_.push_back(comm.irecv(recv_.data() + (i - 1) * s.m * pw,
+                                 size_t(s.m * pw) * sizeof(float), (me + i) % P, kTagPartial));
+  }
+  const size_t n_recvs = reqs_.size();
+  lse_.resize(size_t(s.m * H));
+  const int64_t n_kv = cache.size();
+  auto on_block = [&](int owner, const float* blk, int64_t n) {
+    if (n == 0) return;
+    float* out = owner == me ? s.out : send_.data() + send_off_[size_t(owner)];
+    float* lse = owner == me ? lse_.data() : out + n * qd;
+    pos_.resize(size_t(n));
+    std::memcpy(pos_.data(), blk + n * qd, size_t(n) * sizeof(int32_t));
+    const int32_t q_max = *std::max_element(pos_.begin(), pos_.end());
+    if (n_kv > 0 && cache_min_pos_ <= q_max) {
+      attend_heads(view_, blk, pos_.data(), n, cache.k(s.layer, 0), cache.v(s.layer, 0),
+                   cache.positions(), n_kv, out, lse, pool_);
+    } else {  // nothing visible here: an empty partial
+      if (n_kv > 0) ++circ_.stats().blocks_skipped;
+      std::fill(out, out + n * qd, 0.0f);
+      std::fill(lse, lse + n * H, -std::numeric_limits<float>::infinity());
+    }
+    if (owner != me)
+      reqs_.push_back(comm.isend(out, size_t(n * pw) * sizeof(float), owner, kTagPartial));
+  };
+  circ_.run(on_block);
+  // Merge the partials of this rank's block in ring order, then finish the sends.
+  RingStats& st = circ_.stats();
+  for (size_t i = 0; i < reqs_.size(); ++i) {
+    const Stopwatch w;
+    comm.wait(*reqs_[i]);
+    st.wait_seconds += w.seconds();
+    if (i >= n_recvs) continue;
+    const Stopwatch c;
+    const float* p = recv_.data() + int64_t(i) * s.m * pw;
+    kernels::attention_merge(s.out, lse_.data(), p, p + s.m * qd, s.m, shape_.H, shape_.d);
+    st.compute_seconds += c.seconds();
+  }
+}
+
+}  // namespace tandem::parallel

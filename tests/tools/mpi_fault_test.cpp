@@ -1,0 +1,70 @@
+// A rank killed with SIGKILL in the middle of a sequence-parallel run: the job must end
+// with a non-zero exit and a message naming the rank, well within 30 s.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "support/test_paths.hpp"
+
+using tandem::test::run;
+using tandem::test::shared_path;
+using tandem::test::tandem_bin;
+using tandem::test::temp_dir;
+
+namespace {
+
+// Starts `args` under mpirun -np 3 in the background, SIGKILLs one tandem rank after
+// `delay` seconds, and returns mpirun's exit code, output and the seconds from the kill
+// to the end of the job.
+struct FaultResult {
+  int code;
+  std::string out;
+  double seconds_after_kill;
+};
+
+FaultResult kill_one_rank(const std::string& args, double delay) {
+  const std::string log = temp_dir() + "/fault.log";
+  const std::string script =
+      "timeout 90 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 3 " + tandem_bin() +
+      args + " > " + log + " 2>&1 & job=$!; sleep " + std::to_string(delay) +
+      "; victim=$(pgrep -f -n '^" + tandem_bin() + " " + args.substr(1, args.find(' ', 1) - 1) +
+      "'); [ -n \"$victim\" ] && kill -9 $victim; t0=$(date +%s%N); wait $job; rc=$?; "
+      "t1=$(date +%s%N); echo \"rc=$rc elapsed_ms=$(( (t1 - t0) / 1000000 ))\"; cat " + log;
+  const auto r = run("bash -c '" + [&] {
+    std::string s;
+    for (char c : script) s += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return s;
+  }() + "'");
+  FaultResult f{-1, r.out, 1e9};
+  const auto rc = r.out.find("rc=");
+  const auto el = r.out.find("elapsed_ms=");
+  if (rc != std::string::npos) f.code = std::atoi(r.out.c_str() + rc + 3);
+  if (el != std::string::npos) f.seconds_after_kill = std::atof(r.out.c_str() + el + 11) / 1000.0;
+  return f;
+}
+
+}  // namespace
+
+TEST(MpiFault, KilledRankDuringRingPrefillEndsTheJob) {
+  const auto f = kill_one_rank(" prefill -m " + shared_path("models/tiny-f16.gguf") +
+                                   " --random-tokens 30000 -t 1 --sp ring",
+                               2.0);
+  EXPECT_NE(f.code, 0) << f.out;
+  EXPECT_LT(f.seconds_after_kill, 30.0) << f.out;
+  // mpirun names the rank that died.
+  EXPECT_NE(f.out.find("rank"), std::string::npos) << f.out;
+  EXPECT_NE(f.out.find("signal 9"), std::string::npos) << f.out;
+  // The survivors say which rank they were.
+  EXPECT_NE(f.out.find("terminated by SIGTERM"), std::string::npos) << f.out;
+  std::printf("job ended %.2f s after the kill, exit %d\n", f.seconds_after_kill, f.code);
+}
+
+TEST(MpiFault, KilledRankDuringShardedDecodeEndsTheJob) {
+  const auto f = kill_one_rank(" generate -m " + shared_path("models/tiny-f16.gguf") +
+                                   " --ids 1,2,3,4,5,6,7,8 -n 200000 --temp 0 -t 1 --sp zigzag",
+                               2.0);
+  EXPECT_NE(f.code, 0) << f.out;
+  EXPECT_LT(f.seconds_after_kill, 30.0) << f.out;
+  EXPECT_NE(f.out.find("signal 9"), std::string::npos) << f.out;
+  std::printf("job ended %.2f s after the kill, exit %d\n", f.seconds_after_kill, f.code);
+}
