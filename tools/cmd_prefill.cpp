@@ -2,6 +2,7 @@
 // throughput, per-rank memory and communication.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -31,7 +32,11 @@ struct Opts {
 // What one rank measured; gathered to every rank as doubles.
 struct RankReport {
   double tokens, seconds, weights_bytes, kv_bytes, activation_bytes, bytes_sent, bytes_received,
-      comm_wait_seconds;
+      comm_wait_seconds, comm_alone_seconds;
+  // Share of the communication that compute hid: 1 - waited / (time it takes alone).
+  double hidden() const {
+    return comm_alone_seconds > 0 ? std::clamp(1.0 - comm_wait_seconds / comm_alone_seconds, 0.0, 1.0) : 0.0;
+  }
 };
 constexpr size_t kFields = sizeof(RankReport) / sizeof(double);
 
@@ -68,22 +73,25 @@ void print_report(const Opts& o, const std::string& scheme, int64_t n,
                                {"activation_bytes", uint64_t(x.activation_bytes)},
                                {"bytes_sent", uint64_t(x.bytes_sent)},
                                {"bytes_received", uint64_t(x.bytes_received)},
-                               {"comm_wait_seconds", x.comm_wait_seconds}});
+                               {"comm_wait_seconds", x.comm_wait_seconds},
+                               {"comm_alone_seconds", x.comm_alone_seconds},
+                               {"comm_hidden_fraction", x.hidden()}});
     }
     fmt::print("{}\n", j.dump(2));
     return;
   }
   fmt::print("prefill of {} tokens, scheme {}, {} rank(s) x {} thread(s): {:.3f} s, {:.1f} tokens/s\n",
              n, scheme, ranks.size(), o.threads, secs, tps);
-  fmt::print("{:>4} {:>8} {:>9} {:>11} {:>9} {:>12} {:>11} {:>11} {:>10}\n", "rank", "tokens",
-             "seconds", "weights MiB", "KV MiB", "activ. MiB", "sent MiB", "recv MiB", "wait s");
+  fmt::print("{:>4} {:>8} {:>9} {:>11} {:>9} {:>12} {:>11} {:>11} {:>10} {:>8}\n", "rank", "tokens",
+             "seconds", "weights MiB", "KV MiB", "activ. MiB", "sent MiB", "recv MiB", "wait s",
+             "hidden");
   constexpr double MiB = 1 << 20;
   for (size_t r = 0; r < ranks.size(); ++r) {
     const auto& x = ranks[r];
-    fmt::print("{:>4} {:>8} {:>9.3f} {:>11.1f} {:>9.1f} {:>12.1f} {:>11.2f} {:>11.2f} {:>10.3f}\n", r,
+    fmt::print("{:>4} {:>8} {:>9.3f} {:>11.1f} {:>9.1f} {:>12.1f} {:>11.2f} {:>11.2f} {:>10.3f} {:>7.0f}%\n", r,
                int64_t(x.tokens), x.seconds, x.weights_bytes / MiB, x.kv_bytes / MiB,
                x.activation_bytes / MiB, x.bytes_sent / MiB, x.bytes_received / MiB,
-               x.comm_wait_seconds);
+               x.comm_wait_seconds, 100.0 * x.hidden());
   }
 }
 
@@ -130,6 +138,8 @@ void run(const Opts& o) {
     rep.bytes_sent = double(comm.stats().bytes_sent);
     rep.bytes_received = double(comm.stats().bytes_received);
     rep.comm_wait_seconds = comm.stats().wait_seconds;
+    const auto traffic = comm.stats();
+    rep.comm_alone_seconds = sp_comm_alone_seconds(comm, traffic.bytes_sent, traffic.messages);
     std::vector<RankReport> all(static_cast<size_t>(comm.size()));
     std::vector<size_t> bytes(all.size(), sizeof(RankReport)), offs(all.size());
     for (size_t r = 0; r < all.size(); ++r) offs[r] = r * sizeof(RankReport);

@@ -10,6 +10,8 @@ void add_tokenize(CLI::App& app);
 void add_info(CLI::App& app);
 void add_make_model(CLI::App& app);
 void add_prefill(CLI::App& app);
+void add_plan(CLI::App& app);
+void add_bench(CLI::App& app);
 
 // Default thread count: the cores this process may use.
 int default_threads();

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   tandem::cli::add_info(app);
   tandem::cli::add_make_model(app);
   tandem::cli::add_prefill(app);
+  tandem::cli::add_plan(app);
+  tandem::cli::add_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -124,6 +124,24 @@ int64_t sp_max_tokens(const Model& model, int ranks, const parallel::Scheme& sch
   return lo;
 }
 
+double sp_comm_alone_seconds(comm::Communicator& comm, uint64_t bytes, uint64_t messages) {
+  // Every rank must run the same number of exchanges: agree on the largest sample.
+  int64_t agreed[2] = {int64_t(messages), int64_t(messages ? bytes / messages : 0)};
+  comm.allreduce(agreed, 2, comm::ReduceOp::Max);
+  const int64_t total_msgs = agreed[0], msg_bytes = agreed[1];
+  if (comm.size() < 2 || total_msgs == 0 || msg_bytes == 0) return 0;
+  const int64_t sample = std::min<int64_t>(total_msgs, 8);
+  std::vector<char> sbuf(static_cast<size_t>(msg_bytes)), rbuf(static_cast<size_t>(msg_bytes));
+  const int P = comm.size(), r = comm.rank();
+  comm.barrier();
+  const Stopwatch sw;
+  for (int64_t i = 0; i < sample; ++i)
+    comm.sendrecv(sbuf.data(), sbuf.size(), (r + 1) % P, rbuf.data(), rbuf.size(), (r + P - 1) % P, 7);
+  const double per_msg = sw.seconds() / double(sample);
+  // This rank's own count of messages (the sample used the largest message size).
+  return per_msg * double(messages) * (messages ? double(bytes) / double(messages) / double(msg_bytes) : 0);
+}
+
 GenerateStats sp_generate(Engine& engine, KVCache& cache, comm::Communicator& comm,
                           const parallel::Scheme& scheme, std::span<const int32_t> prompt,
                           const GenerateParams& params,

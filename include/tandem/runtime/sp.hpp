@@ -45,6 +45,12 @@ MemoryEstimate sp_memory_estimate(const Model& model, const comm::Communicator& 
 int64_t sp_max_tokens(const Model& model, int ranks, const parallel::Scheme& scheme,
                       uint64_t budget);
 
+// Seconds this rank's traffic of a run takes when nothing overlaps it: `messages`
+// blocking ring exchanges (send to rank+1, receive from rank-1) of bytes/messages bytes
+// each, timed on a sample and scaled. With the time a run actually waited, the hidden
+// fraction of communication is 1 - waited / alone. Collective.
+double sp_comm_alone_seconds(comm::Communicator& comm, uint64_t bytes, uint64_t messages);
+
 // Generation: parallel prefill, then decoding against the KV cache sharded across the
 // ranks (every rank runs the same tokens and samples the same ids). on_token runs on
 // every rank. Stats as in generate().

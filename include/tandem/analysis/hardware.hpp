@@ -1,0 +1,59 @@
+#pragma once
+// Hardware profiles for the cost model: what one device computes and holds, and the links
+// between devices inside a node and across nodes. Units: FLOP/s, bytes/s, bytes, seconds.
+// The JSON schema is documented in docs/planner.md.
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace tandem::analysis {
+
+struct Link {
+  double bandwidth = 0;  // bytes/s, per device and per direction
+  double latency = 0;    // seconds per message
+};
+
+struct HardwareProfile {
+  std::string name;
+  std::string description;
+  // Peak dense FLOP/s of one device per compute type: "bf16", "fp16", "fp8", "f32",
+  // "q8_0", "q4_0". A type missing here computes at the bf16 rate (weights dequantized
+  // on the fly), or at f32 when bf16 is missing too.
+  std::map<std::string, double> flops;
+  // Fraction of peak FLOP/s that large matrix products and attention reach in practice
+  // (model FLOP utilization). One constant per profile.
+  double efficiency = 0.5;
+  double memory_bandwidth = 0;    // bytes/s of one device's memory
+  double memory_efficiency = 1.0; // fraction of memory_bandwidth that streaming reads reach
+  double memory_capacity = 0;     // bytes of one device's memory
+  // Bytes per element of activations, the KV cache and the tensors exchanged between
+  // devices (2 on GPUs: bf16; 4 for tandem's CPU runtime: f32). Attention runs in bf16
+  // when 2, in f32 when 4.
+  int activation_bytes = 2;
+  int devices_per_node = 1;       // default for --gpus-per-node
+  Link intra;                     // between devices of one node
+  Link inter;                     // between nodes
+
+  // FLOP/s for a compute type, with the fallbacks above.
+  double flops_for(const std::string& dtype) const;
+  // The compute type attention runs in ("bf16" or "f32").
+  std::string attention_dtype() const { return activation_bytes >= 4 ? "f32" : "bf16"; }
+  // Throws Error(BadInput) prefixed by `where` naming the first bad field.
+  void validate(const std::string& where) const;
+};
+
+// Built-in profiles by name: h100, a100, cpu-this.
+std::optional<HardwareProfile> builtin_profile(std::string_view name);
+const std::vector<std::string>& builtin_profile_names();
+
+// A built-in name, or else a path to a JSON profile. Throws Error(BadInput) naming
+// `flag` (unknown name), the file (unreadable, not JSON) or the field at fault.
+HardwareProfile load_profile(const std::string& name_or_path, const std::string& flag = "--hardware");
+HardwareProfile profile_from_json(const nlohmann::json& j, const std::string& where);
+nlohmann::json profile_to_json(const HardwareProfile& p);
+
+}  // namespace tandem::analysis

@@ -1,0 +1,78 @@
+// `tandem plan` end to end: JSON and table output, GGUF input, profile files, bad flags.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "support/test_paths.hpp"
+
+using tandem::test::run;
+using tandem::test::shared_path;
+using tandem::test::tandem_bin;
+using tandem::test::temp_dir;
+
+namespace {
+
+tandem::test::RunResult plan(const std::string& args) {
+  return run(tandem_bin() + " plan " + args);
+}
+
+// Exit 2 and a one-line message naming `needle`.
+void expect_bad(const std::string& args, const std::string& needle) {
+  SCOPED_TRACE("tandem plan " + args);
+  const auto r = plan(args);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find(needle), std::string::npos) << r.out;
+}
+
+}  // namespace
+
+TEST(PlanCli, MillionTokenJson) {
+  const auto r = plan("--model llama3-405b --tokens 1048576 --gpus 128 --gpus-per-node 8 "
+                      "--hardware h100 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["best"]["strategy"], "tp+ring");
+  EXPECT_NEAR(j["best"]["seconds"].get<double>(), 77.0, 0.2 * 77.0);
+  EXPECT_EQ(j["strategies"].size(), 7u);
+}
+
+TEST(PlanCli, TableForAGgufFile) {
+  const auto r = plan("--model " + shared_path("models/tiny-f16.gguf") +
+                      " --tokens 4096 --gpus 2 --hardware cpu-this --decode-tokens 64");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("weights fp16"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("recommended:"), std::string::npos) << r.out;
+  for (const char* s : {"single", "ring", "zigzag", "pass-q", "ulysses", "hybrid", "tp+ring"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s;
+}
+
+TEST(PlanCli, ProfileFile) {
+  const std::string path = temp_dir() + "/profile.json";
+  std::ofstream(path) << R"({"name": "lab", "flops": {"bf16": 1e14}, "efficiency": 0.5,
+    "memory_bandwidth": 1e12, "memory_capacity": 4e10, "devices_per_node": 4,
+    "intra_node": {"bandwidth": 1e11, "latency": 1e-6},
+    "inter_node": {"bandwidth": 1e10, "latency": 1e-5}})";
+  const auto r = plan("--model llama3-8b --tokens 32768 --gpus 8 --hardware " + path + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["hardware"]["name"], "lab");
+  EXPECT_EQ(j["gpus_per_node"], 4);
+
+  const std::string bad = temp_dir() + "/bad.json";
+  std::ofstream(bad) << R"({"name": "lab", "flops": {"bf16": 1e14}, "efficiency": 0.5,
+    "memory_bandwidth": "fast", "memory_capacity": 4e10,
+    "intra_node": {"bandwidth": 1e11}, "inter_node": {"bandwidth": 1e10}})";
+  expect_bad("--model llama3-8b --tokens 1024 --hardware " + bad, "memory_bandwidth");
+}
+
+TEST(PlanCli, BadFlags) {
+  expect_bad("--model llama3-8b --tokens 1024 --hardware tpu9", "--hardware");
+  expect_bad("--model llama3-8b --tokens 1024 --gpus 12 --gpus-per-node 8", "--gpus");
+  expect_bad("--model llama3-8b --tokens 0", "--tokens");
+  expect_bad("--model llama9-1t --tokens 1024", "--model");
+  expect_bad("--model llama3-8b --tokens 1024 --dtype int3", "--dtype");
+  expect_bad("--model llama3-8b --tokens 1024 --gpus 0", "--gpus");
+  expect_bad("--model llama3-8b --tokens 1024 --gpus 8 --gpus-per-node 0", "--gpus-per-node");
+  expect_bad("--tokens 1024", "--model");
+}

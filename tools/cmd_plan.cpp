@@ -1,0 +1,89 @@
+// tandem plan: predicts prefill/decode time, memory and communication of each
+// sequence-parallel strategy for a model, a token count and a cluster (docs/planner.md).
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "tandem/analysis/hardware.hpp"
+#include "tandem/analysis/planner.hpp"
+#include "tandem/core/error.hpp"
+
+namespace tandem::cli {
+namespace {
+
+struct Opts {
+  std::string model, hardware = "h100", dtype;
+  int64_t tokens = 0, decode_tokens = 0;
+  int gpus = 1, gpus_per_node = 0;
+  bool per_node_given = false;  // else the profile's devices per node
+  bool json = false;
+};
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+void run(const Opts& o) {
+  analysis::PlanRequest req;
+  req.hw = analysis::load_profile(o.hardware, "--hardware");
+  std::error_code ec;
+  std::string file_dtype;
+  if (auto shape = analysis::named_shape(o.model)) {
+    req.model = *shape;
+  } else if (std::filesystem::is_regular_file(o.model, ec)) {
+    auto g = analysis::shape_from_gguf(o.model);
+    req.model = g.shape;
+    file_dtype = g.weight_dtype;
+  } else {
+    bad_input("--model '{}': not a GGUF file nor a named shape ({})", o.model,
+              joined(analysis::names_of_shapes()));
+  }
+  req.dtype = !o.dtype.empty() ? o.dtype
+              : analysis::weight_bytes_per_param(file_dtype) > 0 ? file_dtype
+                                                                 : "auto";
+  req.tokens = o.tokens;
+  req.decode_tokens = o.decode_tokens;
+  req.gpus = o.gpus;
+  req.gpus_per_node = o.per_node_given ? o.gpus_per_node
+                                        : std::max(1, std::min(o.gpus, req.hw.devices_per_node));
+  const auto plan = analysis::make_plan(std::move(req));
+  if (o.json)
+    fmt::print("{}\n", analysis::plan_to_json(plan).dump(2));
+  else
+    fmt::print("{}", analysis::plan_table(plan));
+}
+
+}  // namespace
+
+void add_plan(CLI::App& app) {
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand(
+      "plan", "Predict prefill/decode time, memory and communication of each strategy");
+  sub->add_option("-m,--model", o->model,
+                  "GGUF file, or a named shape: " + joined(analysis::names_of_shapes()))
+      ->required();
+  sub->add_option("-n,--tokens", o->tokens, "Prompt tokens N")->required();
+  sub->add_option("--gpus", o->gpus, "Devices P (default 1)");
+  auto* per_node = sub->add_option("--gpus-per-node", o->gpus_per_node,
+                                   "Devices per node K (default: the profile's, at most --gpus)");
+  sub->add_option("--hardware", o->hardware,
+                  "Profile: " + joined(analysis::builtin_profile_names()) +
+                      ", or a JSON profile file (default h100)");
+  sub->add_option("--dtype", o->dtype,
+                  "Weight type: " + joined(analysis::weight_dtypes()) +
+                      " or auto (default: the GGUF file's type; auto for named shapes)");
+  sub->add_option("--decode-tokens", o->decode_tokens,
+                  "Tokens generated after the prompt, counted in the ranking (default 0)");
+  sub->add_flag("--json", o->json, "Print JSON: {best, strategies, ...}");
+  sub->callback([o, per_node] {
+    o->per_node_given = per_node->count() > 0;
+    run(*o);
+  });
+}
+
+}  // namespace tandem::cli
