@@ -1,0 +1,195 @@
+// tandem bench: prefill (pp N) and generation (tg N) throughput at a cache depth, in the
+// manner of llama-bench, each row set against this machine's roofline; and
+// `tandem bench --roofline`, which measures that roofline (read bandwidth, FMA peak).
+#include <fmt/format.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "tandem/analysis/bench.hpp"
+#include "tandem/analysis/roofline.hpp"
+#include "tandem/core/error.hpp"
+
+namespace tandem::cli {
+namespace {
+
+using analysis::BenchResult;
+using analysis::BenchTest;
+using analysis::Roofline;
+
+struct Opts {
+  std::string model, roofline_file;
+  std::vector<int64_t> prompt{512}, gen{128}, depth{0};
+  int threads = 1;
+  int repeats = 5;
+  int64_t roofline_mib = 1024;
+  uint64_t seed = 1234;
+  bool json = false;
+  bool roofline = false;
+};
+
+std::string roofline_path(const Opts& o) {
+  return o.roofline_file.empty() ? analysis::default_roofline_path() : o.roofline_file;
+}
+
+Roofline measure(const Opts& o, const std::string& path) {
+  analysis::RooflineOptions ro;
+  ro.threads = o.threads;
+  ro.buffer_bytes = size_t(o.roofline_mib) << 20;
+  const auto r = analysis::measure_roofline(ro);
+  analysis::save_roofline(path, r);
+  return r;
+}
+
+void print_roofline(const Roofline& r, const std::string& path, bool measured) {
+  fmt::print("roofline ({} thread(s), {}, {} MiB buffer){}: read bandwidth {:.2f} GB/s, "
+             "FMA peak {:.1f} GFLOP/s\n",
+             r.threads, r.isa, r.buffer_bytes >> 20, measured ? " measured" : "", r.read_bandwidth / 1e9,
+             r.fma_peak / 1e9);
+  fmt::print("saved in {}\n", path);
+}
+
+// The roofline for o.threads: from the cache file, else measured now (and saved).
+Roofline roofline_for(const Opts& o) {
+  const auto path = roofline_path(o);
+  if (const auto r = analysis::find_roofline(analysis::load_rooflines(path), o.threads)) return *r;
+  fmt::print(stderr, "bench: no roofline for {} thread(s) in {}; measuring it first (bench --roofline)\n",
+             o.threads, path);
+  std::fflush(stderr);
+  return measure(o, path);
+}
+
+std::vector<BenchTest> tests_of(const Opts& o) {
+  std::vector<BenchTest> tests;
+  for (const int64_t d : o.depth) {
+    for (const int64_t p : o.prompt)
+      if (p > 0) tests.push_back({BenchTest::Kind::Prefill, p, d});
+    for (const int64_t n : o.gen)
+      if (n > 0) tests.push_back({BenchTest::Kind::Generate, n, d});
+  }
+  return tests;
+}
+
+std::string weight_type(const Model& m) {
+  return m.layers.empty() ? "?" : std::string(dtype_name(m.layers[0].wq.type));
+}
+
+nlohmann::json row_json(const Opts& o, const Model& m, const BenchResult& r, const Roofline& roof) {
+  const auto pt = analysis::roofline_point(m, r.test, r.median, roof);
+  const bool pp = r.test.kind == BenchTest::Kind::Prefill;
+  nlohmann::json j{{"test", r.test.name()},
+                   {"model", o.model},
+                   {"model_type", weight_type(m)},
+                   {"weight_bytes", m.weight_bytes()},
+                   {"n_prompt", pp ? r.test.n : 0},
+                   {"n_gen", pp ? 0 : r.test.n},
+                   {"depth", r.test.depth},
+                   {"threads", o.threads},
+                   {"repeats", r.tokens_per_s.size()},
+                   {"tokens_per_s", r.median},
+                   {"tokens_per_s_min", r.min},
+                   {"tokens_per_s_max", r.max},
+                   {"tokens_per_s_mean", r.mean},
+                   {"tokens_per_s_stddev", r.stddev},
+                   {"samples_tokens_per_s", r.tokens_per_s},
+                   {"roofline_bound", pt.bandwidth_bound ? "bandwidth" : "fma"},
+                   {"roofline_bound_tokens_per_s", pt.bound_tokens_per_s},
+                   {"roofline_fraction", pt.fraction},
+                   {"read_bandwidth", roof.read_bandwidth},
+                   {"fma_peak", roof.fma_peak}};
+  if (pt.bandwidth_bound) {
+    j["bytes_per_token"] = pt.cost_per_token;
+    j["achieved_bytes_per_s"] = pt.achieved;
+    j["bandwidth_fraction"] = pt.fraction;
+  } else {
+    j["flops_per_token"] = pt.cost_per_token;
+    j["achieved_flops"] = pt.achieved;
+    j["fma_peak_fraction"] = pt.fraction;
+  }
+  return j;
+}
+
+void print_table(const Opts& o, const Model& m, const std::vector<BenchResult>& rows,
+                 const Roofline& roof) {
+  fmt::print("model {} ({}, {:.1f} MiB of matrices read per token), {} thread(s), {} repeat(s)\n",
+             o.model, weight_type(m), double(m.weight_bytes()) / (1 << 20), o.threads, o.repeats);
+  fmt::print("roofline: read {:.2f} GB/s, FMA peak {:.1f} GFLOP/s ({})\n\n", roof.read_bandwidth / 1e9,
+             roof.fma_peak / 1e9, roof.isa);
+  fmt::print("| {:>14} | {:>10} | {:>10} | {:>10} | {:>9} | {:>12} | {:>14} | {:>7} |\n", "test",
+             "t/s", "min", "max", "stddev", "bound", "bound t/s", "of bound");
+  fmt::print("|{:-<16}|{:->12}|{:->12}|{:->12}|{:->11}|{:->14}|{:->16}|{:->9}|\n", "", "", "", "",
+             "", "", "", "");
+  for (const auto& r : rows) {
+    const auto pt = analysis::roofline_point(m, r.test, r.median, roof);
+    fmt::print("| {:>14} | {:>10.2f} | {:>10.2f} | {:>10.2f} | {:>9.2f} | {:>12} | {:>14.2f} | {:>6.1f}% |\n",
+               r.test.name(), r.median, r.min, r.max, r.stddev,
+               pt.bandwidth_bound ? "bandwidth" : "FMA peak", pt.bound_tokens_per_s,
+               100.0 * pt.fraction);
+  }
+}
+
+void run(const Opts& o) {
+  if (o.roofline) {
+    const auto path = roofline_path(o);
+    const auto r = measure(o, path);
+    if (o.model.empty()) {
+      if (o.json)
+        fmt::print("{}\n", analysis::roofline_to_json(r).dump(2));
+      else
+        print_roofline(r, path, true);
+      return;
+    }
+  }
+  if (o.model.empty()) bad_input("bench: give -m/--model (or --roofline to measure the machine)");
+  const auto tests = tests_of(o);
+  if (tests.empty()) bad_input("-p/-n: every test length is 0; nothing to run");
+  const Roofline roof = roofline_for(o);
+  const auto model = Model::load(o.model);
+  kernels::ThreadPool pool(o.threads);
+  Engine engine(*model, pool);
+  std::vector<BenchResult> rows;
+  for (const auto& t : tests) rows.push_back(analysis::run_bench(engine, t, o.repeats, o.seed));
+  if (o.json) {
+    auto j = nlohmann::json::array();
+    for (const auto& r : rows) j.push_back(row_json(o, *model, r, roof));
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    print_table(o, *model, rows, roof);
+  }
+}
+
+}  // namespace
+
+void add_bench(CLI::App& app) {
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand(
+      "bench", "Prefill/generation throughput (llama-bench style) against this machine's roofline");
+  sub->add_option("-m,--model", o->model, "GGUF model file")->check(CLI::ExistingFile);
+  sub->add_option("-p,--n-prompt", o->prompt, "Prefill lengths, comma-separated; 0 skips (default 512)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  sub->add_option("-n,--n-gen", o->gen, "Generation lengths, comma-separated; 0 skips (default 128)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  sub->add_option("-d,--n-depth", o->depth, "Cache depths pre-filled before each test (default 0)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  add_threads_option(sub, o->threads);
+  sub->add_option("-r,--repetitions", o->repeats, "Timed repeats after one warm-up (default 5)")
+      ->check(CLI::Range(1, 1000));
+  sub->add_option("--seed", o->seed, "Seed of the random token ids (default 1234)");
+  sub->add_flag("--json", o->json, "Print an array of result objects as JSON");
+  sub->add_flag("--roofline", o->roofline,
+                "Measure read bandwidth and FMA peak with -t threads and save them");
+  sub->add_option("--roofline-file", o->roofline_file,
+                  "Roofline cache (default $TANDEM_ROOFLINE_FILE, else "
+                  "$XDG_CACHE_HOME/tandem/roofline.json or ~/.cache/tandem/roofline.json)");
+  sub->add_option("--roofline-mib", o->roofline_mib,
+                  "Buffer read by the bandwidth measurement, MiB (default 1024; keep it well above L3)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  sub->callback([o] { run(*o); });
+}
+
+}  // namespace tandem::cli
