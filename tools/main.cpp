@@ -1,5 +1,8 @@
 // tandem: command-line entry point. Exit codes: 0 ok, 1 internal error, 2 bad input
 // (file, flag or value), 3 out of memory/budget, 4 communication failure.
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -8,7 +11,20 @@
 #include "commands.hpp"
 #include "tandem/core/error.hpp"
 
+namespace {
+// Model files are memory-mapped: if one is truncated while in use, touching the lost
+// pages raises SIGBUS. Report it as the bad input it is instead of crashing.
+extern "C" void on_sigbus(int) {
+  static const char msg[] =
+      "tandem: error: a memory-mapped model file was truncated while in use (SIGBUS); "
+      "its data is gone, nothing after this point is valid\n";
+  (void)!::write(2, msg, sizeof msg - 1);
+  ::_exit(2);
+}
+}  // namespace
+
 int main(int argc, char** argv) {
+  std::signal(SIGBUS, on_sigbus);
   CLI::App app{"tandem: long-context transformer inference, sequential and sequence-parallel"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tandem 0.1.0");

@@ -86,3 +86,26 @@ TEST(Cli, InfoListsMetadataAndTensors) {
   EXPECT_NE(r.out.find("blk.5.ffn_down.weight"), std::string::npos);
   EXPECT_NE(r.out.find("D=288 L=6 H=6 G=6 d=48"), std::string::npos) << r.out;
 }
+
+TEST(Cli, MemoryBudgetTooSmallIsRefusedBeforeAnyWork) {
+  const auto r = run(tandem_bin() + " prefill -m " + tiny() + " --random-tokens 4096 -t 1 --max-memory 60M");
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("needs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--max-memory is 60.0 MiB"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("prefill of"), std::string::npos) << r.out;  // no report: no work done
+  const auto bad = run(tandem_bin() + " prefill -m " + tiny() + " --random-tokens 8 --max-memory 12Q");
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("--max-memory"), std::string::npos) << bad.out;
+}
+
+TEST(Cli, ModelTruncatedWhileInUseGivesAClearError) {
+  const std::string copy = tandem::test::temp_dir() + "/shrinking.gguf";
+  ASSERT_EQ(run("cp " + tiny() + " " + copy).code, 0);
+  // Generate for long enough, then cut the file to 1 MiB under the running process.
+  const auto r = run("bash -c '" + tandem_bin() + " generate -m " + copy +
+                     " --ids 1,2,3 -n 100000 --temp 0 -t 1 --show-ids > /dev/null 2> " + copy +
+                     ".err & pid=$!; sleep 1; truncate -s 1M " + copy + "; wait $pid; echo rc=$?; cat " +
+                     copy + ".err'");
+  EXPECT_NE(r.out.find("rc=2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("truncated while in use"), std::string::npos) << r.out;
+}

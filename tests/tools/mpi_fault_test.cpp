@@ -22,13 +22,14 @@ struct FaultResult {
   double seconds_after_kill;
 };
 
-FaultResult kill_one_rank(const std::string& args, double delay) {
+FaultResult kill_one_rank(const std::string& args, double delay, const std::string& signal = "-9",
+                          const std::string& env = "") {
   const std::string log = temp_dir() + "/fault.log";
   const std::string script =
-      "timeout 90 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 3 " + tandem_bin() +
+      env + "timeout 90 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 3 " + tandem_bin() +
       args + " > " + log + " 2>&1 & job=$!; sleep " + std::to_string(delay) +
       "; victim=$(pgrep -f -n '^" + tandem_bin() + " " + args.substr(1, args.find(' ', 1) - 1) +
-      "'); [ -n \"$victim\" ] && kill -9 $victim; t0=$(date +%s%N); wait $job; rc=$?; "
+      "'); [ -n \"$victim\" ] && kill " + signal + " $victim; t0=$(date +%s%N); wait $job; rc=$?; "
       "t1=$(date +%s%N); echo \"rc=$rc elapsed_ms=$(( (t1 - t0) / 1000000 ))\"; cat " + log;
   const auto r = run("bash -c '" + [&] {
     std::string s;
@@ -67,4 +68,16 @@ TEST(MpiFault, KilledRankDuringShardedDecodeEndsTheJob) {
   EXPECT_LT(f.seconds_after_kill, 30.0) << f.out;
   EXPECT_NE(f.out.find("signal 9"), std::string::npos) << f.out;
   std::printf("job ended %.2f s after the kill, exit %d\n", f.seconds_after_kill, f.code);
+}
+
+TEST(MpiFault, StalledRankMakesTheOthersTimeOutNamingTheOperation) {
+  // SIGSTOP freezes one rank; with a 3 s communication timeout the others must fail with
+  // a timeout that names the operation, and the job must end.
+  const auto f = kill_one_rank(" prefill -m " + shared_path("models/tiny-f16.gguf") +
+                                   " --random-tokens 30000 -t 1 --sp ring",
+                               2.0, "-STOP", "TANDEM_COMM_TIMEOUT=3 ");
+  EXPECT_NE(f.code, 0) << f.out;
+  EXPECT_LT(f.seconds_after_kill, 30.0) << f.out;
+  EXPECT_NE(f.out.find("timed out after 3 s"), std::string::npos) << f.out;
+  std::printf("job ended %.2f s after the stall, exit %d\n", f.seconds_after_kill, f.code);
 }
