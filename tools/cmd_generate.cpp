@@ -23,6 +23,8 @@ struct Opts {
   bool no_bos = false;
   bool show_ids = false;
   SpOptions sp;
+  EngineFlags engine;
+  bool no_kv_cache = false;
 };
 
 void run(const Opts& o) {
@@ -40,6 +42,7 @@ void run(const Opts& o) {
   GenerateParams gp;
   gp.n_predict = o.n_predict;
   gp.sampler = o.sampler;
+  gp.kv_cache = !o.no_kv_cache;
   gp.sampler.seed = o.seed >= 0 ? uint64_t(o.seed) : std::random_device{}();
   // Output goes to stdout on rank 0 only (every rank generates the same tokens).
   const auto emit = [&](bool root, Utf8Stream& stream, int32_t id) {
@@ -60,12 +63,18 @@ void run(const Opts& o) {
   if (o.sp.sp.empty() && o.sp.ranks == 1 && !launched_by_mpirun()) {
     kernels::ThreadPool pool(o.threads);
     Engine engine(*model, pool);
-    KVCache cache = engine.make_cache(int64_t(prompt.size()) + o.n_predict);
+    engine.set_reference_kernels(o.engine.reference());
+    const int64_t capacity = int64_t(prompt.size()) + o.n_predict;
+    check_memory_budget(estimate_memory(*model, o.no_kv_cache ? capacity : std::min<int64_t>(int64_t(prompt.size()), Engine::kDefaultChunk), capacity, 0),
+                        o.sp.max_memory, "generate");
+    KVCache cache = engine.make_cache(capacity);
     echo_prompt();
     Utf8Stream stream;
     st = generate(engine, cache, prompt, gp, [&](int32_t id) { emit(true, stream, id); });
     fmt::print("{}\n", stream.flush());
   } else {
+    if (o.engine.reference() || o.no_kv_cache)
+      bad_input("--kernels reference and --no-kv-cache are single-rank options (not with --sp/--ranks)");
     run_world(o.sp, [&](comm::Communicator& comm) {
       // Every rank must sample with the same seed.
       uint64_t seed = gp.sampler.seed;
@@ -76,6 +85,8 @@ void run(const Opts& o) {
       kernels::ThreadPool pool(o.threads);
       Engine engine(*model, pool);
       const auto scheme = scheme_of(o.sp, comm);
+      check_memory_budget(sp_memory_estimate(*model, comm, scheme, int64_t(prompt.size()), o.n_predict),
+                          o.sp.max_memory, comm.who());
       KVCache cache = engine.make_cache(sp_cache_capacity(int64_t(prompt.size()), o.n_predict,
                                                           comm.size(), comm.rank(), scheme));
       if (is_root) echo_prompt();
@@ -124,6 +135,9 @@ void add_generate(CLI::App& app) {
   sub->add_flag("--no-bos", o->no_bos, "Do not add BOS to the prompt");
   sub->add_flag("--show-ids", o->show_ids, "Print generated token ids instead of text");
   add_sp_options(sub, o->sp);
+  add_engine_options(sub, o->engine);
+  sub->add_flag("--no-kv-cache", o->no_kv_cache,
+                "Recompute the whole sequence for every new token (the naive baseline)");
   sub->callback([o, p, ids] {
     if (p->count() == 0 && ids->count() == 0) bad_input("generate: give -p TEXT or --ids LIST");
     run(*o);

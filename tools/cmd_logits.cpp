@@ -26,6 +26,7 @@ struct Opts {
   int64_t last = -1;
   int threads = 1;
   SpOptions sp;
+  EngineFlags engine;
 };
 
 void run(const Opts& o) {
@@ -47,6 +48,8 @@ void run(const Opts& o) {
   if (o.sp.sp.empty() && o.sp.ranks == 1 && !launched_by_mpirun()) {
     kernels::ThreadPool pool(o.threads);
     Engine engine(*model, pool);
+    engine.set_reference_kernels(o.engine.reference());
+    check_memory_budget(estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0), o.sp.max_memory, "logits");
     KVCache cache = engine.make_cache(n);
     std::vector<int32_t> pos(ids.size());
     std::iota(pos.begin(), pos.end(), 0);
@@ -55,12 +58,14 @@ void run(const Opts& o) {
     engine.forward(cache, ids, pos, n_out, logits.data());
     secs = sw.seconds();
   } else {
+    if (o.engine.reference()) bad_input("--kernels reference is a single-rank option (not with --sp/--ranks)");
     // Sequence-parallel: every rank computes its shard's rows; rank 0 writes them all.
     bool root = false;
     run_world(o.sp, [&](comm::Communicator& comm) {
       kernels::ThreadPool pool(o.threads);
       Engine engine(*model, pool);
       const auto scheme = scheme_of(o.sp, comm);
+      check_memory_budget(sp_memory_estimate(*model, comm, scheme, n, 0), o.sp.max_memory, comm.who());
       KVCache cache = engine.make_cache(sp_cache_capacity(n, 0, comm.size(), comm.rank(), scheme));
       const Stopwatch sw;
       const auto part = sp_prefill(engine, cache, comm, scheme, ids, LogitsWanted::All);
@@ -111,6 +116,7 @@ void add_logits(CLI::App& app) {
       ->required();
   add_threads_option(sub, o->threads);
   add_sp_options(sub, o->sp);
+  add_engine_options(sub, o->engine);
   sub->callback([o, ids, rnd] {
     if (ids->count() == 0 && rnd->count() == 0) bad_input("logits: give --ids or --random-tokens");
     run(*o);

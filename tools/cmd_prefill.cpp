@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -27,6 +30,8 @@ struct Opts {
   bool json = false;
   bool fit = false;
   SpOptions sp;
+  EngineFlags engine;
+  std::string trace;
 };
 
 // What one rank measured; gathered to every rank as doubles.
@@ -95,6 +100,44 @@ void print_report(const Opts& o, const std::string& scheme, int64_t n,
   }
 }
 
+// Gathers every rank's spans (as text) to rank 0, which writes one Chrome trace file
+// with a process per rank (thread 0 compute, thread 1 communication).
+void write_trace(comm::Communicator& comm, const Trace& trace, const std::string& path) {
+  double origin = trace.spans().empty() ? now_seconds() : trace.spans().front().begin;
+  comm.allreduce(&origin, 1, comm::ReduceOp::Max);  // same clock on one host; a rough origin across hosts
+  const std::string mine = trace.chrome_events(comm.rank(), origin);
+  std::vector<int64_t> lens(static_cast<size_t>(comm.size()), 0);
+  lens[size_t(comm.rank())] = int64_t(mine.size());
+  comm.allreduce(lens.data(), lens.size(), comm::ReduceOp::Sum);
+  std::vector<size_t> bytes(lens.size()), offs(lens.size());
+  size_t total = 0;
+  for (size_t r = 0; r < lens.size(); ++r) {
+    bytes[r] = size_t(lens[r]);
+    offs[r] = total;
+    total += bytes[r];
+  }
+  std::string all(total, ' ');
+  comm.allgatherv(mine.data(), mine.size(), all.data(), bytes, offs);
+  if (comm.rank() != 0) return;
+  std::string events;
+  for (size_t r = 0; r < lens.size(); ++r) {
+    if (bytes[r] == 0) continue;
+    if (!events.empty()) events += ",\n";
+    events.append(all, offs[r], bytes[r]);
+  }
+  std::string meta;
+  for (int r = 0; r < comm.size(); ++r) {
+    meta += fmt::format(R"({{"name":"process_name","ph":"M","pid":{},"args":{{"name":"rank {}"}}}},)", r, r);
+    meta += fmt::format(R"({{"name":"thread_name","ph":"M","pid":{},"tid":0,"args":{{"name":"compute"}}}},)", r);
+    meta += fmt::format(R"({{"name":"thread_name","ph":"M","pid":{},"tid":1,"args":{{"name":"communication"}}}},)", r);
+    meta += "\n";
+  }
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) bad_input("--trace {}: cannot create: {}", path, std::strerror(errno));
+  fmt::print(f, "{{\"traceEvents\":[\n{}{}\n],\"displayTimeUnit\":\"ms\"}}\n", meta, events);
+  std::fclose(f);
+}
+
 void run(const Opts& o) {
   const auto model = Model::load(o.model);
   run_world(o.sp, [&](comm::Communicator& comm) {
@@ -112,6 +155,12 @@ void run(const Opts& o) {
     if (n == 0) bad_input("prefill: the prompt has no tokens");
     kernels::ThreadPool pool(o.threads);
     Engine engine(*model, pool);
+    engine.set_reference_kernels(o.engine.reference());
+    Trace trace;
+    if (!o.trace.empty()) {
+      engine.set_trace(&trace);
+      comm.set_trace(&trace);
+    }
     const bool single = comm.size() == 1 && o.sp.sp.empty() && !o.fit;
     const MemoryEstimate need = single ? estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0)
                                        : sp_memory_estimate(*model, comm, scheme, n, 0);
@@ -132,6 +181,8 @@ void run(const Opts& o) {
       rep.tokens = double(part.indices.size());
     }
     rep.seconds = sw.seconds();
+    engine.set_trace(nullptr);
+    comm.set_trace(nullptr);
     rep.weights_bytes = double(model->file().file_size());
     rep.kv_bytes = double(cache.bytes());
     rep.activation_bytes = double(engine.activation_bytes());
@@ -146,6 +197,7 @@ void run(const Opts& o) {
     static_assert(kFields * sizeof(double) == sizeof(RankReport));
     comm.allgatherv(&rep, sizeof rep, all.data(), bytes, offs);
     if (comm.rank() == 0) print_report(o, single ? "single" : scheme.name, n, all);
+    if (!o.trace.empty()) write_trace(comm, trace, o.trace);
   });
 }
 
@@ -167,6 +219,9 @@ void add_prefill(CLI::App& app) {
                 "Prefill the longest random prompt that fits --max-memory per rank (scheme "
                 "--sp, ring by default)");
   add_sp_options(sub, o->sp);
+  add_engine_options(sub, o->engine);
+  sub->add_option("--trace", o->trace,
+                  "Write a Chrome/Perfetto trace JSON of every rank's compute and communication");
   sub->callback([o, pf, rt] {
     if (o->fit && (pf->count() || rt->count()))
       bad_input("--fit: chooses the prompt length itself; drop --prompt-file/--random-tokens");

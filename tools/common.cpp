@@ -27,6 +27,12 @@ CLI::Option* add_threads_option(CLI::App* sub, int& threads) {
       ->check(CLI::Range(1, 1024));
 }
 
+void add_engine_options(CLI::App* sub, EngineFlags& f) {
+  sub->add_option("--kernels", f.kernels,
+                  "optimized (default) or reference: plain scalar kernels, the naive baseline")
+      ->check(CLI::IsMember({"optimized", "reference"}));
+}
+
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag) {
   std::vector<int32_t> ids;
   const char* p = text.data();

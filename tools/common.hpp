@@ -10,6 +10,13 @@ namespace tandem::cli {
 
 // Adds -t/--threads (default: the cores available).
 CLI::Option* add_threads_option(CLI::App* sub, int& threads);
+// --kernels optimized|reference: the plain scalar references make the naive pipeline.
+struct EngineFlags {
+  std::string kernels = "optimized";
+  bool reference() const { return kernels == "reference"; }
+};
+void add_engine_options(CLI::App* sub, EngineFlags& f);
+
 // Parses "1,2,3" (commas and/or spaces) into ids; throws Error(BadInput) naming `flag`.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
 // n token ids drawn uniformly from [0, vocab) with a fixed seed (--random-tokens).

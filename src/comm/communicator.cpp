@@ -15,14 +15,22 @@ namespace tandem::comm {
 // Names the collective in progress for error messages (restores the outer one).
 class OpScope {
  public:
-  OpScope(Communicator& c, std::string_view op) : c_(c), saved_(c.op_) { c.op_ = op; }
-  ~OpScope() { c_.op_ = saved_; }
+  OpScope(Communicator& c, std::string_view op)
+      : c_(c), saved_(c.op_), begin_(c.trace_ ? now_seconds() : 0) {
+    c.op_ = op;
+  }
+  ~OpScope() {
+    // The outermost collective becomes one span (op names are string literals).
+    if (c_.trace_ && saved_.empty()) c_.trace_->add(c_.op_.data(), "comm", begin_, now_seconds());
+    c_.op_ = saved_;
+  }
   OpScope(const OpScope&) = delete;
   OpScope& operator=(const OpScope&) = delete;
 
  private:
   Communicator& c_;
   std::string_view saved_;
+  double begin_;
 };
 
 namespace {
@@ -120,9 +128,13 @@ std::unique_ptr<Request> Communicator::irecv(void* buf, size_t bytes, int src, i
   return post_recv(buf, bytes, src, tag);
 }
 
-void Communicator::wait(Request& req) { req.wait(timeout_); }
+void Communicator::wait(Request& req) {
+  const TraceSpan span(op_.empty() ? trace_ : nullptr, "wait", "comm");
+  req.wait(timeout_);
+}
 
 void Communicator::wait_all(std::span<const std::unique_ptr<Request>> reqs) {
+  const TraceSpan span(op_.empty() ? trace_ : nullptr, "wait", "comm");
   const double deadline = now_seconds() + timeout_;
   for (const auto& r : reqs) {
     if (r) r->wait_until(deadline, timeout_);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "tandem/kernels/ops.hpp"
+#include "tandem/kernels/reference.hpp"
 
 namespace tandem::parallel {
 
@@ -41,7 +42,11 @@ void LocalAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   store_kv(cache, slot, s);
   auto a = kernel_args(s, cache.k(s.layer, 0), cache.v(s.layer, 0), cache.positions(), cache.size());
   a.out = s.out;
-  kernels::attention(a, pool_);
+  if (reference_) {
+    kernels::ref::attention(a);
+  } else {
+    kernels::attention(a, pool_);
+  }
 }
 
 }  // namespace tandem::parallel

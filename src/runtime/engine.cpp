@@ -4,6 +4,7 @@
 
 #include "tandem/core/error.hpp"
 #include "tandem/kernels/ops.hpp"
+#include "tandem/kernels/reference.hpp"
 
 namespace tandem {
 
@@ -78,43 +79,82 @@ void Engine::forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* po
   float* up = ensure(up_, m * F);
 
   const int64_t slot = attn_->begin_step(cache, m, pos);
-  k::get_rows(model_.tok_embd, ids, m, x);
+  if (reference_) {
+    k::ref::get_rows(model_.tok_embd, ids, m, x);
+  } else {
+    k::get_rows(model_.tok_embd, ids, m, x);
+  }
 
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const auto& w = model_.layers[size_t(l)];
-    k::rmsnorm(x, w.attn_norm, h, m, D, hp.rms_eps, pool_);
-    k::matmul(w.wq, h, m, q, pool_, w.bq);
-    k::matmul(w.wk, h, m, kc, pool_, w.bk);
-    k::matmul(w.wv, h, m, vc, pool_, w.bv);
-    k::rope(q, m, int(hp.n_head), int(hp.head_dim), int(hp.n_rot), pos, hp.rope_freq_base, pool_);
-    k::rope(kc, m, int(hp.n_head_kv), int(hp.head_dim), int(hp.n_rot), pos, hp.rope_freq_base,
-            pool_);
-
-    parallel::AttnStep step;
-    step.layer = l;
-    step.m = m;
-    step.q = q;
-    step.k = kc;
-    step.v = vc;
-    step.pos = pos;
-    step.out = attn;
-    attn_->attend(cache, slot, step);
-
-    k::matmul(w.wo, attn, m, h, pool_);
-    k::add(x, h, m * D);
-
-    k::rmsnorm(x, w.ffn_norm, h, m, D, hp.rms_eps, pool_);
-    k::matmul(w.w_gate, h, m, gate, pool_);
-    k::matmul(w.w_up, h, m, up, pool_);
-    k::swiglu(gate, up, gate, m * F);
-    k::matmul(w.w_down, gate, m, h, pool_);
-    k::add(x, h, m * D);
+    {
+      const TraceSpan span(trace_, "qkv", "compute");
+      rmsnorm(x, w.attn_norm, h, m);
+      matmul(w.wq, h, m, q, w.bq);
+      matmul(w.wk, h, m, kc, w.bk);
+      matmul(w.wv, h, m, vc, w.bv);
+      rope(q, m, int(hp.n_head), pos);
+      rope(kc, m, int(hp.n_head_kv), pos);
+    }
+    {
+      const TraceSpan span(trace_, "attention", "compute");
+      parallel::AttnStep step;
+      step.layer = l;
+      step.m = m;
+      step.q = q;
+      step.k = kc;
+      step.v = vc;
+      step.pos = pos;
+      step.out = attn;
+      attn_->attend(cache, slot, step);
+    }
+    const TraceSpan span(trace_, "out+ffn", "compute");
+    matmul(w.wo, attn, m, h);
+    (reference_ ? k::ref::add : k::add)(x, h, m * D);
+    rmsnorm(x, w.ffn_norm, h, m);
+    matmul(w.w_gate, h, m, gate);
+    matmul(w.w_up, h, m, up);
+    (reference_ ? k::ref::swiglu : k::swiglu)(gate, up, gate, m * F);
+    matmul(w.w_down, gate, m, h);
+    (reference_ ? k::ref::add : k::add)(x, h, m * D);
   }
 
   if (logits && out_from < m) {
+    const TraceSpan span(trace_, "logits", "compute");
     const int64_t n = m - out_from;
-    k::rmsnorm(x + out_from * D, model_.output_norm, h, n, D, hp.rms_eps, pool_);
-    k::matmul(model_.output, h, n, logits, pool_);
+    rmsnorm(x + out_from * D, model_.output_norm, h, n);
+    matmul(model_.output, h, n, logits);
+  }
+}
+
+void Engine::set_reference_kernels(bool on) {
+  reference_ = on;
+  local_.set_reference(on);
+}
+
+void Engine::matmul(const MatrixView& w, const float* x, int64_t m, float* y, const float* bias) {
+  if (reference_) {
+    k::ref::matmul(w, x, m, y, bias);
+  } else {
+    k::matmul(w, x, m, y, pool_, bias);
+  }
+}
+
+void Engine::rmsnorm(const float* x, const float* w, float* y, int64_t m) {
+  const auto& hp = model_.hparams();
+  if (reference_) {
+    k::ref::rmsnorm(x, w, y, m, hp.n_embd, hp.rms_eps);
+  } else {
+    k::rmsnorm(x, w, y, m, hp.n_embd, hp.rms_eps, pool_);
+  }
+}
+
+void Engine::rope(float* x, int64_t m, int heads, const int32_t* pos) {
+  const auto& hp = model_.hparams();
+  if (reference_) {
+    k::ref::rope(x, m, heads, int(hp.head_dim), int(hp.n_rot), pos, hp.rope_freq_base);
+  } else {
+    k::rope(x, m, heads, int(hp.head_dim), int(hp.n_rot), pos, hp.rope_freq_base, pool_);
   }
 }
 

@@ -28,13 +28,17 @@ GenerateStats generate(Engine& engine, KVCache& cache, std::span<const int32_t> 
   const Stopwatch sw;
   engine.forward(cache, prompt, pos, 1, logits.data());
   st.prompt_seconds = sw.seconds();
-  decode_loop(engine, cache, logits, int32_t(prompt.size()), params, total, st, on_token, out);
+  std::vector<int32_t> seq(prompt.begin(), prompt.end());  // for recomputation
+  decode_loop(engine, cache, logits, int32_t(prompt.size()), params, total, st, on_token, out,
+              params.kv_cache ? nullptr : &seq);
   return st;
 }
 
 void decode_loop(Engine& engine, KVCache& cache, std::vector<float>& logits, int32_t start_pos,
                  const GenerateParams& params, const Stopwatch& since, GenerateStats& st,
-                 const std::function<void(int32_t)>& on_token, std::vector<int32_t>* out) {
+                 const std::function<void(int32_t)>& on_token, std::vector<int32_t>* out,
+                 std::vector<int32_t>* recompute) {
+  std::vector<int32_t> all_pos;
   Sampler sampler(params.sampler);
   const Tokenizer* tok = engine.model().tokenizer();
   int32_t next = sampler.sample(logits);
@@ -48,8 +52,17 @@ void decode_loop(Engine& engine, KVCache& cache, std::vector<float>& logits, int
     if (params.stop_at_eog && tok && tok->is_eog(next)) break;
     if (i + 1 == params.n_predict) break;
     sw.reset();
-    engine.forward(cache, std::span<const int32_t>(&next, 1), std::span<const int32_t>(&p, 1), 1,
-                   logits.data());
+    if (recompute) {
+      // No KV cache: run the whole sequence again for every new token.
+      recompute->push_back(next);
+      all_pos.resize(recompute->size());
+      std::iota(all_pos.begin(), all_pos.end(), 0);
+      cache.truncate(0);
+      engine.forward(cache, *recompute, all_pos, 1, logits.data());
+    } else {
+      engine.forward(cache, std::span<const int32_t>(&next, 1), std::span<const int32_t>(&p, 1), 1,
+                     logits.data());
+    }
     st.decode_seconds += sw.seconds();
     ++st.n_decode_steps;
     ++p;

@@ -9,6 +9,7 @@
 #include "tandem/core/error.hpp"
 #include "tandem/model/synth.hpp"
 #include "tandem/runtime/engine.hpp"
+#include "tandem/runtime/generate.hpp"
 #include "tandem/runtime/sampler.hpp"
 
 using namespace tandem;
@@ -125,4 +126,22 @@ TEST(Engine, FullCacheIsAResourceError) {
   } catch (const Error& err) {
     EXPECT_EQ(err.kind(), ErrorKind::Resource);
   }
+}
+
+TEST(Generate, WithoutKVCacheRecomputesToTheSameTokens) {
+  const auto m = Model::load(make_model("nokv", 8, 2, DType::F32));
+  kernels::ThreadPool pool(2);
+  std::vector<int32_t> prompt = {3, 14, 15, 92, 65};
+  std::vector<int32_t> with, without;
+  for (bool kv : {true, false}) {
+    Engine e(*m, pool);
+    KVCache cache = e.make_cache(int64_t(prompt.size()) + 24);
+    GenerateParams gp;
+    gp.n_predict = 24;
+    gp.sampler = {0.9f, 0, 1.0f, 77};
+    gp.kv_cache = kv;
+    generate(e, cache, prompt, gp, {}, kv ? &with : &without);
+  }
+  EXPECT_EQ(with.size(), 24u);
+  EXPECT_EQ(with, without);
 }

@@ -54,9 +54,10 @@ RefGen read_ref_gen(const std::string& path) {
   return g;
 }
 
-std::vector<float> prompt_logits(const Model& m, int threads) {
+std::vector<float> prompt_logits(const Model& m, int threads, bool reference = false) {
   kernels::ThreadPool pool(threads);
   Engine e(m, pool);
+  e.set_reference_kernels(reference);
   KVCache cache = e.make_cache(int64_t(kPrompt.size()));
   std::vector<int32_t> pos(kPrompt.size());
   std::iota(pos.begin(), pos.end(), 0);
@@ -93,6 +94,20 @@ TEST(ReferenceLogits, TinyF16MatchesEveryPosition) {
     EXPECT_LE(max_diff, 2e-3) << "threads " << threads;
     std::printf("tiny-f16 threads=%d: max abs diff vs reference %.3g\n", threads, max_diff);
   }
+}
+
+TEST(ReferenceLogits, ScalarReferenceKernelsMatchToo) {
+  // The naive pipeline (plain scalar kernels) computes the same model.
+  const auto m = Model::load(test::shared_path("models/tiny-f16.gguf"));
+  const int64_t V = m->hparams().n_vocab;
+  const auto ref = read_f32(test::shared_path("models/reference/tiny-f16.ids15.kvf32.fa0.prompt_logits.f32"));
+  const auto got = prompt_logits(*m, 1, true);
+  ASSERT_EQ(got.size(), ref.size());
+  double max_diff = 0;
+  for (size_t i = 0; i < got.size(); ++i) max_diff = std::max(max_diff, double(std::fabs(got[i] - ref[i])));
+  EXPECT_LE(max_diff, 2e-3);
+  for (size_t p = 0; p < kPrompt.size(); ++p)
+    EXPECT_EQ(top_k(got.data() + p * size_t(V), V, 1)[0], top_k(ref.data() + p * size_t(V), V, 1)[0]);
 }
 
 TEST(ReferenceLogits, TinyF16GreedyGenerationMatches) {

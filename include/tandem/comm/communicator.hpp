@@ -28,6 +28,8 @@
 #include <string>
 #include <string_view>
 
+#include "tandem/core/trace.hpp"
+
 namespace tandem::comm {
 
 // Handle of a non-blocking operation. Its communicator must outlive it. Destroying a
@@ -115,6 +117,10 @@ class Communicator {
   // Returns nullptr for color kNoColor. Sub-communicators inherit timeout().
   std::unique_ptr<Communicator> split(int color, int key);
 
+  // Records every wait and collective as a "comm" span while set (not owned).
+  void set_trace(Trace* t) { trace_ = t; }
+  Trace* trace() const { return trace_; }
+
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }
 
@@ -169,6 +175,7 @@ class Communicator {
   double timeout_;
   std::string_view op_;
   CommStats stats_;
+  Trace* trace_ = nullptr;
 };
 
 }  // namespace tandem::comm

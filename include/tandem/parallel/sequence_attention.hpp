@@ -72,9 +72,12 @@ class LocalAttention : public SequenceAttention {
   LocalAttention(AttnShape shape, kernels::ThreadPool& pool) : SequenceAttention(shape), pool_(pool) {}
   std::string_view name() const override { return "local"; }
   void attend(KVCache& cache, int64_t slot, const AttnStep& s) override;
+  // Use the plain scalar reference attention (naive pipeline).
+  void set_reference(bool on) { reference_ = on; }
 
  private:
   kernels::ThreadPool& pool_;
+  bool reference_ = false;
 };
 
 }  // namespace tandem::parallel

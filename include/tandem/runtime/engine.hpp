@@ -5,6 +5,7 @@
 #include <span>
 #include <vector>
 
+#include "tandem/core/trace.hpp"
 #include "tandem/kernels/thread_pool.hpp"
 #include "tandem/memory/kv_cache.hpp"
 #include "tandem/model/model.hpp"
@@ -22,6 +23,12 @@ class Engine {
   static constexpr int64_t kDefaultChunk = 512;
 
   Engine(const Model& model, kernels::ThreadPool& pool, int64_t chunk = kDefaultChunk);
+
+  // Plain scalar reference kernels instead of the optimized ones (the naive pipeline
+  // of comparisons; single rank).
+  void set_reference_kernels(bool on);
+  // Records compute spans per layer while set (not owned).
+  void set_trace(Trace* t) { trace_ = t; }
 
   // The attention shape of the model (for building SequenceAttention strategies).
   parallel::AttnShape attn_shape() const;
@@ -47,12 +54,18 @@ class Engine {
  private:
   void forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,
                      int64_t out_from, float* logits);
+  // The ops of one step: optimized on the pool, or the scalar references.
+  void matmul(const MatrixView& w, const float* x, int64_t m, float* y, const float* bias = nullptr);
+  void rmsnorm(const float* x, const float* w, float* y, int64_t m);
+  void rope(float* x, int64_t m, int heads, const int32_t* pos);
 
   const Model& model_;
   kernels::ThreadPool& pool_;
   int64_t chunk_;
   parallel::LocalAttention local_;
   parallel::SequenceAttention* attn_;
+  bool reference_ = false;
+  Trace* trace_ = nullptr;
   // Activations for one chunk, sized on first use.
   std::vector<float> x_, h_, q_, k_, v_, attn_out_, gate_, up_;
 };

@@ -17,6 +17,7 @@ struct GenerateParams {
   int64_t n_predict = 32;   // tokens to generate at most
   SamplerParams sampler;
   bool stop_at_eog = true;  // stop after an end-of-generation token
+  bool kv_cache = true;     // false: recompute the whole sequence for every new token
 };
 
 struct GenerateStats {
@@ -43,10 +44,12 @@ GenerateStats generate(Engine& engine, KVCache& cache, std::span<const int32_t> 
 // (the last prompt token's row), then feeds each sampled token back at positions
 // start_pos, start_pos+1, ... until n_predict tokens or an end-of-generation token.
 // `since` is the start of the request (for time to first token); fills st's
-// generation fields.
+// generation fields. With `recompute` (the tokens so far, from position 0) every step
+// runs the whole sequence again instead of using the KV cache.
 void decode_loop(Engine& engine, KVCache& cache, std::vector<float>& logits, int32_t start_pos,
                  const GenerateParams& params, const Stopwatch& since, GenerateStats& st,
-                 const std::function<void(int32_t)>& on_token, std::vector<int32_t>* out);
+                 const std::function<void(int32_t)>& on_token, std::vector<int32_t>* out,
+                 std::vector<int32_t>* recompute = nullptr);
 
 // Buffers bytes so that only whole UTF-8 characters are emitted (a token may end in
 // the middle of a multi-byte character).
