@@ -76,10 +76,10 @@ std::string weight_type(const Model& m) {
   return m.layers.empty() ? "?" : std::string(dtype_name(m.layers[0].wq.type));
 }
 
-nlohmann::json row_json(const Opts& o, const Model& m, const BenchResult& r, const Roofline& roof) {
+nlohmann::ordered_json row_json(const Opts& o, const Model& m, const BenchResult& r, const Roofline& roof) {
   const auto pt = analysis::roofline_point(m, r.test, r.median, roof);
   const bool pp = r.test.kind == BenchTest::Kind::Prefill;
-  nlohmann::json j{{"test", r.test.name()},
+  nlohmann::ordered_json j{{"test", r.test.name()},
                    {"model", o.model},
                    {"model_type", weight_type(m)},
                    {"weight_bytes", m.weight_bytes()},
@@ -113,10 +113,11 @@ nlohmann::json row_json(const Opts& o, const Model& m, const BenchResult& r, con
 
 void print_table(const Opts& o, const Model& m, const std::vector<BenchResult>& rows,
                  const Roofline& roof) {
+  const auto path = roofline_path(o);
   fmt::print("model {} ({}, {:.1f} MiB of matrices read per token), {} thread(s), {} repeat(s)\n",
              o.model, weight_type(m), double(m.weight_bytes()) / (1 << 20), o.threads, o.repeats);
-  fmt::print("roofline: read {:.2f} GB/s, FMA peak {:.1f} GFLOP/s ({})\n\n", roof.read_bandwidth / 1e9,
-             roof.fma_peak / 1e9, roof.isa);
+  fmt::print("roofline: read {:.2f} GB/s, FMA peak {:.1f} GFLOP/s ({}, from {})\n\n",
+             roof.read_bandwidth / 1e9, roof.fma_peak / 1e9, roof.isa, path);
   fmt::print("| {:>14} | {:>10} | {:>10} | {:>10} | {:>9} | {:>12} | {:>14} | {:>7} |\n", "test",
              "t/s", "min", "max", "stddev", "bound", "bound t/s", "of bound");
   fmt::print("|{:-<16}|{:->12}|{:->12}|{:->12}|{:->11}|{:->14}|{:->16}|{:->9}|\n", "", "", "", "",
@@ -152,7 +153,7 @@ void run(const Opts& o) {
   std::vector<BenchResult> rows;
   for (const auto& t : tests) rows.push_back(analysis::run_bench(engine, t, o.repeats, o.seed));
   if (o.json) {
-    auto j = nlohmann::json::array();
+    auto j = nlohmann::ordered_json::array();
     for (const auto& r : rows) j.push_back(row_json(o, *model, r, roof));
     fmt::print("{}\n", j.dump(2));
   } else {

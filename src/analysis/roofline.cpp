@@ -45,6 +45,15 @@ const char* isa_name(Isa isa) {
   return "scalar";
 }
 
+// Horizontal sum of 16 lanes (through memory: GCC 12's _mm512_reduce_add_ps warns).
+__attribute__((target("avx512f"))) float hsum512(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  float s = 0;
+  for (float x : lanes) s += x;
+  return s;
+}
+
 // ---- stream read: sum n floats (p 64-byte aligned, n a multiple of 64) ----
 
 __attribute__((target("avx512f"))) float sum_avx512(const float* p, size_t n) {
@@ -55,7 +64,7 @@ __attribute__((target("avx512f"))) float sum_avx512(const float* p, size_t n) {
     a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
     a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  return hsum512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
 __attribute__((target("avx2"))) float sum_avx2(const float* p, size_t n) {
@@ -117,7 +126,7 @@ __attribute__((target("avx512f"))) float fma_avx512(int64_t iters) {
       _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
                     _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7))),
       _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
-  return _mm512_reduce_add_ps(s);
+  return hsum512(s);
 }
 
 __attribute__((target("avx2,fma"))) float fma_avx2(int64_t iters) {

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The benchmark targets of issue 3: tandem against llama.cpp's figures on this machine kind.
+#
+#   scripts/bench-targets.sh
+#
+# Makes the synthetic models of the target table with `tandem make-model` (small F32, small
+# Q8_0, small Q4_0, tiny F16; vocab ggml-vocab-llama-spm.gguf) in a cache folder outside
+# the repository (reused when already there), measures this machine's roofline afresh with
+# the same thread count (`tandem bench --roofline`), then runs `tandem bench` with 2 threads:
+# pp512 and tg128 on every model, plus pp8192 and tg64 at depth 8192 on tiny F16. Prints one
+# table: tandem's median tokens/s, llama.cpp's figure, the ratio, and the roofline fraction
+# (decode: of the bandwidth bound; prefill: of FMA peak). Takes a few minutes.
+#
+# Environment:
+#   TANDEM         tandem binary (default build/bin/tandem)
+#   MODELS_DIR     where the models go (default ${XDG_CACHE_HOME:-~/.cache}/tandem/bench-models)
+#   VOCAB          vocabulary GGUF (default ../shared/vocab/ggml-vocab-llama-spm.gguf)
+#   THREADS        threads (default 2, the targets' setting)
+#   REPEATS        timed repeats per test (default 5)
+#   KEEP_ROOFLINE  set to 1 to use the cached roofline instead of measuring it again
+#   ONLY           run only the models whose name contains this (e.g. "tiny")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TANDEM=${TANDEM:-build/bin/tandem}
+MODELS_DIR=${MODELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/bench-models}
+VOCAB=${VOCAB:-../shared/vocab/ggml-vocab-llama-spm.gguf}
+THREADS=${THREADS:-2}
+REPEATS=${REPEATS:-5}
+ONLY=${ONLY:-}
+
+[[ -x $TANDEM ]] || { echo "bench-targets: $TANDEM not found; build it or set TANDEM" >&2; exit 2; }
+[[ -f $VOCAB ]] || { echo "bench-targets: vocab $VOCAB not found; set VOCAB" >&2; exit 2; }
+mkdir -p "$MODELS_DIR"
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
+# name preset type: the models of the target table.
+MODELS=("small-f32 small f32" "small-q8_0 small q8_0" "small-q4_0 small q4_0" "tiny-f16 tiny f16")
+
+make_model() {  # name preset type
+  local path=$MODELS_DIR/$1.gguf
+  if [[ ! -s $path ]]; then
+    echo "making $path" >&2
+    "$TANDEM" make-model --preset "$2" --type "$3" --vocab "$VOCAB" -o "$path.tmp" >&2
+    mv "$path.tmp" "$path"
+  fi
+  echo "$path"
+}
+
+echo "machine: $(nproc) cores; load: $(uptime | sed 's/.*load average/load average/')"
+if [[ ${KEEP_ROOFLINE:-0} != 1 ]]; then
+  "$TANDEM" bench --roofline -t "$THREADS"
+fi
+
+for entry in "${MODELS[@]}"; do
+  read -r name preset type <<<"$entry"
+  [[ -z $ONLY || $name == *"$ONLY"* ]] || continue
+  path=$(make_model "$name" "$preset" "$type")
+  echo "bench $name" >&2
+  "$TANDEM" bench -m "$path" -t "$THREADS" -r "$REPEATS" -p 512 -n 128 --json >"$OUT/$name.main.json"
+  if [[ $name == tiny-f16 ]]; then
+    "$TANDEM" bench -m "$path" -t "$THREADS" -r "$REPEATS" -p 8192 -n 0 --json >"$OUT/$name.long.json"
+    "$TANDEM" bench -m "$path" -t "$THREADS" -r "$REPEATS" -p 0 -n 64 -d 8192 --json \
+      >"$OUT/$name.deep.json"
+  fi
+done
+echo "load after: $(uptime | sed 's/.*load average/load average/')"
+
+python3 - "$OUT" <<'EOF'
+import json, pathlib, sys
+
+# llama.cpp (CPU build, flash attention on, 2 threads) on this machine kind: issue 3's table.
+LLAMA = {
+    ("small-f32", "pp512"): 767, ("small-f32", "tg128"): 73,
+    ("small-q8_0", "pp512"): 883, ("small-q8_0", "tg128"): 211,
+    ("small-q4_0", "pp512"): 1108, ("small-q4_0", "tg128"): 364,
+    ("tiny-f16", "pp512"): 8537, ("tiny-f16", "tg128"): 411,
+    ("tiny-f16", "pp8192"): 1796, ("tiny-f16", "tg64@d8192"): 33,
+}
+# Reach of issue 3: minimum tandem/llama.cpp ratio (decode rows also aim at >= 90% of the
+# bandwidth bound).
+TARGET = {
+    ("small-f32", "pp512"): 1.15, ("small-q8_0", "pp512"): 1.5, ("small-q4_0", "pp512"): 1.5,
+    ("tiny-f16", "pp8192"): 1.8, ("tiny-f16", "tg64@d8192"): 1.3,
+}
+rows = []
+for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
+    name = f.name.split(".")[0]
+    for r in json.loads(f.read_text()):
+        rows.append((name, r))
+order = ["small-f32", "small-q8_0", "small-q4_0", "tiny-f16"]
+rows.sort(key=lambda x: (order.index(x[0]) if x[0] in order else 99, x[1]["n_gen"] > 0,
+                         x[1]["depth"], x[1]["test"]))
+hdr = ("model", "test", "tandem t/s", "min-max", "llama.cpp", "ratio", "target", "roofline")
+print("| " + " | ".join(hdr) + " |")
+print("|" + "|".join("---" for _ in hdr) + "|")
+for name, r in rows:
+    ref = LLAMA.get((name, r["test"]))
+    tps = r["tokens_per_s"]
+    ratio = f"{tps / ref:.2f}x" if ref else "-"
+    tgt = TARGET.get((name, r["test"]))
+    if tgt is not None:
+        target = f">= {tgt}x " + ("met" if ref and tps / ref >= tgt else "not met")
+    elif r["n_gen"] > 0 and name.startswith("small"):
+        target = ">= 90% of bound " + ("met" if r["roofline_fraction"] >= 0.9 else "not met")
+    else:
+        target = "-"
+    bound = "of BW bound" if r["roofline_bound"] == "bandwidth" else "of FMA peak"
+    print(f"| {name} | {r['test']} | {tps:.1f} | {r['tokens_per_s_min']:.1f}-"
+          f"{r['tokens_per_s_max']:.1f} | {ref if ref else '-'} | {ratio} | {target} | "
+          f"{100 * r['roofline_fraction']:.1f}% {bound} |")
+if rows:
+    r = rows[0][1]
+    print(f"\nroofline ({r['threads']} threads): read {r['read_bandwidth'] / 1e9:.2f} GB/s, "
+          f"FMA peak {r['fma_peak'] / 1e9:.1f} GFLOP/s; {r['repeats']} repeats per test")
+EOF
