@@ -12,6 +12,8 @@ void add_make_model(CLI::App& app);
 void add_prefill(CLI::App& app);
 void add_plan(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_calibrate(CLI::App& app);
+void add_compare(CLI::App& app);
 
 // Default thread count: the cores this process may use.
 int default_threads();

@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
   tandem::cli::add_prefill(app);
   tandem::cli::add_plan(app);
   tandem::cli::add_bench(app);
+  tandem::cli::add_calibrate(app);
+  tandem::cli::add_compare(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,94 @@
+#pragma once
+// `tandem compare`: the same prefill + decode workload under the naive single pipeline,
+// the optimized single pipeline and each sequence-parallel scheme, measured side by side
+// with the planner's prediction next to each measurement. This header holds the results,
+// their JSON form, the table, the crossover analysis and the report folder writer; the
+// runs themselves are launched by tools/cmd_compare.cpp.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace tandem::analysis {
+
+// The naive pipeline recomputes the whole sequence for every token: it decodes at most
+// this many tokens (its tokens/s is a rate, so a few steps measure it).
+inline constexpr int kNaiveDecodeTokens = 3;
+
+// What one rank reported (the per_rank entries of `tandem prefill --json`).
+struct RankMeasurement {
+  int rank = 0;
+  int64_t tokens = 0;
+  double seconds = 0;
+  double weights_bytes = 0, kv_bytes = 0, activation_bytes = 0;
+  double bytes_sent = 0, bytes_received = 0;
+  double comm_wait_seconds = 0, comm_alone_seconds = 0, comm_hidden_fraction = 0;
+};
+
+// The planner's figures for the same strategy, N and P.
+struct Prediction {
+  std::string layout;
+  double prefill_seconds = 0, decode_seconds_per_token = 0;
+  double memory_bytes_per_device = 0, bytes_communicated_per_device = 0;
+};
+
+struct RunMeasurement {
+  std::string strategy;  // naive, single, or the --sp scheme (ring, zigzag, hybrid:2x2, ...)
+  int ranks = 1;
+  int threads = 1;       // per rank
+  int64_t tokens = 0;    // N
+  bool ok = false;
+  std::string error;     // why the run failed (when !ok)
+  double prefill_seconds = 0, prefill_tokens_per_s = 0;
+  std::optional<double> decode_tokens_per_s;  // absent: decode not run or failed
+  std::string decode_error;
+  std::vector<RankMeasurement> per_rank;
+  std::optional<Prediction> predicted;
+  std::string trace_file;  // relative to the report folder; empty: none
+
+  std::string label() const;  // "single", "ring P=2"
+  double max_rank_seconds() const;
+  double peak_kv_activation_bytes() const;  // max over ranks of KV + activations
+  double weights_bytes() const;             // max over ranks
+  double bytes_sent_per_rank() const;       // max over ranks
+  double comm_wait_seconds() const;         // max over ranks
+  double hidden_fraction() const;           // mean over ranks with communication
+};
+
+struct CompareResults {
+  std::string model;
+  bool synthetic_model = false;
+  std::string launcher;      // "mpirun" or "in-process threads"
+  std::string launcher_note; // why
+  int cores = 1;
+  int decode_tokens = 0;
+  int64_t naive_max = 0;  // the naive pipeline runs only for N <= this
+  std::vector<int64_t> lengths;
+  std::vector<RunMeasurement> runs;
+  double wall_seconds = 0;
+};
+
+// Parses the JSON of `tandem prefill --json` into a measurement (strategy, ranks and
+// threads are left to the caller). Throws Error(Internal) on a malformed document.
+void fill_from_prefill_json(RunMeasurement& run, const nlohmann::json& j);
+// The generation tokens/s printed by `tandem generate` on stderr ("generation: ..."); empty
+// when the text has none.
+std::optional<double> parse_generation_tokens_per_s(const std::string& text);
+// The planner strategy for a compare strategy in `tandem plan --json` output ("naive" has
+// none); empty when the plan has no applicable entry.
+std::optional<Prediction> prediction_from_plan(const nlohmann::json& plan,
+                                               const std::string& strategy);
+
+nlohmann::json to_json(const CompareResults& r);
+// The readable table (one row per run) printed on stdout.
+std::string compare_table(const CompareResults& r);
+// Sentences on where the P-rank schemes beat the single optimized pipeline (the crossover).
+std::vector<std::string> crossover_findings(const CompareResults& r);
+
+// Writes results.json, latency.svg, memory.svg, time_split.svg and index.html into `dir`
+// (created if missing). Returns the files written, relative to `dir`.
+std::vector<std::string> write_report(const CompareResults& r, const std::string& dir);
+
+}  // namespace tandem::analysis

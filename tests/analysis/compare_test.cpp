@@ -1,0 +1,88 @@
+// `tandem compare` end to end at tiny sizes: exit 0, results.json with every run, the
+// plots and index.html; bad flags exit 2 naming the flag.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "support/test_paths.hpp"
+
+using tandem::test::run;
+using tandem::test::tandem_bin;
+using tandem::test::temp_dir;
+
+namespace {
+
+std::string read(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void expect_bad(const std::string& args, const std::string& needle) {
+  SCOPED_TRACE("tandem compare " + args);
+  const auto r = run(tandem_bin() + " compare " + args + " --out " + temp_dir() + "/bad");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find(needle), std::string::npos) << r.out;
+}
+
+}  // namespace
+
+TEST(CompareCli, TinyEndToEnd) {
+  const std::string out = temp_dir() + "/report";
+  const auto r = run(tandem_bin() + " compare --lengths 64,128 --ranks 2 --schemes ring " +
+                     "--decode-tokens 4 -t 1 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  // Progress, the table and the crossover sentence.
+  EXPECT_NE(r.out.find("[1/6] naive N=64"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ring P=2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("P > 1 runs use"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("single optimized pipeline"), std::string::npos) << r.out;
+
+  const auto j = nlohmann::json::parse(read(out + "/results.json"));
+  ASSERT_EQ(j["runs"].size(), 6u);
+  std::vector<std::string> want = {"naive", "single", "ring P=2"};
+  for (size_t i = 0; i < 6; ++i) {
+    const auto& x = j["runs"][i];
+    SCOPED_TRACE(x.dump());
+    EXPECT_EQ(x["label"], want[i % 3]);
+    EXPECT_EQ(x["tokens"], i < 3 ? 64 : 128);
+    ASSERT_TRUE(x["ok"].get<bool>());
+    EXPECT_GT(x["prefill_seconds"].get<double>(), 0);
+    EXPECT_TRUE(x["decode_tokens_per_s"].is_number());
+    EXPECT_EQ(x["per_rank"].size(), want[i % 3] == "ring P=2" ? 2u : 1u);
+    EXPECT_GT(x["weights_bytes_per_rank"].get<double>(), 0);
+    EXPECT_EQ(x["predicted"].is_null(), want[i % 3] == "naive");
+    if (want[i % 3] == "ring P=2") {
+      EXPECT_GT(x["bytes_sent_per_rank"].get<double>(), 0);
+    }
+  }
+  // KV per rank halves with two ranks.
+  EXPECT_LT(j["runs"][5]["per_rank"][0]["kv_bytes"].get<double>(),
+            j["runs"][4]["per_rank"][0]["kv_bytes"].get<double>());
+  for (const char* f : {"latency.svg", "memory.svg", "time_split.svg", "decode.svg", "index.html"})
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + f)) << f;
+  const auto html = read(out + "/index.html");
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  for (const auto& x : j["runs"])
+    if (x["trace"].is_string()) {
+      const auto trace = nlohmann::json::parse(read(out + "/" + x["trace"].get<std::string>()));
+      EXPECT_FALSE(trace.empty());
+      EXPECT_NE(html.find(x["trace"].get<std::string>()), std::string::npos);
+    }
+}
+
+TEST(CompareCli, BadFlags) {
+  expect_bad("--lengths 64,abc", "--lengths");
+  expect_bad("--lengths 0", "--lengths");
+  expect_bad("--ranks 1", "--ranks");
+  expect_bad("--schemes ring,warp", "--schemes");
+  expect_bad("--schemes hybrid:2y2", "--schemes");
+  expect_bad("--decode-tokens -1", "--decode-tokens");
+  expect_bad("--launcher carrier-pigeon", "--launcher");
+  expect_bad("-m /no/such/model.gguf", "model");
+  expect_bad("--frobnicate", "frobnicate");
+}

@@ -1,0 +1,289 @@
+// The report writer: SVG is well-formed XML (checked by a small strict parser), the HTML
+// page embeds every plot inline and needs no network, results.json parses.
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "support/test_paths.hpp"
+#include "tandem/analysis/compare.hpp"
+#include "tandem/analysis/report.hpp"
+
+namespace ta = tandem::analysis;
+
+namespace {
+
+// Strict well-formedness check of an XML document without prolog: one root element,
+// tags nest and match, attributes are name="value" without duplicates, '&' only starts a
+// known entity, no raw '<' in text or values. Returns "" when well formed, else why not.
+std::string xml_problem(const std::string& s) {
+  std::vector<std::string> stack;
+  int roots = 0;
+  size_t i = 0;
+  auto entity_ok = [&](size_t at) {
+    const size_t semi = s.find(';', at);
+    if (semi == std::string::npos || semi - at > 8) return false;
+    const std::string e = s.substr(at + 1, semi - at - 1);
+    static const std::set<std::string> named = {"amp", "lt", "gt", "quot", "apos"};
+    if (named.count(e)) return true;
+    if (e.size() >= 2 && e[0] == '#') {
+      for (size_t k = 1; k < e.size(); ++k)
+        if (!std::isdigit(static_cast<unsigned char>(e[k]))) return false;
+      return true;
+    }
+    return false;
+  };
+  auto name_at = [&](size_t& k) {
+    const size_t b = k;
+    if (k >= s.size() || !std::isalpha(static_cast<unsigned char>(s[k]))) return std::string();
+    while (k < s.size() && (std::isalnum(static_cast<unsigned char>(s[k])) || s[k] == '-' ||
+                            s[k] == ':' || s[k] == '_'))
+      ++k;
+    return s.substr(b, k - b);
+  };
+  while (i < s.size()) {
+    if (s[i] == '&') {
+      if (!entity_ok(i)) return "bad entity at " + std::to_string(i);
+      ++i;
+      continue;
+    }
+    if (s[i] != '<') {
+      if (stack.empty() && !std::isspace(static_cast<unsigned char>(s[i])))
+        return "text outside the root at " + std::to_string(i);
+      ++i;
+      continue;
+    }
+    ++i;
+    if (i < s.size() && s[i] == '/') {
+      ++i;
+      const std::string name = name_at(i);
+      if (i >= s.size() || s[i] != '>') return "bad closing tag at " + std::to_string(i);
+      if (stack.empty() || stack.back() != name) return "mismatched </" + name + ">";
+      stack.pop_back();
+      ++i;
+      continue;
+    }
+    const std::string name = name_at(i);
+    if (name.empty()) return "bad tag name at " + std::to_string(i);
+    if (stack.empty() && ++roots > 1) return "more than one root";
+    std::set<std::string> attrs;
+    bool self_closing = false;
+    while (true) {
+      if (i >= s.size()) return "unterminated tag <" + name;
+      if (std::isspace(static_cast<unsigned char>(s[i]))) { ++i; continue; }
+      if (s[i] == '>') { ++i; break; }
+      if (s[i] == '/' && i + 1 < s.size() && s[i + 1] == '>') { self_closing = true; i += 2; break; }
+      const std::string attr = name_at(i);
+      if (attr.empty() || !attrs.insert(attr).second) return "bad or repeated attribute in <" + name;
+      if (i + 1 >= s.size() || s[i] != '=' || s[i + 1] != '"') return "attribute " + attr + " not =\"...\"";
+      i += 2;
+      while (i < s.size() && s[i] != '"') {
+        if (s[i] == '<') return "raw < in attribute " + attr;
+        if (s[i] == '&' && !entity_ok(i)) return "bad entity in attribute " + attr;
+        ++i;
+      }
+      if (i >= s.size()) return "unterminated attribute " + attr;
+      ++i;
+    }
+    if (!self_closing) stack.push_back(name);
+  }
+  if (!stack.empty()) return "unclosed <" + stack.back() + ">";
+  if (roots != 1) return "no root element";
+  return "";
+}
+
+std::string read(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+ta::CompareResults sample_results() {
+  ta::CompareResults r;
+  r.model = "tiny <synthetic> & \"quoted\"";
+  r.synthetic_model = true;
+  r.launcher = "in-process threads";
+  r.cores = 2;
+  r.decode_tokens = 4;
+  r.lengths = {256, 1024};
+  for (const int64_t n : r.lengths) {
+    for (const char* s : {"naive", "single", "ring"}) {
+      ta::RunMeasurement m;
+      m.strategy = s;
+      m.ranks = m.strategy == "ring" ? 2 : 1;
+      m.tokens = n;
+      m.ok = true;
+      m.prefill_seconds = (m.strategy == "naive" ? 10.0 : m.strategy == "ring" ? 0.6 : 1.0) * double(n) / 1024;
+      m.prefill_tokens_per_s = double(n) / m.prefill_seconds;
+      m.decode_tokens_per_s = m.strategy == "naive" ? 2.0 : 300.0;
+      for (int k = 0; k < m.ranks; ++k) {
+        ta::RankMeasurement rk;
+        rk.rank = k;
+        rk.tokens = n / m.ranks;
+        rk.seconds = m.prefill_seconds * (k ? 0.9 : 1.0);
+        rk.kv_bytes = 1e6 * double(n) / m.ranks;
+        rk.activation_bytes = 2e5;
+        rk.weights_bytes = 4.8e7;
+        rk.comm_wait_seconds = m.ranks > 1 ? 0.1 * rk.seconds : 0;
+        rk.bytes_sent = m.ranks > 1 ? 1e6 : 0;
+        m.per_rank.push_back(rk);
+      }
+      if (m.strategy != "naive") m.predicted = ta::Prediction{"x", m.prefill_seconds * 1.2, 0.01, 1e8, 1e6};
+      r.runs.push_back(m);
+    }
+  }
+  ta::RunMeasurement bad;
+  bad.strategy = "ulysses";
+  bad.ranks = 2;
+  bad.tokens = 1024;
+  bad.error = "--sp: <heads> not divisible";
+  r.runs.push_back(bad);
+  return r;
+}
+
+}  // namespace
+
+TEST(Report, CheckerRejectsMalformedXml) {
+  EXPECT_EQ(xml_problem("<a><b x=\"1\"/>t &amp; u</a>"), "");
+  EXPECT_NE(xml_problem("<a><b></a></b>"), "");
+  EXPECT_NE(xml_problem("<a x=1></a>"), "");
+  EXPECT_NE(xml_problem("<a>x & y</a>"), "");
+  EXPECT_NE(xml_problem("<a></a><b></b>"), "");
+  EXPECT_NE(xml_problem("<a x=\"1\" x=\"2\"></a>"), "");
+  EXPECT_NE(xml_problem("<a>"), "");
+}
+
+TEST(Report, SvgWriterEscapesAndIsWellFormed) {
+  ta::Svg svg(200, 100);
+  svg.text(10, 20, "a < b & \"c\" 'd'", 12, "start", -90);
+  svg.rect(0, 0, 10, 10, "#fff", "tip <&>");
+  svg.polyline({{0, 0}, {5, 5}}, "red");
+  svg.line(0, 0, 1, 1, "#000", 1, "4 2");
+  svg.circle(3, 3, 1, "blue", "c");
+  const auto doc = svg.str();
+  EXPECT_EQ(xml_problem(doc), "") << doc;
+  EXPECT_NE(doc.find("a &lt; b &amp; &quot;c&quot;"), std::string::npos);
+  EXPECT_NE(doc.find("xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
+}
+
+TEST(Report, PlotsAreWellFormed) {
+  ta::LinePlot lp;
+  lp.title = "latency <N>";
+  lp.x_label = "N";
+  lp.y_label = "s";
+  lp.series = {{"single", {{256, 0.1}, {1024, 0.5}, {4096, 4}}, false},
+               {"ring P=2", {{256, 0.2}, {1024, 0.6}, {4096, 3}}, true},
+               {"empty", {}, false}};
+  const auto line = ta::line_plot_svg(lp);
+  EXPECT_EQ(xml_problem(line), "") << line;
+  EXPECT_NE(line.find("ring P=2"), std::string::npos);
+  EXPECT_NE(line.find("(log scale)"), std::string::npos);
+  lp.series = {};
+  EXPECT_EQ(xml_problem(ta::line_plot_svg(lp)), "");  // "no data"
+
+  ta::BarPlot bp;
+  bp.title = "split";
+  bp.y_label = "seconds";
+  bp.part_names = {"compute", "comm", "idle"};
+  bp.bars = {{"r0", "ring P=2", {1, 0.2, 0}}, {"r1", "ring P=2", {0.8, 0.1, 0.3}},
+             {"all", "single", {1.5, 0, 0}}};
+  const auto bars = ta::stacked_bar_svg(bp);
+  EXPECT_EQ(xml_problem(bars), "") << bars;
+  EXPECT_NE(bars.find("comm"), std::string::npos);
+  EXPECT_NE(bars.find("idle"), std::string::npos);
+}
+
+TEST(Report, AxisNumbers) {
+  EXPECT_EQ(ta::axis_number(64), "64");
+  EXPECT_EQ(ta::axis_number(16384), "16.38k");
+  EXPECT_EQ(ta::axis_number(0.25), "0.25");
+  EXPECT_EQ(ta::axis_number(2e6), "2M");
+}
+
+TEST(Report, FolderHasJsonSvgAndSelfContainedHtml) {
+  const auto r = sample_results();
+  const std::string dir = tandem::test::temp_dir() + "/report";
+  const auto files = ta::write_report(r, dir);
+  for (const char* f : {"results.json", "latency.svg", "decode.svg", "memory.svg", "time_split.svg",
+                        "index.html"}) {
+    EXPECT_NE(std::find(files.begin(), files.end(), f), files.end()) << f;
+    ASSERT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
+  }
+  for (const char* f : {"latency.svg", "decode.svg", "memory.svg", "time_split.svg"}) {
+    const auto svg = read(dir + "/" + f);
+    EXPECT_EQ(xml_problem(svg), "") << f;
+  }
+  const auto j = nlohmann::json::parse(read(dir + "/results.json"));
+  ASSERT_EQ(j["runs"].size(), r.runs.size());
+  EXPECT_EQ(j["runs"][2]["label"], "ring P=2");
+  EXPECT_NEAR(j["runs"][1]["predicted"]["prefill_error"].get<double>(), 0.2, 1e-9);
+  EXPECT_FALSE(j["runs"].back()["ok"].get<bool>());
+  EXPECT_TRUE(j["crossover"].is_array());
+
+  const auto html = read(dir + "/index.html");
+  EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
+  // Every plot is inline, and each inline <svg> is well formed on its own.
+  size_t count = 0, at = 0;
+  while ((at = html.find("<svg", at)) != std::string::npos) {
+    const size_t end = html.find("</svg>", at);
+    ASSERT_NE(end, std::string::npos);
+    EXPECT_EQ(xml_problem(html.substr(at, end + 6 - at)), "");
+    at = end;
+    ++count;
+  }
+  EXPECT_EQ(count, 4u);
+  // Offline: no scripts, no external stylesheets or fonts; the model name is escaped.
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("<link"), std::string::npos);
+  EXPECT_EQ(html.find("@import"), std::string::npos);
+  EXPECT_NE(html.find("tiny &lt;synthetic&gt; &amp; &quot;quoted&quot;"), std::string::npos);
+  EXPECT_NE(html.find("failed: --sp: &lt;heads&gt; not divisible"), std::string::npos);
+  EXPECT_NE(html.find("ring P=2 beats the single optimized pipeline"), std::string::npos) << html;
+}
+
+TEST(Report, CrossoverFindings) {
+  auto r = sample_results();
+  // ring is slower at 256, faster at 1024: the crossover is at 1024.
+  for (auto& m : r.runs)
+    if (m.strategy == "ring" && m.tokens == 256) m.prefill_seconds = 1.0;
+  std::string all;
+  for (const auto& l : ta::crossover_findings(r)) all += l + "\n";
+  EXPECT_NE(all.find("ring P=2 beats the single optimized pipeline from N=1024"), std::string::npos)
+      << all;
+  EXPECT_NE(all.find("10.0x faster than the naive"), std::string::npos) << all;
+}
+
+TEST(Report, ParsesSubcommandOutput) {
+  EXPECT_NEAR(*ta::parse_generation_tokens_per_s(
+                  "\nprompt: 5 tokens in 0.1 s (50 tokens/s)\ngeneration: 4 tokens, 123.5 tokens/s "
+                  "(4 decode steps in 0.03 s)\n"),
+              123.5, 1e-9);
+  EXPECT_FALSE(ta::parse_generation_tokens_per_s("nothing here"));
+  const auto plan = nlohmann::json::parse(R"({"strategies": [
+      {"strategy": "single", "applicable": true, "layout": "1", "prefill_seconds": 0.5},
+      {"strategy": "hybrid", "applicable": true, "layout": "2x2", "prefill_seconds": 0.25},
+      {"strategy": "ulysses", "applicable": false, "prefill_seconds": null}]})");
+  EXPECT_NEAR(ta::prediction_from_plan(plan, "hybrid:2x2")->prefill_seconds, 0.25, 1e-12);
+  EXPECT_FALSE(ta::prediction_from_plan(plan, "ulysses"));
+  EXPECT_FALSE(ta::prediction_from_plan(plan, "naive"));
+}
+
+TEST(Report, TimelineFromTrace) {
+  const std::string trace = R"({"traceEvents": [
+    {"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "rank 0"}},
+    {"name": "qkv", "cat": "compute", "ph": "X", "pid": 0, "tid": 0, "ts": -5, "dur": 100},
+    {"name": "wait", "cat": "comm", "ph": "X", "pid": 0, "tid": 1, "ts": 100, "dur": 50},
+    {"name": "attention", "cat": "compute", "ph": "X", "pid": 1, "tid": 0, "ts": 0, "dur": 160}]})";
+  const auto svg = ta::timeline_svg(trace, "ring <P=2>");
+  EXPECT_EQ(xml_problem(svg), "") << svg;
+  EXPECT_NE(svg.find("rank 1 compute"), std::string::npos);
+  EXPECT_NE(svg.find("rank 0 wait"), std::string::npos);
+  const auto bad = ta::timeline_svg("{not json", "broken");
+  EXPECT_EQ(xml_problem(bad), "");
+  EXPECT_NE(bad.find("no trace events"), std::string::npos);
+}

@@ -1,0 +1,410 @@
+// tandem compare: the same prefill + decode workload under the naive single pipeline, the
+// optimized single pipeline and each sequence-parallel scheme at each P, run as
+// subprocesses of this very binary (mpirun for P > 1 when available, else in-process
+// ranks), with the planner's prediction next to each measurement, a table on stdout and a
+// report folder (results.json, SVG plots, traces, index.html).
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "commands.hpp"
+#include "tandem/analysis/compare.hpp"
+#include "tandem/comm/mpi.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/parallel/scheme.hpp"
+
+namespace tandem::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using analysis::CompareResults;
+using analysis::RunMeasurement;
+
+struct Opts {
+  std::string model, lengths = "256,1024,4096", ranks = "2", launcher = "auto";
+  std::string schemes = "ring,zigzag,ulysses,pass-q,hybrid";
+  std::string out = "tandem-report";
+  int threads = 0;  // 0: cores for one rank, cores / P per rank for P ranks
+  int decode_tokens = 16;
+  int64_t naive_max = 256;
+  bool json = false;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (const char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::vector<int64_t> parse_ints(const std::string& text, const std::string& flag, int64_t lo,
+                                int64_t hi) {
+  std::vector<int64_t> v;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    int64_t x = 0;
+    try {
+      x = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || x < lo || x > hi)
+      bad_input("{}: '{}' is not a whole number in [{}, {}] (give a comma list, e.g. 256,1024)",
+                flag, item, lo, hi);
+    v.push_back(x);
+  }
+  if (v.empty()) bad_input("{}: empty list", flag);
+  return v;
+}
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> v;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) v.push_back(item);
+  return v;
+}
+
+bool on_path(const std::string& prog) {
+  const char* path = std::getenv("PATH");
+  if (!path) return false;
+  for (const auto& dir : [&] {
+         std::vector<std::string> d;
+         std::stringstream ss(path);
+         std::string s;
+         while (std::getline(ss, s, ':')) d.push_back(s.empty() ? "." : s);
+         return d;
+       }())
+    if (::access((fs::path(dir) / prog).c_str(), X_OK) == 0) return true;
+  return false;
+}
+
+struct Proc {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs a shell command; stdout captured, stderr captured through a file in `scratch`.
+Proc run_cmd(const std::string& cmd, const fs::path& scratch) {
+  const fs::path err_file = scratch / ".compare-stderr.txt";
+  Proc p;
+  FILE* f = ::popen((cmd + " 2>" + quote(err_file.string())).c_str(), "r");
+  if (!f) fail(ErrorKind::Internal, "compare: cannot start '{}'", cmd);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) p.out.append(buf, n);
+  const int status = ::pclose(f);
+  p.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  std::ifstream in(err_file);
+  p.err.assign(std::istreambuf_iterator<char>(in), {});
+  std::error_code ec;
+  fs::remove(err_file, ec);
+  return p;
+}
+
+// The error message in a subprocess's stderr: its last "error" line (tandem's own or
+// mpirun's), else its last line with any letters (mpirun frames messages with dashes).
+std::string last_line(const std::string& text) {
+  std::string last, error, line;
+  std::stringstream ss(text);
+  while (std::getline(ss, line)) {
+    if (std::none_of(line.begin(), line.end(), [](char c) { return std::isalpha(static_cast<unsigned char>(c)); }))
+      continue;
+    last = line;
+    if (line.find("error") != std::string::npos || line.find("Segmentation") != std::string::npos ||
+        line.find("signal") != std::string::npos)
+      error = line;
+  }
+  const std::string& pick = error.empty() ? last : error;
+  return pick.empty() ? "exited without a message" : pick;
+}
+
+// Checks a --schemes entry (exit 2 naming the flag); returns U x R for hybrid:UxR, else 0.
+int check_scheme(const std::string& name) {
+  if (name == "hybrid") return 0;
+  if (name.rfind("hybrid:", 0) != 0) {
+    parallel::parse_scheme(name, 2, "--schemes");
+    return 0;
+  }
+  int u = 0, r = 0;
+  char tail = 0;
+  if (std::sscanf(name.c_str() + 7, "%dx%d%c", &u, &r, &tail) != 2 || u <= 0 || r <= 0 || u > 64 || r > 64)
+    bad_input("--schemes: '{}' should be hybrid:UxR (e.g. hybrid:2x2)", name);
+  parallel::parse_scheme(name, u * r, "--schemes");
+  return u * r;
+}
+
+// The schemes to run at P ranks; "hybrid" alone means hybrid:2x(P/2) (P >= 4, even).
+std::vector<std::string> schemes_for(const std::vector<std::string>& names, int p) {
+  std::vector<std::string> v;
+  for (const auto& s : names) {
+    std::string name = s;
+    if (s == "hybrid") {
+      if (p < 4 || p % 2) continue;
+      name = fmt::format("hybrid:2x{}", p / 2);
+    }
+    const int need = check_scheme(name);
+    if (need != 0 && need != p) continue;  // that hybrid layout is for another P
+    if (std::find(v.begin(), v.end(), name) == v.end()) v.push_back(name);
+  }
+  return v;
+}
+
+RunMeasurement make_run(const std::string& strategy, int ranks, int threads, int64_t n) {
+  RunMeasurement run;
+  run.strategy = strategy;
+  run.ranks = ranks;
+  run.threads = threads;
+  run.tokens = n;
+  return run;
+}
+
+struct Runner {
+  Runner(const Opts& opts, std::string e, fs::path d)
+      : o(opts), exe(std::move(e)), dir(std::move(d)) {}
+  const Opts& o;
+  std::string exe;
+  fs::path dir;
+  bool use_mpirun = false;
+  bool has_reference = false, has_no_kv = false, has_trace = false;
+  int cores = 1;
+  std::map<std::pair<int64_t, int>, nlohmann::json> plans;
+
+  std::string launch(int ranks) const {
+    if (ranks <= 1) return quote(exe);
+    if (use_mpirun)
+      return fmt::format("mpirun --allow-run-as-root --oversubscribe --bind-to none -np {} {}",
+                         ranks, quote(exe));
+    return quote(exe);
+  }
+  std::string ranks_flag(int ranks) const {
+    return ranks > 1 && !use_mpirun ? fmt::format(" --ranks {}", ranks) : "";
+  }
+
+  void prefill(RunMeasurement& run, const std::string& model) {
+    std::string cmd = fmt::format("{} prefill -m {} --random-tokens {} -t {} --json", launch(run.ranks),
+                                  quote(model), run.tokens, run.threads);
+    if (run.strategy == "naive" && has_reference) cmd += " --kernels reference";
+    if (run.ranks > 1) cmd += " --sp " + quote(run.strategy) + ranks_flag(run.ranks);
+    if (has_trace && run.strategy != "naive") {
+      fs::create_directories(dir / "traces");
+      std::string name = run.label() + "-N" + std::to_string(run.tokens) + ".json";
+      for (auto& c : name)
+        if (c == ' ' || c == ':' || c == '=') c = c == '=' ? '_' : '-';
+      run.trace_file = "traces/" + name;
+      cmd += " --trace " + quote((dir / run.trace_file).string());
+    }
+    const auto p = run_cmd(cmd, dir);
+    if (p.code != 0) {
+      run.ok = false, run.error = last_line(p.err), run.trace_file.clear();
+      return;
+    }
+    try {
+      analysis::fill_from_prefill_json(run, nlohmann::json::parse(p.out));
+    } catch (const std::exception& e) {
+      run.ok = false, run.error = std::string("unreadable prefill output: ") + e.what();
+    }
+    if (!run.trace_file.empty() && !fs::exists(dir / run.trace_file)) run.trace_file.clear();
+  }
+
+  void decode(RunMeasurement& run, const std::string& model) {
+    const int n_gen = run.strategy == "naive" ? std::min(o.decode_tokens, analysis::kNaiveDecodeTokens) : o.decode_tokens;
+    if (n_gen <= 0) return;
+    // A reproducible prompt of N small ids (valid for any vocabulary of 1000 or more).
+    std::string ids;
+    uint32_t x = 12345;
+    for (int64_t i = 0; i < run.tokens; ++i) {
+      x = x * 1103515245u + 12345u;
+      ids += (i ? "," : "") + std::to_string(3 + (x >> 16) % 997);
+    }
+    if (ids.size() > 120000) {
+      run.decode_error = "prompt too long to pass as --ids";
+      return;
+    }
+    std::string cmd = fmt::format("{} generate -m {} --ids {} -n {} --temp 0 --show-ids -t {}",
+                                  launch(run.ranks), quote(model), ids, n_gen, run.threads);
+    if (run.strategy == "naive") {
+      if (has_reference) cmd += " --kernels reference";
+      if (has_no_kv) cmd += " --no-kv-cache";
+    }
+    if (run.ranks > 1) cmd += " --sp " + quote(run.strategy) + ranks_flag(run.ranks);
+    const auto p = run_cmd(cmd, dir);
+    if (p.code != 0) {
+      run.decode_error = last_line(p.err);
+      return;
+    }
+    run.decode_tokens_per_s = analysis::parse_generation_tokens_per_s(p.err);
+    if (!run.decode_tokens_per_s) run.decode_error = "no 'generation:' line from generate";
+  }
+
+  void predict(RunMeasurement& run, const std::string& model) {
+    if (run.strategy == "naive") return;
+    const auto key = std::make_pair(run.tokens, run.ranks);
+    if (!plans.count(key)) {
+      const auto p = run_cmd(
+          fmt::format("{} plan --model {} --tokens {} --gpus {} --gpus-per-node {} "
+                      "--hardware cpu-this --decode-tokens {} --json",
+                      quote(exe), quote(model), run.tokens, run.ranks, run.ranks, o.decode_tokens),
+          dir);
+      plans[key] = p.code == 0 ? nlohmann::json::parse(p.out, nullptr, false) : nlohmann::json();
+    }
+    const auto& plan = plans[key];
+    if (!plan.is_discarded() && plan.is_object())
+      run.predicted = analysis::prediction_from_plan(plan, run.strategy);
+  }
+};
+
+std::string make_synthetic_model(const Runner& r) {
+  const fs::path file = r.dir / "tiny-f16.gguf";
+  if (fs::exists(file)) return file.string();
+  const char* env = std::getenv("TANDEM_SHARED");
+  const fs::path vocab = fs::path(env ? env : "../shared") / "vocab" / "ggml-vocab-llama-spm.gguf";
+  const std::string vocab_flag =
+      fs::exists(vocab) ? "--vocab " + quote(vocab.string()) : std::string("--vocab-size 32000");
+  fmt::print(stderr, "compare: making the tiny synthetic model (F16, {}) in {}\n",
+             fs::exists(vocab) ? vocab.string() : "vocab size 32000", file.string());
+  const auto p = run_cmd(fmt::format("{} make-model --preset tiny --type f16 {} -o {}",
+                                     quote(r.exe), vocab_flag, quote(file.string())),
+                         r.dir);
+  if (p.code != 0) fail(ErrorKind::Internal, "make-model: {}", last_line(p.err));
+  return file.string();
+}
+
+bool help_mentions(const std::string& exe, const std::string& sub, const std::string& flag,
+                   const fs::path& dir) {
+  const auto p = run_cmd(quote(exe) + " " + sub + " --help", dir);
+  return p.out.find(flag) != std::string::npos;
+}
+
+void run(const Opts& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto lengths = parse_ints(o.lengths, "--lengths", 1, int64_t{1} << 22);
+  const auto ranks = parse_ints(o.ranks, "--ranks", 2, 64);
+  const auto scheme_names = split(o.schemes);
+  for (const auto& s : scheme_names) check_scheme(s);
+  if (scheme_names.empty()) bad_input("--schemes: empty list");
+  if (o.decode_tokens < 0) bad_input("--decode-tokens: must be 0 or more");
+
+  Runner r(o, fs::read_symlink("/proc/self/exe").string(), fs::path(o.out));
+  std::error_code ec;
+  fs::create_directories(r.dir, ec);
+  if (ec) bad_input("--out {}: cannot create the folder ({})", o.out, ec.message());
+  r.cores = default_threads();
+  CompareResults res;
+  res.cores = r.cores;
+  res.decode_tokens = o.decode_tokens;
+  res.naive_max = o.naive_max;
+  res.lengths = lengths;
+  const bool mpi_ok = comm::mpi_available() && on_path("mpirun");
+  if (o.launcher == "mpirun" && !mpi_ok)
+    bad_input("--launcher mpirun: {}", comm::mpi_available() ? "mpirun is not on PATH"
+                                                              : "this tandem was built without MPI");
+  r.use_mpirun = o.launcher == "mpirun" || (o.launcher == "auto" && mpi_ok);
+  res.launcher = r.use_mpirun ? "mpirun" : "in-process threads";
+  res.launcher_note = r.use_mpirun ? "one process per rank, MPI (Open MPI shared memory)"
+                      : o.launcher == "threads"
+                          ? "--launcher threads: ranks as threads of one process"
+                          : "mpirun not found or no MPI in this build: ranks as threads of one "
+                            "process (--ranks P)";
+  r.has_reference = help_mentions(r.exe, "prefill", "--kernels", r.dir);
+  r.has_no_kv = help_mentions(r.exe, "generate", "--no-kv-cache", r.dir);
+  r.has_trace = help_mentions(r.exe, "prefill", "--trace", r.dir);
+
+  res.synthetic_model = o.model.empty();
+  res.model = o.model.empty() ? make_synthetic_model(r) : o.model;
+  fmt::print(stderr, "compare: P > 1 runs use {} ({})\n", res.launcher, res.launcher_note);
+  if (!r.has_reference || !r.has_no_kv)
+    fmt::print(stderr, "compare: note: this tandem lacks{}{}; the naive rows use what exists\n",
+               r.has_reference ? "" : " --kernels reference", r.has_no_kv ? "" : " --no-kv-cache");
+
+  // The run list: per N, naive (up to --naive-max), single, then each scheme at each P.
+  for (const int64_t n : lengths) {
+    const int t1 = o.threads > 0 ? o.threads : r.cores;
+    if (n <= o.naive_max) res.runs.push_back(make_run("naive", 1, t1, n));
+    res.runs.push_back(make_run("single", 1, t1, n));
+    for (const int64_t p : ranks)
+      for (const auto& s : schemes_for(scheme_names, int(p)))
+        res.runs.push_back(make_run(s, int(p), o.threads > 0 ? o.threads : std::max(1, r.cores / int(p)), n));
+  }
+  if (res.runs.empty()) bad_input("--schemes: nothing to run");
+  for (size_t i = 0; i < res.runs.size(); ++i) {
+    auto& run = res.runs[i];
+    fmt::print(stderr, "[{}/{}] {} N={} ({} rank(s) x {} thread(s)) ...", i + 1, res.runs.size(),
+               run.label(), run.tokens, run.ranks, run.threads);
+    std::fflush(stderr);
+    const auto s0 = std::chrono::steady_clock::now();
+    r.prefill(run, res.model);
+    if (run.ok) r.decode(run, res.model);
+    r.predict(run, res.model);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
+    if (run.ok)
+      fmt::print(stderr, " prefill {:.3f} s{} ({:.1f} s)\n", run.prefill_seconds,
+                 run.decode_tokens_per_s ? fmt::format(", decode {:.1f} tok/s", *run.decode_tokens_per_s)
+                                         : (run.decode_error.empty() ? "" : ", decode failed: " + run.decode_error),
+                 secs);
+    else
+      fmt::print(stderr, " failed: {}\n", run.error);
+  }
+  res.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto files = analysis::write_report(res, r.dir.string());
+  bool any_ok = false;
+  for (const auto& run : res.runs) any_ok |= run.ok;
+  if (o.json) {
+    fmt::print("{}\n", analysis::to_json(res).dump(2));
+  } else {
+    fmt::print("model {}; P > 1 via {}; {} core(s); decode {} tokens; {:.0f} s in all\n\n",
+               res.model, res.launcher, res.cores, res.decode_tokens, res.wall_seconds);
+    fmt::print("{}\n", analysis::compare_table(res));
+    for (const auto& line : analysis::crossover_findings(res)) fmt::print("- {}\n", line);
+    fmt::print("\nreport: {}\n", (r.dir / "index.html").string());
+  }
+  if (!any_ok) fail(ErrorKind::Internal, "compare: every run failed (see the table)");
+}
+
+}  // namespace
+
+void add_compare(CLI::App& app) {
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand(
+      "compare", "Measure naive, optimized and sequence-parallel runs side by side; write a report");
+  sub->add_option("-m,--model", o->model,
+                  "GGUF model (default: make the tiny synthetic model in --out)")
+      ->check(CLI::ExistingFile);
+  sub->add_option("--lengths", o->lengths, "Sequence lengths N, comma list (default 256,1024,4096)");
+  sub->add_option("--ranks", o->ranks, "Rank counts P > 1, comma list (default 2)");
+  sub->add_option("--schemes", o->schemes,
+                  "Schemes: ring, zigzag, ulysses, pass-q, auto, hybrid (2x(P/2)) or hybrid:UxR "
+                  "(default ring,zigzag,ulysses,pass-q,hybrid)");
+  sub->add_option("-t,--threads", o->threads,
+                  "Threads per rank (default: all cores for one rank, cores/P for P ranks)")
+      ->check(CLI::Range(1, 1024));
+  sub->add_option("--decode-tokens", o->decode_tokens,
+                  fmt::format("Tokens decoded after the prompt (default 16; the naive pipeline "
+                              "decodes at most {})", analysis::kNaiveDecodeTokens))
+      ->check(CLI::Range(0, 1 << 20));
+  sub->add_option("--naive-max", o->naive_max,
+                  "Longest N for the naive pipeline, which is slow (default 256)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 22));
+  sub->add_option("--launcher", o->launcher,
+                  "How P > 1 runs start: auto (mpirun when found), mpirun or threads")
+      ->check(CLI::IsMember({"auto", "mpirun", "threads"}));
+  sub->add_option("--out", o->out, "Report folder (default tandem-report/)");
+  sub->add_flag("--json", o->json, "Print results.json on stdout instead of the table");
+  sub->callback([o] { run(*o); });
+}
+
+}  // namespace tandem::cli
