@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -28,9 +29,28 @@ struct ThreadScratch {
   }
 };
 thread_local ThreadScratch t_scratch;
+
+struct TileScratch {
+  std::vector<float> qt, s, mx, l;
+  detail::AttnTileScratch get(int heads, int d, int lanes) {
+    qt.resize(size_t(heads) * size_t(d) * size_t(lanes));
+    s.resize(size_t(detail::kAttnBlock) * size_t(lanes) + 8);  // + 8: PV reads 8 lanes
+    mx.resize(size_t(heads) * size_t(lanes));
+    l.resize(size_t(heads) * size_t(lanes));
+    return {qt.data(), s.data(), mx.data(), l.data()};
+  }
+};
+thread_local TileScratch t_tile_scratch;
 thread_local std::vector<float> t_parts;  // split partial results (caller thread)
 
+std::atomic<bool> g_flash{true};
+
 }  // namespace
+
+namespace detail {
+bool flash_attention() { return g_flash.load(std::memory_order_relaxed); }
+void set_flash_attention(bool on) { g_flash.store(on, std::memory_order_relaxed); }
+}  // namespace detail
 
 void attention(const AttentionArgs& a, ThreadPool& pool) {
   TD_CHECK(a.H > 0 && a.G > 0 && a.H % a.G == 0 && a.d > 0);
@@ -49,7 +69,28 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
     splits = std::max<int64_t>(1, std::min<int64_t>((nth + a.n_q - 1) / a.n_q,
                                                     a.n_kv / kMinKeysPerSplit));
   const int64_t units = a.n_q * splits;
-  const detail::AttnFn fn = detail::isa().attn;
+  const detail::IsaKernels& isa = detail::isa();
+  const detail::AttnFn fn = isa.attn;
+
+  // Prefill: flash-attention tiles of attn_tile_q queries (all heads), dealt round
+  // robin (under a causal mask later tiles see more keys); used when there are at
+  // least as many tiles as threads, else per-query units keep every thread busy.
+  const int lanes = isa.attn_tile_q;
+  const int64_t tiles = (a.n_q + lanes - 1) / lanes;
+  if (splits == 1 && a.n_q > 1 && tiles >= nth && g_flash.load(std::memory_order_relaxed)) {
+    auto tile_body = [&](int tid, int n) {
+      const detail::AttnTileScratch sc = t_tile_scratch.get(a.H, a.d, lanes);
+      for (int64_t u = tid; u < tiles; u += n) {
+        const int64_t i0 = u * lanes;
+        isa.attn_tile(a, i0, int(std::min<int64_t>(lanes, a.n_q - i0)), sc);
+      }
+    };
+    if (tiles == 1 || a.n_q * a.n_kv * hd < (int64_t(1) << 14))
+      tile_body(0, 1);
+    else
+      pool.run(std::cref(tile_body));
+    return;
+  }
 
   float* parts = nullptr;  // [units][H][d] outputs, then [units][H] lse
   if (splits > 1) {

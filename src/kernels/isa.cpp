@@ -13,6 +13,7 @@ namespace tandem::kernels::detail {
 namespace {
 
 std::atomic<const IsaKernels*> g_isa{nullptr};
+std::atomic<bool> g_int8{true};
 
 const IsaKernels* by_name(std::string_view name) {
   if (name == "avx512") return &isa_avx512();
@@ -24,7 +25,7 @@ const IsaKernels* by_name(std::string_view name) {
 #if defined(__x86_64__) || defined(__i386__)
 struct CpuFeatures {
   bool avx2 = false;    // with FMA and F16C, and the OS saving the YMM state
-  bool avx512 = false;  // AVX-512F, and the OS saving the ZMM and mask state
+  bool avx512 = false;  // AVX-512F, BW, VL and VNNI, and the OS saving the ZMM and mask state
 };
 
 CpuFeatures detect() {
@@ -39,7 +40,9 @@ CpuFeatures detect() {
   if ((xcr0_lo & 0x6u) != 0x6u) return f;  // XMM and YMM state
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
   f.avx2 = b & (1u << 5);
-  f.avx512 = f.avx2 && (b & (1u << 16)) && (xcr0_lo & 0xe0u) == 0xe0u;  // opmask, ZMM
+  const bool f512 = b & (1u << 16), bw = b & (1u << 30), vl = b & (1u << 31),
+             vnni = c & (1u << 11);
+  f.avx512 = f.avx2 && f512 && bw && vl && vnni && (xcr0_lo & 0xe0u) == 0xe0u;  // opmask, ZMM
   return f;
 }
 #endif
@@ -78,6 +81,9 @@ bool force_isa(std::string_view name) {
   g_isa.store(by_name(name), std::memory_order_release);
   return true;
 }
+
+bool int8_activations() { return g_int8.load(std::memory_order_relaxed); }
+void set_int8_activations(bool on) { g_int8.store(on, std::memory_order_relaxed); }
 
 TileFn tile_fn(const IsaKernels& k, DType t) {
   switch (t) {

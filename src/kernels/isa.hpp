@@ -22,6 +22,33 @@ using TileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const float
                         int64_t x_stride, int mt, int64_t cols, float* y, int64_t y_stride,
                         const float* bias);
 
+// Activations quantized to 8 bits for the integer matmul of Q8_0/Q4_0 weights
+// (quantize_x, matmul.cpp). Rule per block of 32: d = max|x| / 127, q = nearest
+// integer to x / d (0 when d is 0), so |x - d*q| <= d/2. Row layouts, by the table's
+// qx_layout:
+//   kQxPlain: cols int8 q, then cols/32 f32 d.
+//   kQxPairs: per pair of blocks (b, b+1; a missing b+1 is zeros) one QxPair: 64 bytes
+//     of q, the f32 d of each int32 lane (4 bytes of q), and per lane
+//     corr = -k * (sum of its 4 q) (k = 128 for Q8_0, 8 for Q4_0: the unsigned-weight
+//     offset of the integer product). Q8_0: q of b then of b+1. Q4_0: b[0..15],
+//     b+1[0..15], b[16..31], b+1[16..31] (the order of unpacked nibbles).
+enum QxLayout { kQxPlain = 0, kQxPairs = 1 };
+struct QxPair {
+  int8_t q[64];
+  float d[16];
+  int32_t corr[16];
+};
+static_assert(sizeof(QxPair) == 192);
+inline int64_t qx_row_bytes(int64_t cols) {
+  return (int64_t(sizeof(QxPair)) * ((cols / 32 + 1) / 2) + 4 * cols / 32 + cols + 63) / 64 * 64;
+}
+void quantize_x(int layout, DType t, const float* x, int64_t cols, uint8_t* out);
+
+// TileFn over quantized activations: x row t at xq + t*xq_stride (bytes).
+using QTileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const uint8_t* xq,
+                         int64_t xq_stride, int mt, int64_t cols, float* y, int64_t y_stride,
+                         const float* bias);
+
 // Per-thread buffers of an attention unit: s [H][kAttnBlock], mx [H], l [H],
 // idx [kAttnBlock].
 struct AttnScratch {
@@ -37,6 +64,20 @@ struct AttnScratch {
 using AttnFn = void (*)(const AttentionArgs& a, int64_t i, int64_t j0, int64_t j1, float* out,
                         float* lse, const AttnScratch& scratch);
 
+// Per-thread buffers of a flash-attention tile (lanes = the table's attn_tile_q):
+// qt [H][d][lanes], s [kAttnBlock][lanes] (+ 8 floats), mx and l [H][lanes].
+struct AttnTileScratch {
+  float* qt;
+  float* s;
+  float* mx;
+  float* l;
+};
+
+// Queries [i0, i0 + nq) (nq <= attn_tile_q) against all keys, every head: out and
+// (when set) lse of those queries, as AttnFn over all keys.
+using AttnTileFn = void (*)(const AttentionArgs& a, int64_t i0, int nq,
+                            const AttnTileScratch& scratch);
+
 // out[i] = silu(gate[i]) * up[i]; out may equal gate.
 using SwigluFn = void (*)(const float* gate, const float* up, float* out, int64_t n);
 
@@ -44,7 +85,11 @@ struct IsaKernels {
   const char* name;
   int tile_rows;  // weight rows per matmul tile
   TileFn f32, f16, bf16, q8_0, q4_0;
+  QTileFn q8_0_int, q4_0_int;  // integer dot products against quantize_x's rows
+  int qx_layout;                // QxLayout those tiles read
   AttnFn attn;
+  AttnTileFn attn_tile;
+  int attn_tile_q;  // queries per attention tile
   SwigluFn swiglu;
 };
 
@@ -61,5 +106,15 @@ bool isa_supported(std::string_view name);
 bool force_isa(std::string_view name);
 
 TileFn tile_fn(const IsaKernels& k, DType t);
+
+// Whether matmul of Q8_0/Q4_0 weights quantizes the activations to 8 bits and uses
+// integer dot products (default) or keeps them f32 (dequantized weights, the reference
+// behaviour). Tests switch it to cover both.
+bool int8_activations();
+// Whether multi-query attention uses the flash-attention tiles (default) or one unit
+// per query (attn). Tests switch it to cover both.
+bool flash_attention();
+void set_flash_attention(bool on);
+void set_int8_activations(bool on);
 
 }  // namespace tandem::kernels::detail

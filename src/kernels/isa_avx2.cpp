@@ -1,4 +1,5 @@
 // The kernels of isa.hpp compiled for AVX2, FMA and F16C.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>

@@ -1,9 +1,11 @@
-// The kernels of isa.hpp compiled for AVX-512F (with AVX2, FMA, F16C).
+// The kernels of isa.hpp compiled for AVX-512 F, BW, VL and VNNI (with AVX2, FMA,
+// F16C).
 // GCC 12 warns inside its own AVX-512 intrinsics (their _mm512_undefined_* operands,
 // GCC bug 105593); the pragma must precede <immintrin.h> to reach those lines.
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -17,10 +19,12 @@
 // Only code in this region uses the extra instructions; it has internal linkage, so no
 // inline function shared with other files is ever emitted with them.
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma,f16c"))), apply_to = function)
+#pragma clang attribute push(                                                   \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))), \
+    apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma,f16c")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
 #endif
 namespace tandem::kernels::detail::avx512 {
 namespace {

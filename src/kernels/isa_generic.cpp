@@ -1,4 +1,5 @@
 // The kernels of isa.hpp compiled for any CPU (scalar code).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>

@@ -2,6 +2,7 @@
 // and merging of partial results over key subsets by their lse.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -87,6 +88,18 @@ void check(const Problem& p, ThreadPool& pool, const std::string& what) {
   ASSERT_EQ(got2, got) << what;
 }
 
+// Runs body with the flash-attention tiles (the default) and with one unit per query.
+template <typename Body>
+void for_each_attention_path(Body&& body) {
+  const bool saved = detail::flash_attention();
+  for (bool on : {true, false}) {
+    SCOPED_TRACE(on ? "flash tiles" : "per-query units");
+    detail::set_flash_attention(on);
+    body();
+  }
+  detail::set_flash_attention(saved);
+}
+
 TEST(Attention, MatchesReference) {
   ThreadPool p1(1), p2(2), p3(3), p4(4);
   const std::vector<std::pair<int, int>> heads{{4, 4}, {8, 2}, {6, 3}, {12, 4}};
@@ -94,6 +107,7 @@ TEST(Attention, MatchesReference) {
     int64_t n_q, n_kv;
   };
   const std::vector<Len> lens{{1, 1}, {1, 300}, {5, 5}, {37, 37}, {3, 100}, {70, 70}};
+  for_each_attention_path([&] {
   test::for_each_isa([&](const std::string& isa) {
     std::mt19937 rng(17);
     int k = 0;
@@ -113,6 +127,59 @@ TEST(Attention, MatchesReference) {
             if (HasFatalFailure()) return;
           }
   });
+  });
+}
+
+// The flash tiles on what the other tests miss: head dims that are not a multiple of
+// any vector width, query counts that leave partial tiles, several key blocks with the
+// causal diagonal inside a block, queries of a later chunk (all earlier keys visible),
+// and keys stored out of position order (masks decided per key, not by index).
+TEST(Attention, FlashTilesMatchReference) {
+  ThreadPool p1(1), p3(3);
+  const bool saved = detail::flash_attention();
+  detail::set_flash_attention(true);
+  test::for_each_isa([&](const std::string& isa) {
+    std::mt19937 rng(29);
+    int k = 0;
+    struct Case {
+      int H, G, d;
+      int64_t n_q, n_kv;
+      int32_t shift;
+    };
+    for (const Case& c : std::vector<Case>{{2, 1, 17, 33, 33, 0},
+                                           {6, 6, 48, 130, 130, 0},
+                                           {4, 1, 80, 40, 300, 0},
+                                           {12, 4, 64, 200, 260, -3},
+                                           {3, 3, 33, 17, 150, -100},
+                                           {8, 2, 64, 257, 257, 0}}) {
+      for (bool shuffled : {false, true}) {
+        ThreadPool& pool = (k++ % 2) ? p3 : p1;
+        Problem p = make_problem(rng, c.H, c.G, c.d, c.n_q, c.n_kv, true, 3, 7, c.shift);
+        if (shuffled) {  // permute the keys (rows of k and v with their positions)
+          std::vector<int64_t> perm(size_t(p.n_kv));
+          for (int64_t j = 0; j < p.n_kv; ++j) perm[size_t(j)] = j;
+          std::shuffle(perm.begin(), perm.end(), rng);
+          Problem q = p;
+          for (int64_t j = 0; j < p.n_kv; ++j) {
+            const int64_t from = perm[size_t(j)];
+            q.kv_pos[size_t(j)] = p.kv_pos[size_t(from)];
+            for (int64_t e = 0; e < p.kv_stride; ++e) {
+              q.k[size_t(j * p.kv_stride + e)] = p.k[size_t(from * p.kv_stride + e)];
+              q.v[size_t(j * p.kv_stride + e)] = p.v[size_t(from * p.kv_stride + e)];
+            }
+          }
+          p = q;
+        }
+        check(p, pool,
+              isa + " H" + std::to_string(c.H) + " G" + std::to_string(c.G) + " d" +
+                  std::to_string(c.d) + " nq" + std::to_string(c.n_q) + " nkv" +
+                  std::to_string(c.n_kv) + (shuffled ? " shuffled" : ""));
+        if (HasFatalFailure()) break;
+      }
+      if (HasFatalFailure()) break;
+    }
+  });
+  detail::set_flash_attention(saved);
 }
 
 TEST(Attention, DecodeWithLongCache) {
@@ -137,6 +204,7 @@ TEST(Attention, DecodeWithLongCache) {
 
 TEST(Attention, QueriesWithNoVisibleKeys) {
   ThreadPool pool(3);
+  for_each_attention_path([&] {
   test::for_each_isa([&](const std::string& isa) {
     std::mt19937 rng(5);
     // queries 20 positions before the keys: the first ones see nothing at all
@@ -149,6 +217,7 @@ TEST(Attention, QueriesWithNoVisibleKeys) {
       for (int c = 0; c < p.d; ++c) EXPECT_EQ(out[size_t(h * p.d + c)], 0.0f);
     }
     EXPECT_TRUE(std::isfinite(lse.back()));
+  });
   });
 }
 

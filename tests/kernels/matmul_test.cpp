@@ -2,6 +2,7 @@
 // tails, decode (m = 1) and prefill (m > 1), bias, 1-4 threads, every instruction set.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -29,6 +30,28 @@ double tolerance(const std::vector<float>& wrow, const float* x, int64_t cols) {
   return 8.0 * 6e-8 * std::sqrt(double(cols)) * mag + 1e-30;
 }
 
+// With 8-bit activations (Q8_0/Q4_0 weights, detail::int8_activations()) each x in a
+// block of 32 is replaced by d*q with d = max|x of the block| / 127 and
+// |x - d*q| <= d/2, so the product moves by at most sum_c |w_c| * d_block(c) / 2 (a
+// worst-case bound, not a statistical one; 1% margin for the f32 rounding of d and
+// 1/d), on top of the f32 rounding above.
+double int8_tolerance(const std::vector<float>& wrow, const float* x, int64_t cols) {
+  double t = tolerance(wrow, x, cols);
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    double amax = 0.0, wabs = 0.0;
+    for (int64_t c = b * 32; c < b * 32 + 32; ++c) {
+      amax = std::max(amax, std::fabs(double(x[c])));
+      wabs += std::fabs(double(wrow[size_t(c)]));
+    }
+    t += 1.01 * wabs * (amax / 127.0) / 2.0;
+  }
+  return t;
+}
+
+bool int8_path(DType t) {
+  return detail::int8_activations() && (t == DType::Q8_0 || t == DType::Q4_0);
+}
+
 void check_matmul(const test::TestWeight& tw, int64_t m, bool with_bias, ThreadPool& pool,
                   std::mt19937& rng) {
   const Weight& w = tw.w;
@@ -42,9 +65,13 @@ void check_matmul(const test::TestWeight& tw, int64_t m, bool with_bias, ThreadP
     const std::vector<float> wrow = tw.row(r);
     for (int64_t i = 0; i < m; ++i) {
       const size_t k = size_t(i * w.rows + r);
-      ASSERT_NEAR(got[k], want[k], tolerance(wrow, x.data() + i * w.cols, w.cols))
+      const float* xi = x.data() + i * w.cols;
+      ASSERT_NEAR(got[k], want[k],
+                  int8_path(w.type) ? int8_tolerance(wrow, xi, w.cols)
+                                    : tolerance(wrow, xi, w.cols))
           << dtype_name(w.type) << " rows " << w.rows << " cols " << w.cols << " m " << m
-          << " threads " << pool.size() << " bias " << with_bias << " at token " << i
+          << " threads " << pool.size() << " bias " << with_bias << " int8 "
+          << int8_path(w.type) << " at token " << i
           << " row " << r;
     }
   }
@@ -59,10 +86,23 @@ const std::vector<Shape> kBlockShapes{
     {130, 256, 7}, {64, 1024, 1}, {257, 64, 17}, {3, 512, 50}, {2, 320, 130},
     {700, 32, 1},  {9, 2048, 6}};
 
+// Runs body once with 8-bit activations (the default) and once with f32 activations.
+template <typename Body>
+void for_each_activation_mode(Body&& body) {
+  const bool saved = detail::int8_activations();
+  for (bool on : {true, false}) {
+    SCOPED_TRACE(on ? "int8 activations" : "f32 activations");
+    detail::set_int8_activations(on);
+    body();
+  }
+  detail::set_int8_activations(saved);
+}
+
 TEST(Matmul, MatchesReferenceAllTypes) {
   std::vector<ThreadPool*> pools;
   ThreadPool p1(1), p2(2), p3(3), p4(4);
   for (ThreadPool* p : {&p1, &p2, &p3, &p4}) pools.push_back(p);
+  for_each_activation_mode([&] {
   test::for_each_isa([&](const std::string&) {
     std::mt19937 rng(42);
     for (DType t : test::all_weight_types()) {
@@ -77,10 +117,12 @@ TEST(Matmul, MatchesReferenceAllTypes) {
       }
     }
   });
+  });
 }
 
 TEST(Matmul, DenseRowsWithoutPadding) {
   ThreadPool pool(3);
+  for_each_activation_mode([&] {
   test::for_each_isa([&](const std::string&) {
     std::mt19937 rng(5);
     for (DType t : test::all_weight_types()) {
@@ -88,6 +130,7 @@ TEST(Matmul, DenseRowsWithoutPadding) {
       check_matmul(tw, 11, true, pool, rng);
       check_matmul(tw, 1, false, pool, rng);
     }
+  });
   });
 }
 
