@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what tandem needs to build and test on Debian 12, skipping what is there.
+# Usage: install-deps.sh [--fuzz]
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
       libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev nlohmann-json3-dev
       libpcre2-dev openmpi-bin libopenmpi-dev)
+# --fuzz: also clang and its runtimes (libFuzzer, sanitizers) for scripts/fuzz.sh.
+[ "${1:-}" = "--fuzz" ] && pkgs+=(clang libclang-rt-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

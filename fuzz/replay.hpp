@@ -1,0 +1,57 @@
+#pragma once
+// Replays kept fuzz inputs (tests/fuzz_regressions/<target>/*) through a fuzz entry
+// function; used by the regression tests of the normal suite.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace tandem::fuzz {
+
+// tests/fuzz_regressions, found from this header's path (fuzz/ is its sibling).
+inline std::filesystem::path regressions_dir() {
+  return std::filesystem::path(__FILE__).parent_path().parent_path() / "tests" /
+         "fuzz_regressions";
+}
+
+// Every regular file under tests/fuzz_regressions/<target>/, sorted (README.md skipped).
+inline std::vector<std::filesystem::path> regression_inputs(const std::string& target) {
+  std::vector<std::filesystem::path> out;
+  const auto dir = regressions_dir() / target;
+  if (!std::filesystem::is_directory(dir)) return out;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.is_regular_file() && e.path().filename() != "README.md") out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Runs `entry` on each input (an exact-size heap copy, as libFuzzer passes it); a throw
+// fails the test naming the file.
+template <typename Entry>
+void replay(const std::string& target, Entry entry) {
+  const auto inputs = regression_inputs(target);
+  for (const auto& path : inputs) {
+    std::ifstream in(path, std::ios::binary);
+    ASSERT_TRUE(in) << path;
+    const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                                     std::istreambuf_iterator<char>());
+    const std::unique_ptr<uint8_t[]> copy(new uint8_t[std::max<size_t>(bytes.size(), 1)]);
+    std::copy(bytes.begin(), bytes.end(), copy.get());
+    try {
+      entry(copy.get(), bytes.size());
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << target << ": " << path.filename().string() << ": " << e.what();
+    } catch (...) {
+      ADD_FAILURE() << target << ": " << path.filename().string() << ": unknown exception";
+    }
+  }
+  ::testing::Test::RecordProperty("inputs", int(inputs.size()));
+}
+
+}  // namespace tandem::fuzz
