@@ -36,9 +36,10 @@ Scheme parse_scheme(std::string_view text, int ranks, std::string_view flag) {
     if (x == std::string_view::npos || !parse(dims.substr(0, x), s.ulysses) ||
         !parse(dims.substr(x + 1), s.ring))
       bad_input("{}: '{}' should be hybrid:UxR (e.g. hybrid:2x2)", flag, text);
-    if (s.ulysses * s.ring != ranks)
-      bad_input("{}: {} needs U x R = {} ranks, but {} are running", flag, text,
-                s.ulysses * s.ring, ranks);
+    // In 64 bits: U and R are each below 2^31, so their product cannot overflow.
+    const int64_t product = int64_t{s.ulysses} * s.ring;
+    if (product != ranks)
+      bad_input("{}: {} needs U x R = {} ranks, but {} are running", flag, text, product, ranks);
   } else {
     bad_input("{}: unknown scheme '{}' (ring, zigzag, ulysses, hybrid:UxR, pass-q, auto)", flag,
               text);
