@@ -7,6 +7,7 @@
 
 #include "kernels/isa.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/kernels/attention_merge.hpp"
 #include "tandem/kernels/ops.hpp"
 
 namespace tandem::kernels {
@@ -117,31 +118,20 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
     pool.run(std::cref(body));  // by reference: no std::function allocation
   if (splits == 1) return;
 
-  // Merge: out = sum_s w_s out_s / sum_s w_s with w_s = exp(lse_s - max lse).
+  // Merge the key splits of each query by log-sum-exp, the same merge sequence
+  // parallelism uses across ranks.
   const float* part_lse = parts + units * hd;
+  thread_local std::vector<float> lse_row;
+  lse_row.resize(size_t(a.H));
   for (int64_t i = 0; i < a.n_q; ++i) {
-    for (int h = 0; h < a.H; ++h) {
-      float m = -std::numeric_limits<float>::infinity();
-      for (int64_t s = 0; s < splits; ++s) m = std::max(m, part_lse[(i * splits + s) * a.H + h]);
-      float* out = a.out + i * hd + int64_t(h) * a.d;
-      std::fill(out, out + a.d, 0.0f);
-      if (m == -std::numeric_limits<float>::infinity()) {
-        if (a.lse) a.lse[i * a.H + h] = m;
-        continue;
-      }
-      double wsum = 0.0;
-      for (int64_t s = 0; s < splits; ++s) {
-        const int64_t u = i * splits + s;
-        const float w = std::exp(part_lse[u * a.H + h] - m);
-        if (w == 0.0f) continue;
-        wsum += w;
-        const float* po = parts + u * hd + int64_t(h) * a.d;
-        for (int c = 0; c < a.d; ++c) out[c] += w * po[c];
-      }
-      const float inv = float(1.0 / wsum);
-      for (int c = 0; c < a.d; ++c) out[c] *= inv;
-      if (a.lse) a.lse[i * a.H + h] = float(m + std::log(wsum));
-    }
+    const int64_t u0 = i * splits;
+    float* out = a.out + i * hd;
+    std::copy(parts + u0 * hd, parts + (u0 + 1) * hd, out);
+    std::copy(part_lse + u0 * a.H, part_lse + (u0 + 1) * a.H, lse_row.begin());
+    for (int64_t s = 1; s < splits; ++s)
+      attention_merge(out, lse_row.data(), parts + (u0 + s) * hd, part_lse + (u0 + s) * a.H, 1,
+                      a.H, a.d);
+    if (a.lse) std::copy(lse_row.begin(), lse_row.end(), a.lse + i * a.H);
   }
 }
 

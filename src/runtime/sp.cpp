@@ -138,8 +138,8 @@ double sp_comm_alone_seconds(comm::Communicator& comm, uint64_t bytes, uint64_t 
   for (int64_t i = 0; i < sample; ++i)
     comm.sendrecv(sbuf.data(), sbuf.size(), (r + 1) % P, rbuf.data(), rbuf.size(), (r + P - 1) % P, 7);
   const double per_msg = sw.seconds() / double(sample);
-  // This rank's own count of messages (the sample used the largest message size).
-  return per_msg * double(messages) * (messages ? double(bytes) / double(messages) / double(msg_bytes) : 0);
+  // This rank's bytes at the sampled rate (the sample used the largest average message).
+  return per_msg * double(bytes) / double(msg_bytes);
 }
 
 GenerateStats sp_generate(Engine& engine, KVCache& cache, comm::Communicator& comm,
