@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/isa.hpp"
+#include "tandem/kernels/attention_plain.hpp"
 #include "tandem/kernels/ops.hpp"
 #include "tandem/kernels/quant.hpp"
 
@@ -77,6 +78,10 @@ void matmul_args(benchmark::internal::Benchmark* b) {
       b->Args({ti, 2048, 768, m, 0});
       if (ti >= 3) b->Args({ti, 2048, 768, m, 1});
     }
+  // ffn_down shape [D][F] with 8-bit activations (long rows: the integer tile's
+  // repacked rows no longer fit L1).
+  for (int ti = 3; ti < 5; ++ti)
+    for (int m : {1, 512}) b->Args({ti, 768, 2048, m, 1});
 }
 BENCHMARK(BM_Matmul)->Apply(matmul_args)->ArgNames({"type", "rows", "cols", "m", "int8"})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -86,6 +91,9 @@ void BM_Attention(benchmark::State& st) {
   const int64_t n_q = st.range(0), n_kv = st.range(1);
   const int H = int(st.range(2)), G = int(st.range(3)), d = int(st.range(4));
   const bool saved = tk::detail::flash_attention();
+  // flash: 1 flash tiles, 0 one online-softmax unit per query, 2 materialized scores
+  // (attention_materialized, the --no-flash-attn kernel)
+  const bool materialized = st.range(5) == 2;
   tk::detail::set_flash_attention(st.range(5) != 0);
   const std::vector<float> q = random_vec(size_t(n_q * H * d), 3, -2.0f, 2.0f);
   const std::vector<float> k = random_vec(size_t(n_kv * G * d), 4, -2.0f, 2.0f);
@@ -111,7 +119,10 @@ void BM_Attention(benchmark::State& st) {
   a.out = out.data();
   a.lse = lse.data();
   for (auto _ : st) {
-    tk::attention(a, pool());
+    if (materialized)
+      tk::attention_materialized(a, pool());
+    else
+      tk::attention(a, pool());
     benchmark::DoNotOptimize(out.data());
   }
   tk::detail::set_flash_attention(saved);
@@ -127,7 +138,7 @@ void BM_Attention(benchmark::State& st) {
 // tiny preset: H = G = 6, d = 48; small preset: H = 12, G = 4, d = 64.
 void attention_args(benchmark::internal::Benchmark* b) {
   // tiny preset: H = G = 6, d = 48; small preset: H = 12, G = 4, d = 64.
-  for (int flash : {0, 1}) {
+  for (int flash : {0, 1, 2}) {
     for (int n : {512, 2048, 8192}) b->Args({n, n, 6, 6, 48, flash});
     b->Args({512, 512, 12, 4, 64, flash});
   }

@@ -1,11 +1,13 @@
 // get_rows, rmsnorm, rope and add: cheap next to matmul and attention, so plain loops
 // the compiler vectorizes (several partial sums where order matters); swiglu uses the
 // vector exp of the instruction-set kernels.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 
 #include "kernels/isa.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/kernels/fused.hpp"
 #include "tandem/kernels/ops.hpp"
 #include "tandem/kernels/quant.hpp"
 
@@ -25,6 +27,30 @@ float sum_squares(const float* x, int64_t n) {
   return float(s);
 }
 
+// cos and sin of the angles of pairs [i0, i0 + np) at position p. The angle is formed in
+// double (as the reference does) so large positions keep their precision.
+void rope_angles(int32_t p, int i0, int np, int n_rot, float freq_base, float* c, float* s) {
+  for (int i = 0; i < np; ++i) {
+    const double theta = double(p) * std::pow(double(freq_base), -2.0 * (i0 + i) / n_rot);
+    c[i] = float(std::cos(theta));
+    s[i] = float(std::sin(theta));
+  }
+}
+
+// Rotates pairs [i0, i0 + np) of every head of one token's row x [heads][d].
+void rotate_pairs(float* x, int heads, int d, int i0, int np, const float* c, const float* s) {
+  for (int h = 0; h < heads; ++h) {
+    float* v = x + int64_t(h) * d + 2 * i0;
+    for (int i = 0; i < np; ++i) {
+      const float a0 = v[2 * i], a1 = v[2 * i + 1];
+      v[2 * i] = a0 * c[i] - a1 * s[i];
+      v[2 * i + 1] = a0 * s[i] + a1 * c[i];
+    }
+  }
+}
+
+constexpr int kMaxPairs = 128;
+
 // Runs fn(begin, end) over parts of [0, n) on the pool, or inline when small.
 template <typename Fn>
 void parallel_rows(ThreadPool& pool, int64_t n, int64_t work, Fn&& fn) {
@@ -41,6 +67,15 @@ void parallel_rows(ThreadPool& pool, int64_t n, int64_t work, Fn&& fn) {
 
 }  // namespace
 
+namespace detail {
+
+void rmsnorm_row(const float* x, const float* w, float* y, int64_t n, float eps) {
+  const float inv = float(1.0 / std::sqrt(double(sum_squares(x, n)) / double(n) + eps));
+  for (int64_t c = 0; c < n; ++c) y[c] = x[c] * inv * w[c];
+}
+
+}  // namespace detail
+
 void get_rows(const Weight& w, const int32_t* ids, int64_t m, float* out) {
   const auto* data = static_cast<const uint8_t*>(w.data);
   for (int64_t i = 0; i < m; ++i) {
@@ -53,35 +88,34 @@ void rmsnorm(const float* x, const float* w, float* y, int64_t m, int64_t n, flo
              ThreadPool& pool) {
   TD_CHECK(n > 0 && m >= 0);
   parallel_rows(pool, m, m * n, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const float* xi = x + i * n;
-      float* yi = y + i * n;
-      const float inv = float(1.0 / std::sqrt(double(sum_squares(xi, n)) / double(n) + eps));
-      for (int64_t c = 0; c < n; ++c) yi[c] = xi[c] * inv * w[c];
-    }
+    for (int64_t i = b; i < e; ++i) detail::rmsnorm_row(x + i * n, w, y + i * n, n, eps);
   });
 }
 
 void rope(float* x, int64_t m, int heads, int d, int n_rot, const int32_t* pos,
           float freq_base, ThreadPool& pool) {
   TD_CHECK(n_rot >= 0 && n_rot <= d && n_rot % 2 == 0 && heads > 0);
-  // The angle is formed in double (as the reference does) so large positions keep
-  // their precision; one cos/sin per token and pair serves every head.
   parallel_rows(pool, m, m * heads * n_rot, [&](int64_t b, int64_t e) {
+    float c[kMaxPairs], s[kMaxPairs];
     for (int64_t t = b; t < e; ++t) {
-      float* xt = x + t * int64_t(heads) * d;
-      for (int i = 0; i < n_rot / 2; ++i) {
-        const double theta = double(pos[t]) * std::pow(double(freq_base), -2.0 * i / n_rot);
-        const float c = float(std::cos(theta)), s = float(std::sin(theta));
-        for (int h = 0; h < heads; ++h) {
-          float* v = xt + int64_t(h) * d + 2 * i;
-          const float a0 = v[0], a1 = v[1];
-          v[0] = a0 * c - a1 * s;
-          v[1] = a0 * s + a1 * c;
-        }
+      for (int i0 = 0; i0 < n_rot / 2; i0 += kMaxPairs) {
+        const int np = std::min(kMaxPairs, n_rot / 2 - i0);
+        rope_angles(pos[t], i0, np, n_rot, freq_base, c, s);
+        rotate_pairs(x + t * int64_t(heads) * d, heads, d, i0, np, c, s);
       }
     }
   });
+}
+
+void RopeTable::build(const int32_t* pos, int64_t rows, int rot, float freq_base) {
+  TD_CHECK(rot >= 0 && rot % 2 == 0 && rows >= 0);
+  m = rows;
+  n_rot = rot;
+  const int half = rot / 2;
+  cos.resize(size_t(rows * half));
+  sin.resize(size_t(rows * half));
+  for (int64_t t = 0; t < rows; ++t)
+    rope_angles(pos[t], 0, half, rot, freq_base, cos.data() + t * half, sin.data() + t * half);
 }
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {

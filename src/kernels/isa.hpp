@@ -12,6 +12,8 @@ namespace tandem::kernels::detail {
 
 // Most tokens (x rows) one matmul tile handles.
 inline constexpr int kTileTokens = 4;
+// Most tokens one integer matmul tile (QTileFn) may be given: the table's qtile_tokens.
+inline constexpr int kMaxQTileTokens = 128;
 // Keys an attention unit scores at once.
 inline constexpr int kAttnBlock = 64;
 
@@ -29,9 +31,12 @@ using TileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const float
 //   kQxPlain: cols int8 q, then cols/32 f32 d.
 //   kQxPairs: per pair of blocks (b, b+1; a missing b+1 is zeros) one QxPair: 64 bytes
 //     of q, the f32 d of each int32 lane (4 bytes of q), and per lane
-//     corr = -k * (sum of its 4 q) (k = 128 for Q8_0, 8 for Q4_0: the unsigned-weight
-//     offset of the integer product). Q8_0: q of b then of b+1. Q4_0: b[0..15],
-//     b+1[0..15], b[16..31], b+1[16..31] (the order of unpacked nibbles).
+//     corr, zero except in the first lane of each block (Q8_0: lanes 0 and 8, Q4_0:
+//     lanes 0 and 4), which holds -k * (sum of the block's 32 q) (k = 128 for Q8_0, 8
+//     for Q4_0: the unsigned-weight offset of the integer product); d and corr of
+//     block b (b + 1) are thus at lane 0 (8 for Q8_0, 4 for Q4_0). Q8_0: q of b then
+//     of b+1. Q4_0: b[0..15], b+1[0..15], b[16..31], b+1[16..31] (the order of
+//     unpacked nibbles).
 enum QxLayout { kQxPlain = 0, kQxPairs = 1 };
 struct QxPair {
   int8_t q[64];
@@ -43,8 +48,12 @@ inline int64_t qx_row_bytes(int64_t cols) {
   return (int64_t(sizeof(QxPair)) * ((cols / 32 + 1) / 2) + 4 * cols / 32 + cols + 63) / 64 * 64;
 }
 void quantize_x(int layout, DType t, const float* x, int64_t cols, uint8_t* out);
+// quantize_x's kQxPairs rows with AVX-512 (isa_avx512.cpp); false where not compiled in
+// (the caller then runs the scalar code). Only called where the AVX-512 table runs.
+bool quantize_x_pairs_avx512(bool q4, const float* x, int64_t cols, uint8_t* out);
 
-// TileFn over quantized activations: x row t at xq + t*xq_stride (bytes).
+// TileFn over quantized activations: x row t at xq + t*xq_stride (bytes), with
+// mt in 1..qtile_tokens and nr in 1..qtile_rows of the table.
 using QTileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const uint8_t* xq,
                          int64_t xq_stride, int mt, int64_t cols, float* y, int64_t y_stride,
                          const float* bias);
@@ -91,6 +100,10 @@ struct IsaKernels {
   AttnTileFn attn_tile;
   int attn_tile_q;  // queries per attention tile
   SwigluFn swiglu;
+  // Integer matmul tiles (q8_0_int, q4_0_int): most weight rows and tokens per call.
+  // Larger than tile_rows x kTileTokens where the tile reuses work across them
+  // (AVX-512: 32 rows x 128 tokens, rows repacked per call, see simd_avx512.inc).
+  int qtile_rows, qtile_tokens;
 };
 
 const IsaKernels& isa_avx512();
@@ -106,6 +119,9 @@ bool isa_supported(std::string_view name);
 bool force_isa(std::string_view name);
 
 TileFn tile_fn(const IsaKernels& k, DType t);
+
+// One row of RMSNorm: y = x / sqrt(mean(x^2) + eps) * w (y may equal x).
+void rmsnorm_row(const float* x, const float* w, float* y, int64_t n, float eps);
 
 // Whether matmul of Q8_0/Q4_0 weights quantizes the activations to 8 bits and uses
 // integer dot products (default) or keeps them f32 (dequantized weights, the reference

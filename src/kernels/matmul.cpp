@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -6,6 +8,7 @@
 
 #include "kernels/isa.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/kernels/fused.hpp"
 #include "tandem/kernels/ops.hpp"
 
 namespace tandem::kernels {
@@ -17,13 +20,19 @@ constexpr int64_t kMinParallelWork = int64_t(1) << 15;
 constexpr int64_t kTokenBlockBytes = int64_t(256) << 10;
 
 thread_local std::vector<uint8_t> t_xq;  // quantized activations (caller thread)
+thread_local std::vector<float> t_xn;    // normalized activations (caller thread)
+thread_local std::vector<float> t_up;    // up-projection tiles of a SwiGLU run (each thread)
+// Units (row groups) per SwiGLU run.
+constexpr int64_t kGluUnits = 16;
 
 // One block of 32: q = nearest integer to x / d with d = max|x| / 127; returns d.
 float quant_block(const float* x, int8_t* q) {
   float amax = 0.0f;
   for (int j = 0; j < kQBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
   const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-  for (int j = 0; j < kQBlock; ++j) q[j] = int8_t(std::nearbyint(x[j] * id));
+  // Nearest integer, ties to even as std::nearbyint, without a libm call (|v| <= 128).
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
+  for (int j = 0; j < kQBlock; ++j) q[j] = int8_t(int((x[j] * id + kRound) - kRound));
   return d;
 }
 
@@ -40,6 +49,7 @@ void quantize_x(int layout, DType t, const float* x, int64_t cols, uint8_t* out)
     return;
   }
   const bool q4 = t == DType::Q4_0;
+  if (quantize_x_pairs_avx512(q4, x, cols, out)) return;
   const int32_t k = q4 ? 8 : 128;
   auto* pairs = reinterpret_cast<QxPair*>(out);
   for (int64_t b = 0; b < nb; b += 2) {
@@ -56,7 +66,12 @@ void quantize_x(int layout, DType t, const float* x, int64_t cols, uint8_t* out)
     }
     for (int l = 0; l < 16; ++l) {
       p.d[l] = d[q4 ? (l / 4) & 1 : l / 8];
-      p.corr[l] = -k * (int32_t(p.q[4 * l]) + p.q[4 * l + 1] + p.q[4 * l + 2] + p.q[4 * l + 3]);
+      p.corr[l] = 0;
+    }
+    for (int h = 0; h < 2; ++h) {  // the block's whole correction in its first lane
+      int32_t sum = 0;
+      for (int j = 0; j < kQBlock; ++j) sum += q[h][j];
+      p.corr[h * (q4 ? 4 : 8)] = -k * sum;
     }
   }
 }
@@ -65,74 +80,220 @@ void quantize_x(int layout, DType t, const float* x, int64_t cols, uint8_t* out)
 
 void matmul(const Weight& w, const float* x, int64_t m, float* y, ThreadPool& pool,
             const float* bias) {
-  TD_CHECK(w.rows >= 0 && w.cols >= 0 && m >= 0);
-  TD_CHECK(w.cols % info(w.type).block_size == 0);
-  if (m == 0 || w.rows == 0) return;
-  if (w.cols == 0) {
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t r = 0; r < w.rows; ++r) y[i * w.rows + r] = bias ? bias[r] : 0.0f;
-    return;
+  FusedMatmul f;
+  f.outs.push_back({w, y, bias, 0});
+  matmul_fused(f, x, 0, m, pool);
+}
+
+namespace {
+
+// All threads of one pool.run wait here until every one has arrived (used once).
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int n) : n_(n) {}
+  void arrive_and_wait() {
+    count_.fetch_add(1, std::memory_order_acq_rel);
+    for (int i = 1; count_.load(std::memory_order_acquire) < n_; ++i) {
+      if (i % 32 == 0)
+        std::this_thread::yield();
+#if defined(__x86_64__) || defined(__i386__)
+      else
+        __builtin_ia32_pause();
+#endif
+    }
   }
+
+ private:
+  const int n_;
+  std::atomic<int> count_{0};
+};
+
+// One unit of work: a group of up to tile_rows rows of one output.
+struct Unit {
+  int out;
+  int64_t r;
+  int rows;
+};
+
+// What a tile does after its dot products: SwiGLU against the up tile, rotary embedding.
+void epilogue(const FusedMatmul& f, const MatmulOut& o, float* y, int64_t ldy, int64_t r,
+              int rows, int64_t row0, int mt, const float* up, int64_t ldu) {
+  if (f.glu)
+    for (int t = 0; t < mt; ++t) detail::isa().swiglu(y + t * ldy, up + t * ldu, y + t * ldy, rows);
+  if (o.rope_d > 0) {
+    const RopeTable& rt = *f.rope;
+    const int half = rt.n_rot / 2;
+    for (int t = 0; t < mt; ++t) {
+      const float* cs = rt.cos.data() + (row0 + t) * half;
+      const float* sn = rt.sin.data() + (row0 + t) * half;
+      float* yt = y + t * ldy;
+      for (int c = 0; c < rows; c += 2) {
+        const int64_t cc = (r + c) % o.rope_d;
+        if (cc >= rt.n_rot) continue;
+        const float a0 = yt[c], a1 = yt[c + 1], co = cs[cc / 2], si = sn[cc / 2];
+        yt[c] = a0 * co - a1 * si;
+        yt[c + 1] = a0 * si + a1 * co;
+      }
+    }
+  }
+}
+
+void check_spec(const FusedMatmul& f, int tile_rows) {
+  TD_CHECK(!f.outs.empty());
+  const Weight& w0 = f.outs[0].w;
+  TD_CHECK(w0.rows >= 0 && w0.cols >= 0 && w0.cols % info(w0.type).block_size == 0);
+  for (const MatmulOut& o : f.outs) {
+    TD_CHECK(o.w.cols == w0.cols && o.w.type == w0.type && o.w.rows >= 0);
+    if (o.rope_d > 0) {
+      TD_CHECK(f.rope && o.rope_d % 2 == 0 && o.w.rows % o.rope_d == 0 && tile_rows % 2 == 0);
+      TD_CHECK(f.rope->n_rot <= o.rope_d);
+    }
+  }
+  if (f.glu) TD_CHECK(f.outs.size() == 2 && f.outs[1].w.rows == w0.rows && f.outs[1].rope_d == 0);
+}
+
+}  // namespace
+
+void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_t m,
+                  ThreadPool& pool) {
   const detail::IsaKernels& k = detail::isa();
-  const detail::TileFn fn = detail::tile_fn(k, w.type);
+  check_spec(f, k.tile_rows);
+  TD_CHECK(row_from >= 0);
+  const int64_t n = m - row_from;
+  if (n <= 0) return;
+  const Weight& w0 = f.outs[0].w;
+  const int64_t cols = w0.cols;
+  const detail::TileFn fn = detail::tile_fn(k, w0.type);
   // Q8_0/Q4_0 weights: activations quantized to 8 bits once, then integer products.
   detail::QTileFn qfn = nullptr;
-  if (detail::int8_activations()) {
-    if (w.type == DType::Q8_0) qfn = k.q8_0_int;
-    if (w.type == DType::Q4_0) qfn = k.q4_0_int;
+  if (detail::int8_activations() && cols > 0) {
+    if (w0.type == DType::Q8_0) qfn = k.q8_0_int;
+    if (w0.type == DType::Q4_0) qfn = k.q4_0_int;
   }
-  const int64_t xqs = qfn ? detail::qx_row_bytes(w.cols) : 0;
-  const auto* wdata = static_cast<const uint8_t*>(w.data);
-  const int nr = k.tile_rows;
-  const int64_t groups = (w.rows + nr - 1) / nr;
-  const int64_t token_block =
-      std::max<int64_t>(detail::kTileTokens,
-                        kTokenBlockBytes / (w.cols * int64_t(sizeof(float))) /
-                            detail::kTileTokens * detail::kTileTokens);
+  const int nr = qfn ? k.qtile_rows : k.tile_rows;
+  // Tokens per tile call: the integer tiles may take more than kTileTokens.
+  const int tile_tokens = qfn ? k.qtile_tokens : detail::kTileTokens;
+  TD_CHECK(tile_tokens >= 1 && tile_tokens <= detail::kMaxQTileTokens);
+  std::vector<Unit> units;
+  int64_t total_rows = 0;
+  for (size_t o = 0; o < (f.glu ? 1 : f.outs.size()); ++o) {
+    const int64_t rows = f.outs[o].w.rows;
+    total_rows += rows;
+    for (int64_t r = 0; r < rows; r += nr)
+      units.push_back({int(o), r, int(std::min<int64_t>(nr, rows - r))});
+  }
+  if (units.empty()) return;
+  const int64_t groups = int64_t(units.size());
+  const int64_t xqs = qfn ? detail::qx_row_bytes(cols) : 0;
+  const int64_t token_block = std::max<int64_t>(
+      tile_tokens, kTokenBlockBytes / (std::max<int64_t>(cols, 1) * int64_t(sizeof(float))) /
+                       tile_tokens * tile_tokens);
 
   // Threads form a grid: pr parts of the row groups times pm parts of the tokens;
   // tokens are split only when there are too few row groups to go round.
-  const bool small = w.rows * w.cols * m < kMinParallelWork;
-  const int nth = small ? 1 : pool.size();
+  const int64_t macs = total_rows * (f.glu ? 2 : 1) * cols * n;
+  const int nth = macs < kMinParallelWork ? 1 : pool.size();
   const int pr = int(std::min<int64_t>(nth, groups));
-  const int64_t token_tiles = (m + detail::kTileTokens - 1) / detail::kTileTokens;
+  const int64_t token_tiles = (n + tile_tokens - 1) / tile_tokens;
   const int pm = int(std::min<int64_t>(nth / pr, token_tiles));
 
-  const uint8_t* xq = nullptr;
-  if (qfn) {
-    t_xq.resize(size_t(m * xqs));
-    uint8_t* buf = t_xq.data();
-    xq = buf;
-    auto quant = [&](int tid, int n) {
-      const auto [i0, i1] = split_range(m, tid, n);
-      for (int64_t i = i0; i < i1; ++i)
-        detail::quantize_x(k.qx_layout, w.type, x + i * w.cols, w.cols, buf + i * xqs);
-    };
-    if (nth == 1 || m == 1)
-      quant(0, 1);
-    else
-      pool.run(std::cref(quant));
+  // Activations as the tiles read them: normalized (f32) and/or quantized, in buffers
+  // of the calling thread shared with the workers for this call.
+  const bool prep = f.norm_w || qfn;
+  const float* xin = x;
+  uint8_t* xq = nullptr;
+  float* xn = nullptr;
+  if (f.norm_w) {
+    t_xn.resize(size_t(n * cols));
+    xn = t_xn.data();
   }
+  if (qfn) {
+    t_xq.resize(size_t(n * xqs));
+    xq = t_xq.data();
+  }
+  auto prepare = [&](int tid, int parts) {
+    const auto [i0, i1] = split_range(n, tid, parts);
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* src = xin + i * cols;
+      if (xn) {
+        detail::rmsnorm_row(src, f.norm_w, xn + i * cols, cols, f.eps);
+        src = xn + i * cols;
+      }
+      if (xq) detail::quantize_x(k.qx_layout, w0.type, src, cols, xq + i * xqs);
+    }
+  };
+  const float* xt = xn ? xn : xin;
+  SpinBarrier barrier(nth);
+  // Little to prepare (decode): the calling thread does it before the parallel region,
+  // sparing the threads a barrier; else every thread prepares its rows, then they meet.
+  const bool prep_inline = prep && (nth == 1 || n * cols < kMinParallelWork);
+  if (prep_inline) prepare(0, 1);
 
   auto body = [&](int tid, int) {
+    if (prep && !prep_inline) {
+      if (nth > 1) {
+        prepare(tid, nth);
+        barrier.arrive_and_wait();
+      } else {
+        prepare(0, 1);
+      }
+    }
     if (tid >= pr * pm) return;
     const auto [g0, g1] = split_range(groups, tid % pr, pr);
     const auto [tt0, tt1] = split_range(token_tiles, tid / pr, pm);
-    const int64_t t0 = tt0 * detail::kTileTokens;
-    const int64_t t1 = std::min(tt1 * detail::kTileTokens, m);
+    const int64_t t0 = tt0 * tile_tokens;
+    const int64_t t1 = std::min(tt1 * tile_tokens, n);
+    auto tile = [&](const MatmulOut& o, const Unit& u, int64_t t, int mt, float* y, int64_t ldy) {
+      const auto* w = static_cast<const uint8_t*>(o.w.data) + size_t(u.r) * o.w.row_stride;
+      const float* b = o.bias ? o.bias + u.r : nullptr;
+      if (cols == 0) {
+        for (int tt = 0; tt < mt; ++tt)
+          for (int c = 0; c < u.rows; ++c) y[tt * ldy + c] = b ? b[c] : 0.0f;
+      } else if (qfn) {
+        qfn(w, o.w.row_stride, u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
+      } else {
+        fn(w, o.w.row_stride, u.rows, xt + t * cols, cols, mt, cols, y, ldy, b);
+      }
+    };
+    // Gate/up + SwiGLU: a run of units' gate rows, then the same units' up rows into a
+    // buffer, then SwiGLU; each weight is read as one long stream per run (alternating
+    // the two every tile would cost the prefetchers their stride).
+    auto glu_block = [&](int64_t ga, int64_t gb, int64_t tb, int64_t te) {
+      std::vector<float>& ub = t_up;
+      for (int64_t c0 = ga; c0 < gb; c0 += kGluUnits) {
+        const int64_t c1 = std::min(c0 + kGluUnits, gb);
+        for (int64_t t = tb; t < te; t += tile_tokens) {
+          const int mt = int(std::min<int64_t>(tile_tokens, te - t));
+          const size_t need = size_t((c1 - c0) * nr * mt);
+          if (ub.size() < need) ub.resize(need);
+          for (int64_t g = c0; g < c1; ++g) {
+            const Unit& u = units[size_t(g)];
+            tile(f.outs[0], u, t, mt, f.outs[0].y + t * f.outs[0].w.rows + u.r, f.outs[0].w.rows);
+          }
+          for (int64_t g = c0; g < c1; ++g)
+            tile(f.outs[1], units[size_t(g)], t, mt, ub.data() + (g - c0) * nr * mt, nr);
+          for (int64_t g = c0; g < c1; ++g) {
+            const Unit& u = units[size_t(g)];
+            epilogue(f, f.outs[0], f.outs[0].y + t * f.outs[0].w.rows + u.r, f.outs[0].w.rows,
+                     u.r, u.rows, row_from + t, mt, ub.data() + (g - c0) * nr * mt, nr);
+          }
+        }
+      }
+    };
     for (int64_t tb = t0; tb < t1; tb += token_block) {
       const int64_t te = std::min(tb + token_block, t1);
+      if (f.glu) {
+        glu_block(g0, g1, tb, te);
+        continue;
+      }
       for (int64_t g = g0; g < g1; ++g) {
-        const int64_t r = g * nr;
-        const int rows = int(std::min<int64_t>(nr, w.rows - r));
-        for (int64_t t = tb; t < te; t += detail::kTileTokens) {
-          const int mt = int(std::min<int64_t>(detail::kTileTokens, te - t));
-          if (qfn)
-            qfn(wdata + size_t(r) * w.row_stride, w.row_stride, rows, xq + t * xqs, xqs, mt,
-                w.cols, y + t * w.rows + r, w.rows, bias ? bias + r : nullptr);
-          else
-            fn(wdata + size_t(r) * w.row_stride, w.row_stride, rows, x + t * w.cols, w.cols,
-               mt, w.cols, y + t * w.rows + r, w.rows, bias ? bias + r : nullptr);
+        const Unit& u = units[size_t(g)];
+        const MatmulOut& o = f.outs[size_t(u.out)];
+        for (int64_t t = tb; t < te; t += tile_tokens) {
+          const int mt = int(std::min<int64_t>(tile_tokens, te - t));
+          float* y = o.y + t * o.w.rows + u.r;
+          tile(o, u, t, mt, y, o.w.rows);
+          if (o.rope_d > 0) epilogue(f, o, y, o.w.rows, u.r, u.rows, row_from + t, mt, nullptr, 0);
         }
       }
     }
