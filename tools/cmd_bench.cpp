@@ -8,6 +8,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "tandem/analysis/ablation.hpp"
 #include "tandem/analysis/bench.hpp"
 #include "tandem/analysis/roofline.hpp"
 #include "tandem/core/error.hpp"
@@ -28,6 +29,9 @@ struct Opts {
   uint64_t seed = 1234;
   bool json = false;
   bool roofline = false;
+  bool ablation = false;
+  bool prompt_set = false, gen_set = false;
+  EngineFlags engine;
 };
 
 std::string roofline_path(const Opts& o) {
@@ -131,7 +135,68 @@ void print_table(const Opts& o, const Model& m, const std::vector<BenchResult>& 
   }
 }
 
+double mib(double bytes) { return bytes / double(1 << 20); }
+
+void run_ablation(const Opts& o) {
+  if (o.prompt.size() != 1 || o.gen.size() != 1 || o.depth != std::vector<int64_t>{0})
+    bad_input("--ablation: give one -p and one -n (no -d)");
+  analysis::AblationOptions ao;
+  if (o.prompt_set) ao.n_prompt = o.prompt[0];
+  if (o.gen_set) ao.n_gen = o.gen[0];
+  ao.repeats = o.repeats;
+  ao.seed = o.seed;
+  ao.progress = [](int i, int n, const std::string& name) {
+    fmt::print(stderr, "\rablation: run {}/{} ({}){:<20}", i + 1, n, name, "");
+    std::fflush(stderr);
+  };
+  const auto model = Model::load(o.model);
+  kernels::ThreadPool pool(o.threads);
+  const auto rows = analysis::run_ablation(*model, pool, ao);
+  fmt::print(stderr, "\n");
+  if (o.json) {
+    auto j = nlohmann::ordered_json::array();
+    for (const auto& r : rows)
+      j.push_back({{"config", r.config.name},
+                   {"model", o.model},
+                   {"model_type", weight_type(*model)},
+                   {"threads", o.threads},
+                   {"n_prompt", ao.n_prompt},
+                   {"n_gen", ao.n_gen},
+                   {"repeats", ao.repeats},
+                   {"prefill_tokens_per_s", r.prefill_tokens_per_s},
+                   {"decode_tokens_per_s", r.decode_tokens_per_s},
+                   {"ttft_s", r.ttft_s},
+                   {"peak_bytes", r.peak_bytes},
+                   {"activation_bytes", r.activation_bytes},
+                   {"prefill_speedup_over_all_off", r.prefill_speedup},
+                   {"decode_speedup_over_all_off", r.decode_speedup},
+                   {"samples_prefill_s", r.prefill_s},
+                   {"samples_decode_s", r.decode_s}});
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  fmt::print("model {} ({}), {} thread(s); prompt {} tokens, then {} generated; medians of {} "
+             "repeat(s), interleaved\n\n",
+             o.model, weight_type(*model), o.threads, ao.n_prompt, ao.n_gen, ao.repeats);
+  fmt::print("| {:<17} | {:>11} | {:>10} | {:>9} | {:>9} | {:>8} | {:>9} | {:>9} |\n",
+             "configuration", "prefill t/s", "decode t/s", "TTFT ms", "peak MiB", "act MiB",
+             "pp speedup", "tg speedup");
+  fmt::print("|{:-<19}|{:->13}|{:->12}|{:->11}|{:->11}|{:->10}|{:->11}|{:->11}|\n", "", "", "",
+             "", "", "", "", "");
+  for (const auto& r : rows)
+    fmt::print("| {:<17} | {:>11.1f} | {:>10.2f} | {:>9.1f} | {:>9.1f} | {:>8.2f} | {:>9.2f}x | {:>9.2f}x |\n",
+               r.config.name, r.prefill_tokens_per_s, r.decode_tokens_per_s, 1e3 * r.ttft_s,
+               mib(r.peak_bytes), mib(r.activation_bytes), r.prefill_speedup, r.decode_speedup);
+  fmt::print("\npeak = weights + KV cache + activation buffers + attention scores (accounted); "
+             "speedup = over all off\n");
+}
+
 void run(const Opts& o) {
+  if (o.ablation) {
+    if (o.model.empty()) bad_input("bench --ablation: give -m/--model");
+    run_ablation(o);
+    return;
+  }
   if (o.roofline) {
     const auto path = roofline_path(o);
     const auto r = measure(o, path);
@@ -150,6 +215,7 @@ void run(const Opts& o) {
   const auto model = Model::load(o.model);
   kernels::ThreadPool pool(o.threads);
   Engine engine(*model, pool);
+  engine.set_options(o.engine.options());
   std::vector<BenchResult> rows;
   for (const auto& t : tests) rows.push_back(analysis::run_bench(engine, t, o.repeats, o.seed));
   if (o.json) {
@@ -190,7 +256,15 @@ void add_bench(CLI::App& app) {
   sub->add_option("--roofline-mib", o->roofline_mib,
                   "Buffer read by the bandwidth measurement, MiB (default 1024; keep it well above L3)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  sub->callback([o] { run(*o); });
+  sub->add_flag("--ablation", o->ablation,
+                "Prefill + decode under every configuration (all on, each optimization off, all "
+                "off) in one table; -p/-n default to 128/16 here");
+  add_engine_options(sub, o->engine);
+  sub->callback([o, sub] {
+    o->prompt_set = sub->count("-p") > 0;
+    o->gen_set = sub->count("-n") > 0;
+    run(*o);
+  });
 }
 
 }  // namespace tandem::cli

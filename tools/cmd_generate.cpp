@@ -63,7 +63,7 @@ void run(const Opts& o) {
   if (o.sp.sp.empty() && o.sp.ranks == 1 && !launched_by_mpirun()) {
     kernels::ThreadPool pool(o.threads);
     Engine engine(*model, pool);
-    engine.set_reference_kernels(o.engine.reference());
+    engine.set_options(o.engine.options());
     const int64_t capacity = int64_t(prompt.size()) + o.n_predict;
     check_memory_budget(estimate_memory(*model, o.no_kv_cache ? capacity : std::min<int64_t>(int64_t(prompt.size()), Engine::kDefaultChunk), capacity, 0),
                         o.sp.max_memory, "generate");

@@ -48,7 +48,7 @@ void run(const Opts& o) {
   if (o.sp.sp.empty() && o.sp.ranks == 1 && !launched_by_mpirun()) {
     kernels::ThreadPool pool(o.threads);
     Engine engine(*model, pool);
-    engine.set_reference_kernels(o.engine.reference());
+    engine.set_options(o.engine.options());
     check_memory_budget(estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0), o.sp.max_memory, "logits");
     KVCache cache = engine.make_cache(n);
     std::vector<int32_t> pos(ids.size());

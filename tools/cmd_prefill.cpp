@@ -38,6 +38,8 @@ struct Opts {
 struct RankReport {
   double tokens, seconds, weights_bytes, kv_bytes, activation_bytes, bytes_sent, bytes_received,
       comm_wait_seconds, comm_alone_seconds;
+  // Activation buffers one per value would take (what the memory plan saves against).
+  double activation_unplanned_bytes;
   // Share of the communication that compute hid: 1 - waited / (time it takes alone).
   double hidden() const {
     return comm_alone_seconds > 0 ? std::clamp(1.0 - comm_wait_seconds / comm_alone_seconds, 0.0, 1.0) : 0.0;
@@ -76,6 +78,7 @@ void print_report(const Opts& o, const std::string& scheme, int64_t n,
                                {"weights_bytes", uint64_t(x.weights_bytes)},
                                {"kv_bytes", uint64_t(x.kv_bytes)},
                                {"activation_bytes", uint64_t(x.activation_bytes)},
+                               {"activation_unplanned_bytes", uint64_t(x.activation_unplanned_bytes)},
                                {"bytes_sent", uint64_t(x.bytes_sent)},
                                {"bytes_received", uint64_t(x.bytes_received)},
                                {"comm_wait_seconds", x.comm_wait_seconds},
@@ -98,6 +101,13 @@ void print_report(const Opts& o, const std::string& scheme, int64_t n,
                x.activation_bytes / MiB, x.bytes_sent / MiB, x.bytes_received / MiB,
                x.comm_wait_seconds, 100.0 * x.hidden());
   }
+  double planned = 0, unplanned = 0;
+  for (const auto& r : ranks) {
+    planned = std::max(planned, r.activation_bytes);
+    unplanned = std::max(unplanned, r.activation_unplanned_bytes);
+  }
+  fmt::print("activation buffers (largest rank): {:.2f} MiB planned vs {:.2f} MiB one buffer per "
+             "value\n", planned / MiB, unplanned / MiB);
 }
 
 // Gathers every rank's spans (as text) to rank 0, which writes one Chrome trace file
@@ -155,7 +165,7 @@ void run(const Opts& o) {
     if (n == 0) bad_input("prefill: the prompt has no tokens");
     kernels::ThreadPool pool(o.threads);
     Engine engine(*model, pool);
-    engine.set_reference_kernels(o.engine.reference());
+    engine.set_options(o.engine.options());
     Trace trace;
     if (!o.trace.empty()) {
       engine.set_trace(&trace);
@@ -186,6 +196,7 @@ void run(const Opts& o) {
     rep.weights_bytes = double(model->file().file_size());
     rep.kv_bytes = double(cache.bytes());
     rep.activation_bytes = double(engine.activation_bytes());
+    rep.activation_unplanned_bytes = double(engine.activation_unplanned_bytes());
     rep.bytes_sent = double(comm.stats().bytes_sent);
     rep.bytes_received = double(comm.stats().bytes_received);
     rep.comm_wait_seconds = comm.stats().wait_seconds;

@@ -31,6 +31,25 @@ void add_engine_options(CLI::App* sub, EngineFlags& f) {
   sub->add_option("--kernels", f.kernels,
                   "optimized (default) or reference: plain scalar kernels, the naive baseline")
       ->check(CLI::IsMember({"optimized", "reference"}));
+  sub->add_flag("--no-flash-attn", f.no_flash_attn,
+                "Attention with the score matrix materialized instead of flash-attention tiles");
+  sub->add_flag("--no-memory-plan", f.no_memory_plan,
+                "One buffer per activation instead of the planned arena");
+  sub->add_flag("--no-fusion", f.no_fusion,
+                "No graph passes: no fused matmuls (QKV, gate/up+SwiGLU, RMSNorm, RoPE), no "
+                "dead-node elimination");
+  sub->add_flag("--no-graph-reuse", f.no_graph_reuse,
+                "Build the execution graph (passes, plan) again every step");
+}
+
+EngineOptions EngineFlags::options() const {
+  EngineOptions o;
+  o.reference_kernels = reference();
+  o.flash_attention = !no_flash_attn;
+  o.memory_plan = !no_memory_plan;
+  o.fusion = !no_fusion;
+  o.graph_reuse = !no_graph_reuse;
+  return o;
 }
 
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag) {

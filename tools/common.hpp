@@ -6,14 +6,19 @@
 
 #include <CLI/CLI.hpp>
 
+#include "tandem/runtime/engine.hpp"
+
 namespace tandem::cli {
 
 // Adds -t/--threads (default: the cores available).
 CLI::Option* add_threads_option(CLI::App* sub, int& threads);
-// --kernels optimized|reference: the plain scalar references make the naive pipeline.
+// --kernels optimized|reference (the plain scalar references make the naive pipeline)
+// and the switches of the other sequential optimizations.
 struct EngineFlags {
   std::string kernels = "optimized";
+  bool no_flash_attn = false, no_memory_plan = false, no_fusion = false, no_graph_reuse = false;
   bool reference() const { return kernels == "reference"; }
+  EngineOptions options() const;
 };
 void add_engine_options(CLI::App* sub, EngineFlags& f);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "tandem/kernels/attention_plain.hpp"
 #include "tandem/kernels/ops.hpp"
 #include "tandem/kernels/reference.hpp"
 
@@ -44,8 +45,10 @@ void LocalAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   a.out = s.out;
   if (reference_) {
     kernels::ref::attention(a);
-  } else {
+  } else if (flash_) {
     kernels::attention(a, pool_);
+  } else {
+    kernels::attention_materialized(a, pool_);
   }
 }
 

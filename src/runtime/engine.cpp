@@ -3,12 +3,9 @@
 #include <cmath>
 
 #include "tandem/core/error.hpp"
-#include "tandem/kernels/ops.hpp"
-#include "tandem/kernels/reference.hpp"
+#include "tandem/runtime/forward_graph.hpp"
 
 namespace tandem {
-
-namespace k = kernels;
 
 parallel::AttnShape shape_of(const HParams& h) {
   parallel::AttnShape s;
@@ -32,8 +29,14 @@ parallel::AttnShape Engine::attn_shape() const { return shape_of(model_.hparams(
 
 size_t Engine::activation_bytes() const {
   size_t n = 0;
-  for (const auto* b : {&x_, &h_, &q_, &k_, &v_, &attn_out_, &gate_, &up_}) n += b->capacity();
-  return n * sizeof(float);
+  for (const auto& [shape, ex] : graphs_) n += ex->memory().arena_bytes;
+  return n;
+}
+
+size_t Engine::activation_unplanned_bytes() const {
+  size_t n = 0;
+  for (const auto& [shape, ex] : graphs_) n += ex->memory().unplanned_bytes;
+  return n;
 }
 
 void Engine::set_attention(parallel::SequenceAttention* attn) { attn_ = attn ? attn : &local_; }
@@ -61,101 +64,60 @@ void Engine::forward(KVCache& cache, std::span<const int32_t> ids, std::span<con
   }
 }
 
+graph::Executor& Engine::executor(int64_t m, int64_t out_from) {
+  const auto key = std::make_pair(m, out_from);
+  auto it = graphs_.find(key);
+  if (it != graphs_.end()) return *it->second;
+  // Shapes seen: prefill chunks, the last chunk, decode. Many shapes (sequence-parallel
+  // steps of varying size) would pile up: start over past a few.
+  if (graphs_.size() >= 8) graphs_.clear();
+  graph::Graph g = build_forward_graph(model_, m, out_from);
+  last_passes_ = {};
+  if (opt_.fusion && !opt_.reference_kernels) {
+    graph::eliminate_dead(g, last_passes_);
+    graph::fuse(g, last_passes_);
+  }
+  graph::ExecOptions eo;
+  eo.plan_memory = opt_.memory_plan;
+  eo.reference = opt_.reference_kernels;
+  ++graphs_built_;
+  auto ex = std::make_unique<graph::Executor>(std::move(g), eo);
+  return *graphs_.emplace(key, std::move(ex)).first->second;
+}
+
 void Engine::forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,
                            int64_t out_from, float* logits) {
-  const auto& hp = model_.hparams();
-  const int64_t D = hp.n_embd, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.n_ff;
-  auto ensure = [](std::vector<float>& b, int64_t n) {
-    if (b.size() < size_t(n)) b.resize(size_t(n));
-    return b.data();
-  };
-  float* x = ensure(x_, m * D);
-  float* h = ensure(h_, m * D);
-  float* q = ensure(q_, m * Q);
-  float* kc = ensure(k_, m * KV);
-  float* vc = ensure(v_, m * KV);
-  float* attn = ensure(attn_out_, m * Q);
-  float* gate = ensure(gate_, m * F);
-  float* up = ensure(up_, m * F);
-
   const int64_t slot = attn_->begin_step(cache, m, pos);
-  if (reference_) {
-    k::ref::get_rows(model_.tok_embd, ids, m, x);
-  } else {
-    k::get_rows(model_.tok_embd, ids, m, x);
-  }
-
-  for (int64_t l = 0; l < hp.n_layer; ++l) {
-    const auto& w = model_.layers[size_t(l)];
-    {
-      const TraceSpan span(trace_, "qkv", "compute");
-      rmsnorm(x, w.attn_norm, h, m);
-      matmul(w.wq, h, m, q, w.bq);
-      matmul(w.wk, h, m, kc, w.bk);
-      matmul(w.wv, h, m, vc, w.bv);
-      rope(q, m, int(hp.n_head), pos);
-      rope(kc, m, int(hp.n_head_kv), pos);
-    }
-    {
-      const TraceSpan span(trace_, "attention", "compute");
-      parallel::AttnStep step;
-      step.layer = l;
-      step.m = m;
-      step.q = q;
-      step.k = kc;
-      step.v = vc;
-      step.pos = pos;
-      step.out = attn;
-      attn_->attend(cache, slot, step);
-    }
-    const TraceSpan span(trace_, "out+ffn", "compute");
-    matmul(w.wo, attn, m, h);
-    (reference_ ? k::ref::add : k::add)(x, h, m * D);
-    rmsnorm(x, w.ffn_norm, h, m);
-    matmul(w.w_gate, h, m, gate);
-    matmul(w.w_up, h, m, up);
-    (reference_ ? k::ref::swiglu : k::swiglu)(gate, up, gate, m * F);
-    matmul(w.w_down, gate, m, h);
-    (reference_ ? k::ref::add : k::add)(x, h, m * D);
-  }
-
-  if (logits && out_from < m) {
-    const TraceSpan span(trace_, "logits", "compute");
-    const int64_t n = m - out_from;
-    rmsnorm(x + out_from * D, model_.output_norm, h, n);
-    matmul(model_.output, h, n, logits);
-  }
+  const int64_t from = logits ? out_from : m;
+  graph::Executor& ex = executor(m, from);
+  auto attend = [&](int layer, const float* q, const float* k, const float* v, float* out) {
+    parallel::AttnStep step;
+    step.layer = layer;
+    step.m = m;
+    step.q = q;
+    step.k = k;
+    step.v = v;
+    step.pos = pos;
+    step.out = out;
+    attn_->attend(cache, slot, step);
+  };
+  float* outputs[1] = {logits};
+  ex.run(ids, pos, std::span<float* const>(outputs, from < m ? 1 : 0), attend, pool_, trace_);
+  last_mem_ = ex.memory();
+  if (!opt_.graph_reuse) graphs_.erase(std::make_pair(m, from));
 }
 
 void Engine::set_reference_kernels(bool on) {
-  reference_ = on;
-  local_.set_reference(on);
+  EngineOptions o = opt_;
+  o.reference_kernels = on;
+  set_options(o);
 }
 
-void Engine::matmul(const MatrixView& w, const float* x, int64_t m, float* y, const float* bias) {
-  if (reference_) {
-    k::ref::matmul(w, x, m, y, bias);
-  } else {
-    k::matmul(w, x, m, y, pool_, bias);
-  }
-}
-
-void Engine::rmsnorm(const float* x, const float* w, float* y, int64_t m) {
-  const auto& hp = model_.hparams();
-  if (reference_) {
-    k::ref::rmsnorm(x, w, y, m, hp.n_embd, hp.rms_eps);
-  } else {
-    k::rmsnorm(x, w, y, m, hp.n_embd, hp.rms_eps, pool_);
-  }
-}
-
-void Engine::rope(float* x, int64_t m, int heads, const int32_t* pos) {
-  const auto& hp = model_.hparams();
-  if (reference_) {
-    k::ref::rope(x, m, heads, int(hp.head_dim), int(hp.n_rot), pos, hp.rope_freq_base);
-  } else {
-    k::rope(x, m, heads, int(hp.head_dim), int(hp.n_rot), pos, hp.rope_freq_base, pool_);
-  }
+void Engine::set_options(const EngineOptions& o) {
+  opt_ = o;
+  local_.set_reference(o.reference_kernels);
+  local_.set_flash(o.flash_attention);
+  graphs_.clear();
 }
 
 }  // namespace tandem

@@ -51,6 +51,9 @@ void decode_loop(Engine& engine, KVCache& cache, std::vector<float>& logits, int
     if (on_token) on_token(next);
     if (params.stop_at_eog && tok && tok->is_eog(next)) break;
     if (i + 1 == params.n_predict) break;
+    // A model file replaced, truncated or removed under us: stop with a clear error
+    // (the mapping still holds the old bytes, so nothing read so far was wrong).
+    engine.model().file().check_unchanged();
     sw.reset();
     if (recompute) {
       // No KV cache: run the whole sequence again for every new token.

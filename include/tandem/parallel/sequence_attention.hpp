@@ -74,10 +74,15 @@ class LocalAttention : public SequenceAttention {
   void attend(KVCache& cache, int64_t slot, const AttnStep& s) override;
   // Use the plain scalar reference attention (naive pipeline).
   void set_reference(bool on) { reference_ = on; }
+  // Flash attention (default) or, when off, the materialized-score kernel
+  // (kernels::attention_materialized, the --no-flash-attn ablation). Reference mode,
+  // when set, wins over both.
+  void set_flash(bool on) { flash_ = on; }
 
  private:
   kernels::ThreadPool& pool_;
   bool reference_ = false;
+  bool flash_ = true;
 };
 
 }  // namespace tandem::parallel

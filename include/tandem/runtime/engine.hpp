@@ -2,10 +2,13 @@
 // The forward pass of a Llama-family model on one process: tokens in, logits out,
 // K/V appended to a per-layer cache.
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <span>
-#include <vector>
+#include <utility>
 
 #include "tandem/core/trace.hpp"
+#include "tandem/graph/executor.hpp"
 #include "tandem/kernels/thread_pool.hpp"
 #include "tandem/memory/kv_cache.hpp"
 #include "tandem/model/model.hpp"
@@ -15,6 +18,15 @@ namespace tandem {
 
 // The attention shape of a model (heads, KV heads, head dim, 1/sqrt(d) scale).
 parallel::AttnShape shape_of(const HParams& h);
+
+// The sequential optimizations of one pipeline, each switchable (tandem bench --ablation).
+struct EngineOptions {
+  bool reference_kernels = false;  // plain scalar kernels (forces the unfused graph)
+  bool flash_attention = true;     // tiled online-softmax attention; off: scores materialized
+  bool memory_plan = true;         // activation buffers planned into one arena; off: one each
+  bool fusion = true;              // graph passes: fusions and dead-node elimination
+  bool graph_reuse = true;         // graph built once per shape; off: rebuilt every step
+};
 
 class Engine {
  public:
@@ -27,6 +39,8 @@ class Engine {
   // Plain scalar reference kernels instead of the optimized ones (the naive pipeline
   // of comparisons; single rank).
   void set_reference_kernels(bool on);
+  void set_options(const EngineOptions& o);
+  const EngineOptions& options() const { return opt_; }
   // Records compute spans per layer while set (not owned).
   void set_trace(Trace* t) { trace_ = t; }
 
@@ -48,26 +62,33 @@ class Engine {
 
   const Model& model() const { return model_; }
   kernels::ThreadPool& pool() const { return pool_; }
-  // Bytes of activation buffers held (they grow to the largest step run so far).
+  // Bytes of activation buffers held (the arenas of the graphs kept for reuse).
   size_t activation_bytes() const;
+  // What the same graphs would hold with one buffer per value (no memory plan).
+  size_t activation_unplanned_bytes() const;
+  // The graph of the last step: its memory (planned vs unplanned) and what the passes did.
+  const graph::MemoryStats& last_memory() const { return last_mem_; }
+  const graph::PassStats& last_passes() const { return last_passes_; }
+  // Graphs built so far (one per shape with reuse; one per step without).
+  int64_t graphs_built() const { return graphs_built_; }
 
  private:
   void forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,
                      int64_t out_from, float* logits);
-  // The ops of one step: optimized on the pool, or the scalar references.
-  void matmul(const MatrixView& w, const float* x, int64_t m, float* y, const float* bias = nullptr);
-  void rmsnorm(const float* x, const float* w, float* y, int64_t m);
-  void rope(float* x, int64_t m, int heads, const int32_t* pos);
+  graph::Executor& executor(int64_t m, int64_t out_from);
 
   const Model& model_;
   kernels::ThreadPool& pool_;
   int64_t chunk_;
   parallel::LocalAttention local_;
   parallel::SequenceAttention* attn_;
-  bool reference_ = false;
+  EngineOptions opt_;
   Trace* trace_ = nullptr;
-  // Activations for one chunk, sized on first use.
-  std::vector<float> x_, h_, q_, k_, v_, attn_out_, gate_, up_;
+  // Compiled graphs by shape (m, out_from).
+  std::map<std::pair<int64_t, int64_t>, std::unique_ptr<graph::Executor>> graphs_;
+  graph::MemoryStats last_mem_;
+  graph::PassStats last_passes_;
+  int64_t graphs_built_ = 0;
 };
 
 }  // namespace tandem
