@@ -67,20 +67,29 @@ HeadView full_head_view(int H, int G, int d, float scale) {
 void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
                   const float* k, const float* v, const int32_t* kv_pos, int64_t n_kv,
                   float* out, float* lse, kernels::ThreadPool& pool) {
-  if (n_q == 0 || hv.q_heads == 0) return;
+  attend_head_rows(hv, q, q_pos, n_q, 0, n_q, k, v, kv_pos, n_kv, out, lse, pool);
+}
+
+void attend_head_rows(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+                      int64_t i0, int64_t m, const float* k, const float* v,
+                      const int32_t* kv_pos, int64_t n_kv, float* out, float* lse,
+                      kernels::ThreadPool& pool) {
+  TD_CHECK(i0 >= 0 && m >= 0 && i0 + m <= n_q);
+  if (m == 0 || hv.q_heads == 0) return;
   const int64_t d = hv.d;
+  // Segment s holds [n_q][nq][d] at n_q*q0*d (lse [n_q][nq] at n_q*q0).
   for (const HeadSegment& s : hv.segs) {
-    float* o = out + n_q * s.q0 * d;
-    float* l = lse ? lse + n_q * s.q0 : nullptr;
+    float* o = out + n_q * s.q0 * d + i0 * s.nq * d;
+    float* l = lse ? lse + n_q * s.q0 + i0 * s.nq : nullptr;
     if (n_kv == 0) {  // no keys: empty partial
-      std::fill(o, o + n_q * s.nq * d, 0.0f);
-      if (l) std::fill(l, l + n_q * s.nq, -std::numeric_limits<float>::infinity());
+      std::fill(o, o + m * s.nq * d, 0.0f);
+      if (l) std::fill(l, l + m * s.nq, -std::numeric_limits<float>::infinity());
       continue;
     }
     kernels::AttentionArgs a;
-    a.q = q + n_q * s.q0 * d;
-    a.q_pos = q_pos;
-    a.n_q = n_q;
+    a.q = q + n_q * s.q0 * d + i0 * s.nq * d;
+    a.q_pos = q_pos + i0;
+    a.n_q = m;
     a.k = k + s.kv0 * d;
     a.v = v + s.kv0 * d;
     a.kv_pos = kv_pos;

@@ -67,8 +67,9 @@ void PassQAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
     std::memcpy(pos_.data(), blk + n * qd, size_t(n) * sizeof(int32_t));
     const int32_t q_max = *std::max_element(pos_.begin(), pos_.end());
     if (n_kv > 0 && cache_min_pos_ <= q_max) {
-      attend_heads(view_, blk, pos_.data(), n, cache.k(s.layer, 0), cache.v(s.layer, 0),
-                   cache.positions(), n_kv, out, lse, pool_);
+      // In query sub-blocks with MPI progress between them (ring_attention.hpp).
+      attend_heads_progress(circ_, view_, blk, pos_.data(), n, cache.k(s.layer, 0),
+                            cache.v(s.layer, 0), cache.positions(), n_kv, out, lse, pool_);
     } else {  // nothing visible here: an empty partial
       if (n_kv > 0) ++circ_.stats().blocks_skipped;
       std::fill(out, out + n * qd, 0.0f);

@@ -1,11 +1,14 @@
 #include "tandem/parallel/ring_attention.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
+#include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
 #include "tandem/kernels/attention_merge.hpp"
+#include "tandem/kernels/ops.hpp"
 
 namespace tandem::parallel {
 
@@ -31,34 +34,85 @@ void RingCirculator::run(BlockFn fn) {
   const auto bytes = [&](int owner) {
     return size_t(rows_[size_t(owner)] * row_floats_) * sizeof(float);
   };
-  std::unique_ptr<comm::Request> send, recv;
+  send_.reset();
+  recv_.reset();
   for (int step = 0; step < P; ++step) {
     const int owner = (r - step + P) % P;  // whose block is in hand
     float* cur = buf_[step % 2].data();
     // Forward the block in hand and receive the next one while working on it.
     if (step + 1 < P) {
-      if (send) {  // the other buffer is still being sent from the previous step
+      if (send_) {  // the other buffer is still being sent from the previous step
         const Stopwatch w;
-        comm_.wait(*send);
+        comm_.wait(*send_);
         stats_.wait_seconds += w.seconds();
       }
-      send = comm_.isend(cur, bytes(owner), next, tag_);
-      recv = comm_.irecv(buf_[(step + 1) % 2].data(), bytes((owner - 1 + P) % P), prev, tag_);
+      send_ = comm_.isend(cur, bytes(owner), next, tag_);
+      recv_ = comm_.irecv(buf_[(step + 1) % 2].data(), bytes((owner - 1 + P) % P), prev, tag_);
     }
     const Stopwatch c;
     fn(owner, cur, rows_[size_t(owner)]);
     stats_.compute_seconds += c.seconds();
-    if (recv) {
+    if (recv_) {
       const Stopwatch w;
-      comm_.wait(*recv);
-      recv.reset();
+      comm_.wait(*recv_);
+      recv_.reset();
       stats_.wait_seconds += w.seconds();
     }
   }
-  if (send) {
+  if (send_) {
     const Stopwatch w;
-    comm_.wait(*send);
+    comm_.wait(*send_);
+    send_.reset();
     stats_.wait_seconds += w.seconds();
+  }
+}
+
+void RingCirculator::progress() {
+  if (!in_flight()) return;
+  const Stopwatch t;
+  // A completed request is dropped so later calls cost nothing; the waits in run()
+  // then find it gone. test() throws Error(Comm) on a failed transfer.
+  if (recv_ && recv_->test()) recv_.reset();
+  if (send_ && send_->test()) send_.reset();
+  stats_.progress_seconds += t.seconds();
+  ++stats_.progress_calls;
+}
+
+int ring_subblocks() {
+  static const int n = [] {
+    const char* e = std::getenv("TANDEM_RING_SUBBLOCKS");
+    if (!e || !*e) return 16;
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (end == e || *end != '\0' || v < 0 || v > 4096)
+      fail(ErrorKind::BadInput,
+           "TANDEM_RING_SUBBLOCKS={}: expected a whole number of sub-blocks in [0, 4096]", e);
+    return int(v);
+  }();
+  return n;
+}
+
+void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float* q,
+                           const int32_t* q_pos, int64_t n_q, const float* k, const float* v,
+                           const int32_t* kv_pos, int64_t n_kv, float* out, float* lse,
+                           kernels::ThreadPool& pool) {
+  // Sub-blocks of whole multiples of 64 queries (a multiple of every attention tile
+  // width), at least 128 queries each.
+  constexpr int64_t kAlign = 64, kMinRows = 128;
+  const int64_t max_parts = ring_subblocks();
+  int64_t rows = n_q;
+  if (max_parts > 1 && n_kv > 0) {
+    rows = std::max<int64_t>(kMinRows, (n_q + max_parts - 1) / max_parts);
+    rows = (rows + kAlign - 1) / kAlign * kAlign;
+  }
+  if (rows >= n_q || !circ.in_flight()) {
+    attend_heads(hv, q, q_pos, n_q, k, v, kv_pos, n_kv, out, lse, pool);
+    return;
+  }
+  for (int64_t i0 = 0; i0 < n_q; i0 += rows) {
+    attend_head_rows(hv, q, q_pos, n_q, i0, std::min(rows, n_q - i0), k, v, kv_pos, n_kv, out,
+                     lse, pool);
+    circ.progress();  // on this thread, between kernel calls: MPI is never concurrent
   }
 }
 
@@ -95,7 +149,8 @@ void PassKVRing::run(const HeadView& hv, const float* q, const int32_t* q_pos, i
     }
     float* o = first ? out : part_out_.data();
     float* l = first ? lse_.data() : part_lse_.data();
-    attend_heads(hv, q, q_pos, n_q, blk, blk + n * kvw, pos_.data(), n, o, l, pool_);
+    attend_heads_progress(circ_, hv, q, q_pos, n_q, blk, blk + n * kvw, pos_.data(), n, o, l,
+                          pool_);
     if (!first) kernels::attention_merge(out, lse_.data(), o, l, rows_q, 1, hv.d);
     first = false;
   };

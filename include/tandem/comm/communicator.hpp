@@ -4,9 +4,9 @@
 // never a global. Backends:
 //   - in-process (in_process.hpp): P ranks as threads of one process (tests, no MPI);
 //   - MPI (mpi.hpp): one process per rank under mpirun, when built with TANDEM_HAVE_MPI;
-//   - NCCL (GPUs): not written yet. It will be one more subclass (src/comm/nccl_comm.cpp,
-//     built when CUDA and NCCL are found) overriding the same protected do_* hooks; any
-//     hook it cannot serve must call unsupported(), never silently do nothing.
+//   - NCCL (nccl.hpp): one rank per GPU, when built with TANDEM_HAVE_NCCL (CUDA and NCCL
+//     found); its buffers are device memory. Any hook a backend cannot serve calls
+//     unsupported(), never silently does nothing.
 //
 // Shape (after PyTorch c10d's ProcessGroup/Work): rank and size live on the object,
 // non-blocking operations return a Request whose wait(timeout) reports errors.
@@ -61,7 +61,8 @@ struct CommStats {
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
   uint64_t messages = 0;     // messages (or collective blocks) sent to other ranks
-  double wait_seconds = 0;   // time blocked waiting for operations to complete
+  double wait_seconds = 0;   // time blocked waiting for operations to complete (MPI:
+                             // including time inside Request::test(), which progresses them)
 };
 
 class Communicator {

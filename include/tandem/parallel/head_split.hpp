@@ -55,5 +55,11 @@ HeadView full_head_view(int H, int G, int d, float scale);
 void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
                   const float* k, const float* v, const int32_t* kv_pos, int64_t n_kv,
                   float* out, float* lse, kernels::ThreadPool& pool);
+// The same for the query rows [i0, i0 + m) only (rows of a segment are contiguous, so
+// out and lse of those rows are written in place).
+void attend_head_rows(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+                      int64_t i0, int64_t m, const float* k, const float* v,
+                      const int32_t* kv_pos, int64_t n_kv, float* out, float* lse,
+                      kernels::ThreadPool& pool);
 
 }  // namespace tandem::parallel

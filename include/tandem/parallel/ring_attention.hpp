@@ -14,6 +14,20 @@
 // The pieces are reusable: RingCirculator moves blocks around any ring (pass-Q moves
 // query blocks with it), PassKVRing runs pass-KV on any head subset (the hybrid runs
 // it across its Ulysses groups on head-sharded blocks).
+//
+// Progress: MPI (Open MPI) moves a large (rendezvous) message only while its ranks call
+// into MPI, so a transfer posted before one long attention call would mostly happen in
+// the wait after it. Work on a block in hand therefore runs in query sub-blocks
+// (attend_heads_progress) with RingCirculator::progress() - a test() of the transfers in
+// flight - between them. Query rows are independent, so query sub-blocks (unlike key
+// sub-blocks) need no extra log-sum-exp merge over all rows per sub-block, and give the
+// same result as one call (sub-block edges fall on attention tile edges; with more
+// threads than a sub-block has tiles the kernel may take its per-query path, equal within
+// rounding). The MPI backend counts time inside test() as communication wait, so the
+// hidden fraction a run reports does not credit a copy done inside a test.
+// TANDEM_RING_SUBBLOCKS=0 turns the sub-blocking off (one call per block, for A/B
+// measurements); TANDEM_RING_SUBBLOCKS=N caps the sub-blocks per block (default 16).
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -27,7 +41,9 @@ namespace tandem::parallel {
 struct RingStats {
   double compute_seconds = 0;  // work on blocks in hand (attention, merges)
   double wait_seconds = 0;     // blocked on transfers (communication not hidden)
+  double progress_seconds = 0; // inside progress() test calls (part of compute_seconds)
   uint64_t blocks_skipped = 0;
+  uint64_t progress_calls = 0; // progress() calls that found a transfer in flight
 };
 
 // Circulates one block per member around the ring of `ring` (member r sends to r+1
@@ -61,6 +77,10 @@ class RingCirculator {
   // Calls fn for every member's block: this member's first, then those of rank-1,
   // rank-2, ...; the transfer of the next block overlaps fn. Collective.
   void run(BlockFn fn);
+  // Inside fn: whether a transfer is in flight, and a test() of it so MPI moves it.
+  // Only the thread that called run() may call progress().
+  bool in_flight() const { return send_ != nullptr || recv_ != nullptr; }
+  void progress();
   RingStats& stats() { return stats_; }
   const RingStats& stats() const { return stats_; }
 
@@ -70,8 +90,21 @@ class RingCirculator {
   std::vector<int64_t> rows_;
   int64_t max_rows_ = 0, row_floats_ = 0;
   std::vector<float> buf_[2];
+  std::unique_ptr<comm::Request> send_, recv_;  // the transfers of run() in flight
   RingStats stats_;
 };
+
+// Query sub-blocks per block in hand while a transfer is in flight (see the top of
+// this file): TANDEM_RING_SUBBLOCKS, default 16; 0 or 1 means one call per block.
+int ring_subblocks();
+
+// attend_heads (head_split.hpp), split into query sub-blocks of at least 128 queries
+// (at most ring_subblocks() of them) with circ.progress() between them while circ has a
+// transfer in flight; one attend_heads call otherwise. Same arguments and result.
+void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float* q,
+                           const int32_t* q_pos, int64_t n_q, const float* k, const float* v,
+                           const int32_t* kv_pos, int64_t n_kv, float* out, float* lse,
+                           kernels::ThreadPool& pool);
 
 // Pass-KV on one head subset: queries stay, the K/V rows of every member visit every
 // member, partials merge by log-sum-exp.
