@@ -16,11 +16,14 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "commands.hpp"
 #include "tandem/analysis/compare.hpp"
+#include "tandem/analysis/hardware.hpp"
+#include "tandem/analysis/links.hpp"
 #include "tandem/comm/mpi.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/parallel/scheme.hpp"
@@ -31,22 +34,19 @@ namespace {
 namespace fs = std::filesystem;
 using analysis::CompareResults;
 using analysis::RunMeasurement;
+using analysis::shell_quote;
+const auto& quote = shell_quote;
 
 struct Opts {
   std::string model, lengths = "256,1024,4096", ranks = "2", launcher = "auto";
   std::string schemes = "ring,zigzag,ulysses,pass-q,hybrid";
   std::string out = "tandem-report";
+  std::string links;  // --links RATE: ranks on emulated hosts; empty: this host
   int threads = 0;  // 0: cores for one rank, cores / P per rank for P ranks
   int decode_tokens = 16;
   int64_t naive_max = 256;
   bool json = false;
 };
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (const char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
 
 std::vector<int64_t> parse_ints(const std::string& text, const std::string& flag, int64_t lo,
                                 int64_t hi) {
@@ -77,20 +77,6 @@ std::vector<std::string> split(const std::string& text) {
   while (std::getline(ss, item, ','))
     if (!item.empty()) v.push_back(item);
   return v;
-}
-
-bool on_path(const std::string& prog) {
-  const char* path = std::getenv("PATH");
-  if (!path) return false;
-  for (const auto& dir : [&] {
-         std::vector<std::string> d;
-         std::stringstream ss(path);
-         std::string s;
-         while (std::getline(ss, s, ':')) d.push_back(s.empty() ? "." : s);
-         return d;
-       }())
-    if (::access((fs::path(dir) / prog).c_str(), X_OK) == 0) return true;
-  return false;
 }
 
 struct Proc {
@@ -180,12 +166,23 @@ struct Runner {
   std::string exe;
   fs::path dir;
   bool use_mpirun = false;
-  bool has_reference = false, has_no_kv = false, has_trace = false;
+  bool has_reference = false, has_no_kv = false, has_trace = false, has_switches = false;
+  // The naive pipeline: every sequential optimization this tandem can switch off.
+  std::string naive_flags() const {
+    std::string f = has_reference ? " --kernels reference" : "";
+    if (has_switches) f += " --no-flash-attn --no-memory-plan --no-fusion --no-graph-reuse";
+    return f;
+  }
   int cores = 1;
   std::map<std::pair<int64_t, int>, nlohmann::json> plans;
+  std::unique_ptr<analysis::EmulatedHosts> hosts;  // with --links
+  // The planner's profile: cpu-this, or with --links a copy whose links across nodes are
+  // the measured emulated link (and one rank per node).
+  std::string hardware = "cpu-this";
 
   std::string launch(int ranks) const {
     if (ranks <= 1) return quote(exe);
+    if (hosts) return hosts->mpirun_command(ranks) + " " + quote(exe);
     if (use_mpirun)
       return fmt::format("mpirun --allow-run-as-root --oversubscribe --bind-to none -np {} {}",
                          ranks, quote(exe));
@@ -198,7 +195,7 @@ struct Runner {
   void prefill(RunMeasurement& run, const std::string& model) {
     std::string cmd = fmt::format("{} prefill -m {} --random-tokens {} -t {} --json", launch(run.ranks),
                                   quote(model), run.tokens, run.threads);
-    if (run.strategy == "naive" && has_reference) cmd += " --kernels reference";
+    if (run.strategy == "naive") cmd += naive_flags();
     if (run.ranks > 1) cmd += " --sp " + quote(run.strategy) + ranks_flag(run.ranks);
     if (has_trace && run.strategy != "naive") {
       fs::create_directories(dir / "traces");
@@ -238,7 +235,7 @@ struct Runner {
     std::string cmd = fmt::format("{} generate -m {} --ids {} -n {} --temp 0 --show-ids -t {}",
                                   launch(run.ranks), quote(model), ids, n_gen, run.threads);
     if (run.strategy == "naive") {
-      if (has_reference) cmd += " --kernels reference";
+      cmd += naive_flags();
       if (has_no_kv) cmd += " --no-kv-cache";
     }
     if (run.ranks > 1) cmd += " --sp " + quote(run.strategy) + ranks_flag(run.ranks);
@@ -251,14 +248,47 @@ struct Runner {
     if (!run.decode_tokens_per_s) run.decode_error = "no 'generation:' line from generate";
   }
 
+  // The links setting, with an MPI ping-pong across one emulated link (comm-probe).
+  analysis::LinksSetting probe_links(const analysis::LinkRate& rate) {
+    analysis::LinksSetting l;
+    l.rate = rate.name();
+    l.bits_per_second = rate.bits_per_second;
+    l.description = hosts->description();
+    l.namespaces = hosts->namespaces();
+    fmt::print(stderr, "compare: measuring one emulated link (MPI ping-pong, about 10 s)...");
+    std::fflush(stderr);
+    const auto p = run_cmd("timeout 120 " + launch(2) + " comm-probe", dir);
+    try {
+      const auto j = nlohmann::json::parse(p.out.substr(p.out.find('{')));
+      l.measured_bandwidth = j.at("bandwidth").get<double>();
+      l.measured_latency = j.at("latency").get<double>();
+      fmt::print(stderr, " {:.2f} Gbit/s, {:.0f} us one way\n", l.measured_bandwidth * 8 / 1e9,
+                 l.measured_latency * 1e6);
+    } catch (const std::exception&) {
+      if (p.code != 0)
+        bad_input("--links: MPI across the emulated hosts failed: {}", last_line(p.err));
+      fmt::print(stderr, " no reading ({})\n", last_line(p.err));
+    }
+    auto h = *analysis::builtin_profile("cpu-this");
+    h.name = "cpu-this-links-" + l.rate;
+    h.description += "; between ranks: emulated " + l.rate + " links (tandem compare --links)";
+    h.devices_per_node = 1;
+    h.inter = {l.measured_bandwidth > 0 ? l.measured_bandwidth : rate.bits_per_second / 8,
+               l.measured_bandwidth > 0 ? l.measured_latency : h.inter.latency};
+    hardware = (dir / "links-profile.json").string();
+    std::ofstream(hardware) << analysis::profile_to_json(h).dump(2) << "\n";
+    return l;
+  }
+
   void predict(RunMeasurement& run, const std::string& model) {
     if (run.strategy == "naive") return;
     const auto key = std::make_pair(run.tokens, run.ranks);
     if (!plans.count(key)) {
       const auto p = run_cmd(
           fmt::format("{} plan --model {} --tokens {} --gpus {} --gpus-per-node {} "
-                      "--hardware cpu-this --decode-tokens {} --json",
-                      quote(exe), quote(model), run.tokens, run.ranks, run.ranks, o.decode_tokens),
+                      "--hardware {} --decode-tokens {} --json",
+                      quote(exe), quote(model), run.tokens, run.ranks,
+                      hosts ? 1 : run.ranks, quote(hardware), o.decode_tokens),
           dir);
       plans[key] = p.code == 0 ? nlohmann::json::parse(p.out, nullptr, false) : nlohmann::json();
     }
@@ -299,17 +329,26 @@ void run(const Opts& o) {
   if (scheme_names.empty()) bad_input("--schemes: empty list");
   if (o.decode_tokens < 0) bad_input("--decode-tokens: must be 0 or more");
 
+  std::optional<analysis::LinkRate> link_rate;
+  if (!o.links.empty()) {
+    link_rate = analysis::parse_link_rate(o.links, "--links");
+    if (o.launcher == "threads") bad_input("--links: needs MPI ranks, not --launcher threads");
+    analysis::check_links_supported();
+    if (!comm::mpi_available()) bad_input("--links: this tandem was built without MPI");
+  }
+
   Runner r(o, fs::read_symlink("/proc/self/exe").string(), fs::path(o.out));
   std::error_code ec;
   fs::create_directories(r.dir, ec);
   if (ec) bad_input("--out {}: cannot create the folder ({})", o.out, ec.message());
+  if (link_rate) r.dir = fs::absolute(r.dir);  // the ranks start in other namespaces
   r.cores = default_threads();
   CompareResults res;
   res.cores = r.cores;
   res.decode_tokens = o.decode_tokens;
   res.naive_max = o.naive_max;
   res.lengths = lengths;
-  const bool mpi_ok = comm::mpi_available() && on_path("mpirun");
+  const bool mpi_ok = comm::mpi_available() && analysis::program_on_path("mpirun");
   if (o.launcher == "mpirun" && !mpi_ok)
     bad_input("--launcher mpirun: {}", comm::mpi_available() ? "mpirun is not on PATH"
                                                               : "this tandem was built without MPI");
@@ -320,9 +359,19 @@ void run(const Opts& o) {
                           ? "--launcher threads: ranks as threads of one process"
                           : "mpirun not found or no MPI in this build: ranks as threads of one "
                             "process (--ranks P)";
+  if (link_rate) {
+    const int hosts = int(*std::max_element(ranks.begin(), ranks.end()));
+    fmt::print(stderr, "compare: building {} emulated hosts linked at {} (--links)...\n", hosts,
+               link_rate->name());
+    r.hosts = std::make_unique<analysis::EmulatedHosts>(hosts, *link_rate);
+    res.links = r.probe_links(*link_rate);
+    res.launcher_note = fmt::format("one process per rank, each on its own emulated host "
+                                    "linked at {}, MPI over TCP", res.links->rate);
+  }
   r.has_reference = help_mentions(r.exe, "prefill", "--kernels", r.dir);
   r.has_no_kv = help_mentions(r.exe, "generate", "--no-kv-cache", r.dir);
   r.has_trace = help_mentions(r.exe, "prefill", "--trace", r.dir);
+  r.has_switches = help_mentions(r.exe, "prefill", "--no-graph-reuse", r.dir);
 
   res.synthetic_model = o.model.empty();
   res.model = o.model.empty() ? make_synthetic_model(r) : o.model;
@@ -368,7 +417,7 @@ void run(const Opts& o) {
   } else {
     fmt::print("model {}; P > 1 via {}; {} core(s); decode {} tokens; {:.0f} s in all\n\n",
                res.model, res.launcher, res.cores, res.decode_tokens, res.wall_seconds);
-    fmt::print("{}\n", analysis::compare_table(res));
+    fmt::print("{}\n{}\n", analysis::compare_table(res), analysis::crossover_table(res));
     for (const auto& line : analysis::crossover_findings(res)) fmt::print("- {}\n", line);
     fmt::print("\nreport: {}\n", (r.dir / "index.html").string());
   }
@@ -402,6 +451,10 @@ void add_compare(CLI::App& app) {
   sub->add_option("--launcher", o->launcher,
                   "How P > 1 runs start: auto (mpirun when found), mpirun or threads")
       ->check(CLI::IsMember({"auto", "mpirun", "threads"}));
+  sub->add_option("--links", o->links,
+                  "Run the P > 1 ranks as emulated hosts (network namespaces on a bridge, tbf) "
+                  "linked at this rate: 1gbit, 10gbit, 500mbit, ... (needs root); the report "
+                  "shows the crossover N below which they lose to the single pipeline");
   sub->add_option("--out", o->out, "Report folder (default tandem-report/)");
   sub->add_flag("--json", o->json, "Print results.json on stdout instead of the table");
   sub->callback([o] { run(*o); });

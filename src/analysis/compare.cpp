@@ -1,5 +1,5 @@
-// Results of `tandem compare`: parsing the subcommands' output, JSON, the table and the
-// crossover analysis.
+// Results of `tandem compare`: parsing the subcommands' output, JSON and the table (the
+// crossover analysis is in compare_crossover.cpp).
 #include "tandem/analysis/compare.hpp"
 
 #include <fmt/format.h>
@@ -124,6 +124,28 @@ nlohmann::json to_json(const CompareResults& r) {
   j["lengths"] = r.lengths;
   j["wall_seconds"] = r.wall_seconds;
   j["crossover"] = crossover_findings(r);
+  if (r.links) {
+    const auto& l = *r.links;
+    j["links"] = {{"rate", l.rate},
+                  {"bits_per_second", l.bits_per_second},
+                  {"description", l.description},
+                  {"namespaces", l.namespaces},
+                  {"measured_bandwidth_bytes_per_s",
+                   l.measured_bandwidth > 0 ? nlohmann::json(l.measured_bandwidth) : nlohmann::json(nullptr)},
+                  {"measured_latency_s",
+                   l.measured_bandwidth > 0 ? nlohmann::json(l.measured_latency) : nlohmann::json(nullptr)}};
+  } else {
+    j["links"] = nullptr;
+  }
+  j["crossovers"] = nlohmann::json::array();
+  for (const auto& c : crossovers(r)) {
+    nlohmann::json x = {{"label", c.label},
+                        {"from_tokens", c.from_tokens ? nlohmann::json(*c.from_tokens) : nlohmann::json(nullptr)},
+                        {"summary", c.summary()},
+                        {"speedup", nlohmann::json::array()}};
+    for (const auto& [n, s] : c.speedup) x["speedup"].push_back({{"tokens", n}, {"single_over_scheme", s}});
+    j["crossovers"].push_back(std::move(x));
+  }
   j["runs"] = nlohmann::json::array();
   for (const auto& run : r.runs) {
     nlohmann::json x;
@@ -180,7 +202,11 @@ std::string mib(double b) { return fmt::format("{:.1f}", b / (1 << 20)); }
 }  // namespace
 
 std::string compare_table(const CompareResults& r) {
-  std::string out = fmt::format(
+  std::string out;
+  if (r.links)
+    out = fmt::format("links: {} (P > 1 rows: one emulated host per rank, MPI over TCP through "
+                      "tbf; single and naive on one host)\n", r.links->rate);
+  out += fmt::format(
       "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>6} {:>9} {:>7}\n",
       "strategy", "PxT", "N", "prefill s", "prefill", "decode", "KV+act", "weights", "sent",
       "wait s", "hidden", "plan s", "error");
@@ -211,86 +237,6 @@ std::string compare_table(const CompareResults& r) {
         sp ? fmt::format("{:.0f}%", 100 * run.hidden_fraction()) : "-", plan, err);
   }
   return out;
-}
-
-std::vector<std::string> crossover_findings(const CompareResults& r) {
-  std::vector<std::string> lines;
-  std::map<int64_t, const RunMeasurement*> single, naive;
-  for (const auto& run : r.runs) {
-    if (!run.ok) continue;
-    if (run.strategy == "single") single[run.tokens] = &run;
-    if (run.strategy == "naive") naive[run.tokens] = &run;
-  }
-  // Sequential optimization alone: optimized vs naive at the largest N measured by both.
-  for (auto it = single.rbegin(); it != single.rend(); ++it) {
-    const auto nv = naive.find(it->first);
-    if (nv == naive.end() || it->second->prefill_seconds <= 0) continue;
-    std::string line = fmt::format(
-        "Sequential optimization: at N={} the optimized single pipeline prefills {:.1f}x faster "
-        "than the naive one",
-        it->first, nv->second->prefill_seconds / it->second->prefill_seconds);
-    const auto& a = it->second->decode_tokens_per_s;
-    const auto& b = nv->second->decode_tokens_per_s;
-    if (a && b && *b > 0) line += fmt::format(" and decodes {:.1f}x faster", *a / *b);
-    lines.push_back(line + ".");
-    break;
-  }
-  // Each P-rank scheme against the single optimized pipeline, in the order first run.
-  std::vector<std::string> labels;
-  for (const auto& run : r.runs)
-    if (run.ranks > 1 && std::find(labels.begin(), labels.end(), run.label()) == labels.end())
-      labels.push_back(run.label());
-  for (const auto& label : labels) {
-    std::vector<std::pair<int64_t, double>> ratio;  // (N, single / scheme): > 1 scheme wins
-    for (const auto& run : r.runs) {
-      if (!run.ok || run.label() != label || run.prefill_seconds <= 0) continue;
-      const auto s = single.find(run.tokens);
-      if (s == single.end()) continue;
-      ratio.emplace_back(run.tokens, s->second->prefill_seconds / run.prefill_seconds);
-    }
-    if (ratio.empty()) continue;
-    std::sort(ratio.begin(), ratio.end());
-    // Within 3% counts as level: timings on a shared machine are that noisy.
-    constexpr double kLevel = 0.03;
-    const auto faster = [&](double x) { return x > 1 + kLevel; };
-    const auto level = [&](double x) { return std::abs(x - 1) <= kLevel; };
-    // The crossover: the smallest N from which the scheme stays faster.
-    std::optional<int64_t> from;
-    for (auto it = ratio.rbegin(); it != ratio.rend() && faster(it->second); ++it) from = it->first;
-    const auto& last = ratio.back();
-    std::string wins;
-    for (const auto& [n, x] : ratio)
-      if (faster(x)) wins += (wins.empty() ? "" : ", ") + std::to_string(n);
-    const std::string also =
-        wins.empty() ? "" : "; it was faster (by more than 3%) at N=" + wins;
-    if (from && *from == ratio.front().first) {
-      lines.push_back(fmt::format("{} beats the single optimized pipeline at every N measured "
-                                  "({:.2f}x at N={}).",
-                                  label, last.second, last.first));
-    } else if (from) {
-      lines.push_back(fmt::format("{} beats the single optimized pipeline from N={} on "
-                                  "(crossover; {:.2f}x at N={}); below that it is not faster.",
-                                  label, *from, last.second, last.first));
-    } else if (level(last.second)) {
-      lines.push_back(fmt::format("{} is level with the single optimized pipeline at the longest "
-                                  "N (N={}: {:.2f}x, within 3%){}.",
-                                  label, last.first, last.second, also));
-    } else {
-      lines.push_back(fmt::format("{} does not beat the single optimized pipeline at the longest "
-                                  "N (at N={} it takes {:.2f}x its time){}.",
-                                  label, last.first, 1 / last.second,
-                                  wins.empty() ? "; it is not faster at any N measured" : also));
-    }
-  }
-  if (!labels.empty())
-    lines.push_back(fmt::format(
-        "On this machine ({} core(s)) the P ranks run on the same cores as the single "
-        "pipeline: P ranks x T threads compete with 1 rank x P*T threads, so no scheme gets "
-        "more compute; a win or loss here measures threading versus process efficiency plus "
-        "communication, while what sequence parallelism surely buys is KV + activation memory "
-        "per rank falling as 1/P (scale).",
-        r.cores));
-  return lines;
 }
 
 }  // namespace tandem::analysis

@@ -157,6 +157,42 @@ std::string html_table(const CompareResults& r) {
   return t + "</table></div>\n";
 }
 
+// The links setting (with --links) and the crossover of each scheme.
+std::string links_html(const CompareResults& r) {
+  std::string b;
+  if (r.links) {
+    const auto& l = *r.links;
+    b += fmt::format("<p><b>Links: {}</b> — {}.", xml_escape(l.rate), xml_escape(l.description));
+    if (l.measured_bandwidth > 0)
+      b += fmt::format(" Measured across one link (MPI ping-pong): {:.2f} Gbit/s, {:.0f} us one way.",
+                       l.measured_bandwidth * 8 / 1e9, l.measured_latency * 1e6);
+    b += " The single and naive pipelines run on one host. The planner column uses "
+         "<a href=\"links-profile.json\">links-profile.json</a>: <code>cpu-this</code> with one "
+         "rank per node and the measured link between nodes.</p>\n";
+  }
+  const auto all = crossovers(r);
+  if (all.empty()) return b;
+  b += fmt::format("<h2>Crossover{}</h2>\n<p>The smallest measured N from which each scheme's "
+                   "prefill is faster than the single optimized pipeline's (by more than {:.0f}%, "
+                   "at that N and every longer one); below it P ranks lose to one pipeline. The columns "
+                   "give single's prefill time over the scheme's: above 1 the scheme is faster.</p>\n"
+                   "<table>\n<tr><th class=\"l\">scheme</th><th class=\"l\">crossover</th>",
+                   r.links ? " over " + xml_escape(r.links->rate) + " links" : "", 100 * kLevelFraction);
+  for (const auto n : lengths_as_ticks(r)) b += fmt::format("<th>single / scheme at N={}</th>", n);
+  b += "</tr>\n";
+  for (const auto& c : all) {
+    b += "<tr class=\"sp\">" + cell(c.label, true) +
+         cell(c.from_tokens ? "N >= " + std::to_string(*c.from_tokens) : "none in the measured range", true);
+    for (const auto n : lengths_as_ticks(r)) {
+      const auto it = std::find_if(c.speedup.begin(), c.speedup.end(),
+                                   [&](const auto& p) { return double(p.first) == n; });
+      b += cell(it == c.speedup.end() ? "-" : fmt::format("{:.2f}x", it->second));
+    }
+    b += "</tr>\n";
+  }
+  return b + "</table>\n";
+}
+
 using Figures = std::vector<std::pair<std::string, std::string>>;  // (caption, svg)
 
 std::string index_html(const CompareResults& r, const Figures& plots, const Figures& timelines,
@@ -169,6 +205,7 @@ std::string index_html(const CompareResults& r, const Figures& plots, const Figu
                    "({}). All runs took {:.0f} s.</p>\n",
                    r.decode_tokens, r.cores, xml_escape(r.launcher), xml_escape(r.launcher_note),
                    r.wall_seconds);
+  b += links_html(r);
   b += "<h2>Findings</h2>\n<ul>\n";
   for (const auto& line : crossover_findings(r)) b += "<li>" + xml_escape(line) + "</li>\n";
   b += "</ul>\n<h2>Measurements</h2>\n" + html_table(r);

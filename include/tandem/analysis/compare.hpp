@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -57,6 +58,16 @@ struct RunMeasurement {
   double hidden_fraction() const;           // mean over ranks with communication
 };
 
+// How the P > 1 ranks were linked when `--links RATE` emulated separate hosts.
+struct LinksSetting {
+  std::string rate;            // canonical, "1gbit"
+  double bits_per_second = 0;
+  std::string description;     // namespaces, bridge, tbf settings
+  std::vector<std::string> namespaces;
+  // MPI ping-pong across one emulated link (tandem comm-probe); 0: not measured.
+  double measured_bandwidth = 0, measured_latency = 0;  // bytes/s, s one way
+};
+
 struct CompareResults {
   std::string model;
   bool synthetic_model = false;
@@ -68,7 +79,24 @@ struct CompareResults {
   std::vector<int64_t> lengths;
   std::vector<RunMeasurement> runs;
   double wall_seconds = 0;
+  std::optional<LinksSetting> links;  // absent: ranks on this host's shared memory / loopback
 };
+
+// The crossover of one P-rank scheme against the single optimized pipeline.
+struct Crossover {
+  std::string label;  // "ring P=2"
+  // (N, single prefill seconds / scheme prefill seconds) at each N both measured, by N;
+  // above 1 the scheme is faster.
+  std::vector<std::pair<int64_t, double>> speedup;
+  // The smallest measured N from which the scheme's prefill is faster than single's (by
+  // more than kLevelFraction) at that N and at every longer N measured; empty: none in
+  // the measured range.
+  std::optional<int64_t> from_tokens;
+  // "N >= 1024 (1.40x at N=4096)" or "none in the measured range (N = 256..4096)".
+  std::string summary() const;
+};
+// Timings within 3% count as level (a shared machine is that noisy).
+inline constexpr double kLevelFraction = 0.03;
 
 // Parses the JSON of `tandem prefill --json` into a measurement (strategy, ranks and
 // threads are left to the caller). Throws Error(Internal) on a malformed document.
@@ -84,6 +112,10 @@ std::optional<Prediction> prediction_from_plan(const nlohmann::json& plan,
 nlohmann::json to_json(const CompareResults& r);
 // The readable table (one row per run) printed on stdout.
 std::string compare_table(const CompareResults& r);
+// The crossover of each P-rank scheme, in the order first run.
+std::vector<Crossover> crossovers(const CompareResults& r);
+// Lines printed under the table: the links setting (if any) and each scheme's crossover.
+std::string crossover_table(const CompareResults& r);
 // Sentences on where the P-rank schemes beat the single optimized pipeline (the crossover).
 std::vector<std::string> crossover_findings(const CompareResults& r);
 
