@@ -42,6 +42,7 @@ struct Opts {
   std::string schemes = "ring,zigzag,ulysses,pass-q,hybrid";
   std::string out = "tandem-report";
   std::string links;  // --links RATE: ranks on emulated hosts; empty: this host
+  std::string hardware = "cpu-this";  // the planner's profile: a name or a calibrate file
   int threads = 0;  // 0: cores for one rank, cores / P per rank for P ranks
   int decode_tokens = 16;
   int64_t naive_max = 256;
@@ -269,8 +270,8 @@ struct Runner {
         bad_input("--links: MPI across the emulated hosts failed: {}", last_line(p.err));
       fmt::print(stderr, " no reading ({})\n", last_line(p.err));
     }
-    auto h = *analysis::builtin_profile("cpu-this");
-    h.name = "cpu-this-links-" + l.rate;
+    auto h = analysis::load_profile(hardware);
+    h.name += "-links-" + l.rate;
     h.description += "; between ranks: emulated " + l.rate + " links (tandem compare --links)";
     h.devices_per_node = 1;
     h.inter = {l.measured_bandwidth > 0 ? l.measured_bandwidth : rate.bits_per_second / 8,
@@ -338,6 +339,8 @@ void run(const Opts& o) {
   }
 
   Runner r(o, fs::read_symlink("/proc/self/exe").string(), fs::path(o.out));
+  analysis::load_profile(o.hardware);  // a bad name or file fails now, naming --hardware
+  r.hardware = fs::exists(o.hardware) ? fs::absolute(o.hardware).string() : o.hardware;
   std::error_code ec;
   fs::create_directories(r.dir, ec);
   if (ec) bad_input("--out {}: cannot create the folder ({})", o.out, ec.message());
@@ -455,6 +458,10 @@ void add_compare(CLI::App& app) {
                   "Run the P > 1 ranks as emulated hosts (network namespaces on a bridge, tbf) "
                   "linked at this rate: 1gbit, 10gbit, 500mbit, ... (needs root); the report "
                   "shows the crossover N below which they lose to the single pipeline");
+  sub->add_option("--hardware", o->hardware,
+                  "Profile of the planner's predictions: a built-in name or a file written by "
+                  "`tandem calibrate` (default cpu-this; calibrate this machine for a closer "
+                  "prediction)");
   sub->add_option("--out", o->out, "Report folder (default tandem-report/)");
   sub->add_flag("--json", o->json, "Print results.json on stdout instead of the table");
   sub->callback([o] { run(*o); });

@@ -82,6 +82,7 @@ TEST(CompareCli, BadFlags) {
   expect_bad("--schemes ring,warp", "--schemes");
   expect_bad("--schemes hybrid:2y2", "--schemes");
   expect_bad("--decode-tokens -1", "--decode-tokens");
+  expect_bad("--hardware no-such-profile", "--hardware");
   expect_bad("--launcher carrier-pigeon", "--launcher");
   expect_bad("-m /no/such/model.gguf", "model");
   expect_bad("--frobnicate", "frobnicate");
