@@ -371,6 +371,7 @@ void run(const Opts& o) {
     res.launcher_note = fmt::format("one process per rank, each on its own emulated host "
                                     "linked at {}, MPI over TCP", res.links->rate);
   }
+  res.planner_hardware = r.hardware;
   r.has_reference = help_mentions(r.exe, "prefill", "--kernels", r.dir);
   r.has_no_kv = help_mentions(r.exe, "generate", "--no-kv-cache", r.dir);
   r.has_trace = help_mentions(r.exe, "prefill", "--trace", r.dir);

@@ -121,6 +121,7 @@ nlohmann::json to_json(const CompareResults& r) {
   j["cores"] = r.cores;
   j["decode_tokens"] = r.decode_tokens;
   j["naive_max"] = r.naive_max;
+  j["planner_hardware"] = r.planner_hardware;
   j["lengths"] = r.lengths;
   j["wall_seconds"] = r.wall_seconds;
   j["crossover"] = crossover_findings(r);

@@ -209,17 +209,19 @@ std::string index_html(const CompareResults& r, const Figures& plots, const Figu
   b += "<h2>Findings</h2>\n<ul>\n";
   for (const auto& line : crossover_findings(r)) b += "<li>" + xml_escape(line) + "</li>\n";
   b += "</ul>\n<h2>Measurements</h2>\n" + html_table(r);
-  b += fmt::format("<p class=\"note\"><b>naive</b>: plain scalar reference kernels and decoding "
-                   "without a KV cache (every step recomputes the whole sequence; it decodes at "
-                   "most {} tokens; it runs only for N &lt;= {}, --naive-max). ", kNaiveDecodeTokens,
-                   r.naive_max);
+  b += fmt::format("<p class=\"note\"><b>naive</b>: every sequential optimization off: plain "
+                   "scalar reference kernels, no flash attention, no memory plan, no fusion, the "
+                   "graph rebuilt every step, and decoding without a KV cache (every step "
+                   "recomputes the whole sequence; it decodes at most {} tokens; it runs only for "
+                   "N &lt;= {}, --naive-max). ", kNaiveDecodeTokens, r.naive_max);
   b += 
        "<b>single</b>: the optimized single pipeline (SIMD kernels, KV cache, static memory). "
        "P x T: ranks x threads per rank. Memory is the peak per rank; sent bytes, wait time "
        "and hidden fraction are the busiest rank's (hidden = share of communication overlapped "
-       "by compute). The planner column is <code>tandem plan --hardware cpu-this</code> for the "
-       "same N and P (one core per rank; '-' where it has no layout for that scheme); error = "
-       "predicted / measured - 1.</p>\n";
+       "by compute). The planner column is <code>tandem plan --hardware " +
+       xml_escape(r.planner_hardware) +
+       "</code> for the same N and P (one core per rank; '-' where it has no layout for that "
+       "scheme); error = predicted / measured - 1.</p>\n";
   b += "<h2>Plots</h2>\n";
   for (const auto& [caption, svg] : plots)
     b += "<div class=\"plot\">\n" + svg + "<p class=\"note\">" + xml_escape(caption) + "</p>\n</div>\n";

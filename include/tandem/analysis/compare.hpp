@@ -80,6 +80,7 @@ struct CompareResults {
   std::vector<RunMeasurement> runs;
   double wall_seconds = 0;
   std::optional<LinksSetting> links;  // absent: ranks on this host's shared memory / loopback
+  std::string planner_hardware = "cpu-this";  // profile of the planner column (name or file)
 };
 
 // The crossover of one P-rank scheme against the single optimized pipeline.
