@@ -139,7 +139,12 @@ TEST(InProcessErrors, PeerFailureReachesSubCommunicators) {
   Caught got;
   EXPECT_THROW(run_in_process(4, [&](Communicator& c) {
                  auto row = c.split(c.rank() / 2, c.rank());
-                 if (c.rank() == 3) throw Error(ErrorKind::BadInput, "bad flag");
+                 if (c.rank() == 3) {
+                   // Rank 3 may leave the split before rank 2 does: fail only once rank 2
+                   // is surely waiting in the sub-communicator's barrier.
+                   std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                   throw Error(ErrorKind::BadInput, "bad flag");
+                 }
                  if (c.rank() == 2) catch_on(got, [&] { row->barrier(); });
                }),
                Error);
