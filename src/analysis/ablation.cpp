@@ -4,19 +4,13 @@
 #include <numeric>
 #include <random>
 
+#include "tandem/analysis/bench.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
 #include "tandem/kernels/attention_plain.hpp"
 
 namespace tandem::analysis {
 namespace {
-
-double median(std::vector<double> v) {
-  TD_CHECK(!v.empty());
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 struct RunResult {
   double prefill_s = 0, decode_s = 0, activation_bytes = 0, kv_bytes = 0;
@@ -97,7 +91,10 @@ std::vector<AblationRow> run_ablation(const Model& model, kernels::ThreadPool& p
   for (auto& id : prompt) id = dist(rng);
 
   std::vector<AblationRow> rows;
-  for (const auto& c : ablation_configs()) rows.push_back({c});
+  for (const auto& c : ablation_configs()) {
+    rows.emplace_back();
+    rows.back().config = c;
+  }
   const int runs = o.repeats * int(rows.size()) + 1;
   int done = 0;
   // Warm-up (untimed): page in the weights, start the threads, grow the buffers.

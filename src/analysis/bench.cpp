@@ -49,12 +49,19 @@ std::string BenchTest::name() const {
   return s;
 }
 
+double median(std::vector<double> v) {
+  TD_CHECK(!v.empty());
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 void summarize(BenchResult& r) {
   auto v = r.tokens_per_s;
   TD_CHECK(!v.empty());
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
-  r.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  r.median = median(v);
   r.min = v.front();
   r.max = v.back();
   r.mean = std::accumulate(v.begin(), v.end(), 0.0) / double(n);

@@ -1,12 +1,12 @@
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <vector>
 
 #include "kernels/isa.hpp"
+#include "kernels/spin.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/kernels/fused.hpp"
 #include "tandem/kernels/ops.hpp"
@@ -80,8 +80,9 @@ void quantize_x(int layout, DType t, const float* x, int64_t cols, uint8_t* out)
 
 void matmul(const Weight& w, const float* x, int64_t m, float* y, ThreadPool& pool,
             const float* bias) {
-  FusedMatmul f;
-  f.outs.push_back({w, y, bias, 0});
+  // Reused per thread: no allocation per call (this runs for every matrix of every step).
+  thread_local FusedMatmul f;
+  f.outs.assign(1, {w, y, bias, 0});
   matmul_fused(f, x, 0, m, pool);
 }
 
@@ -93,14 +94,7 @@ class SpinBarrier {
   explicit SpinBarrier(int n) : n_(n) {}
   void arrive_and_wait() {
     count_.fetch_add(1, std::memory_order_acq_rel);
-    for (int i = 1; count_.load(std::memory_order_acquire) < n_; ++i) {
-      if (i % 32 == 0)
-        std::this_thread::yield();
-#if defined(__x86_64__) || defined(__i386__)
-      else
-        __builtin_ia32_pause();
-#endif
-    }
+    for (int i = 1; count_.load(std::memory_order_acquire) < n_; ++i) detail::spin_step(i);
   }
 
  private:
@@ -174,7 +168,10 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
   // Tokens per tile call: the integer tiles may take more than kTileTokens.
   const int tile_tokens = qfn ? k.qtile_tokens : detail::kTileTokens;
   TD_CHECK(tile_tokens >= 1 && tile_tokens <= detail::kMaxQTileTokens);
-  std::vector<Unit> units;
+  // The units of this call, in a buffer of the calling thread kept between calls.
+  thread_local std::vector<Unit> t_units;
+  std::vector<Unit>& units = t_units;
+  units.clear();
   int64_t total_rows = 0;
   for (size_t o = 0; o < (f.glu ? 1 : f.outs.size()); ++o) {
     const int64_t rows = f.outs[o].w.rows;

@@ -7,32 +7,21 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/spin.hpp"
 #include "tandem/core/error.hpp"
 
 namespace tandem::kernels {
 namespace {
 
-// Waiting threads spin (a forward pass issues many short runs back to back), yielding
-// now and then so that threads outnumbering the cores still make progress, and block
-// once the spin budget is spent.
+// Waiting threads spin (kernels/spin.hpp) and block once the spin budget is spent.
 constexpr int kSpins = 1 << 13;
-constexpr int kYieldEvery = 32;
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
 
 // Spins until pred() or the spin budget runs out; returns pred().
 template <typename Pred>
 bool spin_until(Pred pred) {
   for (int i = 1; i <= kSpins; ++i) {
     if (pred()) return true;
-    if (i % kYieldEvery == 0)
-      std::this_thread::yield();
-    else
-      cpu_relax();
+    detail::spin_step(i);
   }
   return pred();
 }

@@ -13,14 +13,9 @@ using tandem::test::run;
 using tandem::test::tandem_bin;
 using tandem::test::temp_dir;
 
-namespace {
+using tandem::test::read_text;
 
-std::string read(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+namespace {
 
 void expect_bad(const std::string& args, const std::string& needle) {
   SCOPED_TRACE("tandem compare " + args);
@@ -42,7 +37,7 @@ TEST(CompareCli, TinyEndToEnd) {
   EXPECT_NE(r.out.find("P > 1 runs use"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("single optimized pipeline"), std::string::npos) << r.out;
 
-  const auto j = nlohmann::json::parse(read(out + "/results.json"));
+  const auto j = nlohmann::json::parse(read_text(out + "/results.json"));
   ASSERT_EQ(j["runs"].size(), 6u);
   std::vector<std::string> want = {"naive", "single", "ring P=2"};
   for (size_t i = 0; i < 6; ++i) {
@@ -65,11 +60,11 @@ TEST(CompareCli, TinyEndToEnd) {
             j["runs"][4]["per_rank"][0]["kv_bytes"].get<double>());
   for (const char* f : {"latency.svg", "memory.svg", "time_split.svg", "decode.svg", "index.html"})
     EXPECT_TRUE(std::filesystem::exists(out + "/" + f)) << f;
-  const auto html = read(out + "/index.html");
+  const auto html = read_text(out + "/index.html");
   EXPECT_NE(html.find("<svg"), std::string::npos);
   for (const auto& x : j["runs"])
     if (x["trace"].is_string()) {
-      const auto trace = nlohmann::json::parse(read(out + "/" + x["trace"].get<std::string>()));
+      const auto trace = nlohmann::json::parse(read_text(out + "/" + x["trace"].get<std::string>()));
       EXPECT_FALSE(trace.empty());
       EXPECT_NE(html.find(x["trace"].get<std::string>()), std::string::npos);
     }

@@ -17,14 +17,9 @@
 
 namespace ta = tandem::analysis;
 
-namespace {
+using tandem::test::read_text;
 
-std::string read(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+namespace {
 
 ta::RunMeasurement run_of(const std::string& strategy, int ranks, int64_t n, double seconds) {
   ta::RunMeasurement m;
@@ -131,8 +126,11 @@ TEST(Links, CrossoverNeedsMoreThanNoise) {
   auto r = results();
   for (auto& m : r.runs)  // ring 2% faster at 4096: level, not a crossover
     if (m.strategy == "ring" && m.tokens == 4096) m.prefill_seconds = 4.0 / 1.02;
-  for (const auto& c : ta::crossovers(r))
-    if (c.label == "ring P=2") EXPECT_FALSE(c.from_tokens);
+  for (const auto& c : ta::crossovers(r)) {
+    if (c.label == "ring P=2") {
+      EXPECT_FALSE(c.from_tokens);
+    }
+  }
 }
 
 TEST(Links, SettingAndCrossoverReachTheReport) {
@@ -147,7 +145,7 @@ TEST(Links, SettingAndCrossoverReachTheReport) {
   r.links = l;
   const std::string dir = tandem::test::temp_dir() + "/links-report";
   ta::write_report(r, dir);
-  const auto j = nlohmann::json::parse(read(dir + "/results.json"));
+  const auto j = nlohmann::json::parse(read_text(dir + "/results.json"));
   EXPECT_EQ(j["links"]["rate"], "1gbit");
   EXPECT_EQ(j["links"]["namespaces"].size(), 2u);
   EXPECT_NEAR(j["links"]["measured_bandwidth_bytes_per_s"].get<double>(), 1.15e8, 1);
@@ -157,7 +155,7 @@ TEST(Links, SettingAndCrossoverReachTheReport) {
   EXPECT_TRUE(j["crossovers"][1]["from_tokens"].is_null());
   EXPECT_EQ(j["crossovers"][0]["speedup"].size(), 3u);
 
-  const auto html = read(dir + "/index.html");
+  const auto html = read_text(dir + "/index.html");
   EXPECT_NE(html.find("Links: 1gbit"), std::string::npos);
   EXPECT_NE(html.find("2 emulated hosts &lt;test&gt;"), std::string::npos);
   EXPECT_NE(html.find("Crossover over 1gbit links"), std::string::npos);

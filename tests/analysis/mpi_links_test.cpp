@@ -23,14 +23,9 @@ using tandem::test::run;
 using tandem::test::tandem_bin;
 using tandem::test::temp_dir;
 
-namespace {
+using tandem::test::read_text;
 
-std::string read(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+namespace {
 
 // Why this system cannot run --links, or "" when it can.
 std::string why_not() {
@@ -70,7 +65,7 @@ TEST(CompareLinks, OneGbitEndToEnd) {
   EXPECT_NE(r.out.find("crossover (smallest measured N"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("ring P=2 over 1gbit links"), std::string::npos) << r.out;
 
-  const auto j = nlohmann::json::parse(read(out + "/results.json"));
+  const auto j = nlohmann::json::parse(read_text(out + "/results.json"));
   ASSERT_TRUE(j["links"].is_object()) << j.dump(2);
   EXPECT_EQ(j["links"]["rate"], "1gbit");
   EXPECT_EQ(j["links"]["bits_per_second"].get<double>(), 1e9);
@@ -85,7 +80,7 @@ TEST(CompareLinks, OneGbitEndToEnd) {
   EXPECT_EQ(j["crossovers"][0]["speedup"].size(), 2u);
   EXPECT_TRUE(j["crossovers"][0]["from_tokens"].is_null() || j["crossovers"][0]["from_tokens"].is_number());
   for (const auto& run : j["runs"]) EXPECT_TRUE(run["ok"].get<bool>()) << run.dump();
-  const auto html = read(out + "/index.html");
+  const auto html = read_text(out + "/index.html");
   EXPECT_NE(html.find("Links: 1gbit"), std::string::npos);
   EXPECT_NE(html.find("Crossover over 1gbit links"), std::string::npos);
 
@@ -121,10 +116,10 @@ TEST(CompareLinks, SigtermTearsDown) {
   ::kill(pid, SIGTERM);
   int st = 0;
   ::waitpid(pid, &st, 0);
-  ASSERT_TRUE(built) << read(out + ".log");
-  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM) << st << "\n" << read(out + ".log");
-  EXPECT_NE(read(out + ".log").find("removing the emulated hosts"), std::string::npos)
-      << read(out + ".log");
+  ASSERT_TRUE(built) << read_text(out + ".log");
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM) << st << "\n" << read_text(out + ".log");
+  EXPECT_NE(read_text(out + ".log").find("removing the emulated hosts"), std::string::npos)
+      << read_text(out + ".log");
   EXPECT_TRUE(ta::list_namespaces(prefix).empty());
   for (const auto& e : std::filesystem::directory_iterator(std::filesystem::temp_directory_path()))
     EXPECT_NE(e.path().filename().string().rfind(prefix, 0), 0u) << e.path();

@@ -15,6 +15,8 @@
 
 namespace ta = tandem::analysis;
 
+using tandem::test::read_text;
+
 namespace {
 
 // Strict well-formedness check of an XML document without prolog: one root element,
@@ -94,13 +96,6 @@ std::string xml_problem(const std::string& s) {
   if (!stack.empty()) return "unclosed <" + stack.back() + ">";
   if (roots != 1) return "no root element";
   return "";
-}
-
-std::string read(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 ta::CompareResults sample_results() {
@@ -215,17 +210,17 @@ TEST(Report, FolderHasJsonSvgAndSelfContainedHtml) {
     ASSERT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
   }
   for (const char* f : {"latency.svg", "decode.svg", "memory.svg", "time_split.svg"}) {
-    const auto svg = read(dir + "/" + f);
+    const auto svg = read_text(dir + "/" + f);
     EXPECT_EQ(xml_problem(svg), "") << f;
   }
-  const auto j = nlohmann::json::parse(read(dir + "/results.json"));
+  const auto j = nlohmann::json::parse(read_text(dir + "/results.json"));
   ASSERT_EQ(j["runs"].size(), r.runs.size());
   EXPECT_EQ(j["runs"][2]["label"], "ring P=2");
   EXPECT_NEAR(j["runs"][1]["predicted"]["prefill_error"].get<double>(), 0.2, 1e-9);
   EXPECT_FALSE(j["runs"].back()["ok"].get<bool>());
   EXPECT_TRUE(j["crossover"].is_array());
 
-  const auto html = read(dir + "/index.html");
+  const auto html = read_text(dir + "/index.html");
   EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
   // Every plot is inline, and each inline <svg> is well formed on its own.
   size_t count = 0, at = 0;

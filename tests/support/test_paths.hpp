@@ -13,4 +13,6 @@ std::string temp_dir();
 // Runs a shell command; returns its exit code and stdout+stderr.
 struct RunResult { int code; std::string out; };
 RunResult run(const std::string& cmd);
+// The whole file as text (empty when it cannot be read).
+std::string read_text(const std::string& path);
 }  // namespace tandem::test

@@ -70,9 +70,12 @@ FaultResult kill_one_rank(const std::string& args, double delay, const std::stri
 
 }  // namespace
 
-TEST(MpiFault, KilledRankDuringRingPrefillEndsTheJob) {
+namespace {
+
+// A rank SIGKILLed 2 s into a long prefill under `scheme`: the job ends, non-zero, soon.
+void expect_killed_prefill_ends_the_job(const std::string& scheme) {
   const auto f = kill_one_rank(" prefill -m " + shared_path("models/tiny-f16.gguf") +
-                                   " --random-tokens 30000 -t 1 --sp ring",
+                                   " --random-tokens 30000 -t 1 --sp " + scheme,
                                2.0);
   EXPECT_NE(f.code, 0) << f.out;
   EXPECT_LT(f.seconds_after_kill, kBound) << f.out;
@@ -81,22 +84,28 @@ TEST(MpiFault, KilledRankDuringRingPrefillEndsTheJob) {
   EXPECT_NE(f.out.find("signal 9"), std::string::npos) << f.out;
   // The survivors say which rank they were.
   EXPECT_NE(f.out.find("terminated by SIGTERM"), std::string::npos) << f.out;
-  std::printf("job ended %.2f s after the kill, exit %d\n", f.seconds_after_kill, f.code);
+  // The kill landed mid-run: no rank got as far as the report.
+  EXPECT_EQ(f.out.find("tokens/s"), std::string::npos) << f.out;
+  std::printf("%s: job ended %.2f s after the kill, exit %d\n", scheme.c_str(),
+              f.seconds_after_kill, f.code);
+}
+
+// One rank frozen (SIGSTOP) 2 s into a long prefill, with a 3 s communication timeout.
+FaultResult stall_one_rank_in_prefill(const std::string& scheme) {
+  return kill_one_rank(" prefill -m " + shared_path("models/tiny-f16.gguf") +
+                           " --random-tokens 30000 -t 1 --sp " + scheme,
+                       2.0, "-STOP", "TANDEM_COMM_TIMEOUT=3 ");
+}
+
+}  // namespace
+
+TEST(MpiFault, KilledRankDuringRingPrefillEndsTheJob) {
+  expect_killed_prefill_ends_the_job("ring");
 }
 
 TEST(MpiFault, KilledRankDuringUlyssesPrefillEndsTheJob) {
   // Ulysses: every layer's attention is two all-to-alls over all ranks (6 heads, 2 per rank).
-  const auto f = kill_one_rank(" prefill -m " + shared_path("models/tiny-f16.gguf") +
-                                   " --random-tokens 30000 -t 1 --sp ulysses",
-                               2.0);
-  EXPECT_NE(f.code, 0) << f.out;
-  EXPECT_LT(f.seconds_after_kill, kBound) << f.out;
-  EXPECT_NE(f.out.find("rank"), std::string::npos) << f.out;
-  EXPECT_NE(f.out.find("signal 9"), std::string::npos) << f.out;
-  EXPECT_NE(f.out.find("terminated by SIGTERM"), std::string::npos) << f.out;
-  // The kill landed mid-run: no rank got as far as the report.
-  EXPECT_EQ(f.out.find("tokens/s"), std::string::npos) << f.out;
-  std::printf("job ended %.2f s after the kill, exit %d\n", f.seconds_after_kill, f.code);
+  expect_killed_prefill_ends_the_job("ulysses");
 }
 
 TEST(MpiFault, KilledRankDuringShardedDecodeEndsTheJob) {
@@ -112,9 +121,7 @@ TEST(MpiFault, KilledRankDuringShardedDecodeEndsTheJob) {
 TEST(MpiFault, StalledRankMakesTheOthersTimeOutNamingTheOperation) {
   // SIGSTOP freezes one rank; with a 3 s communication timeout the others must fail with
   // a timeout that names the operation, and the job must end.
-  const auto f = kill_one_rank(" prefill -m " + shared_path("models/tiny-f16.gguf") +
-                                   " --random-tokens 30000 -t 1 --sp ring",
-                               2.0, "-STOP", "TANDEM_COMM_TIMEOUT=3 ");
+  const auto f = stall_one_rank_in_prefill("ring");
   EXPECT_NE(f.code, 0) << f.out;
   EXPECT_LT(f.seconds_after_kill, kBound) << f.out;
   EXPECT_NE(f.out.find("timed out after 3 s"), std::string::npos) << f.out;
@@ -122,9 +129,7 @@ TEST(MpiFault, StalledRankMakesTheOthersTimeOutNamingTheOperation) {
 }
 
 TEST(MpiFault, StalledRankDuringUlyssesTimesOutNamingTheAllToAll) {
-  const auto f = kill_one_rank(" prefill -m " + shared_path("models/tiny-f16.gguf") +
-                                   " --random-tokens 30000 -t 1 --sp ulysses",
-                               2.0, "-STOP", "TANDEM_COMM_TIMEOUT=3 ");
+  const auto f = stall_one_rank_in_prefill("ulysses");
   EXPECT_EQ(f.code, 4) << f.out;  // the survivors' exit code: communication failure
   EXPECT_LT(f.seconds_after_kill, kBound) << f.out;
   EXPECT_NE(f.out.find("alltoallv (MPI_Ialltoallw) timed out after 3 s"), std::string::npos)

@@ -38,6 +38,8 @@ struct BenchResult {
 // depth < 0 or repeats < 1, Error(Resource) when the cache does not fit.
 BenchResult run_bench(Engine& engine, const BenchTest& test, int repeats, uint64_t seed = 1234);
 
+// The median of values (not empty).
+double median(std::vector<double> values);
 // Median, min, max, mean and sample standard deviation of `values` (not empty).
 void summarize(BenchResult& r);
 
