@@ -75,6 +75,7 @@ void run(const Opts& o) {
   } else {
     if (o.engine.reference() || o.no_kv_cache)
       bad_input("--kernels reference and --no-kv-cache are single-rank options (not with --sp/--ranks)");
+    (void)o.engine.options(false);  // rejects single-rank KV cache flags
     run_world(o.sp, [&](comm::Communicator& comm) {
       // Every rank must sample with the same seed.
       uint64_t seed = gp.sampler.seed;

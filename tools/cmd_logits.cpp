@@ -59,6 +59,7 @@ void run(const Opts& o) {
     secs = sw.seconds();
   } else {
     if (o.engine.reference()) bad_input("--kernels reference is a single-rank option (not with --sp/--ranks)");
+    (void)o.engine.options(false);  // rejects single-rank KV cache flags
     // Sequence-parallel: every rank computes its shard's rows; rank 0 writes them all.
     bool root = false;
     run_world(o.sp, [&](comm::Communicator& comm) {

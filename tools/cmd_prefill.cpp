@@ -165,13 +165,13 @@ void run(const Opts& o) {
     if (n == 0) bad_input("prefill: the prompt has no tokens");
     kernels::ThreadPool pool(o.threads);
     Engine engine(*model, pool);
-    engine.set_options(o.engine.options());
+    const bool single = comm.size() == 1 && o.sp.sp.empty() && !o.fit;
+    engine.set_options(o.engine.options(single));
     Trace trace;
     if (!o.trace.empty()) {
       engine.set_trace(&trace);
       comm.set_trace(&trace);
     }
-    const bool single = comm.size() == 1 && o.sp.sp.empty() && !o.fit;
     const MemoryEstimate need = single ? estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0)
                                        : sp_memory_estimate(*model, comm, scheme, n, 0);
     check_memory_budget(need, o.sp.max_memory, comm.who());

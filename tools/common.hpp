@@ -17,8 +17,13 @@ CLI::Option* add_threads_option(CLI::App* sub, int& threads);
 struct EngineFlags {
   std::string kernels = "optimized";
   bool no_flash_attn = false, no_memory_plan = false, no_fusion = false, no_graph_reuse = false;
+  int64_t kv_page = -1;  // --kv-page; -1: kDefaultKvPage on one rank, contiguous otherwise
+  std::string kv_type = "f32";
   bool reference() const { return kernels == "reference"; }
-  EngineOptions options() const;
+  // The engine options of the flags. single_rank false (sequence parallelism): the KV
+  // cache stays contiguous f32, and --kv-page N > 0 or --kv-type q8_0 is an error.
+  EngineOptions options(bool single_rank = true) const;
+  static constexpr int64_t kDefaultKvPage = 64;
 };
 void add_engine_options(CLI::App* sub, EngineFlags& f);
 

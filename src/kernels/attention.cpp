@@ -7,6 +7,7 @@
 
 #include "kernels/isa.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/quant_rows.hpp"
 #include "tandem/kernels/attention_merge.hpp"
 #include "tandem/kernels/ops.hpp"
 
@@ -21,24 +22,29 @@ struct ThreadScratch {
   std::vector<float> s, mx;
   std::vector<double> l;
   std::vector<int64_t> idx;
-  detail::AttnScratch get(int H) {
+  std::vector<float> kb, vb;
+  detail::AttnScratch get(int H, int64_t kv_floats) {
     s.resize(size_t(H) * detail::kAttnBlock);
     mx.resize(size_t(H));
     l.resize(size_t(H));
     idx.resize(detail::kAttnBlock);
-    return {s.data(), mx.data(), l.data(), idx.data()};
+    kb.resize(size_t(kv_floats));
+    vb.resize(size_t(kv_floats));
+    return {s.data(), mx.data(), l.data(), idx.data(), kb.data(), vb.data()};
   }
 };
 thread_local ThreadScratch t_scratch;
 
 struct TileScratch {
-  std::vector<float> qt, s, mx, l;
-  detail::AttnTileScratch get(int heads, int d, int lanes) {
+  std::vector<float> qt, s, mx, l, kb, vb;
+  detail::AttnTileScratch get(int heads, int d, int lanes, int64_t kv_floats) {
     qt.resize(size_t(heads) * size_t(d) * size_t(lanes));
     s.resize(size_t(detail::kAttnBlock) * size_t(lanes) + 8);  // + 8: PV reads 8 lanes
     mx.resize(size_t(heads) * size_t(lanes));
     l.resize(size_t(heads) * size_t(lanes));
-    return {qt.data(), s.data(), mx.data(), l.data()};
+    kb.resize(size_t(kv_floats));
+    vb.resize(size_t(kv_floats));
+    return {qt.data(), s.data(), mx.data(), l.data(), kb.data(), vb.data()};
   }
 };
 thread_local TileScratch t_tile_scratch;
@@ -53,12 +59,51 @@ bool flash_attention() { return g_flash.load(std::memory_order_relaxed); }
 void set_flash_attention(bool on) { g_flash.store(on, std::memory_order_relaxed); }
 }  // namespace detail
 
+static void check_pages(const KvPages& p, int G, int d) {
+  const int64_t kvd = int64_t(G) * d;
+  TD_CHECK(p.page != nullptr);
+  if (p.type == DType::F32) {
+    TD_CHECK(p.row_bytes >= size_t(kvd) * sizeof(float) && p.row_bytes % sizeof(float) == 0);
+  } else {
+    TD_CHECK(p.type == DType::Q8_0 && kvd % kQBlock == 0 &&
+             p.row_bytes >= row_bytes(DType::Q8_0, kvd));
+  }
+}
+
+AttentionArgs gather_kv(const AttentionArgs& a, KvGather& buf) {
+  if (a.pages.tokens == 0) return a;
+  check_pages(a.pages, a.G, a.d);
+  const int64_t kvd = int64_t(a.G) * a.d, T = a.pages.tokens;
+  buf.k.resize(size_t(a.n_kv * kvd));
+  buf.v.resize(size_t(a.n_kv * kvd));
+  buf.pos.resize(size_t(a.n_kv));
+  for (int64_t j = 0; j < a.n_kv; ++j) {
+    const KvPage& pg = a.pages.page[j / T];
+    const size_t off = size_t(j % T) * a.pages.row_bytes;
+    dequantize_row(a.pages.type, static_cast<const std::byte*>(pg.k) + off, &buf.k[size_t(j * kvd)],
+                   kvd);
+    dequantize_row(a.pages.type, static_cast<const std::byte*>(pg.v) + off, &buf.v[size_t(j * kvd)],
+                   kvd);
+    buf.pos[size_t(j)] = pg.pos[j % T];
+  }
+  AttentionArgs c = a;
+  c.pages = {};
+  c.k = buf.k.data();
+  c.v = buf.v.data();
+  c.kv_pos = buf.pos.data();
+  c.kv_stride = kvd;
+  return c;
+}
+
 void attention(const AttentionArgs& a, ThreadPool& pool) {
   TD_CHECK(a.H > 0 && a.G > 0 && a.H % a.G == 0 && a.d > 0);
-  TD_CHECK(a.n_q >= 0 && a.n_kv >= 0 && a.kv_stride >= int64_t(a.G) * a.d);
+  const bool paged = a.pages.tokens > 0;
+  TD_CHECK(a.n_q >= 0 && a.n_kv >= 0 && (paged || a.kv_stride >= int64_t(a.G) * a.d));
   if (a.n_q == 0) return;
   TD_CHECK(a.q && a.out && (a.q_pos || !a.causal));
-  TD_CHECK(a.n_kv == 0 || (a.k && a.v && (a.kv_pos || !a.causal)));
+  if (paged && a.n_kv > 0) check_pages(a.pages, a.G, a.d);
+  TD_CHECK(a.n_kv == 0 || paged || (a.k && a.v && (a.kv_pos || !a.causal)));
+  const int64_t kv_floats = detail::kv_scratch_floats(a);
 
   // A unit is one query against a range of keys, all heads, so K and V rows are read
   // whole and in order. With fewer queries than threads (decode) the keys are split
@@ -80,7 +125,7 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
   const int64_t tiles = (a.n_q + lanes - 1) / lanes;
   if (splits == 1 && a.n_q > 1 && tiles >= nth && g_flash.load(std::memory_order_relaxed)) {
     auto tile_body = [&](int tid, int n) {
-      const detail::AttnTileScratch sc = t_tile_scratch.get(a.H, a.d, lanes);
+      const detail::AttnTileScratch sc = t_tile_scratch.get(a.H, a.d, lanes, kv_floats);
       for (int64_t u = tid; u < tiles; u += n) {
         const int64_t i0 = u * lanes;
         isa.attn_tile(a, i0, int(std::min<int64_t>(lanes, a.n_q - i0)), sc);
@@ -101,7 +146,7 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
   // Units are dealt round robin: under a causal mask later queries see more keys, so
   // contiguous ranges would load the threads unevenly.
   auto body = [&](int tid, int n) {
-    const detail::AttnScratch sc = t_scratch.get(a.H);
+    const detail::AttnScratch sc = t_scratch.get(a.H, kv_floats);
     for (int64_t u = tid; u < units; u += n) {
       const int64_t i = u / splits;
       if (splits == 1) {

@@ -107,7 +107,11 @@ std::atomic<size_t> g_scratch_peak{0};
 size_t attention_scratch_peak() { return g_scratch_peak.load(std::memory_order_relaxed); }
 void reset_attention_scratch_peak() { g_scratch_peak.store(0, std::memory_order_relaxed); }
 
-void attention_materialized(const AttentionArgs& a, ThreadPool& pool) {
+void attention_materialized(const AttentionArgs& args, ThreadPool& pool) {
+  // Paged keys are gathered into one contiguous run first (this kernel transposes K
+  // per head anyway).
+  thread_local KvGather gathered;
+  const AttentionArgs a = gather_kv(args, gathered);
   TD_CHECK(a.H > 0 && a.G > 0 && a.H % a.G == 0 && a.d > 0);
   TD_CHECK(a.n_q >= 0 && a.n_kv >= 0 && a.kv_stride >= int64_t(a.G) * a.d);
   if (a.n_q == 0) return;

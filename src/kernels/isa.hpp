@@ -59,12 +59,15 @@ using QTileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const uint
                          const float* bias);
 
 // Per-thread buffers of an attention unit: s [H][kAttnBlock], mx [H], l [H],
-// idx [kAttnBlock].
+// idx [kAttnBlock]; kbuf and vbuf [kAttnBlock][G*d] where keys come from Q8_0 pages
+// (rows are dequantized there), else unused.
 struct AttnScratch {
   float* s;
   float* mx;
   double* l;
   int64_t* idx;
+  float* kbuf;
+  float* vbuf;
 };
 
 // Attention of query i over the keys [j0, j1) for every head: out [H][d] (normalized
@@ -74,13 +77,21 @@ using AttnFn = void (*)(const AttentionArgs& a, int64_t i, int64_t j0, int64_t j
                         float* lse, const AttnScratch& scratch);
 
 // Per-thread buffers of a flash-attention tile (lanes = the table's attn_tile_q):
-// qt [H][d][lanes], s [kAttnBlock][lanes] (+ 8 floats), mx and l [H][lanes].
+// qt [H][d][lanes], s [kAttnBlock][lanes] (+ 8 floats), mx and l [H][lanes]; kbuf and
+// vbuf as in AttnScratch.
 struct AttnTileScratch {
   float* qt;
   float* s;
   float* mx;
   float* l;
+  float* kbuf;
+  float* vbuf;
 };
+
+// Rows per dequantization buffer (kbuf, vbuf) of the scratch structs: G*d floats each.
+inline int64_t kv_scratch_floats(const AttentionArgs& a) {
+  return a.pages.tokens > 0 && a.pages.type != DType::F32 ? int64_t(kAttnBlock) * a.G * a.d : 0;
+}
 
 // Queries [i0, i0 + nq) (nq <= attn_tile_q) against all keys, every head: out and
 // (when set) lse of those queries, as AttnFn over all keys.

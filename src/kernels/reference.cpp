@@ -74,7 +74,9 @@ void add(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
-void attention(const AttentionArgs& a) {
+void attention(const AttentionArgs& args) {
+  KvGather gathered;
+  const AttentionArgs a = gather_kv(args, gathered);
   TD_CHECK(a.G > 0 && a.H % a.G == 0 && a.d > 0 && a.kv_stride >= int64_t(a.G) * a.d);
   const int group = a.H / a.G;
   std::vector<double> score(size_t(a.n_kv));

@@ -1,38 +1,149 @@
 #include "tandem/memory/kv_cache.hpp"
 
-#include <new>
+#include <algorithm>
+#include <cstring>
+#include <utility>
 
 #include "tandem/core/error.hpp"
 
 namespace tandem {
 
-KVCache::KVCache(int64_t n_layer, int64_t capacity, int64_t kv_dim)
-    : n_layer_(n_layer), capacity_(capacity), kv_dim_(kv_dim) {
+KVCache::KVCache(int64_t n_layer, int64_t capacity, int64_t kv_dim, const KVCacheOptions& opt)
+    : n_layer_(n_layer), capacity_(capacity), kv_dim_(kv_dim), type_(opt.type) {
   TD_CHECK(n_layer > 0 && capacity >= 0 && kv_dim > 0);
-  const size_t n = size_t(n_layer) * size_t(capacity) * size_t(kv_dim);
-  try {
-    k_.resize(n);
-    v_.resize(n);
-    pos_.resize(size_t(capacity));
-  } catch (const std::bad_alloc&) {
-    fail(ErrorKind::Resource, "cannot allocate the KV cache: {} tokens need {} MiB", capacity,
-         2 * n * sizeof(float) >> 20);
-  }
+  if (opt.page_tokens < 0) bad_input("KV cache: page size must be >= 0 tokens (got {})", opt.page_tokens);
+  if (opt.pool_tokens < 0) bad_input("KV cache: pool size must be >= 0 tokens (got {})", opt.pool_tokens);
+  const int64_t pool_tokens = std::max(opt.pool_tokens, capacity);
+  page_ = opt.page_tokens > 0 ? opt.page_tokens : std::max<int64_t>(pool_tokens, 1);
+  contiguous_ = opt.page_tokens == 0 && opt.pool_tokens <= capacity && type_ == DType::F32;
+  PagedKVConfig cfg;
+  cfg.n_layer = n_layer;
+  cfg.kv_dim = kv_dim;
+  cfg.block_size = page_;
+  cfg.n_blocks = std::max<int64_t>((pool_tokens + page_ - 1) / page_, 1);
+  cfg.storage = type_;
+  pool_ = std::make_shared<PagedKVCache>(cfg);
+  seq_ = pool_->create_sequence();
+}
+
+KVCache::KVCache(std::shared_ptr<PagedKVCache> pool, PagedKVCache::SeqId seq, const KVCache& like)
+    : pool_(std::move(pool)),
+      seq_(seq),
+      n_layer_(like.n_layer_),
+      capacity_(like.capacity_),
+      kv_dim_(like.kv_dim_),
+      size_(pool_->size(seq)),
+      page_(like.page_),
+      type_(like.type_),
+      contiguous_(false) {}
+
+KVCache::KVCache(KVCache&& o) noexcept { *this = std::move(o); }
+
+KVCache& KVCache::operator=(KVCache&& o) noexcept {
+  if (this == &o) return *this;
+  release();
+  pool_ = std::move(o.pool_);
+  seq_ = std::exchange(o.seq_, -1);
+  n_layer_ = o.n_layer_;
+  capacity_ = o.capacity_;
+  kv_dim_ = o.kv_dim_;
+  size_ = std::exchange(o.size_, 0);
+  page_ = o.page_;
+  type_ = o.type_;
+  contiguous_ = o.contiguous_;
+  pages_ = std::move(o.pages_);
+  return *this;
+}
+
+KVCache::~KVCache() { release(); }
+
+void KVCache::release() {
+  if (pool_ && seq_ >= 0 && pool_->alive(seq_)) pool_->free_sequence(seq_);
+  pool_.reset();
+  seq_ = -1;
 }
 
 int64_t KVCache::append(int64_t m, const int32_t* pos) {
+  TD_CHECK(pool_);
   if (m < 0 || size_ + m > capacity_)
     fail(ErrorKind::Resource, "KV cache full: {} tokens stored, {} more requested, capacity {}",
          size_, m, capacity_);
-  const int64_t start = size_;
-  for (int64_t i = 0; i < m; ++i) pos_[size_t(start + i)] = pos[i];
+  const int64_t start = pool_->append(seq_, m, pos);
   size_ += m;
   return start;
 }
 
 void KVCache::truncate(int64_t n) {
-  TD_CHECK(n >= 0 && n <= size_);
+  TD_CHECK(pool_ && n >= 0 && n <= size_);
+  pool_->truncate(seq_, n);
   size_ = n;
 }
+
+void KVCache::write(int64_t layer, int64_t slot, int64_t count, const float* k, const float* v) {
+  TD_CHECK(pool_ && slot >= 0 && count >= 0 && slot + count <= size_);
+  if (type_ != DType::F32) {
+    for (int64_t t = 0; t < count; ++t) {
+      pool_->write_k(layer, seq_, slot + t, k + t * kv_dim_);
+      pool_->write_v(layer, seq_, slot + t, v + t * kv_dim_);
+    }
+    return;
+  }
+  // Rows within a page are consecutive: one copy per page.
+  for (int64_t t = 0; t < count;) {
+    const int64_t run = std::min(count - t, page_ - (slot + t) % page_);
+    const size_t n = size_t(run * kv_dim_) * sizeof(float);
+    std::memcpy(pool_->k(layer, seq_, slot + t), k + t * kv_dim_, n);
+    std::memcpy(pool_->v(layer, seq_, slot + t), v + t * kv_dim_, n);
+    t += run;
+  }
+}
+
+const float* KVCache::k(int64_t layer, int64_t slot) const {
+  TD_CHECK(contiguous_ && slot >= 0 && slot <= capacity_);
+  return pool_->k_rows(layer, 0) + slot * kv_dim_;
+}
+
+const float* KVCache::v(int64_t layer, int64_t slot) const {
+  TD_CHECK(contiguous_ && slot >= 0 && slot <= capacity_);
+  return pool_->v_rows(layer, 0) + slot * kv_dim_;
+}
+
+const int32_t* KVCache::positions() const {
+  TD_CHECK(contiguous_);
+  return pool_->block_positions(0);
+}
+
+kernels::KvPages KVCache::pages(int64_t layer) const {
+  TD_CHECK(pool_ && layer >= 0 && layer < n_layer_);
+  pages_.clear();
+  for (const BlockRef& b : pool_->blocks(seq_))
+    pages_.push_back({pool_->k_data(layer, b.id), pool_->v_data(layer, b.id), b.pos});
+  kernels::KvPages p;
+  p.tokens = page_;
+  p.page = pages_.data();
+  p.type = type_;
+  p.row_bytes = pool_->row_bytes();
+  return p;
+}
+
+KVCache KVCache::fork(int64_t n) const {
+  TD_CHECK(pool_);
+  if (n < 0 || n > size_) bad_input("KV cache: fork at {} tokens, but the cache holds {}", n, size_);
+  return KVCache(pool_, pool_->fork(seq_, n), *this);
+}
+
+size_t KVCache::bytes() const {
+  return pool_ ? size_t(pool_->n_blocks()) * pool_->block_size() * pool_->row_bytes() * 2 *
+                     size_t(n_layer_)
+               : 0;
+}
+
+size_t KVCache::used_bytes() const {
+  return pool_ ? size_t(pool_->n_blocks() - pool_->free_blocks()) * pool_->block_size() *
+                     pool_->row_bytes() * 2 * size_t(n_layer_)
+               : 0;
+}
+
+PagedKVStats KVCache::stats() const { return pool_ ? pool_->stats() : PagedKVStats{}; }
 
 }  // namespace tandem

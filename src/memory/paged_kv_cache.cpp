@@ -87,6 +87,11 @@ int32_t PagedKVCache::position(SeqId s, int64_t t) const {
   return q.table[size_t(t / cfg_.block_size)].pos[t % cfg_.block_size];
 }
 
+const int32_t* PagedKVCache::block_positions(int32_t block) const {
+  TD_CHECK(block >= 0 && block < cfg_.n_blocks);
+  return pos_.data() + size_t(block) * size_t(cfg_.block_size);
+}
+
 int32_t PagedKVCache::refcount(int32_t block) const {
   TD_CHECK(block >= 0 && block < cfg_.n_blocks);
   return refcount_[size_t(block)];

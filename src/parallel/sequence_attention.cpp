@@ -16,8 +16,13 @@ void SequenceAttention::store_kv(KVCache& cache, int64_t slot, const AttnStep& s
                                  int64_t count) const {
   if (count < 0) count = s.m - first;
   const int64_t kv = shape_.kv_dim();
-  std::copy(s.k + first * kv, s.k + (first + count) * kv, cache.k(s.layer, slot));
-  std::copy(s.v + first * kv, s.v + (first + count) * kv, cache.v(s.layer, slot));
+  cache.write(s.layer, slot, count, s.k + first * kv, s.v + first * kv);
+}
+
+kernels::AttentionArgs SequenceAttention::cache_args(const AttnStep& s, const KVCache& cache) const {
+  auto a = kernel_args(s, nullptr, nullptr, nullptr, cache.size());
+  a.pages = cache.pages(s.layer);
+  return a;
 }
 
 kernels::AttentionArgs SequenceAttention::kernel_args(const AttnStep& s, const float* k,
@@ -41,7 +46,7 @@ kernels::AttentionArgs SequenceAttention::kernel_args(const AttnStep& s, const f
 
 void LocalAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   store_kv(cache, slot, s);
-  auto a = kernel_args(s, cache.k(s.layer, 0), cache.v(s.layer, 0), cache.positions(), cache.size());
+  auto a = cache_args(s, cache);
   a.out = s.out;
   if (reference_) {
     kernels::ref::attention(a);

@@ -32,8 +32,7 @@ void ShardedDecode::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   const size_t block = size_t(s.m * (qd + H));
   gathered_.resize(block * size_t(P));
   float* mine = gathered_.data() + block * size_t(comm_.rank());
-  auto a = kernel_args(s, cache.k(s.layer, 0), cache.v(s.layer, 0), cache.positions(),
-                       cache.size());
+  auto a = cache_args(s, cache);
   a.out = mine;
   a.lse = mine + s.m * qd;
   if (a.n_kv > 0) {

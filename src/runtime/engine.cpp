@@ -41,9 +41,14 @@ size_t Engine::activation_unplanned_bytes() const {
 
 void Engine::set_attention(parallel::SequenceAttention* attn) { attn_ = attn ? attn : &local_; }
 
-KVCache Engine::make_cache(int64_t capacity) const {
+KVCache Engine::make_cache(int64_t capacity) const { return make_cache(capacity, opt_.kv); }
+
+KVCache Engine::make_cache(int64_t capacity, const KVCacheOptions& kv) const {
   const auto& h = model_.hparams();
-  return KVCache(h.n_layer, capacity, h.kv_dim());
+  if (kv.type == DType::Q8_0 && h.kv_dim() % kQBlock != 0)
+    bad_input("--kv-type q8_0 needs the KV row width (KV heads x head dim = {}) to be a "
+              "multiple of {}", h.kv_dim(), kQBlock);
+  return KVCache(h.n_layer, capacity, h.kv_dim(), kv);
 }
 
 void Engine::forward(KVCache& cache, std::span<const int32_t> ids, std::span<const int32_t> pos,

@@ -81,8 +81,7 @@ TEST(PagedKVCache, MatchesContiguousCacheForRandomAppends) {
       for (int64_t l = 0; l < n_layer; ++l)
         for (int64_t t = a; t < a + m; ++t) {
           auto kr = random_row(rng, kv_dim), vr = random_row(rng, kv_dim);
-          std::copy(kr.begin(), kr.end(), ref.k(l, t));
-          std::copy(vr.begin(), vr.end(), ref.v(l, t));
+          ref.write(l, t, 1, kr.data(), vr.data());
           // Both write paths: the raw pointer and write_v.
           std::copy(kr.begin(), kr.end(), paged.k(l, s, t));
           paged.write_v(l, s, t, vr.data());

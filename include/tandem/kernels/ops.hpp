@@ -3,6 +3,7 @@
 // namespace tandem::kernels::ref (reference.hpp) with the same contract, and tests
 // compare the two. Shapes: N tokens, H query heads, G KV heads, d head dim.
 #include <cstdint>
+#include <vector>
 
 #include "tandem/core/dtype.hpp"
 #include "tandem/core/tensor.hpp"
@@ -37,6 +38,20 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n);
 // y[i] += x[i]
 void add(float* y, const float* x, int64_t n);
 
+// Keys and values held in pages (a paged KV cache): page p holds keys
+// [p * tokens, (p + 1) * tokens) of the key sequence (the last page may hold fewer).
+struct KvPage {
+  const void* k = nullptr;        // the page's first K row; rows row_bytes apart
+  const void* v = nullptr;        // same for V
+  const int32_t* pos = nullptr;   // the page's key positions
+};
+struct KvPages {
+  int64_t tokens = 0;             // keys per page; 0: k, v and kv_pos are contiguous
+  const KvPage* page = nullptr;   // [ceil(n_kv / tokens)]
+  DType type = DType::F32;        // row storage: F32 (G*d floats) or Q8_0 (G*d/32 blocks)
+  size_t row_bytes = 0;           // bytes between consecutive rows of a page
+};
+
 struct AttentionArgs {
   const float* q = nullptr;      // [n_q][H][d]
   const int32_t* q_pos = nullptr;  // [n_q] global positions of the queries
@@ -52,7 +67,18 @@ struct AttentionArgs {
   float* out = nullptr;          // [n_q][H][d]
   float* lse = nullptr;          // optional [n_q][H]: natural log of sum_j exp(scale*q.k_j)
                                  // over visible keys; -inf (and out row 0) when none visible
+  KvPages pages;                 // set (tokens > 0): keys come from pages; k, v, kv_pos and
+                                 // kv_stride are then ignored
 };
+
+// The keys of a paged a as one contiguous run (dequantized to f32), in buffers the
+// caller keeps; returns a with k, v, kv_pos and kv_stride pointing there and no pages.
+// An unpaged a is returned as is. For the kernels that want contiguous keys.
+struct KvGather {
+  std::vector<float> k, v;
+  std::vector<int32_t> pos;
+};
+AttentionArgs gather_kv(const AttentionArgs& a, KvGather& buf);
 
 // Softmax attention. The partial result (out, lse) over a subset of the keys can be
 // merged with other subsets by log-sum-exp weighting.

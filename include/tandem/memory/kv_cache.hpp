@@ -1,47 +1,95 @@
 #pragma once
-// Per-layer KV cache: for each layer, K and V rows [capacity][kv_dim] (kv_dim = G*d),
-// plus the global position of every stored token (positions travel with tokens so
-// attention can mask by position, also when the sequence is split across ranks).
+// The KV cache of one sequence: for each layer, the K and V rows (kv_dim = G*d values
+// each) of every stored token, plus its global position (positions travel with tokens
+// so attention can mask by position, also when the sequence is split across ranks).
+//
+// Storage is a PagedKVCache (paged_kv_cache.hpp): the rows live in pages of
+// page_tokens tokens taken from a pool, found through the sequence's block table.
+// With page_tokens = 0 the pool is one page as large as the capacity, so every layer's
+// rows are one contiguous run (contiguous()): the layout sequence-parallel strategies
+// and the materialized attention read directly. Attention kernels read either form
+// through pages() (kernels::KvPages).
+//
+// fork() makes another sequence in the same pool that shares this one's first n
+// tokens (their pages are shared, the last partial page is copied on its next write).
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "tandem/core/dtype.hpp"
+#include "tandem/kernels/ops.hpp"
+#include "tandem/memory/paged_kv_cache.hpp"
+
 namespace tandem {
+
+struct KVCacheOptions {
+  int64_t page_tokens = 0;     // tokens per page; 0: one contiguous page (capacity tokens)
+  DType type = DType::F32;     // row storage: F32, or Q8_0 (kv_dim a multiple of 32)
+  int64_t pool_tokens = 0;     // tokens the pool holds for all forks; 0: capacity
+};
 
 class KVCache {
  public:
   KVCache() = default;
-  // Reserves memory for `capacity` tokens; throws Error(Resource) if it cannot.
-  KVCache(int64_t n_layer, int64_t capacity, int64_t kv_dim);
+  // Reserves a pool for `capacity` tokens (or opt.pool_tokens); throws Error(Resource)
+  // if it cannot, Error(BadInput) for a bad option.
+  KVCache(int64_t n_layer, int64_t capacity, int64_t kv_dim, const KVCacheOptions& opt = {});
+  KVCache(KVCache&& o) noexcept;
+  KVCache& operator=(KVCache&& o) noexcept;
+  KVCache(const KVCache&) = delete;
+  KVCache& operator=(const KVCache&) = delete;
+  ~KVCache();
 
   int64_t n_layer() const { return n_layer_; }
   int64_t capacity() const { return capacity_; }
   int64_t kv_dim() const { return kv_dim_; }
   int64_t size() const { return size_; }
+  int64_t page_tokens() const { return page_; }
+  DType type() const { return type_; }
+  // One page of F32 rows: k(layer, 0) .. k(layer, size() - 1) are consecutive.
+  bool contiguous() const { return contiguous_; }
 
   // Appends m token slots with the given positions and returns the first slot's
-  // index; the caller then fills their K/V rows in every layer. Throws
-  // Error(Resource) when the cache is full.
+  // index; the caller then fills their K/V rows in every layer (write()). Throws
+  // Error(Resource) when the cache (or its pool) is full.
   int64_t append(int64_t m, const int32_t* pos);
-  // Drops every token from slot n on.
+  // Drops every token from slot n on (pages no sequence uses go back to the pool).
   void truncate(int64_t n);
 
-  float* k(int64_t layer, int64_t slot) { return k_.data() + index(layer, slot); }
-  float* v(int64_t layer, int64_t slot) { return v_.data() + index(layer, slot); }
-  const float* k(int64_t layer, int64_t slot) const { return k_.data() + index(layer, slot); }
-  const float* v(int64_t layer, int64_t slot) const { return v_.data() + index(layer, slot); }
-  const int32_t* positions() const { return pos_.data(); }
+  // Rows [slot, slot + count) of one layer from k and v ([count][kv_dim] each),
+  // quantized for Q8_0 storage.
+  void write(int64_t layer, int64_t slot, int64_t count, const float* k, const float* v);
 
-  // Bytes held for K and V (all layers, full capacity).
-  size_t bytes() const { return (k_.size() + v_.size()) * sizeof(float); }
+  // The rows of a contiguous() cache (throw Error(Internal) otherwise).
+  const float* k(int64_t layer, int64_t slot) const;
+  const float* v(int64_t layer, int64_t slot) const;
+  const int32_t* positions() const;
+
+  // The keys of one layer as attention kernels read them (AttentionArgs::pages). Valid
+  // until the next change of this cache or of its pool.
+  kernels::KvPages pages(int64_t layer) const;
+
+  // A new sequence in this cache's pool sharing its first n tokens (nothing copied);
+  // its capacity is this one's.
+  KVCache fork(int64_t n) const;
+
+  // Bytes reserved for K and V rows (the whole pool).
+  size_t bytes() const;
+  // Bytes of the pages in use (shared pages counted once), and the pool's counters.
+  size_t used_bytes() const;
+  PagedKVStats stats() const;
 
  private:
-  size_t index(int64_t layer, int64_t slot) const {
-    return size_t((layer * capacity_ + slot) * kv_dim_);
-  }
-  int64_t n_layer_ = 0, capacity_ = 0, kv_dim_ = 0, size_ = 0;
-  std::vector<float> k_, v_;
-  std::vector<int32_t> pos_;
+  KVCache(std::shared_ptr<PagedKVCache> pool, PagedKVCache::SeqId seq, const KVCache& like);
+  void release();
+
+  std::shared_ptr<PagedKVCache> pool_;
+  PagedKVCache::SeqId seq_ = -1;
+  int64_t n_layer_ = 0, capacity_ = 0, kv_dim_ = 0, size_ = 0, page_ = 0;
+  DType type_ = DType::F32;
+  bool contiguous_ = false;
+  mutable std::vector<kernels::KvPage> pages_;  // pages() of the last layer asked
 };
 
 }  // namespace tandem

@@ -97,6 +97,8 @@ class PagedKVCache {
   // t / block_size. Valid until the next change of s.
   std::span<const BlockRef> blocks(SeqId s) const;
   int32_t position(SeqId s, int64_t t) const;
+  // The block_size positions of a pool block (those of its used rows are valid).
+  const int32_t* block_positions(int32_t block) const;
   int32_t refcount(int32_t block) const;
 
   // Row access, F32 storage only. Mutable rows must be in an unshared block (true for

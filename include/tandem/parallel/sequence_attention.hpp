@@ -59,6 +59,9 @@ class SequenceAttention {
   // out/lse are left for the caller.
   kernels::AttentionArgs kernel_args(const AttnStep& s, const float* k, const float* v,
                                      const int32_t* kv_pos, int64_t n_kv) const;
+  // Kernel arguments for the step's queries against every key of the cache (read
+  // through its pages, any storage); out/lse are left for the caller.
+  kernels::AttentionArgs cache_args(const AttnStep& s, const KVCache& cache) const;
   // Copies the step's K/V rows [first, first+count) into cache rows from `slot`.
   void store_kv(KVCache& cache, int64_t slot, const AttnStep& s, int64_t first = 0,
                 int64_t count = -1) const;

@@ -26,6 +26,9 @@ struct EngineOptions {
   bool memory_plan = true;         // activation buffers planned into one arena; off: one each
   bool fusion = true;              // graph passes: fusions and dead-node elimination
   bool graph_reuse = true;         // graph built once per shape; off: rebuilt every step
+  // KV cache of make_cache(capacity): contiguous f32 by default (what sequence-parallel
+  // strategies need); the CLI pages it on one rank (--kv-page, --kv-type).
+  KVCacheOptions kv;
 };
 
 class Engine {
@@ -50,8 +53,11 @@ class Engine {
   // single-rank strategy). Sequence-parallel runs set ring, sharded decode, ...
   void set_attention(parallel::SequenceAttention* attn);
 
-  // A cache sized for `capacity` tokens of this model.
+  // A cache sized for `capacity` tokens of this model, laid out as options().kv says or
+  // as kv says (sequence-parallel strategies other than sharded decode need the
+  // contiguous default KVCacheOptions{}).
   KVCache make_cache(int64_t capacity) const;
+  KVCache make_cache(int64_t capacity, const KVCacheOptions& kv) const;
 
   // Runs ids[i] at positions pos[i] (any positions; attention is causal by position)
   // through every layer; the attention strategy stores their K/V in `cache`. Writes the
