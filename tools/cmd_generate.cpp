@@ -25,7 +25,41 @@ struct Opts {
   SpOptions sp;
   EngineFlags engine;
   bool no_kv_cache = false;
+  int parallel = 1;
 };
+
+// --parallel N > 1: N continuations sharing the prompt's KV pages; texts printed at the end.
+void run_parallel(const Opts& o, const Model& model, const std::vector<int32_t>& prompt,
+                  const GenerateParams& gp) {
+  if (!o.sp.sp.empty() || o.sp.ranks != 1 || launched_by_mpirun())
+    bad_input("--parallel: several sequences run on one rank (not with --sp/--ranks/mpirun)");
+  kernels::ThreadPool pool(o.threads);
+  Engine engine(model, pool);
+  engine.set_options(o.engine.options());
+  const Tokenizer* tok = model.tokenizer();
+  const auto r = generate_parallel(engine, prompt, gp, o.parallel, engine.options().kv);
+  for (size_t i = 0; i < r.tokens.size(); ++i) {
+    fmt::print("[sequence {}, seed {}]\n", i, gp.sampler.seed + i);
+    if (o.show_ids || !tok) {
+      for (int32_t id : r.tokens[i]) fmt::print("{} ", id);
+    } else {
+      fmt::print("{}{}", tok->decode(prompt), tok->decode(r.tokens[i]));
+    }
+    fmt::print("\n");
+  }
+  const auto& st = r.stats;
+  fmt::print(stderr,
+             "\nprompt: {} tokens in {:.3f} s ({:.1f} tokens/s), prefilled once for {} sequences\n"
+             "generation: {} tokens in all, {:.1f} tokens/s ({} decode steps in {:.3f} s)\n"
+             "KV cache: {} pages of {} tokens in use ({} shared), {:.2f} MiB; {:.2f} MiB without "
+             "prefix sharing\n"
+             "time to first token: {:.3f} s; threads {}; seeds {}..{}\n",
+             st.n_prompt, st.prompt_seconds, st.prompt_tokens_per_s(), o.parallel,
+             st.n_generated, st.gen_tokens_per_s(), st.n_decode_steps, st.decode_seconds,
+             r.kv.blocks_used, engine.options().kv.page_tokens, r.kv.blocks_shared,
+             double(r.kv_used_bytes) / (1 << 20), double(r.kv_unshared_bytes) / (1 << 20),
+             st.ttft_seconds, o.threads, gp.sampler.seed, gp.sampler.seed + uint64_t(o.parallel) - 1);
+}
 
 void run(const Opts& o) {
   const auto model = Model::load(o.model);
@@ -58,6 +92,7 @@ void run(const Opts& o) {
     if (tok) fmt::print("{}", tok->decode(prompt));
     std::fflush(stdout);
   };
+  if (o.parallel > 1) return run_parallel(o, *model, prompt, gp);
   GenerateStats st;
   bool root = true;
   if (o.sp.sp.empty() && o.sp.ranks == 1 && !launched_by_mpirun()) {
@@ -137,6 +172,10 @@ void add_generate(CLI::App& app) {
   sub->add_flag("--show-ids", o->show_ids, "Print generated token ids instead of text");
   add_sp_options(sub, o->sp);
   add_engine_options(sub, o->engine);
+  sub->add_option("--parallel", o->parallel,
+                  "Generate N continuations of the prompt (seeds seed..seed+N-1); the prompt is "
+                  "prefilled once and its KV cache pages are shared (default 1)")
+      ->check(CLI::Range(1, 4096));
   sub->add_flag("--no-kv-cache", o->no_kv_cache,
                 "Recompute the whole sequence for every new token (the naive baseline)");
   sub->callback([o, p, ids] {

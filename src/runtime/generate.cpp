@@ -73,6 +73,82 @@ void decode_loop(Engine& engine, KVCache& cache, std::vector<float>& logits, int
   }
 }
 
+ParallelResult generate_parallel(Engine& engine, std::span<const int32_t> prompt,
+                                 const GenerateParams& params, int n_seq,
+                                 const KVCacheOptions& kv,
+                                 const std::function<void(int, int32_t)>& on_token) {
+  if (prompt.empty()) bad_input("the prompt is empty (no tokens)");
+  if (n_seq < 1) bad_input("--parallel: need at least 1 sequence (got {})", n_seq);
+  if (!params.kv_cache) bad_input("--parallel shares the prompt's KV cache pages; not with --no-kv-cache");
+  if (kv.page_tokens <= 0 && n_seq > 1)
+    bad_input("--parallel {}: sequences share pages of the KV cache; give --kv-page N > 0", n_seq);
+  const int64_t V = engine.model().hparams().n_vocab;
+  const int64_t n_prompt = int64_t(prompt.size());
+  const int64_t capacity = n_prompt + params.n_predict;
+  KVCacheOptions pool = kv;
+  // Every sequence's pages, and one spare page each for the copy of a shared partial page.
+  pool.pool_tokens = n_seq * (capacity + std::max<int64_t>(kv.page_tokens, 0));
+  ParallelResult r;
+  GenerateStats& st = r.stats;
+  st.n_prompt = n_prompt;
+  std::vector<KVCache> caches;
+  caches.push_back(engine.make_cache(capacity, pool));
+  std::vector<float> logits0(static_cast<size_t>(V));
+  std::vector<int32_t> pos(prompt.size());
+  std::iota(pos.begin(), pos.end(), 0);
+  const Stopwatch total;
+  Stopwatch sw;
+  engine.forward(caches[0], prompt, pos, 1, logits0.data());
+  st.prompt_seconds = sw.seconds();
+  for (int i = 1; i < n_seq; ++i) caches.push_back(caches[0].fork(n_prompt));
+
+  struct Seq {
+    Sampler sampler;
+    std::vector<float> logits;
+    int32_t next = -1;
+    bool done = false;
+  };
+  std::vector<Seq> seqs;
+  for (int i = 0; i < n_seq; ++i) {
+    SamplerParams sp = params.sampler;
+    sp.seed += uint64_t(i);
+    seqs.push_back({Sampler(sp), logits0});
+  }
+  r.tokens.resize(size_t(n_seq));
+  const Tokenizer* tok = engine.model().tokenizer();
+  for (int64_t step = 0; step < params.n_predict; ++step) {
+    bool any = false;
+    for (int i = 0; i < n_seq; ++i) {
+      Seq& q = seqs[size_t(i)];
+      if (q.done) continue;
+      q.next = q.sampler.sample(q.logits);
+      if (step == 0 && i == 0) st.ttft_seconds = total.seconds();
+      ++st.n_generated;
+      r.tokens[size_t(i)].push_back(q.next);
+      if (on_token) on_token(i, q.next);
+      if ((params.stop_at_eog && tok && tok->is_eog(q.next)) || step + 1 == params.n_predict) {
+        q.done = true;
+        continue;
+      }
+      any = true;
+      engine.model().file().check_unchanged();
+      const int32_t p = int32_t(n_prompt + step);
+      sw.reset();
+      engine.forward(caches[size_t(i)], std::span<const int32_t>(&q.next, 1),
+                     std::span<const int32_t>(&p, 1), 1, q.logits.data());
+      st.decode_seconds += sw.seconds();
+      ++st.n_decode_steps;
+    }
+    if (!any) break;
+  }
+  r.kv = caches[0].stats();
+  r.kv_used_bytes = caches[0].used_bytes();
+  const size_t page_bytes = r.kv.blocks_total > 0 ? caches[0].bytes() / size_t(r.kv.blocks_total) : 0;
+  for (const KVCache& c : caches)
+    r.kv_unshared_bytes += size_t((c.size() + kv.page_tokens - 1) / kv.page_tokens) * page_bytes;
+  return r;
+}
+
 std::string Utf8Stream::push(std::string_view bytes) {
   pending_.append(bytes);
   // Find the end of the last complete character.

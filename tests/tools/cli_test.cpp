@@ -109,3 +109,37 @@ TEST(Cli, ModelTruncatedWhileInUseGivesAClearError) {
   EXPECT_NE(r.out.find("rc=2"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("truncated while in use"), std::string::npos) << r.out;
 }
+
+// --parallel N: sequence i is what a single run with seed + i generates, the prompt's
+// full KV pages are shared, and a contiguous cache (--kv-page 0) is refused.
+TEST(Cli, GenerateParallelSequencesEqualSingleRunsAndSharePages) {
+  std::string prompt;
+  for (int i = 0; i < 6; ++i) prompt += std::string(i ? " " : "") + kText;  // 85 tokens
+  const std::string base = tandem_bin() + " generate -m " + tiny() + " -p '" + prompt +
+                           "' -n 12 --show-ids -t 2 --kv-page 16";
+  const auto par = run(base + " --parallel 3 --seed 40");
+  ASSERT_EQ(par.code, 0) << par.out;
+  for (int i = 0; i < 3; ++i) {
+    const auto one = run("{ " + base + " --seed " + std::to_string(40 + i) + " 2>/dev/null; }");
+    ASSERT_EQ(one.code, 0) << one.out;
+    const std::string ids = one.out.substr(one.out.find(kText, prompt.size() - 60) +
+                                           std::string(kText).size());
+    const std::string head = "[sequence " + std::to_string(i) + ", seed " + std::to_string(40 + i) + "]\n";
+    const size_t at = par.out.find(head);
+    ASSERT_NE(at, std::string::npos) << par.out;
+    const std::string line = par.out.substr(at + head.size(), par.out.find('\n', at + head.size()) - at - head.size());
+    auto words = [](const std::string& s) {
+      std::istringstream ss(s);
+      std::string w, all;
+      while (ss >> w) all += w + " ";
+      return all;
+    };
+    EXPECT_EQ(words(line), words(ids)) << "sequence " << i;
+    EXPECT_EQ(words(line).size() > 12, true);
+  }
+  // 85 prompt tokens = 5 full pages of 16, shared by all three.
+  EXPECT_NE(par.out.find("(5 shared)"), std::string::npos) << par.out;
+  const auto bad = run(base + " --parallel 2 --kv-page 0");
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("--kv-page"), std::string::npos) << bad.out;
+}

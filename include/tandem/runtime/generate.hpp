@@ -51,6 +51,23 @@ void decode_loop(Engine& engine, KVCache& cache, std::vector<float>& logits, int
                  const std::function<void(int32_t)>& on_token, std::vector<int32_t>* out,
                  std::vector<int32_t>* recompute = nullptr);
 
+// Several continuations of one prompt (llama.cpp's --parallel): the prompt is
+// prefilled once into a paged cache, every other sequence forks it (sharing the
+// prompt's pages; a partial last page is copied on its first write), and the
+// sequences then decode in turn, one token each per round, sequence i sampling with
+// seed + i. Needs the KV cache (params.kv_cache).
+struct ParallelResult {
+  std::vector<std::vector<int32_t>> tokens;  // generated ids per sequence
+  GenerateStats stats;         // n_generated and decode steps summed over sequences
+  PagedKVStats kv;             // the pool at the end (its peak: nothing is freed before)
+  size_t kv_used_bytes = 0;    // pages in use, shared pages counted once
+  size_t kv_unshared_bytes = 0;  // the same sequences in caches of their own
+};
+ParallelResult generate_parallel(Engine& engine, std::span<const int32_t> prompt,
+                                 const GenerateParams& params, int n_seq,
+                                 const KVCacheOptions& kv,
+                                 const std::function<void(int, int32_t)>& on_token = {});
+
 // Buffers bytes so that only whole UTF-8 characters are emitted (a token may end in
 // the middle of a multi-byte character).
 class Utf8Stream {
