@@ -81,7 +81,7 @@ std::string weight_type(const Model& m) {
 }
 
 nlohmann::ordered_json row_json(const Opts& o, const Model& m, const BenchResult& r, const Roofline& roof) {
-  const auto pt = analysis::roofline_point(m, r.test, r.median, roof);
+  const auto pt = analysis::roofline_point(m, r.test, r.median, roof, o.engine.options().kv.type);
   const bool pp = r.test.kind == BenchTest::Kind::Prefill;
   nlohmann::ordered_json j{{"test", r.test.name()},
                    {"model", o.model},
@@ -102,7 +102,9 @@ nlohmann::ordered_json row_json(const Opts& o, const Model& m, const BenchResult
                    {"roofline_bound_tokens_per_s", pt.bound_tokens_per_s},
                    {"roofline_fraction", pt.fraction},
                    {"read_bandwidth", roof.read_bandwidth},
-                   {"fma_peak", roof.fma_peak}};
+                   {"fma_peak", roof.fma_peak},
+                   {"kv_page", o.engine.options().kv.page_tokens},
+                   {"kv_type", std::string(dtype_name(o.engine.options().kv.type))}};
   if (pt.bandwidth_bound) {
     j["bytes_per_token"] = pt.cost_per_token;
     j["achieved_bytes_per_s"] = pt.achieved;
@@ -120,6 +122,9 @@ void print_table(const Opts& o, const Model& m, const std::vector<BenchResult>& 
   const auto path = roofline_path(o);
   fmt::print("model {} ({}, {:.1f} MiB of matrices read per token), {} thread(s), {} repeat(s)\n",
              o.model, weight_type(m), double(m.weight_bytes()) / (1 << 20), o.threads, o.repeats);
+  const KVCacheOptions kv = o.engine.options().kv;
+  fmt::print("KV cache: {}, {} rows\n", kv.page_tokens > 0 ? fmt::format("pages of {} tokens", kv.page_tokens) : std::string("contiguous"),
+             dtype_name(kv.type));
   fmt::print("roofline: read {:.2f} GB/s, FMA peak {:.1f} GFLOP/s ({}, from {})\n\n",
              roof.read_bandwidth / 1e9, roof.fma_peak / 1e9, roof.isa, path);
   fmt::print("| {:>14} | {:>10} | {:>10} | {:>10} | {:>9} | {:>12} | {:>14} | {:>7} |\n", "test",
@@ -127,7 +132,7 @@ void print_table(const Opts& o, const Model& m, const std::vector<BenchResult>& 
   fmt::print("|{:-<16}|{:->12}|{:->12}|{:->12}|{:->11}|{:->14}|{:->16}|{:->9}|\n", "", "", "", "",
              "", "", "", "");
   for (const auto& r : rows) {
-    const auto pt = analysis::roofline_point(m, r.test, r.median, roof);
+    const auto pt = analysis::roofline_point(m, r.test, r.median, roof, o.engine.options().kv.type);
     fmt::print("| {:>14} | {:>10.2f} | {:>10.2f} | {:>10.2f} | {:>9.2f} | {:>12} | {:>14.2f} | {:>6.1f}% |\n",
                r.test.name(), r.median, r.min, r.max, r.stddev,
                pt.bandwidth_bound ? "bandwidth" : "FMA peak", pt.bound_tokens_per_s,
@@ -145,6 +150,7 @@ void run_ablation(const Opts& o) {
   if (o.gen_set) ao.n_gen = o.gen[0];
   ao.repeats = o.repeats;
   ao.seed = o.seed;
+  ao.kv = o.engine.options().kv;
   ao.progress = [](int i, int n, const std::string& name) {
     fmt::print(stderr, "\rablation: run {}/{} ({}){:<20}", i + 1, n, name, "");
     std::fflush(stderr);

@@ -91,7 +91,8 @@ std::vector<AblationRow> run_ablation(const Model& model, kernels::ThreadPool& p
   for (auto& id : prompt) id = dist(rng);
 
   std::vector<AblationRow> rows;
-  for (const auto& c : ablation_configs()) {
+  for (auto c : ablation_configs()) {
+    c.engine.kv = o.kv;
     rows.emplace_back();
     rows.back().config = c;
   }

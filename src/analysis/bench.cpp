@@ -95,9 +95,10 @@ BenchResult run_bench(Engine& engine, const BenchTest& test, int repeats, uint64
   return r;
 }
 
-double decode_bytes_per_token(const Model& m, double ctx) {
+double decode_bytes_per_token(const Model& m, double ctx, DType kv_type) {
   const auto& h = m.hparams();
-  return double(m.weight_bytes()) + 2.0 * double(h.n_layer) * ctx * double(h.kv_dim()) * 4.0;
+  return double(m.weight_bytes()) +
+         2.0 * double(h.n_layer) * ctx * double(row_bytes(kv_type, h.kv_dim()));
 }
 
 double prefill_flops(const Model& m, int64_t n, int64_t depth) {
@@ -114,13 +115,13 @@ double prefill_flops(const Model& m, int64_t n, int64_t depth) {
 }
 
 RooflinePoint roofline_point(const Model& m, const BenchTest& test, double tokens_per_s,
-                             const Roofline& roof) {
+                             const Roofline& roof, DType kv_type) {
   RooflinePoint p;
   if (test.kind == BenchTest::Kind::Generate) {
     // Token i of the run attends to depth + i + 1 keys: mean context depth + (n+1)/2.
     const double ctx = double(test.depth) + double(test.n + 1) / 2;
     p.bandwidth_bound = true;
-    p.cost_per_token = decode_bytes_per_token(m, ctx);
+    p.cost_per_token = decode_bytes_per_token(m, ctx, kv_type);
     p.bound_tokens_per_s = roof.read_bandwidth / p.cost_per_token;
   } else {
     p.cost_per_token = prefill_flops(m, test.n, test.depth) / double(test.n);

@@ -40,6 +40,7 @@ struct AblationOptions {
   int64_t n_gen = 16;
   int repeats = 3;
   uint64_t seed = 1234;
+  KVCacheOptions kv;  // the KV cache of every configuration
   // Called before each run: (run index, runs in all, configuration name).
   std::function<void(int, int, const std::string&)> progress;
 };

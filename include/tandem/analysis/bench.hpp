@@ -55,14 +55,15 @@ struct RooflinePoint {
 };
 
 // Bytes read per generated token at cache length ctx: every matrix once (weight_bytes)
-// plus K and V of every layer, 2 * L * ctx * G*d * 4 (f32 cache).
-double decode_bytes_per_token(const Model& m, double ctx);
+// plus K and V of every layer, 2 * L * ctx * (a G*d row stored as kv_type: 4 bytes a
+// value for f32, 34 per 32 for q8_0).
+double decode_bytes_per_token(const Model& m, double ctx, DType kv_type = DType::F32);
 // FLOPs of a prefill of n tokens after `depth` cached ones: 2 FLOPs per matrix weight per
 // token in the layers, the output projection for the one output row, and attention
 // (QK^T and PV: 4 * H * d per visible key per layer, causal).
 double prefill_flops(const Model& m, int64_t n, int64_t depth);
 
 RooflinePoint roofline_point(const Model& m, const BenchTest& test, double tokens_per_s,
-                             const Roofline& roof);
+                             const Roofline& roof, DType kv_type = DType::F32);
 
 }  // namespace tandem::analysis
