@@ -19,6 +19,11 @@
 #   REPEATS        timed repeats per test (default 5)
 #   KEEP_ROOFLINE  set to 1 to use the cached roofline instead of measuring it again
 #   ONLY           run only the models whose name contains this (e.g. "tiny")
+#   LLAMA_BENCH    a llama-bench binary (llama.cpp, built outside this repository): runs it
+#                  on the same files with the same tests right after tandem on each model
+#                  (-fa on, same threads and repeats) and adds its measured median t/s
+#                  and the measured ratio to the table
+#   TANDEM_ARGS    extra arguments for tandem bench (e.g. "--kv-page 0")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +33,9 @@ VOCAB=${VOCAB:-../shared/vocab/ggml-vocab-llama-spm.gguf}
 THREADS=${THREADS:-2}
 REPEATS=${REPEATS:-5}
 ONLY=${ONLY:-}
+LLAMA_BENCH=${LLAMA_BENCH:-}
+read -r -a EXTRA <<<"${TANDEM_ARGS:-}"
+[[ -z $LLAMA_BENCH || -x $LLAMA_BENCH ]] || { echo "bench-targets: LLAMA_BENCH=$LLAMA_BENCH is not executable" >&2; exit 2; }
 
 [[ -x $TANDEM ]] || { echo "bench-targets: $TANDEM not found; build it or set TANDEM" >&2; exit 2; }
 [[ -f $VOCAB ]] || { echo "bench-targets: vocab $VOCAB not found; set VOCAB" >&2; exit 2; }
@@ -58,12 +66,19 @@ for entry in "${MODELS[@]}"; do
   [[ -z $ONLY || $name == *"$ONLY"* ]] || continue
   path=$(make_model "$name" "$preset" "$type")
   echo "bench $name" >&2
-  "$TANDEM" bench -m "$path" -t "$THREADS" -r "$REPEATS" -p 512 -n 128 --json >"$OUT/$name.main.json"
-  if [[ $name == tiny-f16 ]]; then
-    "$TANDEM" bench -m "$path" -t "$THREADS" -r "$REPEATS" -p 8192 -n 0 --json >"$OUT/$name.long.json"
-    "$TANDEM" bench -m "$path" -t "$THREADS" -r "$REPEATS" -p 0 -n 64 -d 8192 --json \
-      >"$OUT/$name.deep.json"
-  fi
+  # One test at a time, tandem then llama.cpp, so both see the same machine state.
+  tests=("main:-p 512 -n 0" "gen:-p 0 -n 128")
+  [[ $name == tiny-f16 ]] && tests+=("long:-p 8192 -n 0" "deep:-p 0 -n 64 -d 8192")
+  for t in "${tests[@]}"; do
+    tag=${t%%:*}
+    read -r -a args <<<"${t#*:}"
+    "$TANDEM" bench -m "$path" -t "$THREADS" -r "$REPEATS" "${args[@]}" "${EXTRA[@]}" --json \
+      >"$OUT/$name.$tag.json"
+    if [[ -n $LLAMA_BENCH ]]; then
+      "$LLAMA_BENCH" -m "$path" -t "$THREADS" -r "$REPEATS" -fa 1 "${args[@]}" -o json \
+        >"$OUT/$name.$tag.llama" 2>/dev/null || echo "bench-targets: llama-bench failed on $name $tag" >&2
+    fi
+  done
 done
 echo "load after: $(uptime | sed 's/.*load average/load average/')"
 
@@ -85,14 +100,29 @@ TARGET = {
     ("tiny-f16", "pp8192"): 1.8, ("tiny-f16", "tg64@d8192"): 1.3,
 }
 rows = []
+measured = {}  # (model, test) -> llama-bench's median t/s, where it ran
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     name = f.name.split(".")[0]
     for r in json.loads(f.read_text()):
         rows.append((name, r))
+for f in sorted(pathlib.Path(sys.argv[1]).glob("*.llama")):
+    name = f.name.split(".")[0]
+    try:
+        runs = json.loads(f.read_text())
+    except ValueError:
+        continue
+    for r in runs:
+        npp, ntg, depth = r.get("n_prompt", 0), r.get("n_gen", 0), r.get("n_depth", 0)
+        test = f"pp{npp}" if npp else f"tg{ntg}"
+        if depth:
+            test += f"@d{depth}"
+        samples = sorted(r.get("samples_ts") or [r["avg_ts"]])
+        measured[(name, test)] = samples[len(samples) // 2]
 order = ["small-f32", "small-q8_0", "small-q4_0", "tiny-f16"]
 rows.sort(key=lambda x: (order.index(x[0]) if x[0] in order else 99, x[1]["n_gen"] > 0,
                          x[1]["depth"], x[1]["test"]))
-hdr = ("model", "test", "tandem t/s", "min-max", "llama.cpp", "ratio", "target", "roofline")
+hdr = ("model", "test", "tandem t/s", "min-max", "llama.cpp (issue)", "ratio", "target",
+       "roofline") + (("llama.cpp measured", "measured ratio") if measured else ())
 print("| " + " | ".join(hdr) + " |")
 print("|" + "|".join("---" for _ in hdr) + "|")
 for name, r in rows:
@@ -107,9 +137,13 @@ for name, r in rows:
     else:
         target = "-"
     bound = "of BW bound" if r["roofline_bound"] == "bandwidth" else "of FMA peak"
-    print(f"| {name} | {r['test']} | {tps:.1f} | {r['tokens_per_s_min']:.1f}-"
-          f"{r['tokens_per_s_max']:.1f} | {ref if ref else '-'} | {ratio} | {target} | "
-          f"{100 * r['roofline_fraction']:.1f}% {bound} |")
+    line = (f"| {name} | {r['test']} | {tps:.1f} | {r['tokens_per_s_min']:.1f}-"
+            f"{r['tokens_per_s_max']:.1f} | {ref if ref else '-'} | {ratio} | {target} | "
+            f"{100 * r['roofline_fraction']:.1f}% {bound} |")
+    if measured:
+        m = measured.get((name, r["test"]))
+        line += f" {m:.1f} | {tps / m:.2f}x |" if m else " - | - |"
+    print(line)
 if rows:
     r = rows[0][1]
     print(f"\nroofline ({r['threads']} threads): read {r['read_bandwidth'] / 1e9:.2f} GB/s, "
