@@ -100,7 +100,7 @@ void run(const Opts& o) {
     Engine engine(*model, pool);
     engine.set_options(o.engine.options());
     const int64_t capacity = int64_t(prompt.size()) + o.n_predict;
-    check_memory_budget(estimate_memory(*model, o.no_kv_cache ? capacity : std::min<int64_t>(int64_t(prompt.size()), Engine::kDefaultChunk), capacity, 0),
+    check_memory_budget(estimate_memory(*model, o.no_kv_cache ? capacity : std::min<int64_t>(int64_t(prompt.size()), Engine::kDefaultChunk), capacity, 0, o.engine.options().kv.type, o.engine.options().kv.page_tokens),
                         o.sp.max_memory, "generate");
     KVCache cache = engine.make_cache(capacity);
     echo_prompt();

@@ -49,7 +49,7 @@ void run(const Opts& o) {
     kernels::ThreadPool pool(o.threads);
     Engine engine(*model, pool);
     engine.set_options(o.engine.options());
-    check_memory_budget(estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0), o.sp.max_memory, "logits");
+    check_memory_budget(estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0, o.engine.options().kv.type, o.engine.options().kv.page_tokens), o.sp.max_memory, "logits");
     KVCache cache = engine.make_cache(n);
     std::vector<int32_t> pos(ids.size());
     std::iota(pos.begin(), pos.end(), 0);

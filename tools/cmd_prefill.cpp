@@ -172,7 +172,7 @@ void run(const Opts& o) {
       engine.set_trace(&trace);
       comm.set_trace(&trace);
     }
-    const MemoryEstimate need = single ? estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0)
+    const MemoryEstimate need = single ? estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0, engine.options().kv.type, engine.options().kv.page_tokens)
                                        : sp_memory_estimate(*model, comm, scheme, n, 0);
     check_memory_budget(need, o.sp.max_memory, comm.who());
     KVCache cache = engine.make_cache(single ? n : sp_cache_capacity(n, 0, comm.size(), comm.rank(), scheme));

@@ -19,15 +19,16 @@ uint64_t activation_bytes(const HParams& h, int64_t m) {
   return uint64_t(m * per_token + h.n_vocab) * sizeof(float);
 }
 
-uint64_t kv_bytes(const HParams& h, int64_t n) {
-  return uint64_t(2 * h.n_layer * n * h.kv_dim()) * sizeof(float);
+uint64_t kv_bytes(const HParams& h, int64_t n, DType kv_type, int64_t page_tokens) {
+  if (page_tokens > 0) n = (n + page_tokens - 1) / page_tokens * page_tokens;
+  return uint64_t(2 * h.n_layer * n) * uint64_t(row_bytes(kv_type, h.kv_dim()));
 }
 
 MemoryEstimate estimate_memory(const Model& model, int64_t step_tokens, int64_t cache_tokens,
-                               uint64_t workspace) {
+                               uint64_t workspace, DType kv_type, int64_t page_tokens) {
   MemoryEstimate e;
   e.weights = model.file().file_size();
-  e.kv = kv_bytes(model.hparams(), cache_tokens);
+  e.kv = kv_bytes(model.hparams(), cache_tokens, kv_type, page_tokens);
   e.activations = activation_bytes(model.hparams(), step_tokens);
   e.workspace = workspace;
   return e;

@@ -19,11 +19,13 @@ struct MemoryEstimate {
 
 // Engine activation bytes for a step of m tokens (with one row of logits).
 uint64_t activation_bytes(const HParams& h, int64_t m);
-// KV cache bytes for n tokens.
-uint64_t kv_bytes(const HParams& h, int64_t n);
+// KV cache bytes for n tokens (rows of kv_type: f32 or q8_0; whole pages of page_tokens
+// when paged).
+uint64_t kv_bytes(const HParams& h, int64_t n, DType kv_type = DType::F32, int64_t page_tokens = 0);
 
 MemoryEstimate estimate_memory(const Model& model, int64_t step_tokens, int64_t cache_tokens,
-                               uint64_t workspace);
+                               uint64_t workspace, DType kv_type = DType::F32,
+                               int64_t page_tokens = 0);
 
 // Throws Error(Resource) "<who>: needs X (...) but --max-memory is Y" when over budget;
 // budget 0 means no limit.
