@@ -78,6 +78,12 @@ void matmul_args(benchmark::internal::Benchmark* b) {
       b->Args({ti, 2048, 768, m, 0});
       if (ti >= 3) b->Args({ti, 2048, 768, m, 1});
     }
+  // Decode of plain types on the small preset's largest shapes: the output matrix
+  // [V = 32000][D] and ffn_down [D][F].
+  for (int ti = 0; ti < 3; ++ti) {
+    b->Args({ti, 32000, 768, 1, 0});
+    b->Args({ti, 768, 2048, 1, 0});
+  }
   // ffn_down shape [D][F] with 8-bit activations (long rows: the integer tile's
   // repacked rows no longer fit L1).
   for (int ti = 3; ti < 5; ++ti)
