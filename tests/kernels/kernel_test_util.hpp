@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/isa.hpp"
+#include "tandem/kernels/ops.hpp"
 #include "tandem/kernels/quant.hpp"
 
 namespace tandem::kernels::test {
@@ -49,6 +50,18 @@ inline TestWeight make_weight(std::mt19937& rng, DType t, int64_t rows, int64_t 
   }
   tw.w.data = tw.bytes.data();
   return tw;
+}
+
+// w with a packed copy (kernels::pack_weight) in buf, 64-byte aligned inside it; false
+// (w unchanged) where the kernels in use have no packed form of w's type.
+inline bool attach_packed(Weight& w, std::vector<uint8_t>& buf) {
+  const size_t n = packed_size(w);
+  if (n == 0) return false;
+  buf.assign(n + 64, 0xCD);
+  uint8_t* p = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
+  w.packed_layout = pack_weight(w, p);
+  w.packed = p;
+  return true;
 }
 
 inline const std::vector<DType>& all_weight_types() {
