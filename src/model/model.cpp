@@ -1,5 +1,9 @@
 #include "tandem/model/model.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -125,6 +129,8 @@ void Model::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
 void Model::pack_weights() {
   if (const char* e = std::getenv("TANDEM_NO_REPACK"); e && *e && std::strcmp(e, "0") != 0)
     return;
+  const long pg = ::sysconf(_SC_PAGESIZE);
+  const uintptr_t page = pg > 0 ? uintptr_t(pg) : 0;
   auto pack = [&](MatrixView& w) {
     const size_t n = kernels::packed_size(w);
     if (n == 0) return;
@@ -134,6 +140,14 @@ void Model::pack_weights() {
     w.packed_layout = kernels::pack_weight(w, p);
     w.packed = p;
     packed_bytes_ += n;
+    // The original pages are read only by the reference kernels and get_rows from now
+    // on: drop them from this process (a later read faults them in again from the
+    // file), so the matrix is not resident twice.
+    if (file_.mapped() && page > 0) {
+      const auto a = reinterpret_cast<uintptr_t>(w.data);
+      const uintptr_t lo = (a + page - 1) / page * page, hi = (a + w.nbytes()) / page * page;
+      if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
   };
   for (auto& l : layers)
     for (MatrixView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) pack(*w);
