@@ -27,7 +27,7 @@ double max_rel(const float* a, const float* b, size_t n) {
 // the kernels in use have one, read by both the one-by-one and the fused runs.
 bool g_pack = false;
 struct PackedBufs {
-  std::vector<std::vector<uint8_t>> bufs;
+  std::vector<test::PackedBuf> bufs;
   void add(test::TestWeight& tw) {
     if (!g_pack) return;
     bufs.emplace_back();

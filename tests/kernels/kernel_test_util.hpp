@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -52,15 +55,22 @@ inline TestWeight make_weight(std::mt19937& rng, DType t, int64_t rows, int64_t 
   return tw;
 }
 
-// w with a packed copy (kernels::pack_weight) in buf, 64-byte aligned inside it; false
-// (w unchanged) where the kernels in use have no packed form of w's type.
-inline bool attach_packed(Weight& w, std::vector<uint8_t>& buf) {
+// A packed copy of a weight: exactly packed_size bytes, 64-byte aligned (ASan sees
+// reads past its end).
+struct FreeBytes {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using PackedBuf = std::unique_ptr<uint8_t, FreeBytes>;
+
+// w with a packed copy (kernels::pack_weight) in buf; false (w unchanged) where the
+// kernels in use have no packed form of w's type.
+inline bool attach_packed(Weight& w, PackedBuf& buf) {
   const size_t n = packed_size(w);
   if (n == 0) return false;
-  buf.assign(n + 64, 0xCD);
-  uint8_t* p = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
-  w.packed_layout = pack_weight(w, p);
-  w.packed = p;
+  buf.reset(static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64)));
+  std::memset(buf.get(), 0xCD, n);
+  w.packed_layout = pack_weight(w, buf.get());
+  w.packed = buf.get();
   return true;
 }
 

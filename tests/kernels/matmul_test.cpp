@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -152,7 +153,7 @@ void for_each_packed_case(Body&& body) {
       for (int64_t rows : kPackedRows)
         for (int64_t cols : kPackedCols) {
           test::TestWeight tw = make_weight(rng, t, rows, cols);
-          std::vector<uint8_t> buf;
+          test::PackedBuf buf;
           Weight pw = tw.w;
           if (!test::attach_packed(pw, buf)) continue;
           for (int64_t m : kPackedTokens) {
@@ -228,10 +229,10 @@ TEST(MatmulPacked, IgnoredWithoutIntegerPath) {
   ThreadPool pool(2);
   std::mt19937 rng(3);
   test::TestWeight tw = make_weight(rng, DType::Q4_0, 33, 96);
-  std::vector<uint8_t> buf;
+  test::PackedBuf buf;
   Weight pw = tw.w;
   if (!test::attach_packed(pw, buf)) GTEST_SKIP() << "no packed layout in use";
-  std::fill(buf.begin(), buf.end(), uint8_t(0x5A));  // garbage: must not be read
+  std::memset(buf.get(), 0x5A, packed_size(pw));  // garbage: must not be read
   detail::set_int8_activations(false);
   const std::vector<float> x = random_vec(rng, size_t(3 * pw.cols));
   std::vector<float> got(size_t(3 * pw.rows)), want(got.size());
