@@ -43,7 +43,9 @@ std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f, float h
 
 const DType kTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0};
 
-// Args: type index, rows, cols, m, int8 activations (Q8_0/Q4_0 only).
+// Args: type index, rows, cols, m, int8 activations (Q8_0/Q4_0 only), weights repacked
+// as at model load (kernels::pack_weight; Q8_0/Q4_0 with int8 activations, where the
+// kernels in use have a packed layout).
 void BM_Matmul(benchmark::State& st) {
   const DType t = kTypes[st.range(0)];
   const int64_t rows = st.range(1), cols = st.range(2), m = st.range(3);
@@ -55,6 +57,19 @@ void BM_Matmul(benchmark::State& st) {
   for (int64_t r = 0; r < rows; ++r)
     tk::quantize_row(t, wf.data() + r * cols, bytes.data() + size_t(r) * rs, cols);
   tk::Weight w{t, rows, cols, bytes.data(), rs};
+  std::vector<uint8_t> packed;
+  if (st.range(5) != 0) {
+    const size_t n = tk::packed_size(w);
+    if (n == 0) {
+      st.SkipWithError("no packed layout for this type in the kernels in use");
+      tk::detail::set_int8_activations(saved);
+      return;
+    }
+    packed.resize(n + 64);
+    uint8_t* p = packed.data() + (64 - reinterpret_cast<uintptr_t>(packed.data()) % 64) % 64;
+    w.packed_layout = tk::pack_weight(w, p);
+    w.packed = p;
+  }
   const std::vector<float> x = random_vec(size_t(m * cols), 2);
   std::vector<float> y(size_t(m * rows));
   for (auto _ : st) {
@@ -62,7 +77,8 @@ void BM_Matmul(benchmark::State& st) {
     benchmark::DoNotOptimize(y.data());
   }
   tk::detail::set_int8_activations(saved);
-  st.SetLabel(std::string(tandem::dtype_name(t)) + (st.range(4) ? " int8-x" : ""));
+  st.SetLabel(std::string(tandem::dtype_name(t)) + (st.range(4) ? " int8-x" : "") +
+              (st.range(5) ? " packed" : ""));
   constexpr auto kRate = benchmark::Counter::kIsIterationInvariantRate;
   st.counters["tok/s"] = benchmark::Counter(double(m), kRate);
   st.counters["FLOP/s"] = benchmark::Counter(2.0 * double(rows * cols * m),
@@ -75,8 +91,9 @@ void matmul_args(benchmark::internal::Benchmark* b) {
   // small preset: D = 768, F = 2048 (ffn_up shape [F][D]).
   for (int ti = 0; ti < 5; ++ti)
     for (int m : {1, 512}) {
-      b->Args({ti, 2048, 768, m, 0});
-      if (ti >= 3) b->Args({ti, 2048, 768, m, 1});
+      b->Args({ti, 2048, 768, m, 0, 0});
+      if (ti >= 3)
+        for (int packed : {0, 1}) b->Args({ti, 2048, 768, m, 1, packed});
     }
   // Decode of plain types on the small preset's largest shapes: the output matrix
   // [V = 32000][D] and ffn_down [D][F].
@@ -87,9 +104,11 @@ void matmul_args(benchmark::internal::Benchmark* b) {
   // ffn_down shape [D][F] with 8-bit activations (long rows: the integer tile's
   // repacked rows no longer fit L1).
   for (int ti = 3; ti < 5; ++ti)
-    for (int m : {1, 512}) b->Args({ti, 768, 2048, m, 1});
+    for (int m : {1, 512})
+      for (int packed : {0, 1}) b->Args({ti, 768, 2048, m, 1, packed});
 }
-BENCHMARK(BM_Matmul)->Apply(matmul_args)->ArgNames({"type", "rows", "cols", "m", "int8"})
+BENCHMARK(BM_Matmul)->Apply(matmul_args)
+    ->ArgNames({"type", "rows", "cols", "m", "int8", "packed"})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Args: n_q, n_kv, H, G, d, flash tiles on. Causal, queries are the last n_q positions.

@@ -85,6 +85,12 @@ bool force_isa(std::string_view name) {
 bool int8_activations() { return g_int8.load(std::memory_order_relaxed); }
 void set_int8_activations(bool on) { g_int8.store(on, std::memory_order_relaxed); }
 
+namespace {
+std::atomic<bool> g_packed{true};
+}
+bool use_packed() { return g_packed.load(std::memory_order_relaxed); }
+void set_use_packed(bool on) { g_packed.store(on, std::memory_order_relaxed); }
+
 TileFn tile_fn(const IsaKernels& k, DType t) {
   switch (t) {
     case DType::F32: return k.f32;

@@ -58,6 +58,30 @@ using QTileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const uint
                          int64_t xq_stride, int mt, int64_t cols, float* y, int64_t y_stride,
                          const float* bias);
 
+// Weights repacked once at load (kernels::pack_weight), by layout id:
+//   kPackVnni16 (Q8_0, Q4_0): rows in panels of 16 (the last padded with zero rows), a
+//   panel's pairs of blocks (b, b+1; a missing b+1 is zeros) one after another, each
+//   pair: 64 bytes of scales (the 16 fp16 d of block b, then of b+1, row i at [i]), then
+//   per block its values, 64 bytes per vector, int32 lane i = row i:
+//     Q8_0: 8 vectors, vector j = values 4j..4j+3 plus 128 (unsigned);
+//     Q4_0: 4 vectors, vector j = the block's bytes 4j..4j+3 (low nibbles values
+//     4j..4j+3, high nibbles values 16+4j..16+4j+3, as stored).
+//   A panel is kpack_panel_bytes apart from the next.
+enum PackLayout { kPackNone = 0, kPackVnni16 = 1 };
+inline constexpr int kPackRows = 16;
+inline int64_t kpack_pair_bytes(DType t) { return t == DType::Q4_0 ? 64 + 2 * 256 : 64 + 2 * 512; }
+inline int64_t kpack_panel_bytes(DType t, int64_t cols) {
+  return (cols / 32 + 1) / 2 * kpack_pair_bytes(t);
+}
+// Writes w (Q8_0 or Q4_0) in the kPackVnni16 layout.
+void pack_vnni16(const Weight& w, uint8_t* out);
+
+// QTileFn over weights in the table's packed layout: pk points at the panel of row 0
+// (a multiple of kPackRows), panels panel_stride bytes apart.
+using PackedQTileFn = void (*)(const uint8_t* pk, size_t panel_stride, int nr,
+                               const uint8_t* xq, int64_t xq_stride, int mt, int64_t cols,
+                               float* y, int64_t y_stride, const float* bias);
+
 // Per-thread buffers of an attention unit: s [H][kAttnBlock], mx [H], l [H],
 // idx [kAttnBlock]; kbuf and vbuf [kAttnBlock][G*d] where keys come from Q8_0 pages
 // (rows are dequantized there), else unused.
@@ -115,6 +139,10 @@ struct IsaKernels {
   // Larger than tile_rows x kTileTokens where the tile reuses work across them
   // (AVX-512: 32 rows x 128 tokens, rows repacked per call, see simd_avx512.inc).
   int qtile_rows, qtile_tokens;
+  // Tiles over repacked Q8_0/Q4_0 weights (layout packed_layout, kPackNone: none; then
+  // the functions are null). Same rows and tokens per call as q8_0_int/q4_0_int.
+  int packed_layout;
+  PackedQTileFn q8_0_packed, q4_0_packed;
 };
 
 const IsaKernels& isa_avx512();
@@ -143,5 +171,9 @@ bool int8_activations();
 bool flash_attention();
 void set_flash_attention(bool on);
 void set_int8_activations(bool on);
+// Whether matmul reads a weight's packed form when it has one (default) or the original
+// rows (tests compare the two).
+bool use_packed();
+void set_use_packed(bool on);
 
 }  // namespace tandem::kernels::detail

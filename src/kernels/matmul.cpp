@@ -76,7 +76,54 @@ void quantize_x(int layout, DType t, const float* x, int64_t cols, uint8_t* out)
   }
 }
 
+void pack_vnni16(const Weight& w, uint8_t* out) {
+  const bool q4 = w.type == DType::Q4_0;
+  TD_CHECK(q4 || w.type == DType::Q8_0);
+  const int64_t nb = w.cols / kQBlock;
+  const int64_t panels = (w.rows + kPackRows - 1) / kPackRows;
+  const size_t bb = q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
+  const int nv = q4 ? 4 : 8;  // vectors per block
+  const uint32_t flip = q4 ? 0u : 0x80808080u;  // Q8_0: int8 -> int8 + 128
+  const int64_t pair_bytes = kpack_pair_bytes(w.type);
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  for (int64_t p = 0; p < panels; ++p) {
+    const int n = int(std::min<int64_t>(kPackRows, w.rows - p * kPackRows));
+    uint8_t* po = out + p * kpack_panel_bytes(w.type, w.cols);
+    std::memset(po, 0, size_t(kpack_panel_bytes(w.type, w.cols)));
+    for (int i = 0; i < n; ++i) {
+      const uint8_t* row = base + size_t(p * kPackRows + i) * w.row_stride;
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = row + size_t(b) * bb;
+        uint8_t* pair = po + (b / 2) * pair_bytes;
+        const int h = int(b & 1);
+        std::memcpy(pair + 32 * h + 2 * i, blk, 2);
+        uint8_t* q = pair + 64 + h * 64 * nv + 4 * i;
+        for (int j = 0; j < nv; ++j) {
+          uint32_t v;
+          std::memcpy(&v, blk + 2 + 4 * j, 4);
+          v ^= flip;
+          std::memcpy(q + 64 * j, &v, 4);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace detail
+
+size_t packed_size(const Weight& w) {
+  const detail::IsaKernels& k = detail::isa();
+  if (k.packed_layout != detail::kPackVnni16) return 0;
+  if ((w.type != DType::Q8_0 && w.type != DType::Q4_0) || w.rows <= 0 || w.cols <= 0) return 0;
+  return size_t((w.rows + detail::kPackRows - 1) / detail::kPackRows *
+                detail::kpack_panel_bytes(w.type, w.cols));
+}
+
+int pack_weight(const Weight& w, uint8_t* out) {
+  TD_CHECK(packed_size(w) > 0 && reinterpret_cast<uintptr_t>(out) % 64 == 0);
+  detail::pack_vnni16(w, out);
+  return detail::kPackVnni16;
+}
 
 void matmul(const Weight& w, const float* x, int64_t m, float* y, ThreadPool& pool,
             const float* bias) {
@@ -164,7 +211,12 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
     if (w0.type == DType::Q8_0) qfn = k.q8_0_int;
     if (w0.type == DType::Q4_0) qfn = k.q4_0_int;
   }
+  // Tiles over repacked weights, for the outputs whose weight has the table's layout.
+  detail::PackedQTileFn pfn = nullptr;
+  if (qfn && k.packed_layout != detail::kPackNone && detail::use_packed())
+    pfn = w0.type == DType::Q8_0 ? k.q8_0_packed : k.q4_0_packed;
   const int nr = qfn ? k.qtile_rows : k.tile_rows;
+  TD_CHECK(!pfn || nr % detail::kPackRows == 0);
   // Tokens per tile call: the integer tiles may take more than kTileTokens.
   const int tile_tokens = qfn ? k.qtile_tokens : detail::kTileTokens;
   TD_CHECK(tile_tokens >= 1 && tile_tokens <= detail::kMaxQTileTokens);
@@ -246,6 +298,10 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
       if (cols == 0) {
         for (int tt = 0; tt < mt; ++tt)
           for (int c = 0; c < u.rows; ++c) y[tt * ldy + c] = b ? b[c] : 0.0f;
+      } else if (pfn && o.w.packed && o.w.packed_layout == k.packed_layout) {
+        const size_t ps = size_t(detail::kpack_panel_bytes(o.w.type, cols));
+        pfn(static_cast<const uint8_t*>(o.w.packed) + size_t(u.r / detail::kPackRows) * ps, ps,
+            u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
       } else if (qfn) {
         qfn(w, o.w.row_stride, u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
       } else {

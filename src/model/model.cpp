@@ -1,6 +1,14 @@
 #include "tandem/model/model.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
 #include "tandem/core/error.hpp"
+#include "tandem/kernels/ops.hpp"
 
 namespace tandem {
 namespace {
@@ -72,6 +80,7 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
   HParams hp = HParams::from_gguf(f);
   std::unique_ptr<Model> m(new Model(std::move(f), std::move(hp)));
   m->bind_weights();
+  m->pack_weights();
   if (m->file_.find("tokenizer.ggml.model")) {
     m->tokenizer_.emplace(Tokenizer::from_gguf(m->file_));
     if (m->tokenizer_->n_vocab() != m->hp_.n_vocab)
@@ -112,11 +121,48 @@ void Model::bind_weights() {
   }
 }
 
+void Model::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
+
+// Weight repacking at load: every Q8_0/Q4_0 matrix the kernels in use read faster from a
+// layout of their own gets a packed copy (kernels::pack_weight); the mapping stays as it
+// is. TANDEM_NO_REPACK=1 turns it off (A/B measurement).
+void Model::pack_weights() {
+  if (const char* e = std::getenv("TANDEM_NO_REPACK"); e && *e && std::strcmp(e, "0") != 0)
+    return;
+  const long pg = ::sysconf(_SC_PAGESIZE);
+  const uintptr_t page = pg > 0 ? uintptr_t(pg) : 0;
+  auto pack = [&](MatrixView& w) {
+    const size_t n = kernels::packed_size(w);
+    if (n == 0) return;
+    auto* p = static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64));
+    if (!p) fail(ErrorKind::Internal, "out of memory repacking {} bytes of weights", n);
+    packed_.emplace_back(p);
+    w.packed_layout = kernels::pack_weight(w, p);
+    w.packed = p;
+    packed_bytes_ += n;
+    // The original pages are read only by the reference kernels and get_rows from now
+    // on: drop them from this process (a later read faults them in again from the
+    // file), so the matrix is not resident twice.
+    if (file_.mapped() && page > 0) {
+      const auto a = reinterpret_cast<uintptr_t>(w.data);
+      const uintptr_t lo = (a + page - 1) / page * page, hi = (a + w.nbytes()) / page * page;
+      if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
+  };
+  for (auto& l : layers)
+    for (MatrixView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) pack(*w);
+  pack(output);  // tied: tok_embd keeps the original only (get_rows reads that)
+}
+
 size_t Model::weight_bytes() const {
-  size_t n = output.nbytes();
+  auto bytes = [](const MatrixView& w) {
+    const size_t p = w.packed ? kernels::packed_size(w) : 0;  // 0 too under other kernels
+    return p ? p : w.nbytes();
+  };
+  size_t n = bytes(output);
   for (const auto& l : layers)
-    n += l.wq.nbytes() + l.wk.nbytes() + l.wv.nbytes() + l.wo.nbytes() + l.w_gate.nbytes() +
-         l.w_up.nbytes() + l.w_down.nbytes();
+    n += bytes(l.wq) + bytes(l.wk) + bytes(l.wv) + bytes(l.wo) + bytes(l.w_gate) +
+         bytes(l.w_up) + bytes(l.w_down);
   return n;
 }
 

@@ -23,6 +23,18 @@ double max_rel(const float* a, const float* b, size_t n) {
   return d / amax;
 }
 
+// Set: the weights of the checks below get a packed copy (kernels::pack_weight) where
+// the kernels in use have one, read by both the one-by-one and the fused runs.
+bool g_pack = false;
+struct PackedBufs {
+  std::vector<test::PackedBuf> bufs;
+  void add(test::TestWeight& tw) {
+    if (!g_pack) return;
+    bufs.emplace_back();
+    test::attach_packed(tw.w, bufs.back());
+  }
+};
+
 struct Case {
   int64_t m, row_from, cols, heads_q, heads_k, d, n_rot;
 };
@@ -31,6 +43,8 @@ void check_qkv(DType t, const Case& c, ThreadPool& pool, std::mt19937& rng) {
   const int64_t Q = c.heads_q * c.d, K = c.heads_k * c.d, n = c.m - c.row_from;
   auto wq = test::make_weight(rng, t, Q, c.cols), wk = test::make_weight(rng, t, K, c.cols),
        wv = test::make_weight(rng, t, K, c.cols);
+  PackedBufs pb;
+  for (auto* w : {&wq, &wk, &wv}) pb.add(*w);
   const auto x = test::random_vec(rng, size_t(c.m * c.cols));
   const auto norm = test::random_vec(rng, size_t(c.cols), 0.5f, 1.5f);
   const auto bq = test::random_vec(rng, size_t(Q));
@@ -67,6 +81,8 @@ void check_glu(DType t, int64_t m, int64_t row_from, int64_t cols, int64_t F, Th
                std::mt19937& rng) {
   const int64_t n = m - row_from;
   auto wg = test::make_weight(rng, t, F, cols), wu = test::make_weight(rng, t, F, cols);
+  PackedBufs pb;
+  for (auto* w : {&wg, &wu}) pb.add(*w);
   const auto x = test::random_vec(rng, size_t(m * cols));
   std::vector<float> g(size_t(n * F)), u(size_t(n * F)), ref(size_t(n * F));
   matmul(wg.w, x.data() + row_from * cols, n, g.data(), pool);
@@ -87,10 +103,14 @@ TEST(FusedMatmul, EqualsOpsOneByOne) {
                         {13, 0, 128, 6, 3, 8, 8},   {33, 32, 64, 2, 2, 64, 64},
                         {70, 5, 256, 8, 2, 32, 32}, {5, 0, 32, 1, 1, 34, 10}};
   test::for_each_isa([&](const std::string&) {
-    for (bool int8 : {true, false}) {
+    for (int mode : {0, 1, 2}) {  // int8 activations, the same with packed weights, f32
+      const bool int8 = mode < 2;
       detail::set_int8_activations(int8);
+      g_pack = mode == 1;
       for (DType t : test::all_weight_types()) {
-        SCOPED_TRACE(std::string(dtype_name(t)) + (int8 ? " int8" : " f32"));
+        if (g_pack && t != DType::Q8_0 && t != DType::Q4_0) continue;
+        SCOPED_TRACE(std::string(dtype_name(t)) + (int8 ? " int8" : " f32") +
+                     (g_pack ? " packed" : ""));
         std::mt19937 rng(5);
         for (ThreadPool* pool : {&p1, &p3}) {
           for (const Case& c : cases) check_qkv(t, c, *pool, rng);
@@ -101,6 +121,7 @@ TEST(FusedMatmul, EqualsOpsOneByOne) {
       }
     }
     detail::set_int8_activations(true);
+    g_pack = false;
   });
 }
 

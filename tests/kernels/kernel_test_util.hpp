@@ -6,11 +6,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kernels/isa.hpp"
+#include "tandem/kernels/ops.hpp"
 #include "tandem/kernels/quant.hpp"
 
 namespace tandem::kernels::test {
@@ -49,6 +53,25 @@ inline TestWeight make_weight(std::mt19937& rng, DType t, int64_t rows, int64_t 
   }
   tw.w.data = tw.bytes.data();
   return tw;
+}
+
+// A packed copy of a weight: exactly packed_size bytes, 64-byte aligned (ASan sees
+// reads past its end).
+struct FreeBytes {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using PackedBuf = std::unique_ptr<uint8_t, FreeBytes>;
+
+// w with a packed copy (kernels::pack_weight) in buf; false (w unchanged) where the
+// kernels in use have no packed form of w's type.
+inline bool attach_packed(Weight& w, PackedBuf& buf) {
+  const size_t n = packed_size(w);
+  if (n == 0) return false;
+  buf.reset(static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64)));
+  std::memset(buf.get(), 0xCD, n);
+  w.packed_layout = pack_weight(w, buf.get());
+  w.packed = buf.get();
+  return true;
 }
 
 inline const std::vector<DType>& all_weight_types() {

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernel_test_util.hpp"
@@ -158,6 +160,112 @@ TEST(Matmul, DenseRowsWithoutPadding) {
     }
   });
   });
+}
+
+// ---- weights repacked at load (kernels::pack_weight) --------------------------------
+
+const std::vector<int64_t> kPackedRows{1, 15, 16, 17, 31, 33, 100};
+const std::vector<int64_t> kPackedCols{32, 64, 96, 768};  // 96: an odd block count
+const std::vector<int64_t> kPackedTokens{1, 2, 3, 5, 64, 129};
+
+// Every instruction set that has a packed layout, Q8_0 and Q4_0, the shapes above:
+// body(packed weight, its TestWeight, tokens).
+template <typename Body>
+void for_each_packed_case(Body&& body) {
+  int cases = 0;
+  test::for_each_isa([&](const std::string&) {
+    std::mt19937 rng(7);
+    for (DType t : {DType::Q8_0, DType::Q4_0})
+      for (int64_t rows : kPackedRows)
+        for (int64_t cols : kPackedCols) {
+          test::TestWeight tw = make_weight(rng, t, rows, cols);
+          test::PackedBuf buf;
+          Weight pw = tw.w;
+          if (!test::attach_packed(pw, buf)) continue;
+          for (int64_t m : kPackedTokens) {
+            SCOPED_TRACE(::testing::Message() << dtype_name(t) << " rows " << rows << " cols "
+                                              << cols << " m " << m);
+            ++cases;
+            body(pw, tw, m, rng);
+            if (::testing::Test::HasFatalFailure()) return;
+          }
+        }
+  });
+  if (cases == 0) GTEST_SKIP() << "no instruction set with packed weights on this CPU";
+}
+
+TEST(MatmulPacked, MatchesReference) {
+  ThreadPool p1(1), p2(2);
+  int k = 0;
+  for_each_packed_case([&](const Weight& pw, const test::TestWeight& tw, int64_t m,
+                           std::mt19937& rng) {
+    ThreadPool& pool = (k++ % 2) ? p2 : p1;
+    const std::vector<float> x = random_vec(rng, size_t(m * pw.cols));
+    const std::vector<float> bias = random_vec(rng, size_t(pw.rows));
+    const float* b = (k % 3 == 0) ? bias.data() : nullptr;
+    std::vector<float> got(size_t(m * pw.rows), 12345.0f), want(size_t(m * pw.rows));
+    matmul(pw, x.data(), m, got.data(), pool, b);
+    ref::matmul(tw.w, x.data(), m, want.data(), b);
+    for (int64_t r = 0; r < pw.rows; ++r) {
+      const std::vector<float> wrow = tw.row(r);
+      for (int64_t i = 0; i < m; ++i) {
+        const size_t j = size_t(i * pw.rows + r);
+        ASSERT_NEAR(got[j], want[j], int8_tolerance(wrow, x.data() + i * pw.cols, pw.cols))
+            << "token " << i << " row " << r << " threads " << pool.size();
+      }
+    }
+  });
+}
+
+// The packed tiles against the same matmul on the original rows: equal where the
+// original uses its wide tile (AVX-512, the only set with a packed layout: the same
+// int32 sums and float steps), else within float summation order.
+TEST(MatmulPacked, EqualsUnpacked) {
+  ThreadPool pool(2);
+  for_each_packed_case([&](const Weight& pw, const test::TestWeight& tw, int64_t m,
+                           std::mt19937& rng) {
+    const std::vector<float> x = random_vec(rng, size_t(m * pw.cols));
+    const std::vector<float> bias = random_vec(rng, size_t(pw.rows));
+    std::vector<float> got(size_t(m * pw.rows), 12345.0f), want(size_t(m * pw.rows), -1.0f);
+    matmul(pw, x.data(), m, got.data(), pool, bias.data());
+    detail::set_use_packed(false);
+    matmul(pw, x.data(), m, want.data(), pool, bias.data());
+    detail::set_use_packed(true);
+    // Tokens go to the tiles in calls of up to qtile_tokens (from token 0); the original
+    // rows use the wide tile in calls of 8 tokens or more.
+    const int64_t tt = detail::isa().qtile_tokens;
+    for (int64_t r = 0; r < pw.rows; ++r) {
+      const std::vector<float> wrow = tw.row(r);
+      for (int64_t i = 0; i < m; ++i) {
+        const size_t j = size_t(i * pw.rows + r);
+        if (std::min(tt, m - i / tt * tt) >= 8)
+          ASSERT_EQ(got[j], want[j]) << "token " << i << " row " << r;
+        else
+          ASSERT_NEAR(got[j], want[j], 2.0 * tolerance(wrow, x.data() + i * pw.cols, pw.cols) +
+                                           1e-6 * std::fabs(bias[size_t(r)]))
+              << "token " << i << " row " << r;
+      }
+    }
+  });
+}
+
+// A packed weight seen by kernels of another layout (here: f32 activations, or any
+// instruction set without one) is read from its original rows.
+TEST(MatmulPacked, IgnoredWithoutIntegerPath) {
+  ThreadPool pool(2);
+  std::mt19937 rng(3);
+  test::TestWeight tw = make_weight(rng, DType::Q4_0, 33, 96);
+  test::PackedBuf buf;
+  Weight pw = tw.w;
+  if (!test::attach_packed(pw, buf)) GTEST_SKIP() << "no packed layout in use";
+  std::memset(buf.get(), 0x5A, packed_size(pw));  // garbage: must not be read
+  detail::set_int8_activations(false);
+  const std::vector<float> x = random_vec(rng, size_t(3 * pw.cols));
+  std::vector<float> got(size_t(3 * pw.rows)), want(got.size());
+  matmul(pw, x.data(), 3, got.data(), pool);
+  matmul(tw.w, x.data(), 3, want.data(), pool);
+  detail::set_int8_activations(true);
+  EXPECT_EQ(got, want);
 }
 
 TEST(Matmul, ZeroTokensWritesNothing) {

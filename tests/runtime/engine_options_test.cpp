@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 
 #include "support/test_paths.hpp"
+#include "tandem/kernels/ops.hpp"
 #include "tandem/model/synth.hpp"
 #include "tandem/runtime/engine.hpp"
 #include "tandem/runtime/forward_graph.hpp"
@@ -116,6 +118,42 @@ INSTANTIATE_TEST_SUITE_P(Types, EngineOptionsTest,
                                            std::make_tuple(DType::F16, true),
                                            std::make_tuple(DType::Q8_0, false),
                                            std::make_tuple(DType::Q4_0, true)));
+
+// Weight repacking at load (Model::pack_weights) against TANDEM_NO_REPACK=1: the same
+// logits up to float summation order; where the kernels in use have a packed layout
+// every Q8_0/Q4_0 matrix gets one (n_ff 160: an odd block count in w_down; 32 K/V rows
+// and a 260-row output: panel tails).
+TEST(EngineOptions, RepackedWeightsGiveTheSameLogits) {
+  for (DType type : {DType::Q8_0, DType::Q4_0}) {
+    SCOPED_TRACE(dtype_name(type));
+    const std::string path = make_model("opts_repack_" + std::string(dtype_name(type)), type, true);
+    const auto packed = Model::load(path);
+    ::setenv("TANDEM_NO_REPACK", "1", 1);
+    const auto plain = Model::load(path);
+    ::unsetenv("TANDEM_NO_REPACK");
+    EXPECT_EQ(plain->packed_bytes(), 0u);
+    EXPECT_EQ(plain->layers[0].w_down.packed, nullptr);
+    const size_t per_matrix = kernels::packed_size(packed->layers[0].w_down);
+    if (per_matrix > 0) {
+      // Every matrix read per token is packed: weight_bytes counts exactly those copies.
+      EXPECT_EQ(packed->packed_bytes(), packed->weight_bytes());
+      for (const LayerWeights& l : packed->layers)
+        for (const MatrixView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+          EXPECT_NE(w->packed, nullptr);
+      EXPECT_NE(packed->output.packed, nullptr);
+    } else {
+      EXPECT_EQ(packed->packed_bytes(), 0u);
+    }
+    for (int threads : {1, 2}) {
+      kernels::ThreadPool pool(threads);
+      const Logits a = run(*packed, pool, EngineOptions{});
+      const Logits b = run(*plain, pool, EngineOptions{});
+      EXPECT_LT(max_rel_diff(a.prefill, b.prefill), 1e-4) << "threads " << threads;
+      EXPECT_LT(max_rel_diff(a.decode, b.decode), 1e-4) << "threads " << threads;
+      EXPECT_GT(std::fabs(a.decode[0]) + std::fabs(a.decode[1]), 0.0);  // not all zero
+    }
+  }
+}
 
 TEST(EngineOptions, PassesFuseAndDropWhatTheySay) {
   const auto m = Model::load(make_model("opts_passes", DType::F32, false));

@@ -2,6 +2,7 @@
 // CPU ops of the forward pass. Each op has a plain scalar reference in
 // namespace tandem::kernels::ref (reference.hpp) with the same contract, and tests
 // compare the two. Shapes: N tokens, H query heads, G KV heads, d head dim.
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -18,6 +19,16 @@ using Weight = MatrixView;
 // x is [m][cols], y is [m][rows], both dense f32.
 void matmul(const Weight& w, const float* x, int64_t m, float* y, ThreadPool& pool,
             const float* bias = nullptr);
+
+// Weight repacking at load: the kernels in use (detail::isa) may read Q8_0/Q4_0
+// matrices faster from a layout of their own (AVX-512 VNNI: 16 rows interleaved per
+// vector). packed_size is the bytes of that form of w, 0 where the kernels have none
+// (other types, other instruction sets). pack_weight writes it to out (64-byte aligned,
+// packed_size(w) bytes) and returns the layout id to store in w.packed_layout, with
+// w.packed = out. Products from a packed weight equal those from the original up to
+// float summation order; kernels built for another layout ignore it.
+size_t packed_size(const Weight& w);
+int pack_weight(const Weight& w, uint8_t* out);
 
 // Embedding lookup: out[i] = W[ids[i]] as f32, out is [m][cols]. ids must be < rows.
 void get_rows(const Weight& w, const int32_t* ids, int64_t m, float* out);

@@ -42,12 +42,24 @@ class Model {
   bool output_tied = false;
   std::vector<LayerWeights> layers;
 
-  // Bytes of weights read per token in decode (every matrix once, plus norms).
+  // Bytes of weights read per token in decode (every matrix once, plus norms; a matrix
+  // repacked at load counts its packed form, which is what decode reads).
   size_t weight_bytes() const;
+  // Bytes allocated for matrices repacked at load (kernels::pack_weight; 0 when none
+  // were, e.g. TANDEM_NO_REPACK=1 or kernels without a packed layout). These are in
+  // memory besides the file's mapping.
+  size_t packed_bytes() const { return packed_bytes_; }
 
  private:
   Model(gguf::File f, HParams hp) : file_(std::move(f)), hp_(std::move(hp)) {}
   void bind_weights();
+  void pack_weights();
+
+  struct FreeAligned {
+    void operator()(uint8_t* p) const;
+  };
+  std::vector<std::unique_ptr<uint8_t[], FreeAligned>> packed_;
+  size_t packed_bytes_ = 0;
 
   gguf::File file_;
   HParams hp_;
