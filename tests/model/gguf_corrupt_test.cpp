@@ -700,7 +700,7 @@ TEST(GgufCorrupt, WrongShapesAndTypes) {
   });
 }
 
-// A model file replaced while `tandem generate` runs (400 tokens: over a second even on an
+// A model file replaced while `tandem generate` runs (2000 tokens: about 3 s on an
 // idle machine; the file changes after 0.5 s, once the test has seen the run still going).
 // Renamed over (the usual way to replace a file): the process keeps its mapping of the old
 // file, so its output is the same as an undisturbed run's. Overwritten in place (cp truncates the file first): the
@@ -710,7 +710,7 @@ TEST(GgufCorrupt, ModelReplacedWhileInUse) {
   const std::string model = dir + "/replaced.gguf";
   const std::string other = test::shared_path("models/tiny-q4_0-pure.gguf");
   const std::string gen = test::tandem_bin() + " generate -m " + model +
-                          " --ids 1,2,3 -n 400 --temp 0 -t 1 --show-ids";
+                          " --ids 1,2,3 -n 2000 --temp 0 -t 1 --show-ids";
   const std::string fresh = "cp " + test::shared_path("models/tiny-f16.gguf") + " " + model;
   ASSERT_EQ(test::run(fresh).code, 0);
   const auto ref = test::run("{ " + gen + " 2>/dev/null; }");
