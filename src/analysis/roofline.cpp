@@ -3,6 +3,8 @@
 // attribute and chosen at run time.
 #include "tandem/analysis/roofline.hpp"
 
+#include <sys/mman.h>
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -189,8 +191,13 @@ struct FreeDeleter {
 
 double measure_bandwidth(Isa isa, kernels::ThreadPool& pool, size_t bytes, int passes) {
   const size_t n = bytes / sizeof(float);
-  std::unique_ptr<float, FreeDeleter> buf(static_cast<float*>(std::aligned_alloc(64, bytes)));
+  // 2 MiB aligned and advised into huge pages, as the packed weights are (model.cpp): the
+  // bound is what the best-placed weights could be read at.
+  constexpr size_t kHuge = size_t(2) << 20;
+  std::unique_ptr<float, FreeDeleter> buf(
+      static_cast<float*>(std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge)));
   if (!buf) fail(ErrorKind::Resource, "roofline: cannot allocate a {} MiB buffer", bytes >> 20);
+  ::madvise(buf.get(), (bytes + kHuge - 1) / kHuge * kHuge, MADV_HUGEPAGE);
   float* p = buf.get();
   const int64_t blocks = int64_t(n / 64);  // 64-float blocks, split across threads
   std::vector<float> sums(size_t(pool.size()), 0.0f);
