@@ -95,6 +95,8 @@ Executor::Executor(Graph g, ExecOptions opt) : g_(std::move(g)), opt_(opt) {
       f.outs.push_back({s.w, nullptr, s.bias, s.rope ? g_.rope.d : 0});
       needs_rope_table_ |= s.rope;
     }
+    // Kernel choices for this node's rows, made now and not per step.
+    if (!opt_.reference && opt_.threads > 0) k::plan_matmul(f, g_.m - n.row_from, opt_.threads, f.plan);
   }
 }
 

@@ -130,6 +130,7 @@ void matmul(const Weight& w, const float* x, int64_t m, float* y, ThreadPool& po
   // Reused per thread: no allocation per call (this runs for every matrix of every step).
   thread_local FusedMatmul f;
   f.outs.assign(1, {w, y, bias, 0});
+  f.plan.n = -1;  // another weight than the last call's: planned for this call
   matmul_fused(f, x, 0, m, pool);
 }
 
@@ -150,11 +151,8 @@ class SpinBarrier {
 };
 
 // One unit of work: a group of up to tile_rows rows of one output.
-struct Unit {
-  int out;
-  int64_t r;
-  int rows;
-};
+using Unit = MatmulPlan::Unit;
+using Kernel = MatmulPlan::Kernel;
 
 // What a tile does after its dot products: SwiGLU against the up tile, rotary embedding.
 void epilogue(const FusedMatmul& f, const MatmulOut& o, float* y, int64_t ldy, int64_t r,
@@ -193,62 +191,105 @@ void check_spec(const FusedMatmul& f, int tile_rows) {
   if (f.glu) TD_CHECK(f.outs.size() == 2 && f.outs[1].w.rows == w0.rows && f.outs[1].rope_d == 0);
 }
 
+std::atomic<uint64_t> g_plans{0};
+
 }  // namespace
 
-void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_t m,
-                  ThreadPool& pool) {
+uint64_t matmul_plans_made() { return g_plans.load(std::memory_order_relaxed); }
+
+void plan_matmul(const FusedMatmul& f, int64_t n, int threads, MatmulPlan& p) {
+  g_plans.fetch_add(1, std::memory_order_relaxed);
   const detail::IsaKernels& k = detail::isa();
   check_spec(f, k.tile_rows);
-  TD_CHECK(row_from >= 0);
-  const int64_t n = m - row_from;
-  if (n <= 0) return;
+  TD_CHECK(n >= 0 && threads >= 1);
+  p.isa = &k;
+  p.n = n;
+  p.threads = threads;
+  p.int8 = detail::int8_activations();
+  p.packed = detail::use_packed();
   const Weight& w0 = f.outs[0].w;
   const int64_t cols = w0.cols;
-  const detail::TileFn fn = detail::tile_fn(k, w0.type);
+  p.plain = reinterpret_cast<MatmulPlan::Fn>(detail::tile_fn(k, w0.type));
   // Q8_0/Q4_0 weights: activations quantized to 8 bits once, then integer products.
   detail::QTileFn qfn = nullptr;
-  if (detail::int8_activations() && cols > 0) {
+  if (p.int8 && cols > 0) {
     if (w0.type == DType::Q8_0) qfn = k.q8_0_int;
     if (w0.type == DType::Q4_0) qfn = k.q4_0_int;
   }
   // Tiles over repacked weights, for the outputs whose weight has the table's layout.
   detail::PackedQTileFn pfn = nullptr;
-  if (qfn && k.packed_layout != detail::kPackNone && detail::use_packed())
+  if (qfn && k.packed_layout != detail::kPackNone && p.packed)
     pfn = w0.type == DType::Q8_0 ? k.q8_0_packed : k.q4_0_packed;
-  const int nr = qfn ? k.qtile_rows : k.tile_rows;
-  TD_CHECK(!pfn || nr % detail::kPackRows == 0);
+  p.int8_tile = reinterpret_cast<MatmulPlan::Fn>(qfn);
+  p.packed_tile = reinterpret_cast<MatmulPlan::Fn>(pfn);
+  p.kernel.clear();
+  for (const MatmulOut& o : f.outs)
+    p.kernel.push_back(cols == 0 ? Kernel::Bias
+                       : pfn && o.w.packed && o.w.packed_layout == k.packed_layout
+                           ? Kernel::Packed
+                       : qfn ? Kernel::Int8
+                             : Kernel::Plain);
+  p.nr = qfn ? k.qtile_rows : k.tile_rows;
+  TD_CHECK(!pfn || p.nr % detail::kPackRows == 0);
   // Tokens per tile call: the integer tiles may take more than kTileTokens.
-  const int tile_tokens = qfn ? k.qtile_tokens : detail::kTileTokens;
-  TD_CHECK(tile_tokens >= 1 && tile_tokens <= detail::kMaxQTileTokens);
-  // The units of this call, in a buffer of the calling thread kept between calls.
-  thread_local std::vector<Unit> t_units;
-  std::vector<Unit>& units = t_units;
-  units.clear();
+  p.tile_tokens = qfn ? k.qtile_tokens : detail::kTileTokens;
+  TD_CHECK(p.tile_tokens >= 1 && p.tile_tokens <= detail::kMaxQTileTokens);
+  p.units.clear();
   int64_t total_rows = 0;
   for (size_t o = 0; o < (f.glu ? 1 : f.outs.size()); ++o) {
     const int64_t rows = f.outs[o].w.rows;
     total_rows += rows;
-    for (int64_t r = 0; r < rows; r += nr)
-      units.push_back({int(o), r, int(std::min<int64_t>(nr, rows - r))});
+    for (int64_t r = 0; r < rows; r += p.nr)
+      p.units.push_back({int(o), r, int(std::min<int64_t>(p.nr, rows - r))});
   }
-  if (units.empty()) return;
-  const int64_t groups = int64_t(units.size());
-  const int64_t xqs = qfn ? detail::qx_row_bytes(cols) : 0;
-  const int64_t token_block = std::max<int64_t>(
-      tile_tokens, kTokenBlockBytes / (std::max<int64_t>(cols, 1) * int64_t(sizeof(float))) /
-                       tile_tokens * tile_tokens);
-
+  const int64_t groups = int64_t(p.units.size());
+  p.xqs = qfn ? detail::qx_row_bytes(cols) : 0;
+  p.token_block = std::max<int64_t>(
+      p.tile_tokens, kTokenBlockBytes / (std::max<int64_t>(cols, 1) * int64_t(sizeof(float))) /
+                         p.tile_tokens * p.tile_tokens);
   // Threads form a grid: pr parts of the row groups times pm parts of the tokens;
   // tokens are split only when there are too few row groups to go round.
   const int64_t macs = total_rows * (f.glu ? 2 : 1) * cols * n;
-  const int nth = macs < kMinParallelWork ? 1 : pool.size();
-  const int pr = int(std::min<int64_t>(nth, groups));
-  const int64_t token_tiles = (n + tile_tokens - 1) / tile_tokens;
-  const int pm = int(std::min<int64_t>(nth / pr, token_tiles));
+  p.nth = macs < kMinParallelWork ? 1 : threads;
+  p.pr = int(std::max<int64_t>(1, std::min<int64_t>(p.nth, groups)));
+  p.token_tiles = (n + p.tile_tokens - 1) / p.tile_tokens;
+  p.pm = int(std::max<int64_t>(1, std::min<int64_t>(p.nth / p.pr, p.token_tiles)));
+  // Little to prepare (decode): the calling thread does it before the parallel region,
+  // sparing the threads a barrier; else every thread prepares its rows, then they meet.
+  p.prep = f.norm_w || qfn;
+  p.prep_inline = p.prep && (p.nth == 1 || n * cols < kMinParallelWork);
+}
+
+void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_t m,
+                  ThreadPool& pool) {
+  TD_CHECK(row_from >= 0);
+  const int64_t n = m - row_from;
+  if (n <= 0) return;
+  const detail::IsaKernels& k = detail::isa();
+  // The spec's plan when it was made for this call's shape and switches (the graph's
+  // case); else one for this call, in a buffer of the calling thread.
+  const MatmulPlan* plan = &f.plan;
+  if (plan->isa != &k || plan->n != n || plan->threads != pool.size() ||
+      plan->int8 != detail::int8_activations() || plan->packed != detail::use_packed() ||
+      plan->kernel.size() != f.outs.size()) {
+    thread_local MatmulPlan t_plan;
+    plan_matmul(f, n, pool.size(), t_plan);
+    plan = &t_plan;
+  }
+  const MatmulPlan& p = *plan;
+  if (p.units.empty()) return;
+  const Weight& w0 = f.outs[0].w;
+  const int64_t cols = w0.cols;
+  const auto fn = reinterpret_cast<detail::TileFn>(p.plain);
+  const auto qfn = reinterpret_cast<detail::QTileFn>(p.int8_tile);
+  const auto pfn = reinterpret_cast<detail::PackedQTileFn>(p.packed_tile);
+  const std::vector<Unit>& units = p.units;
+  const int64_t groups = int64_t(units.size());
+  const int nr = p.nr, tile_tokens = p.tile_tokens, nth = p.nth, pr = p.pr, pm = p.pm;
+  const int64_t xqs = p.xqs, token_block = p.token_block, token_tiles = p.token_tiles;
 
   // Activations as the tiles read them: normalized (f32) and/or quantized, in buffers
   // of the calling thread shared with the workers for this call.
-  const bool prep = f.norm_w || qfn;
   const float* xin = x;
   uint8_t* xq = nullptr;
   float* xn = nullptr;
@@ -273,9 +314,7 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
   };
   const float* xt = xn ? xn : xin;
   SpinBarrier barrier(nth);
-  // Little to prepare (decode): the calling thread does it before the parallel region,
-  // sparing the threads a barrier; else every thread prepares its rows, then they meet.
-  const bool prep_inline = prep && (nth == 1 || n * cols < kMinParallelWork);
+  const bool prep = p.prep, prep_inline = p.prep_inline;
   if (prep_inline) prepare(0, 1);
 
   auto body = [&](int tid, int) {
@@ -295,17 +334,23 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
     auto tile = [&](const MatmulOut& o, const Unit& u, int64_t t, int mt, float* y, int64_t ldy) {
       const auto* w = static_cast<const uint8_t*>(o.w.data) + size_t(u.r) * o.w.row_stride;
       const float* b = o.bias ? o.bias + u.r : nullptr;
-      if (cols == 0) {
-        for (int tt = 0; tt < mt; ++tt)
-          for (int c = 0; c < u.rows; ++c) y[tt * ldy + c] = b ? b[c] : 0.0f;
-      } else if (pfn && o.w.packed && o.w.packed_layout == k.packed_layout) {
-        const size_t ps = size_t(detail::kpack_panel_bytes(o.w.type, cols));
-        pfn(static_cast<const uint8_t*>(o.w.packed) + size_t(u.r / detail::kPackRows) * ps, ps,
-            u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
-      } else if (qfn) {
-        qfn(w, o.w.row_stride, u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
-      } else {
-        fn(w, o.w.row_stride, u.rows, xt + t * cols, cols, mt, cols, y, ldy, b);
+      switch (p.kernel[size_t(&o - f.outs.data())]) {
+        case Kernel::Bias:
+          for (int tt = 0; tt < mt; ++tt)
+            for (int c = 0; c < u.rows; ++c) y[tt * ldy + c] = b ? b[c] : 0.0f;
+          break;
+        case Kernel::Packed: {
+          const size_t ps = size_t(detail::kpack_panel_bytes(o.w.type, cols));
+          pfn(static_cast<const uint8_t*>(o.w.packed) + size_t(u.r / detail::kPackRows) * ps, ps,
+              u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
+          break;
+        }
+        case Kernel::Int8:
+          qfn(w, o.w.row_stride, u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
+          break;
+        case Kernel::Plain:
+          fn(w, o.w.row_stride, u.rows, xt + t * cols, cols, mt, cols, y, ldy, b);
+          break;
       }
     };
     // Gate/up + SwiGLU: a run of units' gate rows, then the same units' up rows into a

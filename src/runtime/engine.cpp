@@ -85,6 +85,7 @@ graph::Executor& Engine::executor(int64_t m, int64_t out_from) {
   graph::ExecOptions eo;
   eo.plan_memory = opt_.memory_plan;
   eo.reference = opt_.reference_kernels;
+  eo.threads = pool_.size();
   ++graphs_built_;
   auto ex = std::make_unique<graph::Executor>(std::move(g), eo);
   return *graphs_.emplace(key, std::move(ex)).first->second;

@@ -68,7 +68,7 @@ TEST(Ablation, RunsEveryConfiguration) {
   EXPECT_DOUBLE_EQ(rows.back().prefill_speedup, 1.0);
   // One buffer per value needs more than the plan.
   EXPECT_GT(rows[4].activation_bytes, rows[0].activation_bytes) << rows[4].config.name;
-  EXPECT_THROW(analysis::run_ablation(*m, pool, {0, 1, 1, 1, {}}), Error);
+  EXPECT_THROW(analysis::run_ablation(*m, pool, {0, 1, 1, 1, {}, {}}), Error);
 }
 
 TEST(Ablation, CliTableAndJson) {

@@ -11,6 +11,7 @@
 #include "support/test_paths.hpp"
 #include "tandem/kernels/ops.hpp"
 #include "tandem/model/synth.hpp"
+#include "tandem/kernels/fused.hpp"
 #include "tandem/runtime/engine.hpp"
 #include "tandem/runtime/forward_graph.hpp"
 #include "tandem/runtime/memory_estimate.hpp"
@@ -197,11 +198,20 @@ TEST(EngineOptions, MemoryPlanAndGraphReuse) {
     e.forward(cache, ids, pos, 1, logits.data());
     // The --max-memory estimate of a step's activations covers the planned arena.
     EXPECT_GE(activation_bytes(m->hparams(), 16), e.last_memory().planned_bytes);
+    uint64_t plans_after_first_decode = 0;
     for (int32_t s = 0; s < 5; ++s) {
       const int32_t id = 9, p = 16 + s;
       e.forward(cache, {&id, 1}, {&p, 1}, 1, logits.data());
+      if (s == 0) plans_after_first_decode = kernels::matmul_plans_made();
     }
     EXPECT_EQ(e.graphs_built(), reuse ? 2 : 6);
+    // Kernel choices are made when a graph is built: a replayed graph makes none, a
+    // graph built every step makes them every step.
+    const uint64_t more = kernels::matmul_plans_made() - plans_after_first_decode;
+    if (reuse)
+      EXPECT_EQ(more, 0u);
+    else
+      EXPECT_GT(more, 0u);
     const graph::MemoryStats& mem = e.last_memory();
     EXPECT_GT(mem.planned_bytes, 0u);
     EXPECT_LE(mem.live_bytes_max, mem.planned_bytes);

@@ -19,6 +19,9 @@ struct ExecOptions {
   // Tests: fill every buffer with NaN once its last reader has run, so a value that
   // shared bytes with a live one would corrupt the result.
   bool poison_dead = false;
+  // Threads of the pool the graph will run on: the matmul kernel plans are made for it
+  // when the graph is compiled (0: planned at the first run instead).
+  int threads = 0;
 };
 
 // Attention of one layer: queries q [m][H*d], new keys and values k, v [m][G*d]; writes
