@@ -193,8 +193,8 @@ void run(const Opts& o) {
     rep.seconds = sw.seconds();
     engine.set_trace(nullptr);
     comm.set_trace(nullptr);
-    // The file's mapping plus the matrices repacked at load (Model::packed_bytes).
-    rep.weights_bytes = double(model->file().file_size() + model->packed_bytes());
+    // The file's mapping less the ranges dropped after copying, plus the weight arena.
+    rep.weights_bytes = double(model->resident_weight_bytes());
     rep.kv_bytes = double(cache.bytes());
     rep.activation_bytes = double(engine.activation_bytes());
     rep.activation_unplanned_bytes = double(engine.activation_unplanned_bytes());

@@ -124,8 +124,10 @@ void Model::bind_weights() {
 void Model::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
 
 // Weight repacking at load: every Q8_0/Q4_0 matrix the kernels in use read faster from a
-// layout of their own gets a packed copy (kernels::pack_weight); the mapping stays as it
-// is. TANDEM_NO_REPACK=1 turns it off (A/B measurement).
+// layout of their own gets a packed copy (kernels::pack_weight); every other matrix gets
+// a plain copy, so that all of them live in one arena of huge pages. The mapping stays;
+// the copied ranges are dropped from the process. TANDEM_NO_REPACK=1 turns it off (A/B
+// measurement).
 void Model::pack_weights() {
   if (const char* e = std::getenv("TANDEM_NO_REPACK"); e && *e && std::strcmp(e, "0") != 0)
     return;
@@ -139,7 +141,11 @@ void Model::pack_weights() {
   // (fewer TLB misses on the decode stream: ~9% more read bandwidth measured here).
   constexpr size_t kHuge = size_t(2) << 20;
   size_t total = 0;
-  for (const MatrixView* w : mats) total += (kernels::packed_size(*w) + 63) / 64 * 64;
+  auto arena_size = [](const MatrixView& w) {
+    const size_t p = kernels::packed_size(w);
+    return p ? p : w.nbytes();
+  };
+  for (const MatrixView* w : mats) total += (arena_size(*w) + 63) / 64 * 64;
   if (total == 0) return;
   total = (total + kHuge - 1) / kHuge * kHuge;
   auto* arena = static_cast<uint8_t*>(std::aligned_alloc(kHuge, total));
@@ -148,23 +154,36 @@ void Model::pack_weights() {
   ::madvise(arena, total, MADV_HUGEPAGE);  // advice only: 4 KiB pages where refused
   size_t used = 0;
   auto pack = [&](MatrixView& w) {
-    const size_t n = kernels::packed_size(w);
+    const size_t n = arena_size(w);
     if (n == 0) return;
     uint8_t* p = arena + used;
     used += (n + 63) / 64 * 64;
-    w.packed_layout = kernels::pack_weight(w, p);
-    w.packed = p;
+    const auto a = reinterpret_cast<uintptr_t>(w.data);
+    const size_t original = w.nbytes();
+    if (kernels::packed_size(w) > 0) {
+      w.packed_layout = kernels::pack_weight(w, p);
+      w.packed = p;
+    } else {
+      std::memcpy(p, w.data, n);  // same layout, better pages
+      w.data = p;
+    }
     packed_bytes_ += n;
-    // The original pages are read only by the reference kernels and get_rows from now
-    // on: drop them from this process (a later read faults them in again from the
-    // file), so the matrix is not resident twice.
+    // The original pages are read only by the reference kernels and get_rows (a tied
+    // embedding) from now on: drop them from this process (a later read faults them in
+    // again from the file), so the matrix is not resident twice.
     if (file_.mapped() && page > 0) {
-      const auto a = reinterpret_cast<uintptr_t>(w.data);
-      const uintptr_t lo = (a + page - 1) / page * page, hi = (a + w.nbytes()) / page * page;
-      if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+      const uintptr_t lo = (a + page - 1) / page * page, hi = (a + original) / page * page;
+      if (hi > lo) {
+        ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+        dropped_bytes_ += hi - lo;
+      }
     }
   };
   for (MatrixView* w : mats) pack(*w);
+}
+
+size_t Model::resident_weight_bytes() const {
+  return file_.file_size() - std::min(dropped_bytes_, file_.file_size()) + packed_bytes_;
 }
 
 size_t Model::weight_bytes() const {

@@ -45,10 +45,14 @@ class Model {
   // Bytes of weights read per token in decode (every matrix once, plus norms; a matrix
   // repacked at load counts its packed form, which is what decode reads).
   size_t weight_bytes() const;
-  // Bytes allocated for matrices repacked at load (kernels::pack_weight; 0 when none
-  // were, e.g. TANDEM_NO_REPACK=1 or kernels without a packed layout). These are in
-  // memory besides the file's mapping.
+  // Bytes of the matrices copied at load into the weight arena (packed by
+  // kernels::pack_weight, or copied as they are; 0 with TANDEM_NO_REPACK=1).
   size_t packed_bytes() const { return packed_bytes_; }
+  // Bytes of the file's mapping dropped after their matrix was copied.
+  size_t dropped_bytes() const { return dropped_bytes_; }
+  // Weight memory of this process: the file's mapping less what was dropped, plus the
+  // arena (counts a tied embedding's original and copy both).
+  size_t resident_weight_bytes() const;
 
  private:
   Model(gguf::File f, HParams hp) : file_(std::move(f)), hp_(std::move(hp)) {}
@@ -60,6 +64,7 @@ class Model {
   };
   std::vector<std::unique_ptr<uint8_t[], FreeAligned>> packed_;
   size_t packed_bytes_ = 0;
+  size_t dropped_bytes_ = 0;
 
   gguf::File file_;
   HParams hp_;
