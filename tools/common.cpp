@@ -42,7 +42,7 @@ void add_engine_options(CLI::App* sub, EngineFlags& f) {
                 "Build the execution graph (passes, plan) again every step");
   sub->add_option("--kv-page", f.kv_page,
                   "KV cache page size in tokens (paged cache with block tables); 0: one "
-                  "contiguous buffer (default: 64 on one rank; contiguous under --sp)")
+                  "contiguous buffer (default: 256 on one rank; contiguous under --sp)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   sub->add_option("--kv-type", f.kv_type, "KV cache rows: f32 (default) or q8_0 (one rank)")
       ->check(CLI::IsMember({"f32", "q8_0"}));
