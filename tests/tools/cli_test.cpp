@@ -107,7 +107,11 @@ TEST(Cli, ModelTruncatedWhileInUseGivesAClearError) {
                      ".err & pid=$!; sleep 1; truncate -s 1M " + copy + "; wait $pid; echo rc=$?; cat " +
                      copy + ".err'");
   EXPECT_NE(r.out.find("rc=2"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("truncated while in use"), std::string::npos) << r.out;
+  // The matrices are copied at load, so the lost pages may be touched (the embedding's
+  // row: SIGBUS) or the per-step check may see the new size first: one clear error.
+  EXPECT_TRUE(r.out.find("truncated while in use") != std::string::npos ||
+              r.out.find("changed size while in use") != std::string::npos)
+      << r.out;
 }
 
 // --parallel N: sequence i is what a single run with seed + i generates, the prompt's
