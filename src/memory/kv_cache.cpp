@@ -32,7 +32,6 @@ KVCache::KVCache(std::shared_ptr<PagedKVCache> pool, PagedKVCache::SeqId seq, co
       n_layer_(like.n_layer_),
       capacity_(like.capacity_),
       kv_dim_(like.kv_dim_),
-      size_(pool_->size(seq)),
       page_(like.page_),
       type_(like.type_),
       contiguous_(false) {}
@@ -47,7 +46,6 @@ KVCache& KVCache::operator=(KVCache&& o) noexcept {
   n_layer_ = o.n_layer_;
   capacity_ = o.capacity_;
   kv_dim_ = o.kv_dim_;
-  size_ = std::exchange(o.size_, 0);
   page_ = o.page_;
   type_ = o.type_;
   contiguous_ = o.contiguous_;
@@ -65,22 +63,19 @@ void KVCache::release() {
 
 int64_t KVCache::append(int64_t m, const int32_t* pos) {
   TD_CHECK(pool_);
-  if (m < 0 || size_ + m > capacity_)
+  if (m < 0 || size() + m > capacity_)
     fail(ErrorKind::Resource, "KV cache full: {} tokens stored, {} more requested, capacity {}",
-         size_, m, capacity_);
-  const int64_t start = pool_->append(seq_, m, pos);
-  size_ += m;
-  return start;
+         size(), m, capacity_);
+  return pool_->append(seq_, m, pos);
 }
 
 void KVCache::truncate(int64_t n) {
-  TD_CHECK(pool_ && n >= 0 && n <= size_);
+  TD_CHECK(pool_ && n >= 0 && n <= size());
   pool_->truncate(seq_, n);
-  size_ = n;
 }
 
 void KVCache::write(int64_t layer, int64_t slot, int64_t count, const float* k, const float* v) {
-  TD_CHECK(pool_ && slot >= 0 && count >= 0 && slot + count <= size_);
+  TD_CHECK(pool_ && slot >= 0 && count >= 0 && slot + count <= size());
   if (type_ != DType::F32) {
     for (int64_t t = 0; t < count; ++t) {
       pool_->write_k(layer, seq_, slot + t, k + t * kv_dim_);
@@ -128,20 +123,18 @@ kernels::KvPages KVCache::pages(int64_t layer) const {
 
 KVCache KVCache::fork(int64_t n) const {
   TD_CHECK(pool_);
-  if (n < 0 || n > size_) bad_input("KV cache: fork at {} tokens, but the cache holds {}", n, size_);
+  if (n < 0 || n > size()) bad_input("KV cache: fork at {} tokens, but the cache holds {}", n, size());
   return KVCache(pool_, pool_->fork(seq_, n), *this);
 }
 
-size_t KVCache::bytes() const {
-  return pool_ ? size_t(pool_->n_blocks()) * pool_->block_size() * pool_->row_bytes() * 2 *
-                     size_t(n_layer_)
-               : 0;
+size_t KVCache::page_bytes() const {
+  return pool_ ? size_t(pool_->block_size()) * pool_->row_bytes() * 2 * size_t(n_layer_) : 0;
 }
 
+size_t KVCache::bytes() const { return pool_ ? size_t(pool_->n_blocks()) * page_bytes() : 0; }
+
 size_t KVCache::used_bytes() const {
-  return pool_ ? size_t(pool_->n_blocks() - pool_->free_blocks()) * pool_->block_size() *
-                     pool_->row_bytes() * 2 * size_t(n_layer_)
-               : 0;
+  return pool_ ? size_t(pool_->n_blocks() - pool_->free_blocks()) * page_bytes() : 0;
 }
 
 PagedKVStats KVCache::stats() const { return pool_ ? pool_->stats() : PagedKVStats{}; }

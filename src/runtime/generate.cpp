@@ -102,50 +102,27 @@ ParallelResult generate_parallel(Engine& engine, std::span<const int32_t> prompt
   st.prompt_seconds = sw.seconds();
   for (int i = 1; i < n_seq; ++i) caches.push_back(caches[0].fork(n_prompt));
 
-  struct Seq {
-    Sampler sampler;
-    std::vector<float> logits;
-    int32_t next = -1;
-    bool done = false;
-  };
-  std::vector<Seq> seqs;
-  for (int i = 0; i < n_seq; ++i) {
-    SamplerParams sp = params.sampler;
-    sp.seed += uint64_t(i);
-    seqs.push_back({Sampler(sp), logits0});
-  }
+  // Each sequence decodes in turn from the prompt's logits, with its own seed.
   r.tokens.resize(size_t(n_seq));
-  const Tokenizer* tok = engine.model().tokenizer();
-  for (int64_t step = 0; step < params.n_predict; ++step) {
-    bool any = false;
-    for (int i = 0; i < n_seq; ++i) {
-      Seq& q = seqs[size_t(i)];
-      if (q.done) continue;
-      q.next = q.sampler.sample(q.logits);
-      if (step == 0 && i == 0) st.ttft_seconds = total.seconds();
-      ++st.n_generated;
-      r.tokens[size_t(i)].push_back(q.next);
-      if (on_token) on_token(i, q.next);
-      if ((params.stop_at_eog && tok && tok->is_eog(q.next)) || step + 1 == params.n_predict) {
-        q.done = true;
-        continue;
-      }
-      any = true;
-      engine.model().file().check_unchanged();
-      const int32_t p = int32_t(n_prompt + step);
-      sw.reset();
-      engine.forward(caches[size_t(i)], std::span<const int32_t>(&q.next, 1),
-                     std::span<const int32_t>(&p, 1), 1, q.logits.data());
-      st.decode_seconds += sw.seconds();
-      ++st.n_decode_steps;
-    }
-    if (!any) break;
+  for (int i = 0; i < n_seq; ++i) {
+    GenerateParams p = params;
+    p.sampler.seed += uint64_t(i);
+    std::vector<float> logits = logits0;
+    GenerateStats s;
+    const auto emit = [&](int32_t id) {
+      if (on_token) on_token(i, id);
+    };
+    decode_loop(engine, caches[size_t(i)], logits, int32_t(n_prompt), p, total, s, emit,
+                &r.tokens[size_t(i)]);
+    if (i == 0) st.ttft_seconds = s.ttft_seconds;
+    st.n_generated += s.n_generated;
+    st.n_decode_steps += s.n_decode_steps;
+    st.decode_seconds += s.decode_seconds;
   }
   r.kv = caches[0].stats();
   r.kv_used_bytes = caches[0].used_bytes();
-  const size_t page_bytes = r.kv.blocks_total > 0 ? caches[0].bytes() / size_t(r.kv.blocks_total) : 0;
   for (const KVCache& c : caches)
-    r.kv_unshared_bytes += size_t((c.size() + kv.page_tokens - 1) / kv.page_tokens) * page_bytes;
+    r.kv_unshared_bytes += size_t((c.size() + kv.page_tokens - 1) / kv.page_tokens) * c.page_bytes();
   return r;
 }
 

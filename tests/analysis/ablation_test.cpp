@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/test_model.hpp"
 #include "support/test_paths.hpp"
 #include "tandem/analysis/ablation.hpp"
 #include "tandem/core/error.hpp"
@@ -14,18 +15,9 @@ using namespace tandem;
 namespace {
 
 std::string tiny_model() {
-  SynthSpec s;
-  s.n_embd = 64;
-  s.n_layer = 2;
-  s.n_head = 4;
-  s.n_head_kv = 2;
-  s.n_ff = 128;
-  s.n_vocab = 200;
-  s.n_ctx = 256;
-  s.type = DType::F32;
-  const std::string path = test::temp_dir() + "/ablation.gguf";
-  write_synthetic_model(s, path);
-  return path;
+  return test::write_test_model("ablation", {.n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
+                                             .n_ff = 128, .n_ctx = 256, .type = DType::F32,
+                                             .n_vocab = 200});
 }
 
 TEST(Ablation, ConfigurationsTurnOneThingOffEach) {

@@ -242,16 +242,10 @@ struct Base {
 // alignment and two keys of equal length.
 const Base& base() {
   static const Base b = [] {
-    SynthSpec s;
-    s.n_embd = 64;
-    s.n_layer = 2;
-    s.n_head = 4;
-    s.n_head_kv = 2;
-    s.n_ff = 128;
-    s.n_vocab = 256;
-    s.type = DType::F16;
     const std::string synth = dir() + "/synth.gguf";
-    write_synthetic_model(s, synth);
+    write_synthetic_model({.n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .n_ff = 128,
+                           .type = DType::F16, .n_vocab = 256},
+                          synth);
     Base out;
     out.image = image_of(gguf::File::open(synth));
     auto u32 = [](uint32_t x) { return Value::u32(x); };

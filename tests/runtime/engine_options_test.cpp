@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <numeric>
 
+#include "support/test_model.hpp"
 #include "support/test_paths.hpp"
 #include "tandem/kernels/ops.hpp"
 #include "tandem/model/synth.hpp"
@@ -21,20 +22,9 @@ using namespace tandem;
 namespace {
 
 std::string make_model(const std::string& name, DType type, bool bias) {
-  SynthSpec s;
-  s.n_embd = 64;
-  s.n_layer = 3;
-  s.n_head = 4;
-  s.n_head_kv = 2;
-  s.n_ff = 160;
-  s.n_vocab = 260;
-  s.n_ctx = 1024;
-  s.type = type;
-  s.qkv_bias = bias;
-  s.seed = 11;
-  const std::string path = test::temp_dir() + "/" + name + ".gguf";
-  write_synthetic_model(s, path);
-  return path;
+  return test::write_test_model(name, {.n_embd = 64, .n_layer = 3, .n_head = 4, .n_head_kv = 2,
+                                       .n_ff = 160, .n_ctx = 1024, .type = type, .seed = 11,
+                                       .n_vocab = 260, .qkv_bias = bias});
 }
 
 struct Logits {

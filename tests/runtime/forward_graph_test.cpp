@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "support/test_model.hpp"
 #include "support/test_paths.hpp"
 #include "tandem/graph/executor.hpp"
 #include "tandem/kernels/ops.hpp"
@@ -17,20 +18,10 @@ using namespace tandem;
 namespace {
 
 std::unique_ptr<Model> model(DType type, bool bias) {
-  SynthSpec s;
-  s.n_embd = 96;
-  s.n_layer = 2;
-  s.n_head = 6;
-  s.n_head_kv = 3;
-  s.n_ff = 224;
-  s.n_vocab = 150;
-  s.n_ctx = 512;
-  s.type = type;
-  s.qkv_bias = bias;
-  s.seed = 5;
-  const std::string path = test::temp_dir() + "/graph_" + std::string(dtype_name(type)) + ".gguf";
-  write_synthetic_model(s, path);
-  return Model::load(path);
+  return Model::load(test::write_test_model(
+      "graph_" + std::string(dtype_name(type)),
+      {.n_embd = 96, .n_layer = 2, .n_head = 6, .n_head_kv = 3, .n_ff = 224, .n_ctx = 512,
+       .type = type, .seed = 5, .n_vocab = 150, .qkv_bias = bias}));
 }
 
 // Logits rows [out_from, m) of one prefill step of m tokens at positions 0..m-1.

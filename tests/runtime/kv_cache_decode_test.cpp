@@ -5,6 +5,7 @@
 #include <numeric>
 #include <random>
 
+#include "support/test_model.hpp"
 #include "support/test_paths.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/model/synth.hpp"
@@ -17,19 +18,9 @@ using namespace tandem;
 namespace {
 
 std::string make_model(const std::string& name, int64_t H, int64_t G, DType type) {
-  SynthSpec s;
-  s.n_embd = 16 * H;
-  s.n_layer = 2;
-  s.n_head = H;
-  s.n_head_kv = G;
-  s.n_ff = 96;
-  s.n_vocab = 300;
-  s.n_ctx = 4096;
-  s.type = type;
-  s.seed = 7;
-  const std::string path = test::temp_dir() + "/" + name + ".gguf";
-  write_synthetic_model(s, path);
-  return path;
+  return test::write_test_model(name, {.n_embd = 16 * H, .n_layer = 2, .n_head = H, .n_head_kv = G,
+                                       .n_ff = 96, .n_ctx = 4096, .type = type, .seed = 7,
+                                       .n_vocab = 300});
 }
 
 std::vector<float> last_logits_recomputed(const Model& m, kernels::ThreadPool& pool,

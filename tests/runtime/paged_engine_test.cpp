@@ -8,6 +8,7 @@
 #include <numeric>
 #include <random>
 
+#include "support/test_model.hpp"
 #include "support/test_paths.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/model/synth.hpp"
@@ -19,19 +20,10 @@ namespace {
 
 const Model& model() {
   static const auto m = [] {
-    SynthSpec s;
-    s.n_embd = 256;  // 8 heads of 32: KV rows of 2 x 32, a Q8_0 block each
-    s.n_layer = 2;
-    s.n_head = 8;
-    s.n_head_kv = 2;
-    s.n_ff = 192;
-    s.n_vocab = 300;
-    s.n_ctx = 4096;
-    s.type = DType::F32;
-    s.seed = 11;
-    const std::string path = test::temp_dir() + "/paged_engine.gguf";
-    write_synthetic_model(s, path);
-    return Model::load(path);
+    // 8 heads of 32: KV rows of 2 x 32, a Q8_0 block each.
+    return Model::load(test::write_test_model(
+        "paged_engine", {.n_embd = 256, .n_layer = 2, .n_head = 8, .n_head_kv = 2, .n_ff = 192,
+                         .n_ctx = 4096, .type = DType::F32, .seed = 11, .n_vocab = 300}));
   }();
   return *m;
 }
@@ -169,7 +161,7 @@ TEST(PagedEngine, ForkedSequencesShareThePromptAndMatchRunningAlone) {
   EXPECT_EQ(after.blocks_shared, 4);
   EXPECT_EQ(after.blocks_used, 4 + 2 * 2);
   // (Two unshared caches would hold 2 x 6 pages.)
-  EXPECT_EQ(seq_a.used_bytes() / size_t(after.blocks_used), seq_a.bytes() / size_t(after.blocks_total));
+  EXPECT_EQ(seq_a.used_bytes(), size_t(after.blocks_used) * seq_a.page_bytes());
   // Running a again on its own pages after b wrote its own gives a's logits.
   seq_a.truncate(int64_t(prompt));
   EXPECT_LT(max_diff(run(e, seq_a, a, prompt, prompt),

@@ -44,7 +44,7 @@ class KVCache {
   int64_t n_layer() const { return n_layer_; }
   int64_t capacity() const { return capacity_; }
   int64_t kv_dim() const { return kv_dim_; }
-  int64_t size() const { return size_; }
+  int64_t size() const { return pool_ ? pool_->size(seq_) : 0; }
   int64_t page_tokens() const { return page_; }
   DType type() const { return type_; }
   // One page of F32 rows: k(layer, 0) .. k(layer, size() - 1) are consecutive.
@@ -74,8 +74,9 @@ class KVCache {
   // its capacity is this one's.
   KVCache fork(int64_t n) const;
 
-  // Bytes reserved for K and V rows (the whole pool).
+  // Bytes reserved for K and V rows (the whole pool), and those of one page (all layers).
   size_t bytes() const;
+  size_t page_bytes() const;
   // Bytes of the pages in use (shared pages counted once), and the pool's counters.
   size_t used_bytes() const;
   PagedKVStats stats() const;
@@ -86,7 +87,7 @@ class KVCache {
 
   std::shared_ptr<PagedKVCache> pool_;
   PagedKVCache::SeqId seq_ = -1;
-  int64_t n_layer_ = 0, capacity_ = 0, kv_dim_ = 0, size_ = 0, page_ = 0;
+  int64_t n_layer_ = 0, capacity_ = 0, kv_dim_ = 0, page_ = 0;
   DType type_ = DType::F32;
   bool contiguous_ = false;
   mutable std::vector<kernels::KvPage> pages_;  // pages() of the last layer asked

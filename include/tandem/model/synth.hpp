@@ -23,7 +23,7 @@ struct SynthSpec {
   float rms_eps = 1e-5f;
   DType type = DType::F16;     // type of every matrix (norms stay F32)
   uint64_t seed = 1234;
-  std::string vocab_path;      // GGUF file whose tokenizer.* keys are copied; or
+  std::string vocab_path = {}; // GGUF file whose tokenizer.* keys are copied; or
   int64_t n_vocab = 0;         // with no vocab file: V tokens, no tokenizer metadata
   bool qkv_bias = false;       // Q/K/V biases (qwen2-style), N(0, 0.02^2)
   bool tied_output = false;    // omit output.weight (tied to token_embd)

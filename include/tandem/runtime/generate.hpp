@@ -54,7 +54,7 @@ void decode_loop(Engine& engine, KVCache& cache, std::vector<float>& logits, int
 // Several continuations of one prompt (llama.cpp's --parallel): the prompt is
 // prefilled once into a paged cache, every other sequence forks it (sharing the
 // prompt's pages; a partial last page is copied on its first write), and the
-// sequences then decode in turn, one token each per round, sequence i sampling with
+// sequences then decode one after another (decode_loop), sequence i sampling with
 // seed + i. Needs the KV cache (params.kv_cache).
 struct ParallelResult {
   std::vector<std::vector<int32_t>> tokens;  // generated ids per sequence
