@@ -2,6 +2,7 @@
 // poll spins briefly, then yields, then sleeps in short naps (about 50 us late at most
 // once a wait has lasted over 2 ms) so oversubscribed ranks leave each other the CPU.
 #include "comm/mpi_request.hpp"
+#include "comm/poll_wait.hpp"
 
 #include <exception>
 #include <thread>
@@ -98,28 +99,9 @@ bool MpiRequest::test() {
 
 void MpiRequest::wait_until(double deadline, double timeout_s) {
   if (done_) return;
-  const double t0 = now_seconds();
-  for (int spins = 0;; ++spins) {
-    bool finished;
-    try {
-      finished = poll();
-    } catch (...) {
-      stats_->wait_seconds += now_seconds() - t0;
-      throw;
-    }
-    if (finished) break;
-    const double t = now_seconds();
-    if (t >= deadline) {
-      stats_->wait_seconds += t - t0;
-      raise(fmt::format(" timed out after {} s", timeout_s));
-    }
-    if (spins < 64) continue;
-    if (t - t0 < 0.002)
-      std::this_thread::yield();
-    else
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-  }
-  stats_->wait_seconds += now_seconds() - t0;
+  wait_polling([] { return now_seconds(); }, [&] { return poll(); }, deadline,
+               stats_->wait_seconds,
+               [&] { raise(fmt::format(" timed out after {} s", timeout_s)); });
 }
 
 }  // namespace tandem::comm::mpi

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "comm/poll_wait.hpp"
 #include "tandem/comm/nccl.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
@@ -70,14 +71,6 @@ int local_rank_from_env() {
 }
 
 // Sleeps a little between polls once a wait has lasted a while (like the MPI backend).
-void nap(int spins, double waited) {
-  if (spins < 64) return;
-  if (waited < 0.002)
-    std::this_thread::yield();
-  else
-    std::this_thread::sleep_for(std::chrono::microseconds(20));
-}
-
 class NcclComm final : public Communicator {
  public:
   NcclComm(ncclComm_t comm, int device, int rank, int size, int world_rank)
@@ -406,24 +399,9 @@ bool NcclRequest::test() {
 
 void NcclRequest::wait_until(double deadline, double timeout_s) {
   if (done_) return;
-  const double t0 = now_seconds();
-  for (int spins = 0;; ++spins) {
-    bool finished;
-    try {
-      finished = poll();
-    } catch (...) {
-      c_->mutable_stats().wait_seconds += now_seconds() - t0;
-      throw;
-    }
-    if (finished) break;
-    const double t = now_seconds();
-    if (t >= deadline) {
-      c_->mutable_stats().wait_seconds += t - t0;
-      c_->raise(desc_, fmt::format(" timed out after {} s", timeout_s));
-    }
-    nap(spins, t - t0);
-  }
-  c_->mutable_stats().wait_seconds += now_seconds() - t0;
+  wait_polling([] { return now_seconds(); }, [&] { return poll(); }, deadline,
+               c_->mutable_stats().wait_seconds,
+               [&] { c_->raise(desc_, fmt::format(" timed out after {} s", timeout_s)); });
 }
 
 }  // namespace
