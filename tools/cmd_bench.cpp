@@ -8,6 +8,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/analysis/ablation.hpp"
 #include "tandem/analysis/bench.hpp"
 #include "tandem/analysis/roofline.hpp"
@@ -155,7 +156,7 @@ void run_ablation(const Opts& o) {
     fmt::print(stderr, "\rablation: run {}/{} ({}){:<20}", i + 1, n, name, "");
     std::fflush(stderr);
   };
-  const auto model = Model::load(o.model);
+  const auto model = load_model(o.model);
   kernels::ThreadPool pool(o.threads);
   const auto rows = analysis::run_ablation(*model, pool, ao);
   fmt::print(stderr, "\n");
@@ -218,7 +219,7 @@ void run(const Opts& o) {
   const auto tests = tests_of(o);
   if (tests.empty()) bad_input("-p/-n: every test length is 0; nothing to run");
   const Roofline roof = roofline_for(o);
-  const auto model = Model::load(o.model);
+  const auto model = load_model(o.model);
   kernels::ThreadPool pool(o.threads);
   Engine engine(*model, pool);
   engine.set_options(o.engine.options());

@@ -8,6 +8,7 @@
 #include "commands.hpp"
 #include "common.hpp"
 #include "sp_cli.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/runtime/sp.hpp"
 
@@ -62,7 +63,7 @@ void run_parallel(const Opts& o, const Model& model, const std::vector<int32_t>&
 }
 
 void run(const Opts& o) {
-  const auto model = Model::load(o.model);
+  const auto model = load_model(o.model);
   const Tokenizer* tok = model->tokenizer();
   std::vector<int32_t> prompt;
   if (!o.ids.empty()) {

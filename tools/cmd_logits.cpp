@@ -12,6 +12,7 @@
 #include "commands.hpp"
 #include "common.hpp"
 #include "sp_cli.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
 #include "tandem/runtime/sp.hpp"
@@ -30,7 +31,7 @@ struct Opts {
 };
 
 void run(const Opts& o) {
-  const auto model = Model::load(o.model);
+  const auto model = load_model(o.model);
   const int64_t V = model->hparams().n_vocab;
   std::vector<int32_t> ids;
   if (!o.ids.empty()) {

@@ -14,6 +14,7 @@
 #include "commands.hpp"
 #include "common.hpp"
 #include "sp_cli.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/size.hpp"
 #include "tandem/core/timer.hpp"
@@ -149,7 +150,7 @@ void write_trace(comm::Communicator& comm, const Trace& trace, const std::string
 }
 
 void run(const Opts& o) {
-  const auto model = Model::load(o.model);
+  const auto model = load_model(o.model);
   run_world(o.sp, [&](comm::Communicator& comm) {
     const auto scheme = scheme_of(o.sp, comm);
     Opts opts = o;

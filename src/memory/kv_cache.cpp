@@ -108,12 +108,12 @@ const int32_t* KVCache::positions() const {
   return pool_->block_positions(0);
 }
 
-kernels::KvPages KVCache::pages(int64_t layer) const {
+KvPages KVCache::pages(int64_t layer) const {
   TD_CHECK(pool_ && layer >= 0 && layer < n_layer_);
   pages_.clear();
   for (const BlockRef& b : pool_->blocks(seq_))
     pages_.push_back({pool_->k_data(layer, b.id), pool_->v_data(layer, b.id), b.pos});
-  kernels::KvPages p;
+  KvPages p;
   p.tokens = page_;
   p.page = pages_.data();
   p.type = type_;

@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include "tandem/core/error.hpp"
-#include "tandem/kernels/ops.hpp"
 
 namespace tandem {
 namespace {
@@ -80,7 +79,6 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
   HParams hp = HParams::from_gguf(f);
   std::unique_ptr<Model> m(new Model(std::move(f), std::move(hp)));
   m->bind_weights();
-  m->pack_weights();
   if (m->file_.find("tokenizer.ggml.model")) {
     m->tokenizer_.emplace(Tokenizer::from_gguf(m->file_));
     if (m->tokenizer_->n_vocab() != m->hp_.n_vocab)
@@ -123,75 +121,35 @@ void Model::bind_weights() {
 
 void Model::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
 
-// Weight repacking at load: every Q8_0/Q4_0 matrix the kernels in use read faster from a
-// layout of their own gets a packed copy (kernels::pack_weight); every other matrix gets
-// a plain copy, so that all of them live in one arena of huge pages. The mapping stays;
-// the copied ranges are dropped from the process. TANDEM_NO_REPACK=1 turns it off (A/B
-// measurement).
-void Model::pack_weights() {
-  if (const char* e = std::getenv("TANDEM_NO_REPACK"); e && *e && std::strcmp(e, "0") != 0)
-    return;
-  const long pg = ::sysconf(_SC_PAGESIZE);
-  const uintptr_t page = pg > 0 ? uintptr_t(pg) : 0;
+std::vector<MatrixView*> Model::matrices() {
   std::vector<MatrixView*> mats;
   for (auto& l : layers)
     for (MatrixView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) mats.push_back(w);
   mats.push_back(&output);  // tied: tok_embd keeps the original only (get_rows reads that)
-  // One arena for every matrix, in 2 MiB huge pages where the kernel gives them (fewer TLB
-  // misses on the decode stream; F32 decode 3-6% faster than without the copy, measured
-  // with tandem bench -p 0 -n 128 against TANDEM_NO_REPACK=1 on a quiet machine).
-  constexpr size_t kHuge = size_t(2) << 20;
-  size_t total = 0;
-  auto arena_size = [](const MatrixView& w) {
-    const size_t p = kernels::packed_size(w);
-    return p ? p : w.nbytes();
-  };
-  for (const MatrixView* w : mats) total += (arena_size(*w) + 63) / 64 * 64;
-  if (total == 0) return;
-  total = (total + kHuge - 1) / kHuge * kHuge;
-  auto* arena = static_cast<uint8_t*>(std::aligned_alloc(kHuge, total));
-  if (!arena) fail(ErrorKind::Resource, "out of memory repacking {} bytes of weights", total);
-  packed_.emplace_back(arena);
-  ::madvise(arena, total, MADV_HUGEPAGE);  // advice only: 4 KiB pages where refused
-  size_t used = 0;
-  auto pack = [&](MatrixView& w) {
-    const size_t n = arena_size(w);
-    if (n == 0) return;
-    uint8_t* p = arena + used;
-    used += (n + 63) / 64 * 64;
-    const auto a = reinterpret_cast<uintptr_t>(w.data);
-    const size_t original = w.nbytes();
-    if (kernels::packed_size(w) > 0) {
-      w.packed_layout = kernels::pack_weight(w, p);
-      w.packed = p;
-    } else {
-      std::memcpy(p, w.data, n);  // same layout, better pages
-      w.data = p;
-    }
-    packed_bytes_ += n;
-    // The original pages are read only by the reference kernels and get_rows (a tied
-    // embedding) from now on: drop them from this process (a later read faults them in
-    // again from the file), so the matrix is not resident twice.
-    if (file_.mapped() && page > 0) {
-      const uintptr_t lo = (a + page - 1) / page * page, hi = (a + original) / page * page;
-      if (hi > lo) {
-        ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-        dropped_bytes_ += hi - lo;
-      }
-    }
-  };
-  for (MatrixView* w : mats) pack(*w);
+  return mats;
+}
+
+void Model::adopt_weight_copies(uint8_t* arena, size_t copied_bytes) {
+  weight_arenas_.emplace_back(arena);
+  copied_bytes_ += copied_bytes;
+}
+
+void Model::drop_file_range(const void* data, size_t bytes) {
+  const long pg = ::sysconf(_SC_PAGESIZE);
+  if (!file_.mapped() || pg <= 0) return;
+  const uintptr_t page = uintptr_t(pg), a = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t lo = (a + page - 1) / page * page, hi = (a + bytes) / page * page;
+  if (hi <= lo) return;
+  ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+  dropped_bytes_ += hi - lo;
 }
 
 size_t Model::resident_weight_bytes() const {
-  return file_.file_size() - std::min(dropped_bytes_, file_.file_size()) + packed_bytes_;
+  return file_.file_size() - std::min(dropped_bytes_, file_.file_size()) + copied_bytes_;
 }
 
 size_t Model::weight_bytes() const {
-  auto bytes = [](const MatrixView& w) {
-    const size_t p = w.packed ? kernels::packed_size(w) : 0;  // 0 too under other kernels
-    return p ? p : w.nbytes();
-  };
+  auto bytes = [](const MatrixView& w) { return w.packed ? w.packed_bytes : w.nbytes(); };
   size_t n = bytes(output);
   for (const auto& l : layers)
     n += bytes(l.wq) + bytes(l.wk) + bytes(l.wv) + bytes(l.wo) + bytes(l.w_gate) +

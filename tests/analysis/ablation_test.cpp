@@ -6,6 +6,7 @@
 
 #include "support/test_model.hpp"
 #include "support/test_paths.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/analysis/ablation.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/model/synth.hpp"
@@ -36,7 +37,7 @@ TEST(Ablation, ConfigurationsTurnOneThingOffEach) {
 }
 
 TEST(Ablation, RunsEveryConfiguration) {
-  const auto m = Model::load(tiny_model());
+  const auto m = load_model(tiny_model());
   kernels::ThreadPool pool(2);
   analysis::AblationOptions o;
   o.n_prompt = 24;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/test_paths.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/analysis/bench.hpp"
 #include "tandem/analysis/roofline.hpp"
 #include "tandem/core/error.hpp"
@@ -169,7 +170,7 @@ TEST(BenchCli, BadFlagsExitTwoNamingTheFlag) {
 }
 
 TEST(BenchCosts, FormulasMatchTheModelShape) {
-  const auto m = tandem::Model::load(model_path());
+  const auto m = tandem::load_model(model_path());
   const auto& h = m->hparams();
   EXPECT_DOUBLE_EQ(ta::decode_bytes_per_token(*m, 0), double(m->weight_bytes()));
   EXPECT_DOUBLE_EQ(ta::decode_bytes_per_token(*m, 10) - ta::decode_bytes_per_token(*m, 0),

@@ -10,6 +10,7 @@
 
 #include "support/test_model.hpp"
 #include "support/test_paths.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/kernels/ops.hpp"
 #include "tandem/model/synth.hpp"
 #include "tandem/kernels/fused.hpp"
@@ -87,7 +88,7 @@ class EngineOptionsTest : public ::testing::TestWithParam<std::tuple<DType, bool
 
 TEST_P(EngineOptionsTest, EveryConfigurationGivesTheSameLogits) {
   const auto [type, bias] = GetParam();
-  const auto m = Model::load(make_model("opts_" + std::string(dtype_name(type)) +
+  const auto m = load_model(make_model("opts_" + std::string(dtype_name(type)) +
                                             (bias ? "_bias" : ""), type, bias));
   for (int threads : {1, 2}) {
     kernels::ThreadPool pool(threads);
@@ -110,7 +111,7 @@ INSTANTIATE_TEST_SUITE_P(Types, EngineOptionsTest,
                                            std::make_tuple(DType::Q8_0, false),
                                            std::make_tuple(DType::Q4_0, true)));
 
-// Weight repacking at load (Model::pack_weights) against TANDEM_NO_REPACK=1: the same
+// Weight repacking at load (lay_out_weights) against TANDEM_NO_REPACK=1: the same
 // logits up to float summation order; where the kernels in use have a packed layout
 // every Q8_0/Q4_0 matrix gets one (n_ff 160: an odd block count in w_down; 32 K/V rows
 // and a 260-row output: panel tails).
@@ -118,9 +119,9 @@ TEST(EngineOptions, RepackedWeightsGiveTheSameLogits) {
   for (DType type : {DType::Q8_0, DType::Q4_0}) {
     SCOPED_TRACE(dtype_name(type));
     const std::string path = make_model("opts_repack_" + std::string(dtype_name(type)), type, true);
-    const auto packed = Model::load(path);
+    const auto packed = load_model(path);
     ::setenv("TANDEM_NO_REPACK", "1", 1);
-    const auto plain = Model::load(path);
+    const auto plain = load_model(path);
     ::unsetenv("TANDEM_NO_REPACK");
     EXPECT_EQ(plain->packed_bytes(), 0u);
     EXPECT_EQ(plain->layers[0].w_down.packed, nullptr);
@@ -147,7 +148,7 @@ TEST(EngineOptions, RepackedWeightsGiveTheSameLogits) {
 }
 
 TEST(EngineOptions, PassesFuseAndDropWhatTheySay) {
-  const auto m = Model::load(make_model("opts_passes", DType::F32, false));
+  const auto m = load_model(make_model("opts_passes", DType::F32, false));
   kernels::ThreadPool pool(1);
   Engine e(*m, pool, 16);
   std::vector<int32_t> ids(16, 7), pos(16);
@@ -174,7 +175,7 @@ TEST(EngineOptions, PassesFuseAndDropWhatTheySay) {
 }
 
 TEST(EngineOptions, MemoryPlanAndGraphReuse) {
-  const auto m = Model::load(make_model("opts_mem", DType::F32, false));
+  const auto m = load_model(make_model("opts_mem", DType::F32, false));
   kernels::ThreadPool pool(1);
   for (bool reuse : {true, false}) {
     EngineOptions o;

@@ -8,6 +8,7 @@
 
 #include "support/test_model.hpp"
 #include "support/test_paths.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/graph/executor.hpp"
 #include "tandem/kernels/ops.hpp"
 #include "tandem/model/synth.hpp"
@@ -18,7 +19,7 @@ using namespace tandem;
 namespace {
 
 std::unique_ptr<Model> model(DType type, bool bias) {
-  return Model::load(test::write_test_model(
+  return load_model(test::write_test_model(
       "graph_" + std::string(dtype_name(type)),
       {.n_embd = 96, .n_layer = 2, .n_head = 6, .n_head_kv = 3, .n_ff = 224, .n_ctx = 512,
        .type = type, .seed = 5, .n_vocab = 150, .qkv_bias = bias}));

@@ -7,6 +7,7 @@
 
 #include "support/test_model.hpp"
 #include "support/test_paths.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/model/synth.hpp"
 #include "tandem/runtime/engine.hpp"
@@ -35,7 +36,7 @@ std::vector<float> last_logits_recomputed(const Model& m, kernels::ThreadPool& p
 }
 
 void check_cached_equals_recompute(const std::string& path) {
-  const auto m = Model::load(path);
+  const auto m = load_model(path);
   const int64_t V = m->hparams().n_vocab;
   kernels::ThreadPool pool(2);
   Engine e(*m, pool);
@@ -79,7 +80,7 @@ TEST(KVCacheDecode, EqualsRecomputeQuantized) {
 }
 
 TEST(Engine, ChunkedPrefillEqualsOneChunk) {
-  const auto m = Model::load(make_model("chunk", 6, 3, DType::F16));
+  const auto m = load_model(make_model("chunk", 6, 3, DType::F16));
   const int64_t V = m->hparams().n_vocab;
   kernels::ThreadPool pool(2);
   std::mt19937 rng(5);
@@ -96,7 +97,7 @@ TEST(Engine, ChunkedPrefillEqualsOneChunk) {
 }
 
 TEST(Engine, RejectsOutOfRangeTokenIds) {
-  const auto m = Model::load(make_model("range", 4, 4, DType::F32));
+  const auto m = load_model(make_model("range", 4, 4, DType::F32));
   kernels::ThreadPool pool(1);
   Engine e(*m, pool);
   KVCache c = e.make_cache(4);
@@ -106,7 +107,7 @@ TEST(Engine, RejectsOutOfRangeTokenIds) {
 }
 
 TEST(Engine, FullCacheIsAResourceError) {
-  const auto m = Model::load(make_model("full", 4, 4, DType::F32));
+  const auto m = load_model(make_model("full", 4, 4, DType::F32));
   kernels::ThreadPool pool(1);
   Engine e(*m, pool);
   KVCache c = e.make_cache(2);
@@ -120,7 +121,7 @@ TEST(Engine, FullCacheIsAResourceError) {
 }
 
 TEST(Generate, WithoutKVCacheRecomputesToTheSameTokens) {
-  const auto m = Model::load(make_model("nokv", 8, 2, DType::F32));
+  const auto m = load_model(make_model("nokv", 8, 2, DType::F32));
   kernels::ThreadPool pool(2);
   std::vector<int32_t> prompt = {3, 14, 15, 92, 65};
   std::vector<int32_t> with, without;

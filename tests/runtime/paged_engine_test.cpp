@@ -10,6 +10,7 @@
 
 #include "support/test_model.hpp"
 #include "support/test_paths.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/model/synth.hpp"
 #include "tandem/runtime/engine.hpp"
@@ -21,7 +22,7 @@ namespace {
 const Model& model() {
   static const auto m = [] {
     // 8 heads of 32: KV rows of 2 x 32, a Q8_0 block each.
-    return Model::load(test::write_test_model(
+    return load_model(test::write_test_model(
         "paged_engine", {.n_embd = 256, .n_layer = 2, .n_head = 8, .n_head_kv = 2, .n_ff = 192,
                          .n_ctx = 4096, .type = DType::F32, .seed = 11, .n_vocab = 300}));
   }();

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "support/test_paths.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/runtime/engine.hpp"
 #include "tandem/runtime/generate.hpp"
 
@@ -78,7 +79,7 @@ std::vector<int32_t> top_k(const float* row, int64_t V, int k) {
 }  // namespace
 
 TEST(ReferenceLogits, TinyF16MatchesEveryPosition) {
-  const auto m = Model::load(test::shared_path("models/tiny-f16.gguf"));
+  const auto m = load_model(test::shared_path("models/tiny-f16.gguf"));
   const int64_t V = m->hparams().n_vocab;
   const auto ref = read_f32(test::shared_path("models/reference/tiny-f16.ids15.kvf32.fa0.prompt_logits.f32"));
   ASSERT_EQ(ref.size(), kPrompt.size() * size_t(V));
@@ -98,7 +99,7 @@ TEST(ReferenceLogits, TinyF16MatchesEveryPosition) {
 
 TEST(ReferenceLogits, ScalarReferenceKernelsMatchToo) {
   // The naive pipeline (plain scalar kernels) computes the same model.
-  const auto m = Model::load(test::shared_path("models/tiny-f16.gguf"));
+  const auto m = load_model(test::shared_path("models/tiny-f16.gguf"));
   const int64_t V = m->hparams().n_vocab;
   const auto ref = read_f32(test::shared_path("models/reference/tiny-f16.ids15.kvf32.fa0.prompt_logits.f32"));
   const auto got = prompt_logits(*m, 1, true);
@@ -111,7 +112,7 @@ TEST(ReferenceLogits, ScalarReferenceKernelsMatchToo) {
 }
 
 TEST(ReferenceLogits, TinyF16GreedyGenerationMatches) {
-  const auto m = Model::load(test::shared_path("models/tiny-f16.gguf"));
+  const auto m = load_model(test::shared_path("models/tiny-f16.gguf"));
   const auto ref = read_ref_gen(test::shared_path("models/reference/tiny-f16.ids15.kvf32.fa0.txt"));
   ASSERT_EQ(ref.ids.size(), 32u);
   kernels::ThreadPool pool(2);
@@ -139,7 +140,7 @@ TEST(ReferenceLogits, TinyF16GreedyGenerationMatches) {
 TEST(ReferenceLogits, TinyQ4_0AgreesLoosely) {
   // The reference rounds activations to 8 bits before Q4_0 dot products; we keep
   // them in f32, so only loose agreement is expected.
-  const auto m = Model::load(test::shared_path("models/tiny-q4_0-pure.gguf"));
+  const auto m = load_model(test::shared_path("models/tiny-q4_0-pure.gguf"));
   const int64_t V = m->hparams().n_vocab;
   const auto ref = read_f32(test::shared_path("models/reference/tiny-q4_0-pure.ids15.kvf32.fa0.prompt_logits.f32"));
   ASSERT_EQ(ref.size(), kPrompt.size() * size_t(V));

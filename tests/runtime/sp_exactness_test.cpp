@@ -10,6 +10,7 @@
 #include <random>
 
 #include "support/test_paths.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 #include "tandem/comm/in_process.hpp"
 #include "tandem/model/synth.hpp"
 #include "tandem/parallel/auto_attention.hpp"
@@ -37,7 +38,7 @@ std::unique_ptr<Model> make_model(Shape s) {
   const std::string path =
       test::temp_dir() + "/sp-h" + std::to_string(s.H) + "-g" + std::to_string(s.G) + ".gguf";
   write_synthetic_model(spec, path);
-  return Model::load(path);
+  return load_model(path);
 }
 
 std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint32_t seed) {

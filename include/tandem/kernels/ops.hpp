@@ -9,6 +9,7 @@
 #include "tandem/core/dtype.hpp"
 #include "tandem/core/tensor.hpp"
 #include "tandem/kernels/thread_pool.hpp"
+#include "tandem/memory/kv_pages.hpp"
 
 namespace tandem::kernels {
 
@@ -49,19 +50,9 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n);
 // y[i] += x[i]
 void add(float* y, const float* x, int64_t n);
 
-// Keys and values held in pages (a paged KV cache): page p holds keys
-// [p * tokens, (p + 1) * tokens) of the key sequence (the last page may hold fewer).
-struct KvPage {
-  const void* k = nullptr;        // the page's first K row; rows row_bytes apart
-  const void* v = nullptr;        // same for V
-  const int32_t* pos = nullptr;   // the page's key positions
-};
-struct KvPages {
-  int64_t tokens = 0;             // keys per page; 0: k, v and kv_pos are contiguous
-  const KvPage* page = nullptr;   // [ceil(n_kv / tokens)]
-  DType type = DType::F32;        // row storage: F32 (G*d floats) or Q8_0 (G*d/32 blocks)
-  size_t row_bytes = 0;           // bytes between consecutive rows of a page
-};
+// The page-table view of a paged KV cache (memory/kv_pages.hpp).
+using tandem::KvPage;
+using tandem::KvPages;
 
 struct AttentionArgs {
   const float* q = nullptr;      // [n_q][H][d]

@@ -8,7 +8,7 @@
 // With page_tokens = 0 the pool is one page as large as the capacity, so every layer's
 // rows are one contiguous run (contiguous()): the layout sequence-parallel strategies
 // and the materialized attention read directly. Attention kernels read either form
-// through pages() (kernels::KvPages).
+// through pages() (KvPages).
 //
 // fork() makes another sequence in the same pool that shares this one's first n
 // tokens (their pages are shared, the last partial page is copied on its next write).
@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "tandem/core/dtype.hpp"
-#include "tandem/kernels/ops.hpp"
+#include "tandem/memory/kv_pages.hpp"
 #include "tandem/memory/paged_kv_cache.hpp"
 
 namespace tandem {
@@ -68,7 +68,7 @@ class KVCache {
 
   // The keys of one layer as attention kernels read them (AttentionArgs::pages). Valid
   // until the next change of this cache or of its pool.
-  kernels::KvPages pages(int64_t layer) const;
+  KvPages pages(int64_t layer) const;
 
   // A new sequence in this cache's pool sharing its first n tokens (nothing copied);
   // its capacity is this one's.
@@ -90,7 +90,7 @@ class KVCache {
   int64_t n_layer_ = 0, capacity_ = 0, kv_dim_ = 0, page_ = 0;
   DType type_ = DType::F32;
   bool contiguous_ = false;
-  mutable std::vector<kernels::KvPage> pages_;  // pages() of the last layer asked
+  mutable std::vector<KvPage> pages_;  // pages() of the last layer asked
 };
 
 }  // namespace tandem

@@ -28,8 +28,19 @@ struct LayerWeights {
 class Model {
  public:
   // Opens and validates a model file; throws Error(BadInput) naming the file and the
-  // fault (missing tensor, wrong shape or type, bad metadata).
+  // fault (missing tensor, wrong shape or type, bad metadata). Weights are views of the
+  // file's mapping as it stores them; where the kernels want them laid out is the
+  // runtime's decision (runtime/weight_layout.hpp, runtime::load_model).
   static std::unique_ptr<Model> load(const std::string& path);
+
+  // For a layout step that copies weights elsewhere: the matrices read per token (every
+  // layer's, then the output; a tied output is the embedding's view, left as it is)...
+  std::vector<MatrixView*> matrices();
+  // ...the model takes ownership of an arena (allocated with std::aligned_alloc) that
+  // holds copies of copied_bytes, and drops a range of the file's mapping from the
+  // process once its matrix has a copy (a later read faults it in again from the file).
+  void adopt_weight_copies(uint8_t* arena, size_t copied_bytes);
+  void drop_file_range(const void* data, size_t bytes);
 
   const gguf::File& file() const { return file_; }
   const HParams& hparams() const { return hp_; }
@@ -43,11 +54,12 @@ class Model {
   std::vector<LayerWeights> layers;
 
   // Bytes of weights read per token in decode (every matrix once, plus norms; a matrix
-  // repacked at load counts its packed form, which is what decode reads).
+  // with a packed copy counts that copy, which is what decode reads).
   size_t weight_bytes() const;
-  // Bytes of the matrices copied at load into the weight arena (packed by
-  // kernels::pack_weight, or copied as they are; 0 with TANDEM_NO_REPACK=1).
-  size_t packed_bytes() const { return packed_bytes_; }
+  // Bytes of the matrices copied into weight arenas after loading (the runtime's layout
+  // step, runtime/weight_layout.hpp: packed for the kernels, or copied as they are; 0
+  // when nothing was copied, e.g. TANDEM_NO_REPACK=1).
+  size_t packed_bytes() const { return copied_bytes_; }
   // Bytes of the file's mapping dropped after their matrix was copied.
   size_t dropped_bytes() const { return dropped_bytes_; }
   // Weight memory of this process: the file's mapping less what was dropped, plus the
@@ -57,13 +69,12 @@ class Model {
  private:
   Model(gguf::File f, HParams hp) : file_(std::move(f)), hp_(std::move(hp)) {}
   void bind_weights();
-  void pack_weights();
 
   struct FreeAligned {
     void operator()(uint8_t* p) const;
   };
-  std::vector<std::unique_ptr<uint8_t[], FreeAligned>> packed_;
-  size_t packed_bytes_ = 0;
+  std::vector<std::unique_ptr<uint8_t[], FreeAligned>> weight_arenas_;
+  size_t copied_bytes_ = 0;
   size_t dropped_bytes_ = 0;
 
   gguf::File file_;

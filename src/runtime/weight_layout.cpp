@@ -1,0 +1,62 @@
+#include "tandem/runtime/weight_layout.hpp"
+
+#include <sys/mman.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "tandem/core/error.hpp"
+#include "tandem/kernels/ops.hpp"
+
+namespace tandem {
+
+void lay_out_weights(Model& model) {
+  if (const char* e = std::getenv("TANDEM_NO_REPACK"); e && *e && std::strcmp(e, "0") != 0)
+    return;
+  const std::vector<MatrixView*> mats = model.matrices();
+  // One arena for every matrix, in 2 MiB huge pages where the kernel gives them (fewer TLB
+  // misses on the decode stream; F32 decode 3-6% faster than without the copy, measured
+  // with tandem bench -p 0 -n 128 against TANDEM_NO_REPACK=1 on a quiet machine).
+  constexpr size_t kHuge = size_t(2) << 20;
+  size_t total = 0;
+  auto arena_size = [](const MatrixView& w) {
+    const size_t p = kernels::packed_size(w);
+    return p ? p : w.nbytes();
+  };
+  for (const MatrixView* w : mats) total += (arena_size(*w) + 63) / 64 * 64;
+  if (total == 0) return;
+  total = (total + kHuge - 1) / kHuge * kHuge;
+  auto* arena = static_cast<uint8_t*>(std::aligned_alloc(kHuge, total));
+  if (!arena) fail(ErrorKind::Resource, "out of memory repacking {} bytes of weights", total);
+  ::madvise(arena, total, MADV_HUGEPAGE);  // advice only: 4 KiB pages where refused
+  size_t used = 0, copied = 0;
+  std::vector<std::pair<const void*, size_t>> originals;
+  for (MatrixView* w : mats) {
+    const size_t n = arena_size(*w);
+    if (n == 0) continue;
+    uint8_t* p = arena + used;
+    used += (n + 63) / 64 * 64;
+    originals.emplace_back(w->data, w->nbytes());
+    if (kernels::packed_size(*w) > 0) {
+      w->packed_layout = kernels::pack_weight(*w, p);
+      w->packed = p;
+      w->packed_bytes = n;
+    } else {
+      std::memcpy(p, w->data, n);  // same layout, better pages
+      w->data = p;
+    }
+    copied += n;
+  }
+  model.adopt_weight_copies(arena, copied);
+  // The original pages are read only by the reference kernels and get_rows (a tied
+  // embedding) from now on: drop them, so no matrix is resident twice.
+  for (const auto& [data, bytes] : originals) model.drop_file_range(data, bytes);
+}
+
+std::unique_ptr<Model> load_model(const std::string& path) {
+  auto m = Model::load(path);
+  lay_out_weights(*m);
+  return m;
+}
+
+}  // namespace tandem
