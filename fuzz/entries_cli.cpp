@@ -63,7 +63,7 @@ void cli_numbers(const uint8_t* data, size_t size) {
       parallel::Scheme s;
       if (accepted([&] { s = parallel::parse_scheme(rest, ranks, "--sp"); }, "--sp")) {
         FUZZ_CHECK(s.name == rest);
-        if (s.kind == parallel::Scheme::Kind::Hybrid)
+        if (s.is("hybrid"))
           FUZZ_CHECK(s.ulysses > 0 && s.ring > 0 && int64_t{s.ulysses} * s.ring == ranks);
       }
       break;

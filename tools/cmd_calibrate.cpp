@@ -13,7 +13,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "sp_cli.hpp"
+#include "session_cli.hpp"
 #include "tandem/analysis/hardware.hpp"
 #include "tandem/analysis/roofline.hpp"
 #include "tandem/comm/mpi.hpp"

@@ -7,10 +7,9 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "sp_cli.hpp"
-#include "tandem/runtime/weight_layout.hpp"
+#include "session_cli.hpp"
 #include "tandem/core/error.hpp"
-#include "tandem/runtime/sp.hpp"
+#include <nlohmann/json.hpp>
 
 namespace tandem::cli {
 namespace {
@@ -18,27 +17,20 @@ namespace {
 struct Opts {
   std::string model, prompt, ids;
   int64_t n_predict = 32;
-  int threads = 1;
   SamplerParams sampler;
   int64_t seed = -1;
   bool no_bos = false;
   bool show_ids = false;
-  SpOptions sp;
-  EngineFlags engine;
+  bool json = false;
+  SessionFlags session;
   bool no_kv_cache = false;
   int parallel = 1;
 };
 
 // --parallel N > 1: N continuations sharing the prompt's KV pages; texts printed at the end.
-void run_parallel(const Opts& o, const Model& model, const std::vector<int32_t>& prompt,
-                  const GenerateParams& gp) {
-  if (!o.sp.sp.empty() || o.sp.ranks != 1 || launched_by_mpirun())
-    bad_input("--parallel: several sequences run on one rank (not with --sp/--ranks/mpirun)");
-  kernels::ThreadPool pool(o.threads);
-  Engine engine(model, pool);
-  engine.set_options(o.engine.options());
-  const Tokenizer* tok = model.tokenizer();
-  const auto r = generate_parallel(engine, prompt, gp, o.parallel, engine.options().kv);
+void print_parallel(const Opts& o, const Session& s, const std::vector<int32_t>& prompt,
+                    const GenerateParams& gp, const ParallelResult& r) {
+  const Tokenizer* tok = s.model().tokenizer();
   for (size_t i = 0; i < r.tokens.size(); ++i) {
     fmt::print("[sequence {}, seed {}]\n", i, gp.sampler.seed + i);
     if (o.show_ids || !tok) {
@@ -57,13 +49,14 @@ void run_parallel(const Opts& o, const Model& model, const std::vector<int32_t>&
              "time to first token: {:.3f} s; threads {}; seeds {}..{}\n",
              st.n_prompt, st.prompt_seconds, st.prompt_tokens_per_s(), o.parallel,
              st.n_generated, st.gen_tokens_per_s(), st.n_decode_steps, st.decode_seconds,
-             r.kv.blocks_used, engine.options().kv.page_tokens, r.kv.blocks_shared,
+             r.kv.blocks_used, s.options().engine.kv.page_tokens, r.kv.blocks_shared,
              double(r.kv_used_bytes) / (1 << 20), double(r.kv_unshared_bytes) / (1 << 20),
-             st.ttft_seconds, o.threads, gp.sampler.seed, gp.sampler.seed + uint64_t(o.parallel) - 1);
+             st.ttft_seconds, o.session.threads, gp.sampler.seed,
+             gp.sampler.seed + uint64_t(o.parallel) - 1);
 }
 
 void run(const Opts& o) {
-  const auto model = load_model(o.model);
+  const std::shared_ptr<Model> model = Model::load(o.model);
   const Tokenizer* tok = model->tokenizer();
   std::vector<int32_t> prompt;
   if (!o.ids.empty()) {
@@ -79,74 +72,55 @@ void run(const Opts& o) {
   gp.sampler = o.sampler;
   gp.kv_cache = !o.no_kv_cache;
   gp.sampler.seed = o.seed >= 0 ? uint64_t(o.seed) : std::random_device{}();
+  const Workload w{int64_t(prompt.size()), o.n_predict, o.no_kv_cache};
   // Output goes to stdout on rank 0 only (every rank generates the same tokens).
-  const auto emit = [&](bool root, Utf8Stream& stream, int32_t id) {
-    if (!root) return;
-    if (o.show_ids || !tok) {
-      fmt::print("{} ", id);
-    } else {
-      fmt::print("{}", stream.push(tok->piece(id)));
+  GenerateReport report;
+  bool root = false;
+  run_sessions(model, o.session, w, [&](Session& s) {
+    // Every rank must sample with the same seed.
+    uint64_t seed = gp.sampler.seed;
+    s.comm().broadcast(&seed, sizeof seed, 0);
+    GenerateParams rank_gp = gp;
+    rank_gp.sampler.seed = seed;
+    const bool is_root = s.comm().rank() == 0;
+    if (o.parallel > 1) {
+      const auto r = s.generate_parallel(prompt, rank_gp, o.parallel);
+      print_parallel(o, s, prompt, rank_gp, r);
+      return;
     }
+    const bool text = is_root && !o.json;
+    if (text && tok) fmt::print("{}", tok->decode(prompt));
     std::fflush(stdout);
-  };
-  const auto echo_prompt = [&] {
-    if (tok) fmt::print("{}", tok->decode(prompt));
-    std::fflush(stdout);
-  };
-  if (o.parallel > 1) return run_parallel(o, *model, prompt, gp);
-  GenerateStats st;
-  bool root = true;
-  if (o.sp.sp.empty() && o.sp.ranks == 1 && !launched_by_mpirun()) {
-    kernels::ThreadPool pool(o.threads);
-    Engine engine(*model, pool);
-    engine.set_options(o.engine.options());
-    const int64_t capacity = int64_t(prompt.size()) + o.n_predict;
-    check_memory_budget(estimate_memory(*model, o.no_kv_cache ? capacity : std::min<int64_t>(int64_t(prompt.size()), Engine::kDefaultChunk), capacity, 0, o.engine.options().kv.type, o.engine.options().kv.page_tokens),
-                        o.sp.max_memory, "generate");
-    KVCache cache = engine.make_cache(capacity);
-    echo_prompt();
     Utf8Stream stream;
-    st = generate(engine, cache, prompt, gp, [&](int32_t id) { emit(true, stream, id); });
-    fmt::print("{}\n", stream.flush());
-  } else {
-    if (o.engine.reference() || o.no_kv_cache)
-      bad_input("--kernels reference and --no-kv-cache are single-rank options (not with --sp/--ranks)");
-    (void)o.engine.options(false);  // rejects single-rank KV cache flags
-    run_world(o.sp, [&](comm::Communicator& comm) {
-      // Every rank must sample with the same seed.
-      uint64_t seed = gp.sampler.seed;
-      comm.broadcast(&seed, sizeof seed, 0);
-      GenerateParams rank_gp = gp;
-      rank_gp.sampler.seed = seed;
-      const bool is_root = comm.rank() == 0;
-      kernels::ThreadPool pool(o.threads);
-      Engine engine(*model, pool);
-      const auto scheme = scheme_of(o.sp, comm);
-      check_memory_budget(sp_memory_estimate(*model, comm, scheme, int64_t(prompt.size()), o.n_predict),
-                          o.sp.max_memory, comm.who());
-      KVCache cache = engine.make_cache(sp_cache_capacity(int64_t(prompt.size()), o.n_predict,
-                                                          comm.size(), comm.rank(), scheme));
-      if (is_root) echo_prompt();
-      Utf8Stream stream;
-      const auto rank_st = sp_generate(engine, cache, comm, scheme, prompt, rank_gp,
-                                       [&](int32_t id) { emit(is_root, stream, id); });
-      if (is_root) {
-        fmt::print("{}\n", stream.flush());
-        st = rank_st;
-        gp.sampler.seed = seed;
-      } else if (launched_by_mpirun()) {
-        root = false;  // this process is not rank 0: rank 0 reports
+    std::vector<int32_t> ids;
+    const GenerateStats st = s.generate(prompt, rank_gp, [&](int32_t id) {
+      if (!text) return;
+      if (o.show_ids || !tok) {
+        fmt::print("{} ", id);
+      } else {
+        fmt::print("{}", stream.push(tok->piece(id)));
       }
-    });
+      std::fflush(stdout);
+    }, &ids);
+    if (!is_root) return;
+    if (text) fmt::print("{}\n", stream.flush());
+    report = GenerateReport{o.model, s.scheme().name, s.comm().size(), o.session.threads, seed, st,
+                            std::move(ids)};
+    root = true;
+  });
+  if (!root) return;  // this process is not rank 0 (or --parallel printed its own report)
+  if (o.json) {
+    fmt::print("{}\n", to_json(report).dump(2));
+    return;
   }
-  if (!root) return;
+  const GenerateStats& st = report.stats;
   fmt::print(stderr,
              "\nprompt: {} tokens in {:.3f} s ({:.1f} tokens/s)\n"
              "generation: {} tokens, {:.1f} tokens/s ({} decode steps in {:.3f} s)\n"
              "time to first token: {:.3f} s; threads {}; seed {}\n",
              st.n_prompt, st.prompt_seconds, st.prompt_tokens_per_s(), st.n_generated,
              st.gen_tokens_per_s(), st.n_decode_steps, st.decode_seconds, st.ttft_seconds,
-             o.threads, gp.sampler.seed);
+             o.session.threads, report.seed);
 }
 
 }  // namespace
@@ -160,7 +134,6 @@ void add_generate(CLI::App& app) {
   p->excludes(ids);
   sub->add_option("-n,--n-predict", o->n_predict, "Tokens to generate (default 32)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 26));
-  add_threads_option(sub, o->threads);
   sub->add_option("--temp", o->sampler.temperature, "Temperature; 0 = greedy (default 0.8)")
       ->check(CLI::Range(0.0f, 100.0f));
   sub->add_option("--top-k", o->sampler.top_k, "Keep the k most likely tokens; 0 = all (default 40)")
@@ -171,8 +144,9 @@ void add_generate(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 62));
   sub->add_flag("--no-bos", o->no_bos, "Do not add BOS to the prompt");
   sub->add_flag("--show-ids", o->show_ids, "Print generated token ids instead of text");
-  add_sp_options(sub, o->sp);
-  add_engine_options(sub, o->engine);
+  sub->add_flag("--json", o->json,
+                "Print the result (ids, timings, seed) as JSON on stdout instead of the text");
+  add_session_options(sub, o->session);
   sub->add_option("--parallel", o->parallel,
                   "Generate N continuations of the prompt (seeds seed..seed+N-1); the prompt is "
                   "prefilled once and its KV cache pages are shared (default 1)")

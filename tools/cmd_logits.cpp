@@ -11,11 +11,9 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "sp_cli.hpp"
-#include "tandem/runtime/weight_layout.hpp"
+#include "session_cli.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
-#include "tandem/runtime/sp.hpp"
 
 namespace tandem::cli {
 namespace {
@@ -25,13 +23,11 @@ struct Opts {
   int64_t random_tokens = 0;
   uint64_t seed = 1234;
   int64_t last = -1;
-  int threads = 1;
-  SpOptions sp;
-  EngineFlags engine;
+  SessionFlags session;
 };
 
 void run(const Opts& o) {
-  const auto model = load_model(o.model);
+  const std::shared_ptr<Model> model = Model::load(o.model);
   const int64_t V = model->hparams().n_vocab;
   std::vector<int32_t> ids;
   if (!o.ids.empty()) {
@@ -44,42 +40,21 @@ void run(const Opts& o) {
   const int64_t n = int64_t(ids.size());
   const int64_t n_out = o.last >= 0 ? std::min(o.last, n) : n;
 
+  // Every rank computes its shard's rows; rank 0 writes them all.
   std::vector<float> logits;
   double secs = 0;
-  if (o.sp.sp.empty() && o.sp.ranks == 1 && !launched_by_mpirun()) {
-    kernels::ThreadPool pool(o.threads);
-    Engine engine(*model, pool);
-    engine.set_options(o.engine.options());
-    check_memory_budget(estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0, o.engine.options().kv.type, o.engine.options().kv.page_tokens), o.sp.max_memory, "logits");
-    KVCache cache = engine.make_cache(n);
-    std::vector<int32_t> pos(ids.size());
-    std::iota(pos.begin(), pos.end(), 0);
-    logits.resize(size_t(n_out * V));
+  bool root = false;
+  run_sessions(model, o.session, Workload{n, 0, false}, [&](Session& s) {
     const Stopwatch sw;
-    engine.forward(cache, ids, pos, n_out, logits.data());
-    secs = sw.seconds();
-  } else {
-    if (o.engine.reference()) bad_input("--kernels reference is a single-rank option (not with --sp/--ranks)");
-    (void)o.engine.options(false);  // rejects single-rank KV cache flags
-    // Sequence-parallel: every rank computes its shard's rows; rank 0 writes them all.
-    bool root = false;
-    run_world(o.sp, [&](comm::Communicator& comm) {
-      kernels::ThreadPool pool(o.threads);
-      Engine engine(*model, pool);
-      const auto scheme = scheme_of(o.sp, comm);
-      check_memory_budget(sp_memory_estimate(*model, comm, scheme, n, 0), o.sp.max_memory, comm.who());
-      KVCache cache = engine.make_cache(sp_cache_capacity(n, 0, comm.size(), comm.rank(), scheme));
-      const Stopwatch sw;
-      const auto part = sp_prefill(engine, cache, comm, scheme, ids, LogitsWanted::All);
-      auto all = gather_logits(comm, part, n, V);
-      if (comm.rank() == 0) {
-        secs = sw.seconds();
-        logits.assign(all.end() - ptrdiff_t(n_out * V), all.end());
-        root = true;
-      }
-    });
-    if (!root) return;  // another process (MPI rank) writes the file
-  }
+    const PrefillOutput part = s.prefill(ids, n_out);
+    auto all = s.gather_logits(part);
+    if (s.comm().rank() == 0) {
+      secs = sw.seconds();
+      logits = std::move(all);
+      root = true;
+    }
+  });
+  if (!root) return;  // another process (MPI rank) writes the file
   std::FILE* f = std::fopen(o.out.c_str(), "wb");
   if (!f) bad_input("--out {}: cannot create: {}", o.out, std::strerror(errno));
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, std::fclose);
@@ -116,9 +91,7 @@ void add_logits(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 26));
   sub->add_option("--out", o->out, "Output file: little-endian float32 [positions][vocab]")
       ->required();
-  add_threads_option(sub, o->threads);
-  add_sp_options(sub, o->sp);
-  add_engine_options(sub, o->engine);
+  add_session_options(sub, o->session);
   sub->callback([o, ids, rnd] {
     if (ids->count() == 0 && rnd->count() == 0) bad_input("logits: give --ids or --random-tokens");
     run(*o);

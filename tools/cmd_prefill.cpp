@@ -13,12 +13,10 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "sp_cli.hpp"
-#include "tandem/runtime/weight_layout.hpp"
+#include "session_cli.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/size.hpp"
 #include "tandem/core/timer.hpp"
-#include "tandem/runtime/sp.hpp"
 
 namespace tandem::cli {
 namespace {
@@ -27,26 +25,11 @@ struct Opts {
   std::string model, prompt_file;
   int64_t random_tokens = 0;
   uint64_t seed = 1234;
-  int threads = 1;
   bool json = false;
   bool fit = false;
-  SpOptions sp;
-  EngineFlags engine;
+  SessionFlags session;
   std::string trace;
 };
-
-// What one rank measured; gathered to every rank as doubles.
-struct RankReport {
-  double tokens, seconds, weights_bytes, kv_bytes, activation_bytes, bytes_sent, bytes_received,
-      comm_wait_seconds, comm_alone_seconds;
-  // Activation buffers one per value would take (what the memory plan saves against).
-  double activation_unplanned_bytes;
-  // Share of the communication that compute hid: 1 - waited / (time it takes alone).
-  double hidden() const {
-    return comm_alone_seconds > 0 ? std::clamp(1.0 - comm_wait_seconds / comm_alone_seconds, 0.0, 1.0) : 0.0;
-  }
-};
-constexpr size_t kFields = sizeof(RankReport) / sizeof(double);
 
 std::vector<int32_t> prompt_ids(const Opts& o, const Model& m) {
   if (!o.prompt_file.empty()) {
@@ -57,55 +40,25 @@ std::vector<int32_t> prompt_ids(const Opts& o, const Model& m) {
   return random_token_ids(o.random_tokens, m.hparams().n_vocab, o.seed);
 }
 
-void print_report(const Opts& o, const std::string& scheme, int64_t n,
-                  const std::vector<RankReport>& ranks) {
-  double secs = 0;
-  for (const auto& r : ranks) secs = std::max(secs, r.seconds);
-  const double tps = secs > 0 ? double(n) / secs : 0;
+void print_report(const Opts& o, const PrefillReport& r) {
   if (o.json) {
-    nlohmann::json j;
-    j["model"] = o.model;
-    j["tokens"] = n;
-    j["scheme"] = scheme;
-    j["ranks"] = ranks.size();
-    j["threads_per_rank"] = o.threads;
-    j["seconds"] = secs;
-    j["tokens_per_s"] = tps;
-    for (size_t r = 0; r < ranks.size(); ++r) {
-      const auto& x = ranks[r];
-      j["per_rank"].push_back({{"rank", r},
-                               {"tokens", int64_t(x.tokens)},
-                               {"seconds", x.seconds},
-                               {"weights_bytes", uint64_t(x.weights_bytes)},
-                               {"kv_bytes", uint64_t(x.kv_bytes)},
-                               {"activation_bytes", uint64_t(x.activation_bytes)},
-                               {"activation_unplanned_bytes", uint64_t(x.activation_unplanned_bytes)},
-                               {"bytes_sent", uint64_t(x.bytes_sent)},
-                               {"bytes_received", uint64_t(x.bytes_received)},
-                               {"comm_wait_seconds", x.comm_wait_seconds},
-                               {"comm_alone_seconds", x.comm_alone_seconds},
-                               {"comm_hidden_fraction", x.hidden()}});
-    }
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", to_json(r).dump(2));
     return;
   }
   fmt::print("prefill of {} tokens, scheme {}, {} rank(s) x {} thread(s): {:.3f} s, {:.1f} tokens/s\n",
-             n, scheme, ranks.size(), o.threads, secs, tps);
+             r.tokens, r.scheme, r.ranks, r.threads_per_rank, r.seconds, r.tokens_per_s);
   fmt::print("{:>4} {:>8} {:>9} {:>11} {:>9} {:>12} {:>11} {:>11} {:>10} {:>8}\n", "rank", "tokens",
              "seconds", "weights MiB", "KV MiB", "activ. MiB", "sent MiB", "recv MiB", "wait s",
              "hidden");
   constexpr double MiB = 1 << 20;
-  for (size_t r = 0; r < ranks.size(); ++r) {
-    const auto& x = ranks[r];
-    fmt::print("{:>4} {:>8} {:>9.3f} {:>11.1f} {:>9.1f} {:>12.1f} {:>11.2f} {:>11.2f} {:>10.3f} {:>7.0f}%\n", r,
-               int64_t(x.tokens), x.seconds, x.weights_bytes / MiB, x.kv_bytes / MiB,
-               x.activation_bytes / MiB, x.bytes_sent / MiB, x.bytes_received / MiB,
-               x.comm_wait_seconds, 100.0 * x.hidden());
-  }
   double planned = 0, unplanned = 0;
-  for (const auto& r : ranks) {
-    planned = std::max(planned, r.activation_bytes);
-    unplanned = std::max(unplanned, r.activation_unplanned_bytes);
+  for (const RankReport& x : r.per_rank) {
+    fmt::print("{:>4} {:>8} {:>9.3f} {:>11.1f} {:>9.1f} {:>12.1f} {:>11.2f} {:>11.2f} {:>10.3f} {:>7.0f}%\n",
+               x.rank, x.tokens, x.seconds, x.weights_bytes / MiB, x.kv_bytes / MiB,
+               x.activation_bytes / MiB, x.bytes_sent / MiB, x.bytes_received / MiB,
+               x.comm_wait_seconds, 100.0 * x.hidden_fraction());
+    planned = std::max(planned, x.activation_bytes);
+    unplanned = std::max(unplanned, x.activation_unplanned_bytes);
   }
   fmt::print("activation buffers (largest rank): {:.2f} MiB planned vs {:.2f} MiB one buffer per "
              "value\n", planned / MiB, unplanned / MiB);
@@ -150,67 +103,40 @@ void write_trace(comm::Communicator& comm, const Trace& trace, const std::string
 }
 
 void run(const Opts& o) {
-  const auto model = load_model(o.model);
-  run_world(o.sp, [&](comm::Communicator& comm) {
-    const auto scheme = scheme_of(o.sp, comm);
-    Opts opts = o;
+  const std::shared_ptr<Model> model = Model::load(o.model);
+  const uint64_t budget = o.session.sp.max_memory;
+  // --fit: the longest random prompt whose estimate fits the budget on every rank of the
+  // run (from the model's metadata; every rank computes the same).
+  auto tokens = [&](const parallel::Scheme& scheme, const EngineOptions& eo, int ranks) {
+    if (!o.fit) return int64_t(0);
+    const int64_t n = max_prompt_tokens(ModelInfo::of(*model), scheme, eo, ranks, budget);
+    if (n == 0)
+      fail(ErrorKind::Resource, "--max-memory {}: not even one token fits", format_size(double(budget)));
+    return n;
+  };
+  const std::vector<int32_t> given = o.fit ? std::vector<int32_t>{} : prompt_ids(o, *model);
+  if (!o.fit && given.empty()) bad_input("prefill: the prompt has no tokens");
+  const auto workload = [&](const parallel::Scheme& scheme, const EngineOptions& eo, int ranks) {
+    return Workload{o.fit ? tokens(scheme, eo, ranks) : int64_t(given.size()), 0, false};
+  };
+  run_sessions(model, o.session, workload, [&](Session& s) {
+    std::vector<int32_t> fitted;
     if (o.fit) {
-      // The longest random prompt whose per-rank estimate fits the budget (same on all ranks).
-      opts.random_tokens = sp_max_tokens(*model, comm.size(), scheme, o.sp.max_memory);
-      if (opts.random_tokens == 0)
-        fail(ErrorKind::Resource, "--max-memory {}: not even one token fits",
-             format_size(double(o.sp.max_memory)));
+      Opts opts = o;
+      opts.random_tokens = tokens(s.scheme(), s.options().engine, s.comm().size());
+      fitted = prompt_ids(opts, *model);
     }
-    const auto ids = prompt_ids(opts, *model);
-    const int64_t n = int64_t(ids.size());
-    if (n == 0) bad_input("prefill: the prompt has no tokens");
-    kernels::ThreadPool pool(o.threads);
-    Engine engine(*model, pool);
-    const bool single = comm.size() == 1 && o.sp.sp.empty() && !o.fit;
-    engine.set_options(o.engine.options(single));
+    const std::vector<int32_t>& ids = o.fit ? fitted : given;
     Trace trace;
     if (!o.trace.empty()) {
-      engine.set_trace(&trace);
-      comm.set_trace(&trace);
+      s.engine().set_trace(&trace);
+      s.comm().set_trace(&trace);
     }
-    const MemoryEstimate need = single ? estimate_memory(*model, std::min(n, Engine::kDefaultChunk), n, 0, engine.options().kv.type, engine.options().kv.page_tokens)
-                                       : sp_memory_estimate(*model, comm, scheme, n, 0);
-    check_memory_budget(need, o.sp.max_memory, comm.who());
-    KVCache cache = engine.make_cache(single ? n : sp_cache_capacity(n, 0, comm.size(), comm.rank(), scheme));
-    std::vector<float> logits(static_cast<size_t>(model->hparams().n_vocab));
-    comm.barrier();
-    comm.reset_stats();
-    const Stopwatch sw;
-    RankReport rep{};
-    if (single) {
-      std::vector<int32_t> pos(ids.size());
-      std::iota(pos.begin(), pos.end(), 0);
-      engine.forward(cache, ids, pos, 1, logits.data());
-      rep.tokens = double(n);
-    } else {
-      const auto part = sp_prefill(engine, cache, comm, scheme, ids, LogitsWanted::Last);
-      rep.tokens = double(part.indices.size());
-    }
-    rep.seconds = sw.seconds();
-    engine.set_trace(nullptr);
-    comm.set_trace(nullptr);
-    // The file's mapping less the ranges dropped after copying, plus the weight arena.
-    rep.weights_bytes = double(model->resident_weight_bytes());
-    rep.kv_bytes = double(cache.bytes());
-    rep.activation_bytes = double(engine.activation_bytes());
-    rep.activation_unplanned_bytes = double(engine.activation_unplanned_bytes());
-    rep.bytes_sent = double(comm.stats().bytes_sent);
-    rep.bytes_received = double(comm.stats().bytes_received);
-    rep.comm_wait_seconds = comm.stats().wait_seconds;
-    const auto traffic = comm.stats();
-    rep.comm_alone_seconds = sp_comm_alone_seconds(comm, traffic.bytes_sent, traffic.messages);
-    std::vector<RankReport> all(static_cast<size_t>(comm.size()));
-    std::vector<size_t> bytes(all.size(), sizeof(RankReport)), offs(all.size());
-    for (size_t r = 0; r < all.size(); ++r) offs[r] = r * sizeof(RankReport);
-    static_assert(kFields * sizeof(double) == sizeof(RankReport));
-    comm.allgatherv(&rep, sizeof rep, all.data(), bytes, offs);
-    if (comm.rank() == 0) print_report(o, single ? "single" : scheme.name, n, all);
-    if (!o.trace.empty()) write_trace(comm, trace, o.trace);
+    const PrefillReport report = s.measure_prefill(ids);
+    s.engine().set_trace(nullptr);
+    s.comm().set_trace(nullptr);
+    if (s.comm().rank() == 0) print_report(o, report);
+    if (!o.trace.empty()) write_trace(s.comm(), trace, o.trace);
   });
 }
 
@@ -226,19 +152,17 @@ void add_prefill(CLI::App& app) {
                  ->check(CLI::Range(int64_t{1}, int64_t{1} << 26));
   pf->excludes(rt);
   sub->add_option("--seed", o->seed, "Seed for --random-tokens (default 1234)");
-  add_threads_option(sub, o->threads);
   sub->add_flag("--json", o->json, "Print the report as JSON");
   sub->add_flag("--fit", o->fit,
                 "Prefill the longest random prompt that fits --max-memory per rank (scheme "
                 "--sp, ring by default)");
-  add_sp_options(sub, o->sp);
-  add_engine_options(sub, o->engine);
+  add_session_options(sub, o->session);
   sub->add_option("--trace", o->trace,
                   "Write a Chrome/Perfetto trace JSON of every rank's compute and communication");
   sub->callback([o, pf, rt] {
     if (o->fit && (pf->count() || rt->count()))
       bad_input("--fit: chooses the prompt length itself; drop --prompt-file/--random-tokens");
-    if (o->fit && o->sp.max_memory == 0) bad_input("--fit: needs --max-memory");
+    if (o->fit && o->session.sp.max_memory == 0) bad_input("--fit: needs --max-memory");
     if (pf->count() == 0 && rt->count() == 0 && !o->fit)
       bad_input("prefill: give --prompt-file, --random-tokens or --fit");
     run(*o);

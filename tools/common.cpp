@@ -44,20 +44,14 @@ void add_engine_options(CLI::App* sub, EngineFlags& f) {
                   "KV cache page size in tokens (paged cache with block tables); 0: one "
                   "contiguous buffer (default: 256 on one rank; contiguous under --sp)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
-  sub->add_option("--kv-type", f.kv_type, "KV cache rows: f32 (default) or q8_0 (one rank)")
+  sub->add_option("--kv-type", f.kv_type, "KV cache rows: f32 (default) or q8_0")
       ->check(CLI::IsMember({"f32", "q8_0"}));
 }
 
-EngineOptions EngineFlags::options(bool single_rank) const {
+EngineOptions EngineFlags::options(bool local) const {
   EngineOptions o;
-  if (single_rank) {
-    o.kv.page_tokens = kv_page < 0 ? kDefaultKvPage : kv_page;
-    o.kv.type = kv_type == "q8_0" ? DType::Q8_0 : DType::F32;
-  } else if (kv_page > 0 || kv_type != "f32") {
-    bad_input("--kv-page {} / --kv-type {}: a paged or q8_0 KV cache is a single-rank option "
-              "(sequence-parallel strategies keep one contiguous f32 cache per rank)",
-              kv_page, kv_type);
-  }
+  o.kv.page_tokens = kv_page >= 0 ? kv_page : local ? kDefaultKvPage : 0;
+  o.kv.type = kv_type == "q8_0" ? DType::Q8_0 : DType::F32;
   o.reference_kernels = reference();
   o.flash_attention = !no_flash_attn;
   o.memory_plan = !no_memory_plan;

@@ -17,12 +17,13 @@ CLI::Option* add_threads_option(CLI::App* sub, int& threads);
 struct EngineFlags {
   std::string kernels = "optimized";
   bool no_flash_attn = false, no_memory_plan = false, no_fusion = false, no_graph_reuse = false;
-  int64_t kv_page = -1;  // --kv-page; -1: kDefaultKvPage on one rank, contiguous otherwise
+  int64_t kv_page = -1;  // --kv-page; -1: kDefaultKvPage on the local scheme, else contiguous
   std::string kv_type = "f32";
   bool reference() const { return kernels == "reference"; }
-  // The engine options of the flags. single_rank false (sequence parallelism): the KV
-  // cache stays contiguous f32, and --kv-page N > 0 or --kv-type q8_0 is an error.
-  EngineOptions options(bool single_rank = true) const;
+  // The engine options of the flags; the default KV page depends on the scheme (local:
+  // kDefaultKvPage; sequence-parallel: one contiguous run per rank, what the ring reads
+  // fastest).
+  EngineOptions options(bool local = true) const;
   // 256: decode at depth 8192 on tiny-f16 ran as fast as on one contiguous buffer,
   // pages of 64 about 20% slower and of 16 about 35% (tandem bench -d 8192, quiet machine).
   static constexpr int64_t kDefaultKvPage = 256;

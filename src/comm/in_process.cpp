@@ -278,6 +278,11 @@ std::string what_of(const std::exception_ptr& e) {
 
 }  // namespace
 
+std::unique_ptr<Communicator> in_process_single() {
+  auto world = World::create({0}, std::make_shared<Abort>(1));
+  return std::make_unique<InProcComm>(world, 0);
+}
+
 void run_in_process(int P, const std::function<void(Communicator&)>& fn) {
   if (P < 1 || P > 4096) bad_input("run_in_process: P = {} must be in [1, 4096]", P);
   auto abort = std::make_shared<Abort>(P);

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "tandem/core/error.hpp"
+#include "tandem/core/quant_rows.hpp"
 
 namespace tandem {
 
@@ -90,6 +91,52 @@ void KVCache::write(int64_t layer, int64_t slot, int64_t count, const float* k, 
     std::memcpy(pool_->k(layer, seq_, slot + t), k + t * kv_dim_, n);
     std::memcpy(pool_->v(layer, seq_, slot + t), v + t * kv_dim_, n);
     t += run;
+  }
+}
+
+void KVCache::read(int64_t layer, int64_t first, int64_t count, float* k, float* v) const {
+  TD_CHECK(pool_ && first >= 0 && count >= 0 && first + count <= size());
+  if (count == 0) return;
+  const auto table = pool_->blocks(seq_);
+  row_buf_.resize(size_t(page_ * kv_dim_));
+  // Page by page: whole pages are read into place, partial ones through row_buf_.
+  for (int64_t t = first; t < first + count;) {
+    const BlockRef& b = table[size_t(t / page_)];
+    const int64_t in_page = t % page_, run = std::min(first + count - t, b.n - in_page);
+    const size_t off = size_t((t - first) * kv_dim_), n = size_t(run * kv_dim_);
+    if (type_ == DType::F32) {
+      std::memcpy(k + off, pool_->k_rows(layer, b.id) + in_page * kv_dim_, n * sizeof(float));
+      std::memcpy(v + off, pool_->v_rows(layer, b.id) + in_page * kv_dim_, n * sizeof(float));
+    } else {
+      pool_->read_k_block(layer, b, row_buf_.data());
+      std::memcpy(k + off, row_buf_.data() + in_page * kv_dim_, n * sizeof(float));
+      pool_->read_v_block(layer, b, row_buf_.data());
+      std::memcpy(v + off, row_buf_.data() + in_page * kv_dim_, n * sizeof(float));
+    }
+    t += run;
+  }
+}
+
+void KVCache::read_positions(int64_t first, int64_t count, int32_t* out) const {
+  TD_CHECK(pool_ && first >= 0 && count >= 0 && first + count <= size());
+  const auto table = pool_->blocks(seq_);
+  for (int64_t t = first; t < first + count;) {
+    const BlockRef& b = table[size_t(t / page_)];
+    const int64_t in_page = t % page_, run = std::min(first + count - t, b.n - in_page);
+    std::memcpy(out + (t - first), b.pos + in_page, size_t(run) * sizeof(int32_t));
+    t += run;
+  }
+}
+
+void KVCache::round_trip(const float* in, float* out, int64_t rows) const {
+  if (type_ == DType::F32) {
+    std::memcpy(out, in, size_t(rows * kv_dim_) * sizeof(float));
+    return;
+  }
+  std::vector<std::byte> row(row_bytes(type_, kv_dim_));
+  for (int64_t r = 0; r < rows; ++r) {
+    quantize_row(type_, in + r * kv_dim_, row.data(), kv_dim_);
+    dequantize_row(type_, row.data(), out + r * kv_dim_, kv_dim_);
   }
 }
 

@@ -1,5 +1,7 @@
 #include "tandem/parallel/auto_attention.hpp"
 
+#include "tandem/parallel/scheme.hpp"
+
 namespace tandem::parallel {
 
 bool prefer_pass_q(int64_t n_new, int64_t n_cached, int H, int G) {
@@ -15,6 +17,31 @@ int64_t AutoAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos)
                 ? static_cast<SequenceAttention*>(&pass_q_)
                 : &pass_kv_;
   return chosen_->begin_step(cache, m, pos);
+}
+
+}  // namespace tandem::parallel
+
+namespace tandem::parallel {
+
+const SchemeDesc& ring_scheme();  // ring_attention.cpp
+
+const SchemeDesc& auto_scheme() {
+  static const SchemeDesc d = [] {
+    SchemeDesc x;
+    x.name = x.syntax = "auto";
+    x.help = "pass-KV or pass-Q per step, whichever moves fewer bytes (contiguous shards)";
+    x.onto_cache = true;
+    x.make = [](const Scheme&, AttnShape shape, kernels::ThreadPool& pool,
+                comm::Communicator& comm) -> std::unique_ptr<SequenceAttention> {
+      return std::make_unique<AutoAttention>(shape, pool, comm);
+    };
+    x.workspace_bytes = [](const Scheme& s, AttnShape shape, int64_t m_local, int64_t n_total,
+                           int ranks) { return ring_scheme().workspace_bytes(s, shape, m_local, n_total, ranks); };
+    // A prefill onto empty caches always picks pass-KV (prefer_pass_q).
+    x.cost = scheme_parts::pass_kv_cost;
+    return x;
+  }();
+  return d;
 }
 
 }  // namespace tandem::parallel

@@ -5,6 +5,7 @@
 
 #include "tandem/core/error.hpp"
 #include "tandem/kernels/ops.hpp"
+#include "tandem/parallel/attention_kernel.hpp"
 
 namespace tandem::parallel {
 
@@ -65,23 +66,32 @@ HeadView full_head_view(int H, int G, int d, float scale) {
 }
 
 void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+                  const KvRows& kv, float* out, float* lse, kernels::ThreadPool& pool,
+                  AttnKernel kernel) {
+  attend_head_rows(hv, q, q_pos, n_q, 0, n_q, kv, out, lse, pool, kernel);
+}
+
+void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
                   const float* k, const float* v, const int32_t* kv_pos, int64_t n_kv,
-                  float* out, float* lse, kernels::ThreadPool& pool) {
-  attend_head_rows(hv, q, q_pos, n_q, 0, n_q, k, v, kv_pos, n_kv, out, lse, pool);
+                  float* out, float* lse, kernels::ThreadPool& pool, AttnKernel kernel) {
+  attend_head_rows(hv, q, q_pos, n_q, 0, n_q, KvRows{k, v, kv_pos, n_kv, {}}, out, lse, pool,
+                   kernel);
 }
 
 void attend_head_rows(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
-                      int64_t i0, int64_t m, const float* k, const float* v,
-                      const int32_t* kv_pos, int64_t n_kv, float* out, float* lse,
-                      kernels::ThreadPool& pool) {
+                      int64_t i0, int64_t m, const KvRows& kv, float* out, float* lse,
+                      kernels::ThreadPool& pool, AttnKernel kernel) {
   TD_CHECK(i0 >= 0 && m >= 0 && i0 + m <= n_q);
   if (m == 0 || hv.q_heads == 0) return;
+  const bool paged = kv.pages.tokens > 0;
+  // Pages hold rows of every KV head: only a view of all heads (one segment) reads them.
+  TD_CHECK(!paged || (hv.segs.size() == 1 && hv.segs[0].kv0 == 0));
   const int64_t d = hv.d;
   // Segment s holds [n_q][nq][d] at n_q*q0*d (lse [n_q][nq] at n_q*q0).
   for (const HeadSegment& s : hv.segs) {
     float* o = out + n_q * s.q0 * d + i0 * s.nq * d;
     float* l = lse ? lse + n_q * s.q0 + i0 * s.nq : nullptr;
-    if (n_kv == 0) {  // no keys: empty partial
+    if (kv.n == 0) {  // no keys: empty partial
       std::fill(o, o + m * s.nq * d, 0.0f);
       if (l) std::fill(l, l + m * s.nq, -std::numeric_limits<float>::infinity());
       continue;
@@ -90,18 +100,22 @@ void attend_head_rows(const HeadView& hv, const float* q, const int32_t* q_pos, 
     a.q = q + n_q * s.q0 * d + i0 * s.nq * d;
     a.q_pos = q_pos + i0;
     a.n_q = m;
-    a.k = k + s.kv0 * d;
-    a.v = v + s.kv0 * d;
-    a.kv_pos = kv_pos;
-    a.n_kv = n_kv;
-    a.kv_stride = int64_t(hv.kv_heads) * d;
+    if (paged) {
+      a.pages = kv.pages;
+    } else {
+      a.k = kv.k + s.kv0 * d;
+      a.v = kv.v + s.kv0 * d;
+      a.kv_pos = kv.pos;
+      a.kv_stride = int64_t(hv.kv_heads) * d;
+    }
+    a.n_kv = kv.n;
     a.H = s.nq;
     a.G = s.nkv;
     a.d = hv.d;
     a.scale = hv.scale;
     a.out = o;
     a.lse = l;
-    kernels::attention(a, pool);
+    run_attention(a, kernel, pool);
   }
 }
 

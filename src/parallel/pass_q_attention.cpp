@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "tandem/parallel/scheme.hpp"
 #include "tandem/core/timer.hpp"
 #include "tandem/kernels/attention_merge.hpp"
 
@@ -13,16 +14,17 @@ constexpr int kTagQ = 12, kTagPartial = 13;
 }
 
 PassQAttention::PassQAttention(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
-    : SequenceAttention(shape),
-      pool_(pool),
+    : SequenceAttention(shape, pool),
       circ_(comm, kTagQ),
       view_(full_head_view(shape.H, shape.G, shape.d, shape.scale)) {}
 
 int64_t PassQAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos) {
   circ_.set_rows(m);  // collective: every rank's query block size
   const int64_t slot = SequenceAttention::begin_step(cache, m, pos);
-  const int32_t* p = cache.positions();
-  cache_min_pos_ = cache.size() > 0 ? *std::min_element(p, p + cache.size()) : 0;
+  // Every cached position, the step's new ones included (append stored them).
+  cache_pos_.resize(size_t(cache.size()));
+  cache.read_positions(0, cache.size(), cache_pos_.data());
+  cache_min_pos_ = cache.size() > 0 ? *std::min_element(cache_pos_.begin(), cache_pos_.end()) : 0;
   return slot;
 }
 
@@ -59,6 +61,7 @@ void PassQAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   const size_t n_recvs = reqs_.size();
   lse_.resize(size_t(s.m * H));
   const int64_t n_kv = cache.size();
+  const KvRows rows = cache_rows(cache, s.layer);  // this rank's keys, through the page table
   auto on_block = [&](int owner, const float* blk, int64_t n) {
     if (n == 0) return;
     float* out = owner == me ? s.out : send_.data() + send_off_[size_t(owner)];
@@ -68,8 +71,9 @@ void PassQAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
     const int32_t q_max = *std::max_element(pos_.begin(), pos_.end());
     if (n_kv > 0 && cache_min_pos_ <= q_max) {
       // In query sub-blocks with MPI progress between them (ring_attention.hpp).
-      attend_heads_progress(circ_, view_, blk, pos_.data(), n, cache.k(s.layer, 0),
-                            cache.v(s.layer, 0), cache.positions(), n_kv, out, lse, pool_);
+      circ_.stats().head_pairs +=
+          visible_pairs(pos_.data(), n, cache_pos_.data(), n_kv) * uint64_t(shape_.H);
+      attend_heads_progress(circ_, view_, blk, pos_.data(), n, rows, out, lse, pool_, kernel_);
     } else {  // nothing visible here: an empty partial
       if (n_kv > 0) ++circ_.stats().blocks_skipped;
       std::fill(out, out + n * qd, 0.0f);
@@ -91,6 +95,45 @@ void PassQAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
     kernels::attention_merge(s.out, lse_.data(), p, p + s.m * qd, s.m, shape_.H, shape_.d);
     st.compute_seconds += c.seconds();
   }
+}
+
+}  // namespace tandem::parallel
+
+namespace tandem::parallel {
+
+const SchemeDesc& pass_q_scheme() {
+  static const SchemeDesc d = [] {
+    SchemeDesc x;
+    x.name = x.syntax = "pass-q";
+    x.help = "ring attention that moves queries while K/V stay, contiguous shards";
+    x.onto_cache = true;
+    x.make = [](const Scheme&, AttnShape shape, kernels::ThreadPool& pool,
+                comm::Communicator& comm) -> std::unique_ptr<SequenceAttention> {
+      return std::make_unique<PassQAttention>(shape, pool, comm);
+    };
+    x.workspace_bytes = [](const Scheme&, AttnShape shape, int64_t, int64_t n_total, int ranks) {
+      // Query blocks in flight, and the partials of every visiting block kept until sent.
+      const int64_t max_shard = n_total / ranks + 2;
+      return scheme_parts::bytes_of(2 * max_shard * (shape.q_dim() + 1) +
+                                    2 * n_total * (shape.q_dim() + shape.H));
+    };
+    x.cost = [](const Scheme& s, const CostShape& shape, int64_t n, int ranks) {
+      RingSpec r;
+      r.R = ranks;
+      r.pass_q = true;
+      for (int j = 0; j < ranks; ++j) {
+        r.held.push_back(shard_ranges(n, ranks, j, s.placement));
+        r.member_of.push_back(j);
+      }
+      const double qd = double(shape.H * shape.d);
+      r.heads.assign(size_t(ranks), double(shape.H));
+      r.token_bytes.assign(size_t(ranks), qd * shape.b);
+      r.out_bytes.assign(size_t(ranks), qd * shape.b + 4.0 * double(shape.H));
+      return ring_phases(r);
+    };
+    return x;
+  }();
+  return d;
 }
 
 }  // namespace tandem::parallel

@@ -9,6 +9,7 @@
 #include "tandem/core/timer.hpp"
 #include "tandem/kernels/attention_merge.hpp"
 #include "tandem/kernels/ops.hpp"
+#include "tandem/parallel/scheme.hpp"
 
 namespace tandem::parallel {
 
@@ -93,9 +94,9 @@ int ring_subblocks() {
 }
 
 void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float* q,
-                           const int32_t* q_pos, int64_t n_q, const float* k, const float* v,
-                           const int32_t* kv_pos, int64_t n_kv, float* out, float* lse,
-                           kernels::ThreadPool& pool) {
+                           const int32_t* q_pos, int64_t n_q, const KvRows& kv, float* out,
+                           float* lse, kernels::ThreadPool& pool, AttnKernel kernel) {
+  const int64_t n_kv = kv.n;
   // Sub-blocks of whole multiples of 64 queries (a multiple of every attention tile
   // width), at least 128 queries each.
   constexpr int64_t kAlign = 64, kMinRows = 128;
@@ -106,12 +107,12 @@ void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float
     rows = (rows + kAlign - 1) / kAlign * kAlign;
   }
   if (rows >= n_q || !circ.in_flight()) {
-    attend_heads(hv, q, q_pos, n_q, k, v, kv_pos, n_kv, out, lse, pool);
+    attend_heads(hv, q, q_pos, n_q, kv, out, lse, pool, kernel);
     return;
   }
   for (int64_t i0 = 0; i0 < n_q; i0 += rows) {
-    attend_head_rows(hv, q, q_pos, n_q, i0, std::min(rows, n_q - i0), k, v, kv_pos, n_kv, out,
-                     lse, pool);
+    attend_head_rows(hv, q, q_pos, n_q, i0, std::min(rows, n_q - i0), kv, out, lse, pool,
+                     kernel);
     circ.progress();  // on this thread, between kernel calls: MPI is never concurrent
   }
 }
@@ -122,16 +123,20 @@ void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float
 void PassKVRing::run(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
                      const float* k, const float* v, const int32_t* kv_pos, float* out) {
   const int64_t kvw = int64_t(hv.kv_heads) * hv.d;
-  const int64_t rows_q = n_q * hv.q_heads;  // (query, head) rows of out and lse
   const int64_t n_kv = circ_.rows(circ_.comm().rank());
-  {
-    float* b = circ_.local_block(2 * kvw + 1);
-    if (n_kv > 0) {
-      std::memcpy(b, k, size_t(n_kv * kvw) * sizeof(float));
-      std::memcpy(b + n_kv * kvw, v, size_t(n_kv * kvw) * sizeof(float));
-      std::memcpy(b + 2 * n_kv * kvw, kv_pos, size_t(n_kv) * sizeof(int32_t));
-    }
+  float* b = local_block(hv);
+  if (n_kv > 0) {
+    std::memcpy(b, k, size_t(n_kv * kvw) * sizeof(float));
+    std::memcpy(b + n_kv * kvw, v, size_t(n_kv * kvw) * sizeof(float));
+    std::memcpy(b + 2 * n_kv * kvw, kv_pos, size_t(n_kv) * sizeof(int32_t));
   }
+  run_local(hv, q, q_pos, n_q, out);
+}
+
+void PassKVRing::run_local(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+                           float* out) {
+  const int64_t kvw = int64_t(hv.kv_heads) * hv.d;
+  const int64_t rows_q = n_q * hv.q_heads;  // (query, head) rows of out and lse
   part_out_.resize(size_t(rows_q * hv.d));
   part_lse_.resize(size_t(rows_q));
   lse_.assign(size_t(rows_q), -std::numeric_limits<float>::infinity());
@@ -149,8 +154,9 @@ void PassKVRing::run(const HeadView& hv, const float* q, const int32_t* q_pos, i
     }
     float* o = first ? out : part_out_.data();
     float* l = first ? lse_.data() : part_lse_.data();
-    attend_heads_progress(circ_, hv, q, q_pos, n_q, blk, blk + n * kvw, pos_.data(), n, o, l,
-                          pool_);
+    circ_.stats().head_pairs += visible_pairs(q_pos, n_q, pos_.data(), n) * uint64_t(hv.q_heads);
+    attend_heads_progress(circ_, hv, q, q_pos, n_q, KvRows{blk, blk + n * kvw, pos_.data(), n, {}},
+                          o, l, pool_, kernel_);
     if (!first) kernels::attention_merge(out, lse_.data(), o, l, rows_q, 1, hv.d);
     first = false;
   };
@@ -160,7 +166,7 @@ void PassKVRing::run(const HeadView& hv, const float* q, const int32_t* q_pos, i
 // ---- RingAttention ----
 
 RingAttention::RingAttention(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
-    : SequenceAttention(shape),
+    : SequenceAttention(shape, pool),
       ring_(comm, pool),
       view_(full_head_view(shape.H, shape.G, shape.d, shape.scale)) {}
 
@@ -172,8 +178,51 @@ int64_t RingAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos)
 
 void RingAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   store_kv(cache, slot, s);
-  ring_.run(view_, s.q, s.pos, s.m, cache.k(s.layer, 0), cache.v(s.layer, 0), cache.positions(),
-            s.out);
+  // This rank's block: every row of its cache as stored (through the page table).
+  const int64_t n = cache.size(), kvw = shape_.kv_dim();
+  float* b = ring_.local_block(view_);
+  cache.read(s.layer, 0, n, b, b + n * kvw);
+  cache.read_positions(0, n, reinterpret_cast<int32_t*>(b + 2 * n * kvw));
+  ring_.run_local(view_, s.q, s.pos, s.m, s.out);
+}
+
+}  // namespace tandem::parallel
+
+// ---- Descriptors: ring (contiguous shards) and zigzag ----
+
+namespace tandem::parallel {
+namespace {
+SchemeDesc pass_kv_desc(std::string_view name, Placement placement, std::string_view help) {
+  SchemeDesc x;
+  x.name = x.syntax = name;
+  x.help = help;
+  x.placement = placement;
+  x.onto_cache = true;
+  x.make = [](const Scheme&, AttnShape shape, kernels::ThreadPool& pool,
+              comm::Communicator& comm) -> std::unique_ptr<SequenceAttention> {
+    return std::make_unique<RingAttention>(shape, pool, comm);
+  };
+  x.workspace_bytes = [](const Scheme&, AttnShape shape, int64_t m_local, int64_t n_total,
+                         int ranks) {
+    return scheme_parts::bytes_of(scheme_parts::ring_block_floats(shape, n_total, ranks) +
+                                  scheme_parts::partial_floats(shape, m_local));
+  };
+  x.cost = scheme_parts::pass_kv_cost;
+  return x;
+}
+}  // namespace
+
+const SchemeDesc& ring_scheme() {
+  static const SchemeDesc d =
+      pass_kv_desc("ring", Placement::Contiguous, "pass-KV ring attention, contiguous shards");
+  return d;
+}
+
+const SchemeDesc& zigzag_scheme() {
+  static const SchemeDesc d = pass_kv_desc(
+      "zigzag", Placement::Zigzag,
+      "pass-KV ring attention, zigzag shards (chunks r and 2P-1-r: balanced causal work)");
+  return d;
 }
 
 }  // namespace tandem::parallel

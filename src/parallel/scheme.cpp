@@ -1,85 +1,129 @@
 #include "tandem/parallel/scheme.hpp"
 
-#include <charconv>
+#include <fmt/format.h>
 
 #include "tandem/core/error.hpp"
-#include "tandem/parallel/auto_attention.hpp"
-#include "tandem/parallel/hybrid_attention.hpp"
-#include "tandem/parallel/pass_q_attention.hpp"
-#include "tandem/parallel/ring_attention.hpp"
-#include "tandem/parallel/ulysses_attention.hpp"
 
 namespace tandem::parallel {
 
-Scheme parse_scheme(std::string_view text, int ranks, std::string_view flag) {
-  Scheme s;
-  s.name = std::string(text);
-  if (text == "ring") {
-    s.kind = Scheme::Kind::Ring;
-  } else if (text == "zigzag") {
-    s.kind = Scheme::Kind::Ring;
-    s.placement = Placement::Zigzag;
-  } else if (text == "ulysses") {
-    s.kind = Scheme::Kind::Ulysses;
-  } else if (text == "pass-q") {
-    s.kind = Scheme::Kind::PassQ;
-  } else if (text == "auto") {
-    s.kind = Scheme::Kind::Auto;
-  } else if (text.rfind("hybrid:", 0) == 0) {
-    s.kind = Scheme::Kind::Hybrid;
-    const std::string_view dims = text.substr(7);
-    const auto x = dims.find('x');
-    auto parse = [&](std::string_view v, int& out) {
-      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-      return ec == std::errc() && p == v.data() + v.size() && out > 0;
-    };
-    if (x == std::string_view::npos || !parse(dims.substr(0, x), s.ulysses) ||
-        !parse(dims.substr(x + 1), s.ring))
-      bad_input("{}: '{}' should be hybrid:UxR (e.g. hybrid:2x2)", flag, text);
-    // In 64 bits: U and R are each below 2^31, so their product cannot overflow.
-    const int64_t product = int64_t{s.ulysses} * s.ring;
-    if (product != ranks)
-      bad_input("{}: {} needs U x R = {} ranks, but {} are running", flag, text, product, ranks);
-  } else {
-    bad_input("{}: unknown scheme '{}' (ring, zigzag, ulysses, hybrid:UxR, pass-q, auto)", flag,
-              text);
+// Each scheme's descriptor lives in the file of its strategy.
+const SchemeDesc& local_scheme();
+const SchemeDesc& ring_scheme();
+const SchemeDesc& zigzag_scheme();
+const SchemeDesc& ulysses_scheme();
+const SchemeDesc& hybrid_scheme();
+const SchemeDesc& pass_q_scheme();
+const SchemeDesc& auto_scheme();
+
+const std::vector<const SchemeDesc*>& scheme_registry() {
+  // One line per scheme.
+  static const std::vector<const SchemeDesc*> all = {
+      &local_scheme(), &ring_scheme(), &zigzag_scheme(), &ulysses_scheme(),
+      &hybrid_scheme(), &pass_q_scheme(), &auto_scheme(),
+  };
+  return all;
+}
+
+std::string_view Scheme::kind() const { return desc ? desc->name : std::string_view(); }
+
+const SchemeDesc* find_scheme(std::string_view name) {
+  for (const SchemeDesc* d : scheme_registry())
+    if (d->name == name) return d;
+  return nullptr;
+}
+
+std::string scheme_list(bool with_local) {
+  std::string s;
+  for (const SchemeDesc* d : scheme_registry()) {
+    if (!with_local && d->name == "local") continue;
+    s += (s.empty() ? "" : ", ") + std::string(d->syntax);
   }
   return s;
 }
 
-uint64_t scheme_workspace_bytes(const Scheme& s, AttnShape shape, int64_t m_local,
-                                int64_t n_total, int ranks) {
-  // Estimates for a prefill onto empty caches, in floats; see each strategy's header.
+std::string scheme_help() {
+  std::string s;
+  for (const SchemeDesc* d : scheme_registry())
+    s += fmt::format("  {:<11} {}\n", d->syntax, d->help);
+  return s;
+}
+
+Scheme scheme_parts::named(const SchemeDesc& d) {
+  Scheme s;
+  s.desc = &d;
+  s.name = std::string(d.name);
+  s.placement = d.placement;
+  return s;
+}
+
+int64_t scheme_parts::ring_block_floats(AttnShape shape, int64_t n_total, int ranks) {
   const int64_t max_shard = n_total / ranks + 2;  // largest shard, any placement
-  const int64_t q = shape.q_dim(), kv = shape.kv_dim(), H = shape.H;
-  const int64_t partials = m_local * (q + 2 * H);        // partial out + two lse rows
-  const int64_t ring_blocks = 2 * max_shard * (2 * kv + 1);  // two K/V blocks in flight
-  // All-to-all send and receive buffers of Q, K, V and O for this rank's share.
-  const int64_t exchange = 2 * (m_local + max_shard) * (2 * q + 2 * kv);
-  int64_t floats = 0;
-  switch (s.kind) {
-    case Scheme::Kind::Ring:
-    case Scheme::Kind::Auto: floats = ring_blocks + partials; break;
-    case Scheme::Kind::Ulysses: floats = exchange + partials; break;
-    case Scheme::Kind::Hybrid: floats = exchange + ring_blocks + partials; break;
-    // Query blocks in flight, and the partials of every visiting block kept until sent.
-    case Scheme::Kind::PassQ: floats = 2 * max_shard * (q + 1) + 2 * n_total * (q + H); break;
+  return 2 * max_shard * (2 * shape.kv_dim() + 1);
+}
+
+int64_t scheme_parts::partial_floats(AttnShape shape, int64_t m_local) {
+  return m_local * (shape.q_dim() + 2 * shape.H);
+}
+
+int64_t scheme_parts::exchange_floats(AttnShape shape, int64_t m_local, int64_t n_total, int ranks) {
+  const int64_t max_shard = n_total / ranks + 2;
+  return 2 * (m_local + max_shard) * (2 * shape.q_dim() + 2 * shape.kv_dim());
+}
+
+CostPhases scheme_parts::pass_kv_cost(const Scheme& s, const CostShape& shape, int64_t n, int ranks) {
+  RingSpec r;
+  r.R = ranks;
+  for (int j = 0; j < ranks; ++j) {
+    r.held.push_back(shard_ranges(n, ranks, j, s.placement));
+    r.member_of.push_back(j);
   }
-  return uint64_t(floats) * sizeof(float);
+  r.heads.assign(size_t(ranks), double(shape.H));
+  r.token_bytes.assign(size_t(ranks), 2.0 * double(shape.G * shape.d) * shape.b);
+  return ring_phases(r);
+}
+
+Scheme parse_scheme(std::string_view text, int ranks, std::string_view flag) {
+  for (const SchemeDesc* d : scheme_registry()) {
+    if (d->parse) {
+      if (auto s = d->parse(*d, text, ranks, flag)) return *s;
+    } else if (text == d->name) {
+      return scheme_parts::named(*d);
+    }
+  }
+  bad_input("{}: unknown scheme '{}' ({})", flag, text, scheme_list());
+}
+
+std::optional<Scheme> configure_scheme(std::string_view text, int P, int K, std::string* why) {
+  const SchemeDesc* d = find_scheme(text);
+  if (!d) return parse_scheme(text, P, "--schemes");  // a full spelling (hybrid:2x2)
+  if (d->configure) return d->configure(*d, P, K, why);
+  return scheme_parts::named(*d);
 }
 
 std::unique_ptr<SequenceAttention> make_prefill_attention(const Scheme& s, AttnShape shape,
                                                           kernels::ThreadPool& pool,
-                                                          comm::Communicator& comm) {
-  switch (s.kind) {
-    case Scheme::Kind::Ring: return std::make_unique<RingAttention>(shape, pool, comm);
-    case Scheme::Kind::Ulysses: return std::make_unique<UlyssesAttention>(shape, pool, comm);
-    case Scheme::Kind::Hybrid:
-      return std::make_unique<HybridAttention>(shape, pool, comm, s.ulysses, s.ring);
-    case Scheme::Kind::PassQ: return std::make_unique<PassQAttention>(shape, pool, comm);
-    case Scheme::Kind::Auto: return std::make_unique<AutoAttention>(shape, pool, comm);
-  }
-  bad_input("--sp {}: unknown scheme", s.name);
+                                                          comm::Communicator& comm,
+                                                          AttnKernel kernel) {
+  TD_CHECK(s.desc != nullptr);
+  auto attn = s.desc->make(s, shape, pool, comm);
+  attn->set_kernel(kernel);
+  return attn;
+}
+
+int64_t scheme_cache_capacity(const Scheme& s, int64_t n_prompt, int64_t n_decode, int ranks,
+                              int rank) {
+  int64_t cap = range_tokens(shard_ranges(n_prompt, ranks, rank, s.placement));
+  // Positions n_prompt .. n_prompt + n_decode - 1 that are = rank (mod ranks).
+  const int64_t first = n_prompt + ((rank - n_prompt % ranks) % ranks + ranks) % ranks;
+  const int64_t end = n_prompt + n_decode;
+  if (first < end) cap += (end - 1 - first) / ranks + 1;
+  return cap;
+}
+
+uint64_t scheme_workspace_bytes(const Scheme& s, AttnShape shape, int64_t m_local,
+                                int64_t n_total, int ranks) {
+  TD_CHECK(s.desc != nullptr);
+  return s.desc->workspace_bytes(s, shape, m_local, n_total, ranks);
 }
 
 }  // namespace tandem::parallel

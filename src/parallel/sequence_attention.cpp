@@ -2,9 +2,9 @@
 
 #include <algorithm>
 
-#include "tandem/kernels/attention_plain.hpp"
+#include "tandem/core/error.hpp"
 #include "tandem/kernels/ops.hpp"
-#include "tandem/kernels/reference.hpp"
+#include "tandem/parallel/scheme.hpp"
 
 namespace tandem::parallel {
 
@@ -17,6 +17,31 @@ void SequenceAttention::store_kv(KVCache& cache, int64_t slot, const AttnStep& s
   if (count < 0) count = s.m - first;
   const int64_t kv = shape_.kv_dim();
   cache.write(s.layer, slot, count, s.k + first * kv, s.v + first * kv);
+}
+
+AttnStep SequenceAttention::as_stored(const KVCache& cache, const AttnStep& s) {
+  if (cache.type() == DType::F32) return s;
+  const size_t n = size_t(s.m * shape_.kv_dim());
+  stored_k_.resize(n);
+  stored_v_.resize(n);
+  cache.round_trip(s.k, stored_k_.data(), s.m);
+  cache.round_trip(s.v, stored_v_.data(), s.m);
+  AttnStep t = s;
+  t.k = stored_k_.data();
+  t.v = stored_v_.data();
+  return t;
+}
+
+void SequenceAttention::count_pairs(const int32_t* q_pos, int64_t n_q, const int32_t* kv_pos,
+                                    int64_t n_kv, int64_t heads) {
+  head_pairs_ += visible_pairs(q_pos, n_q, kv_pos, n_kv) * uint64_t(heads);
+}
+
+void SequenceAttention::count_pairs(const int32_t* q_pos, int64_t n_q, const KVCache& cache,
+                                    int64_t heads) {
+  cache_pos_.resize(size_t(cache.size()));
+  cache.read_positions(0, cache.size(), cache_pos_.data());
+  count_pairs(q_pos, n_q, cache_pos_.data(), cache.size(), heads);
 }
 
 kernels::AttentionArgs SequenceAttention::cache_args(const AttnStep& s, const KVCache& cache) const {
@@ -48,13 +73,46 @@ void LocalAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   store_kv(cache, slot, s);
   auto a = cache_args(s, cache);
   a.out = s.out;
-  if (reference_) {
-    kernels::ref::attention(a);
-  } else if (flash_) {
-    kernels::attention(a, pool_);
-  } else {
-    kernels::attention_materialized(a, pool_);
-  }
+  run_attention(a, kernel_, pool_);
+}
+
+}  // namespace tandem::parallel
+
+namespace tandem::parallel {
+
+const SchemeDesc& local_scheme() {
+  static const SchemeDesc d = [] {
+    SchemeDesc x;
+    x.name = x.syntax = "local";
+    x.help = "one rank, the whole sequence: the single pipeline (the default without --sp)";
+    x.onto_cache = true;
+    x.lockstep = false;
+    x.parse = [](const SchemeDesc& self, std::string_view text, int ranks,
+                 std::string_view flag) -> std::optional<Scheme> {
+      if (text != self.name) return std::nullopt;
+      if (ranks != 1) bad_input("{}: local runs on one rank, but {} are running", flag, ranks);
+      return scheme_parts::named(self);
+    };
+    x.configure = [](const SchemeDesc& self, int P, int, std::string* why) -> std::optional<Scheme> {
+      if (P == 1) return scheme_parts::named(self);
+      if (why) *why = "runs on one rank";
+      return std::nullopt;
+    };
+    x.make = [](const Scheme&, AttnShape shape, kernels::ThreadPool& pool,
+                comm::Communicator&) -> std::unique_ptr<SequenceAttention> {
+      return std::make_unique<LocalAttention>(shape, pool);
+    };
+    x.workspace_bytes = [](const Scheme&, AttnShape, int64_t, int64_t, int) -> uint64_t { return 0; };
+    x.cost = [](const Scheme&, const CostShape& shape, int64_t n, int ranks) {
+      CostPhase p;
+      p.head_pairs.assign(size_t(ranks), 0.0);
+      p.bytes.assign(size_t(ranks), 0.0);
+      p.head_pairs[0] = range_pairs(TokenRange{0, n}, TokenRange{0, n}) * double(shape.H);
+      return CostPhases{p};
+    };
+    return x;
+  }();
+  return d;
 }
 
 }  // namespace tandem::parallel

@@ -9,7 +9,7 @@
 namespace tandem::parallel {
 
 ShardedDecode::ShardedDecode(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
-    : SequenceAttention(shape), pool_(pool), comm_(comm) {}
+    : SequenceAttention(shape, pool), comm_(comm) {}
 
 int64_t ShardedDecode::begin_step(KVCache& cache, int64_t m, const int32_t* pos) {
   mine_.clear();
@@ -36,7 +36,8 @@ void ShardedDecode::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   a.out = mine;
   a.lse = mine + s.m * qd;
   if (a.n_kv > 0) {
-    kernels::attention(a, pool_);
+    count_pairs(s.pos, s.m, cache, shape_.H);
+    run_attention(a, kernel_, pool_);
   } else {
     std::fill(mine, mine + s.m * qd, 0.0f);
     std::fill(mine + s.m * qd, mine + block, -std::numeric_limits<float>::infinity());

@@ -39,7 +39,15 @@ size_t Engine::activation_unplanned_bytes() const {
   return n;
 }
 
-void Engine::set_attention(parallel::SequenceAttention* attn) { attn_ = attn ? attn : &local_; }
+parallel::AttnKernel Engine::attention_kernel() const {
+  if (opt_.reference_kernels) return parallel::AttnKernel::Reference;
+  return opt_.flash_attention ? parallel::AttnKernel::Flash : parallel::AttnKernel::Materialized;
+}
+
+void Engine::set_attention(parallel::SequenceAttention* attn) {
+  attn_ = attn ? attn : &local_;
+  attn_->set_kernel(attention_kernel());  // the engine's kernel option holds under every scheme
+}
 
 KVCache Engine::make_cache(int64_t capacity) const { return make_cache(capacity, opt_.kv); }
 
@@ -121,8 +129,7 @@ void Engine::set_reference_kernels(bool on) {
 
 void Engine::set_options(const EngineOptions& o) {
   opt_ = o;
-  local_.set_reference(o.reference_kernels);
-  local_.set_flash(o.flash_attention);
+  attn_->set_kernel(attention_kernel());
   graphs_.clear();
 }
 

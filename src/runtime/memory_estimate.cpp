@@ -24,12 +24,21 @@ uint64_t kv_bytes(const HParams& h, int64_t n, DType kv_type, int64_t page_token
   return uint64_t(2 * h.n_layer * n) * uint64_t(row_bytes(kv_type, h.kv_dim()));
 }
 
-MemoryEstimate estimate_memory(const Model& model, int64_t step_tokens, int64_t cache_tokens,
+ModelInfo ModelInfo::read(const std::string& path) {
+  const gguf::File f = gguf::File::open(path);
+  return ModelInfo{path, HParams::from_gguf(f), f.file_size()};
+}
+
+ModelInfo ModelInfo::of(const Model& model) {
+  return ModelInfo{model.file().path(), model.hparams(), model.file().file_size()};
+}
+
+MemoryEstimate estimate_memory(const ModelInfo& model, int64_t step_tokens, int64_t cache_tokens,
                                uint64_t workspace, DType kv_type, int64_t page_tokens) {
   MemoryEstimate e;
-  e.weights = model.file().file_size();
-  e.kv = kv_bytes(model.hparams(), cache_tokens, kv_type, page_tokens);
-  e.activations = activation_bytes(model.hparams(), step_tokens);
+  e.weights = model.file_bytes;
+  e.kv = kv_bytes(model.hparams, cache_tokens, kv_type, page_tokens);
+  e.activations = activation_bytes(model.hparams, step_tokens);
   e.workspace = workspace;
   return e;
 }

@@ -29,8 +29,7 @@ std::vector<float> run(const AttnShape& shape, bool flash, bool reference, int t
                        int64_t n0, int decode) {
   kernels::ThreadPool pool(threads);
   LocalAttention att(shape, pool);
-  att.set_flash(flash);
-  att.set_reference(reference);
+  att.set_kernel(reference ? AttnKernel::Reference : flash ? AttnKernel::Flash : AttnKernel::Materialized);
   const int64_t layers = 2;
   KVCache cache(layers, n0 + decode, shape.kv_dim());
   std::mt19937 rng(42);

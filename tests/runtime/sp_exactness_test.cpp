@@ -12,10 +12,11 @@
 #include "support/test_paths.hpp"
 #include "tandem/runtime/weight_layout.hpp"
 #include "tandem/comm/in_process.hpp"
+#include "tandem/kernels/attention_plain.hpp"
 #include "tandem/model/synth.hpp"
 #include "tandem/parallel/auto_attention.hpp"
 #include "tandem/parallel/sharded_decode.hpp"
-#include "tandem/runtime/sp.hpp"
+#include "tandem/runtime/session.hpp"
 
 using namespace tandem;
 
@@ -25,7 +26,7 @@ struct Shape {
   int64_t H, G;
 };
 
-std::unique_ptr<Model> make_model(Shape s) {
+std::shared_ptr<Model> make_model(Shape s) {
   SynthSpec spec;
   spec.n_head = s.H;
   spec.n_head_kv = s.G;
@@ -68,10 +69,12 @@ struct Reference {
   std::vector<float> decode;   // [steps][V]
 };
 
-Reference reference(const Model& m, const std::vector<int32_t>& ids, const std::vector<int32_t>& more) {
+Reference reference(const Model& m, const std::vector<int32_t>& ids, const std::vector<int32_t>& more,
+                    const EngineOptions& opt = {}) {
   const int64_t V = m.hparams().n_vocab, n = int64_t(ids.size());
   kernels::ThreadPool pool(1);
   Engine e(m, pool);
+  e.set_options(opt);
   KVCache cache = e.make_cache(n + int64_t(more.size()));
   std::vector<int32_t> pos(ids.size());
   std::iota(pos.begin(), pos.end(), 0);
@@ -115,23 +118,24 @@ struct SpRun {
   Reference logits;
 };
 
-// Runs prefill (all logits) then decode of `more` under `scheme` on P in-process ranks.
-SpRun run_sp(const Model& m, const std::vector<int32_t>& ids, const std::vector<int32_t>& more,
-             int P, const std::string& scheme_name, const Reference& ref) {
-  const int64_t V = m.hparams().n_vocab, n = int64_t(ids.size());
+// Runs prefill (all logits) then decode of `more` under `scheme` on P in-process ranks
+// (a Session per rank), with the engine options `opt` (KV cache layout, attention kernel).
+SpRun run_sp(const std::shared_ptr<Model>& m, const std::vector<int32_t>& ids,
+             const std::vector<int32_t>& more, int P, const std::string& scheme_name,
+             const Reference& ref, const EngineOptions& opt = {}) {
+  const int64_t V = m->hparams().n_vocab, n = int64_t(ids.size());
   std::mutex mu;
   SpRun run;
   comm::run_in_process(P, [&](comm::Communicator& comm) {
-    const auto scheme = parallel::parse_scheme(scheme_name, comm.size());
-    kernels::ThreadPool pool(1);
-    Engine e(m, pool);
-    KVCache cache = e.make_cache(
-        sp_cache_capacity(n, int64_t(more.size()), comm.size(), comm.rank(), scheme));
-    const auto part = sp_prefill(e, cache, comm, scheme, ids, LogitsWanted::All);
-    auto all = gather_logits(comm, part, n, V);
+    SessionOptions so;
+    so.scheme = scheme_name;
+    so.engine = opt;
+    Session s(m, so, comm);
+    const auto part = s.prefill(ids, n, int64_t(more.size()));
+    auto all = s.gather_logits(part);
     const double dp = max_rel_diff(all.data(), ref.prefill.data(), n, V);
     std::vector<float> logits;
-    const double dd = sharded_decode(e, cache, comm, more, n, ref, logits);
+    const double dd = sharded_decode(s.engine(), s.cache(), comm, more, n, ref, logits);
     const std::lock_guard<std::mutex> lock(mu);
     run.prefill = std::max(run.prefill, dp);
     run.decode = std::max(run.decode, dd);
@@ -151,7 +155,7 @@ void check_scheme(const std::string& scheme, const std::vector<Shape>& shapes,
       const auto more = random_ids(32, m->hparams().n_vocab, uint32_t(n + 1));
       const Reference ref = reference(*m, ids, more);
       for (int P : ranks) {
-        const SpRun r = run_sp(*m, ids, more, P, scheme, ref);
+        const SpRun r = run_sp(m, ids, more, P, scheme, ref);
         EXPECT_LE(r.prefill, 1e-4) << scheme << " H=" << s.H << " G=" << s.G << " N=" << n
                                    << " P=" << P;
         EXPECT_LE(r.decode, 1e-4) << scheme << " decode H=" << s.H << " G=" << s.G << " N=" << n
@@ -174,6 +178,22 @@ Reference reference_two_phase(const Model& m, const std::vector<int32_t>& ids1,
   return full;  // prefill: logits of the n2 tokens
 }
 
+// This rank's shard of ids (positions 0..N-1) prefilled under `scheme` onto `cache`,
+// without logits.
+void prefill_shard(Engine& e, KVCache& cache, comm::Communicator& comm,
+                   const parallel::Scheme& scheme, const std::vector<int32_t>& ids) {
+  const auto idx = parallel::shard_indices(int64_t(ids.size()), comm.size(), comm.rank(), scheme.placement);
+  std::vector<int32_t> my_ids, my_pos;
+  for (int64_t i : idx) {
+    my_ids.push_back(ids[size_t(i)]);
+    my_pos.push_back(int32_t(i));
+  }
+  auto attn = parallel::make_prefill_attention(scheme, e.attn_shape(), e.pool(), comm);
+  e.set_attention(attn.get());
+  e.forward(cache, my_ids, my_pos, 0, nullptr);
+  e.set_attention(nullptr);
+}
+
 struct TwoPhaseRun {
   double prefill = 0, decode = 0;
   std::string chosen;  // auto: the strategy of the second phase
@@ -192,10 +212,12 @@ TwoPhaseRun run_two_phase(const Model& m, const std::vector<int32_t>& ids1,
     kernels::ThreadPool pool(1);
     Engine e(m, pool);
     const auto idx = parallel::shard_indices(n2, P, r, parallel::Placement::Contiguous);
-    KVCache cache = e.make_cache(sp_cache_capacity(n1, 0, P, r, ring) + int64_t(idx.size()) +
-                                 sp_cache_capacity(0, n1 + n2 + int64_t(more.size()), P, r, ring));
-    sp_prefill(e, cache, comm, ring, ids1, LogitsWanted::None);
-    ShardedPrefill part;
+    KVCache cache =
+        e.make_cache(parallel::scheme_cache_capacity(ring, n1, 0, P, r) + int64_t(idx.size()) +
+                     parallel::scheme_cache_capacity(ring, 0, n1 + n2 + int64_t(more.size()), P, r));
+    prefill_shard(e, cache, comm, ring, ids1);
+    PrefillOutput part;
+    part.tokens = n2;
     part.indices = idx;
     std::vector<int32_t> my_ids, my_pos;
     for (int64_t i : idx) {
@@ -207,7 +229,7 @@ TwoPhaseRun run_two_phase(const Model& m, const std::vector<int32_t>& ids1,
     e.set_attention(attn.get());
     e.forward(cache, my_ids, my_pos, int64_t(idx.size()), part.logits.data());
     e.set_attention(nullptr);
-    const auto all = gather_logits(comm, part, n2, V);
+    const auto all = gather_logits(comm, part, V);
     const double dp = max_rel_diff(all.data(), ref.prefill.data(), n2, V);
     std::vector<float> logits;
     const double dd = sharded_decode(e, cache, comm, more, n1 + n2, ref, logits);
@@ -271,8 +293,8 @@ TEST(SpExactness, HybridDegenerate) {
       const Reference ref = reference(*m, ids, more);
       for (const auto& [hybrid, plain] : {std::pair<std::string, std::string>{"hybrid:1x2", "ring"},
                                           {"hybrid:2x1", "ulysses"}}) {
-        const SpRun h = run_sp(*m, ids, more, 2, hybrid, ref);
-        const SpRun p = run_sp(*m, ids, more, 2, plain, ref);
+        const SpRun h = run_sp(m, ids, more, 2, hybrid, ref);
+        const SpRun p = run_sp(m, ids, more, 2, plain, ref);
         EXPECT_LE(h.prefill, 1e-4) << hybrid << " N=" << n;
         EXPECT_LE(max_rel_diff(h.logits.prefill.data(), p.logits.prefill.data(), n, 96), 1e-6)
             << hybrid << " vs " << plain << " H=" << s.H << " G=" << s.G << " N=" << n;
@@ -306,4 +328,75 @@ TEST(SpExactness, Auto) {
             (std::vector<std::string>{"pass-q", "ring"}));
   // H=G: 2G/H = 2, pass-Q whenever something is cached.
   EXPECT_EQ(check_two_phase("auto", Shape{4, 4}, {{3, 40}}), (std::vector<std::string>{"pass-q"}));
+}
+
+// Every scheme reads the KV cache through its page table and computes attention with the
+// engine's kernel: pages of 16 and 256 tokens, Q8_0 rows and the materialized-score kernel
+// give under every scheme what they give on one rank (the local scheme with the same options).
+TEST(SpExactness, EverySchemeWithPagesQ8RowsAndKernels) {
+  struct Case {
+    int64_t page;
+    DType type;
+    bool flash;
+  };
+  const std::vector<Case> cases = {{16, DType::F32, true},   {256, DType::F32, true},
+                                   {16, DType::Q8_0, true},  {256, DType::Q8_0, true},
+                                   {0, DType::Q8_0, true},   {16, DType::F32, false},
+                                   {16, DType::Q8_0, false}};
+  for (const Shape sh : {Shape{4, 4}, Shape{8, 4}}) {  // K/V rows of 32 values: Q8_0 blocks
+    const auto m = make_model(sh);
+    for (int64_t n : {1, 13, 101, 257}) {
+      const auto ids = random_ids(n, m->hparams().n_vocab, uint32_t(n + 5));
+      const auto more = random_ids(6, m->hparams().n_vocab, uint32_t(n + 6));
+      for (const Case& c : cases) {
+        EngineOptions opt;
+        opt.kv.page_tokens = c.page;
+        opt.kv.type = c.type;
+        opt.flash_attention = c.flash;
+        const Reference ref = reference(*m, ids, more, opt);
+        for (const parallel::SchemeDesc* d : parallel::scheme_registry()) {
+          if (d->name == "local") continue;
+          for (int P : {2, 3, 4}) {
+            std::string name(d->name);
+            if (name == "hybrid") {
+              if (P != 4) continue;
+              name = "hybrid:2x2";
+            }
+            const SpRun r = run_sp(m, ids, more, P, name, ref, opt);
+            const std::string what = name + " P=" + std::to_string(P) + " N=" + std::to_string(n) +
+                                     " page " + std::to_string(c.page) + " " +
+                                     std::string(dtype_name(c.type)) + (c.flash ? "" : " no-flash");
+            EXPECT_LE(r.prefill, 1e-4) << what;
+            EXPECT_LE(r.decode, 1e-4) << what << " decode";
+          }
+        }
+      }
+    }
+  }
+}
+
+// --no-flash-attn is not ignored under a scheme: its prefill's attention runs the
+// materialized-score kernel (which records its score buffers), and with flash attention
+// it never runs.
+TEST(SpExactness, KernelChoiceReachesEveryScheme) {
+  const auto m = make_model(Shape{8, 4});
+  const auto ids = random_ids(64, m->hparams().n_vocab, 3);
+  for (const parallel::SchemeDesc* d : parallel::scheme_registry()) {
+    const std::string name = d->name == "hybrid" ? "hybrid:2x2" : std::string(d->name);
+    const int P = d->name == "local" ? 1 : d->name == "hybrid" ? 4 : 2;
+    for (bool flash : {true, false}) {
+      kernels::reset_attention_scratch_peak();
+      comm::run_in_process(P, [&](comm::Communicator& comm) {
+        SessionOptions so;
+        so.scheme = name;
+        so.engine.flash_attention = flash;
+        Session s(m, so, comm);
+        s.prefill(ids, 1);
+      });
+      if (flash)
+        EXPECT_EQ(kernels::attention_scratch_peak(), 0u) << name;
+      else
+        EXPECT_GT(kernels::attention_scratch_peak(), 0u) << name << " ignored --no-flash-attn";
+    }
+  }
 }

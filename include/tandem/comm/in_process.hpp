@@ -2,6 +2,7 @@
 // In-process backend: P ranks as threads of one process, for tests and for users
 // without MPI. Messages are copied through per-destination mailboxes.
 #include <functional>
+#include <memory>
 
 #include "tandem/comm/communicator.hpp"
 
@@ -14,5 +15,9 @@ namespace tandem::comm {
 // the first exception thrown (the cause, not the errors it provoked). Peer ranks named in
 // these messages are ranks of this world (sub-communicators name their members' world rank).
 void run_in_process(int P, const std::function<void(Communicator&)>& fn);
+
+// A one-rank in-process communicator, for a single rank that needs no thread: its
+// collectives return at once with its own data.
+std::unique_ptr<Communicator> in_process_single();
 
 }  // namespace tandem::comm

@@ -61,6 +61,14 @@ class KVCache {
   // quantized for Q8_0 storage.
   void write(int64_t layer, int64_t slot, int64_t count, const float* k, const float* v);
 
+  // Rows [first, first + count) of one layer as f32 ([count][kv_dim] each; quantized
+  // rows dequantized), gathered across pages; and their positions.
+  void read(int64_t layer, int64_t first, int64_t count, float* k, float* v) const;
+  void read_positions(int64_t first, int64_t count, int32_t* out) const;
+  // rows rows of kv_dim values as this cache stores them: quantized to its row type and
+  // back (a copy for f32 rows).
+  void round_trip(const float* in, float* out, int64_t rows) const;
+
   // The rows of a contiguous() cache (throw Error(Internal) otherwise).
   const float* k(int64_t layer, int64_t slot) const;
   const float* v(int64_t layer, int64_t slot) const;
@@ -91,6 +99,7 @@ class KVCache {
   DType type_ = DType::F32;
   bool contiguous_ = false;
   mutable std::vector<KvPage> pages_;  // pages() of the last layer asked
+  mutable std::vector<float> row_buf_;  // read(): one page of dequantized rows
 };
 
 }  // namespace tandem

@@ -19,7 +19,7 @@ bool prefer_pass_q(int64_t n_new, int64_t n_cached, int H, int G);
 class AutoAttention : public SequenceAttention {
  public:
   AutoAttention(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
-      : SequenceAttention(shape),
+      : SequenceAttention(shape, pool),
         comm_(comm),
         pass_kv_(shape, pool, comm),
         pass_q_(shape, pool, comm) {}
@@ -29,6 +29,12 @@ class AutoAttention : public SequenceAttention {
   void attend(KVCache& cache, int64_t slot, const AttnStep& s) override {
     chosen_->attend(cache, slot, s);
   }
+  void set_kernel(AttnKernel k) override {
+    SequenceAttention::set_kernel(k);
+    pass_kv_.set_kernel(k);
+    pass_q_.set_kernel(k);
+  }
+  uint64_t head_pairs() const override { return pass_kv_.head_pairs() + pass_q_.head_pairs(); }
   // The strategy of the last step (pass-KV before the first).
   const SequenceAttention& chosen() const { return *chosen_; }
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "tandem/kernels/thread_pool.hpp"
+#include "tandem/parallel/attention_kernel.hpp"
 
 namespace tandem::parallel {
 
@@ -50,16 +51,21 @@ HeadView head_view(const HeadGroup& g, int H, int G, int d, float scale);
 // All heads: one segment, token-major layout.
 HeadView full_head_view(int H, int G, int d, float scale);
 
-// Causal attention (by position) of n_q queries against n_kv K/V rows, both in `hv`'s
-// layout; lse (optional) in the same segment-major order as out.
+// Causal attention (by position) of n_q queries against the K/V rows `kv`, both in
+// `hv`'s layout (pages only with a view of all heads: one segment); lse (optional) in the
+// same segment-major order as out; computed by `kernel`.
 void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
-                  const float* k, const float* v, const int32_t* kv_pos, int64_t n_kv,
-                  float* out, float* lse, kernels::ThreadPool& pool);
+                  const KvRows& kv, float* out, float* lse, kernels::ThreadPool& pool,
+                  AttnKernel kernel = AttnKernel::Flash);
 // The same for the query rows [i0, i0 + m) only (rows of a segment are contiguous, so
 // out and lse of those rows are written in place).
 void attend_head_rows(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
-                      int64_t i0, int64_t m, const float* k, const float* v,
-                      const int32_t* kv_pos, int64_t n_kv, float* out, float* lse,
-                      kernels::ThreadPool& pool);
+                      int64_t i0, int64_t m, const KvRows& kv, float* out, float* lse,
+                      kernels::ThreadPool& pool, AttnKernel kernel = AttnKernel::Flash);
+// Contiguous K/V rows k, v [n_kv][hv.kv_heads*d] at kv_pos.
+void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+                  const float* k, const float* v, const int32_t* kv_pos, int64_t n_kv,
+                  float* out, float* lse, kernels::ThreadPool& pool,
+                  AttnKernel kernel = AttnKernel::Flash);
 
 }  // namespace tandem::parallel

@@ -31,6 +31,11 @@ class HybridAttention : public SequenceAttention {
   int64_t begin_step(KVCache& cache, int64_t m, const int32_t* pos) override;
   void attend(KVCache& cache, int64_t slot, const AttnStep& s) override;
   const RingStats& ring_stats() const { return ring_->stats(); }
+  void set_kernel(AttnKernel k) override {
+    SequenceAttention::set_kernel(k);
+    ring_->set_kernel(k);
+  }
+  uint64_t head_pairs() const override { return ring_->stats().head_pairs; }
 
  private:
   std::unique_ptr<comm::Communicator> group_comm_, ring_comm_;

@@ -33,15 +33,15 @@ class PassQAttention : public SequenceAttention {
   int64_t begin_step(KVCache& cache, int64_t m, const int32_t* pos) override;
   void attend(KVCache& cache, int64_t slot, const AttnStep& s) override;
   const RingStats& stats() const { return circ_.stats(); }
+  uint64_t head_pairs() const override { return circ_.stats().head_pairs; }
 
  private:
-  kernels::ThreadPool& pool_;
   RingCirculator circ_;
   HeadView view_;
   int32_t cache_min_pos_ = 0;     // smallest cached position (causal skip)
   std::vector<size_t> send_off_;  // floats: where each owner's partial goes in send_
   std::vector<float> send_, recv_, lse_;
-  std::vector<int32_t> pos_;
+  std::vector<int32_t> pos_, cache_pos_;  // visiting block's / cached positions
   std::vector<std::unique_ptr<comm::Request>> reqs_;
 };
 

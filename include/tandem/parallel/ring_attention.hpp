@@ -44,6 +44,7 @@ struct RingStats {
   double progress_seconds = 0; // inside progress() test calls (part of compute_seconds)
   uint64_t blocks_skipped = 0;
   uint64_t progress_calls = 0; // progress() calls that found a transfer in flight
+  uint64_t head_pairs = 0;     // visible (query, key, head) triples computed
 };
 
 // Circulates one block per member around the ring of `ring` (member r sends to r+1
@@ -102,9 +103,8 @@ int ring_subblocks();
 // (at most ring_subblocks() of them) with circ.progress() between them while circ has a
 // transfer in flight; one attend_heads call otherwise. Same arguments and result.
 void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float* q,
-                           const int32_t* q_pos, int64_t n_q, const float* k, const float* v,
-                           const int32_t* kv_pos, int64_t n_kv, float* out, float* lse,
-                           kernels::ThreadPool& pool);
+                           const int32_t* q_pos, int64_t n_q, const KvRows& kv, float* out,
+                           float* lse, kernels::ThreadPool& pool, AttnKernel kernel);
 
 // Pass-KV on one head subset: queries stay, the K/V rows of every member visit every
 // member, partials merge by log-sum-exp.
@@ -119,11 +119,18 @@ class PassKVRing {
   // out: hv's layout. Collective.
   void run(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
            const float* k, const float* v, const int32_t* kv_pos, float* out);
+  // The same with this member's rows written by the caller into the block local_block()
+  // returns: K [n_kv][kvw], then V [n_kv][kvw], then n_kv int32 positions
+  // (kvw = hv.kv_heads*d).
+  float* local_block(const HeadView& hv) { return circ_.local_block(2 * int64_t(hv.kv_heads) * hv.d + 1); }
+  void run_local(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q, float* out);
   const RingStats& stats() const { return circ_.stats(); }
+  void set_kernel(AttnKernel k) { kernel_ = k; }
 
  private:
   RingCirculator circ_;
   kernels::ThreadPool& pool_;
+  AttnKernel kernel_ = AttnKernel::Flash;
   std::vector<float> part_out_, part_lse_, lse_;
   std::vector<int32_t> pos_;
 };
@@ -135,6 +142,11 @@ class RingAttention : public SequenceAttention {
   bool lockstep() const override { return true; }
   int64_t begin_step(KVCache& cache, int64_t m, const int32_t* pos) override;
   void attend(KVCache& cache, int64_t slot, const AttnStep& s) override;
+  void set_kernel(AttnKernel k) override {
+    SequenceAttention::set_kernel(k);
+    ring_.set_kernel(k);
+  }
+  uint64_t head_pairs() const override { return ring_.stats().head_pairs; }
   const RingStats& stats() const { return ring_.stats(); }
 
  private:

@@ -1,45 +1,125 @@
 #pragma once
-// Sequence-parallel schemes by name (the --sp flag) and the attention strategy of each.
-//   ring        pass-KV ring, contiguous shards (RingAttention, ring_attention.hpp)
+// Sequence-parallel schemes: one registry, one descriptor per scheme. Everything that
+// names, runs, sizes or predicts a scheme reads its descriptor: the --sp flag and its
+// help text, the runtime (token placement, attention strategy, workspace, cache
+// capacity), `tandem compare` and the planner (communication volume and per-rank work,
+// scheme_cost.hpp).
+//
+//   local       one rank, the whole sequence (the single pipeline)
+//   ring        pass-KV ring, contiguous shards (ring_attention.hpp)
 //   zigzag      pass-KV ring, zigzag shards (balances the causal work)
-//   ulysses     all-to-all to head-sharded attention (UlyssesAttention)
+//   ulysses     all-to-all to head-sharded attention (ulysses_attention.hpp)
 //   hybrid:UxR  Ulysses in groups of U ranks, pass-KV ring across R groups
-//               (HybridAttention); U x R must equal the rank count
-//   pass-q      ring that moves queries, K/V stay (PassQAttention)
-//   auto        pass-KV or pass-Q per step by communication volume (AutoAttention)
-// All but zigzag place tokens contiguously. Ulysses and hybrid prefill onto empty caches
-// only; ring, pass-q and auto also onto caches that already hold a sharded sequence.
+//               (hybrid_attention.hpp); U x R must equal the rank count
+//   pass-q      ring that moves queries, K/V stay (pass_q_attention.hpp)
+//   auto        pass-KV or pass-Q per step by communication volume (auto_attention.hpp)
+//
+// Adding a scheme: write its strategy (a SequenceAttention) and its descriptor in one
+// file, and add one line to the registry list in scheme.cpp. The registry test
+// (tests/parallel/scheme_registry_test.cpp) then checks that it equals `local` on
+// 1..4 ranks, that the planner predicts it and that compare accepts it.
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "tandem/comm/communicator.hpp"
+#include "tandem/parallel/scheme_cost.hpp"
 #include "tandem/parallel/sequence_attention.hpp"
 #include "tandem/parallel/sharding.hpp"
 
 namespace tandem::parallel {
 
+struct SchemeDesc;
+
+// A scheme as configured for one run.
 struct Scheme {
-  enum class Kind { Ring, Ulysses, Hybrid, PassQ, Auto };
-  Kind kind = Kind::Ring;
+  const SchemeDesc* desc = nullptr;
+  std::string name;           // as given: "ring", "zigzag", "hybrid:2x2", ...
   Placement placement = Placement::Contiguous;
   int ulysses = 0, ring = 0;  // hybrid: U x R
-  std::string name;           // as given: "ring", "zigzag", "ulysses", "hybrid:2x2", "pass-q", "auto"
+  // The descriptor's name ("hybrid" for hybrid:2x2).
+  std::string_view kind() const;
+  bool is(std::string_view kind_name) const { return kind() == kind_name; }
 };
 
-// Parses ring | zigzag | ulysses | hybrid:UxR | pass-q | auto; throws Error(BadInput)
-// naming `flag`. `ranks` checks hybrid's U x R.
-Scheme parse_scheme(std::string_view text, int ranks, std::string_view flag = "--sp");
+struct SchemeDesc {
+  std::string_view name;    // "ring"; also what --sp takes unless `syntax` says more
+  std::string_view syntax;  // how --sp spells it: "ring", "hybrid:UxR"
+  std::string_view help;    // one line for --help and the docs
+  Placement placement = Placement::Contiguous;
+  // Prefills onto caches that already hold a sharded sequence (else onto empty ones only).
+  bool onto_cache = false;
+  // Every rank runs its whole shard in one forward step (collectives inside); else the
+  // engine prefills in chunks (local).
+  bool lockstep = true;
+  // The scheme at `ranks` ranks when `text` names it (nullopt when it names another
+  // scheme); throws Error(BadInput) naming `flag` when it names this one but is malformed
+  // or does not fit `ranks`. Null: the text is exactly `name`, at any rank count.
+  std::optional<Scheme> (*parse)(const SchemeDesc& self, std::string_view text, int ranks,
+                                 std::string_view flag) = nullptr;
+  // The configuration the planner and compare use for a bare name at P ranks with K per
+  // node; a reason when there is none (the scheme at that P is another one). Null: the
+  // scheme as named, at any P.
+  std::optional<Scheme> (*configure)(const SchemeDesc& self, int P, int K, std::string* why) = nullptr;
+  // The prefill attention strategy on this rank. Collective where the strategy splits
+  // `comm` (hybrid): every rank must call it.
+  std::unique_ptr<SequenceAttention> (*make)(const Scheme& s, AttnShape shape,
+                                             kernels::ThreadPool& pool, comm::Communicator& comm);
+  // Bytes of buffers the strategy holds on a rank with m_local tokens when the sequence
+  // has n_total tokens over `ranks` ranks (for memory budgets).
+  uint64_t (*workspace_bytes)(const Scheme& s, AttnShape shape, int64_t m_local, int64_t n_total,
+                              int ranks);
+  // One layer of prefill onto empty caches, phase by phase: every rank's attention work
+  // and bytes sent (scheme_cost.hpp).
+  CostPhases (*cost)(const Scheme& s, const CostShape& shape, int64_t n, int ranks);
+};
 
-// The prefill attention strategy of a scheme on this rank. Collective for hybrid (it
-// splits `comm`): every rank must call it.
+// Every scheme, `local` first. The order is the order of help texts and plans.
+const std::vector<const SchemeDesc*>& scheme_registry();
+// The descriptor named `name`, or nullptr.
+const SchemeDesc* find_scheme(std::string_view name);
+
+// Parses any registered spelling (ring | zigzag | ulysses | hybrid:UxR | pass-q | auto |
+// local); throws Error(BadInput) naming `flag` and listing the schemes.
+Scheme parse_scheme(std::string_view text, int ranks, std::string_view flag = "--sp");
+// "local, ring, zigzag, ulysses, hybrid:UxR, pass-q, auto" (with_local false: without local).
+std::string scheme_list(bool with_local = true);
+// One line per scheme: "  ring        pass-KV ring, contiguous shards".
+std::string scheme_help();
+// The configuration of a bare name (or a full spelling) at P ranks, K per node, for
+// the planner and compare; nullopt with the reason when there is none.
+std::optional<Scheme> configure_scheme(std::string_view text, int P, int K, std::string* why);
+
+// The scheme's prefill strategy on this rank, computing attention with `kernel`.
+// Collective for hybrid.
 std::unique_ptr<SequenceAttention> make_prefill_attention(const Scheme& s, AttnShape shape,
                                                           kernels::ThreadPool& pool,
-                                                          comm::Communicator& comm);
+                                                          comm::Communicator& comm,
+                                                          AttnKernel kernel = AttnKernel::Flash);
 
-// Bytes of buffers the scheme's prefill strategy holds on a rank with m_local tokens
-// when the sequence has n_total tokens over `ranks` ranks (for memory budgets).
+// Tokens of this rank's shard plus its share of n_decode round-robin decode tokens
+// (the sharded decode stores the token at position p on rank p mod P).
+int64_t scheme_cache_capacity(const Scheme& s, int64_t n_prompt, int64_t n_decode, int ranks,
+                              int rank);
 uint64_t scheme_workspace_bytes(const Scheme& s, AttnShape shape, int64_t m_local,
                                 int64_t n_total, int ranks);
+
+// Shared parts of descriptors.
+namespace scheme_parts {
+// The scheme exactly as named, at any rank count (SchemeDesc::parse for plain names).
+Scheme named(const SchemeDesc& d);
+// Workspace pieces, in floats (estimates for a prefill onto empty caches; see each
+// strategy's header): two K/V blocks of the largest shard in flight (any placement);
+// the partial output and two lse rows of this rank's queries; the all-to-all send and
+// receive buffers of Q, K, V and O for this rank's share.
+int64_t ring_block_floats(AttnShape shape, int64_t n_total, int ranks);
+int64_t partial_floats(AttnShape shape, int64_t m_local);
+int64_t exchange_floats(AttnShape shape, int64_t m_local, int64_t n_total, int ranks);
+inline uint64_t bytes_of(int64_t floats) { return uint64_t(floats) * sizeof(float); }
+// The pass-KV ring over all ranks of a placement (ring, zigzag, auto's prefill).
+CostPhases pass_kv_cost(const Scheme& s, const CostShape& shape, int64_t n, int ranks);
+}  // namespace scheme_parts
 
 }  // namespace tandem::parallel

@@ -12,9 +12,12 @@
 #include <cstdint>
 #include <string_view>
 
+#include <vector>
+
 #include "tandem/kernels/ops.hpp"
 #include "tandem/kernels/thread_pool.hpp"
 #include "tandem/memory/kv_cache.hpp"
+#include "tandem/parallel/attention_kernel.hpp"
 
 namespace tandem::parallel {
 
@@ -36,9 +39,12 @@ struct AttnStep {
   float* out = nullptr;          // [m][H*d]
 };
 
+// Every strategy reads the KV cache through its page table (any page size, f32 or Q8_0
+// rows) and computes attention with the kernel set_kernel() chose, so every cache layout
+// and kernel option works under every scheme as on one rank.
 class SequenceAttention {
  public:
-  explicit SequenceAttention(AttnShape shape) : shape_(shape) {}
+  SequenceAttention(AttnShape shape, kernels::ThreadPool& pool) : shape_(shape), pool_(pool) {}
   virtual ~SequenceAttention() = default;
 
   virtual std::string_view name() const = 0;
@@ -53,6 +59,12 @@ class SequenceAttention {
   virtual void attend(KVCache& cache, int64_t slot, const AttnStep& s) = 0;
 
   const AttnShape& shape() const { return shape_; }
+  // The kernel of every attention call (default flash).
+  virtual void set_kernel(AttnKernel k) { kernel_ = k; }
+  AttnKernel kernel() const { return kernel_; }
+  // Work done on this rank so far: (query, key, query head) triples visible under the
+  // causal mask that its attention calls computed, summed over layers and steps.
+  virtual uint64_t head_pairs() const { return head_pairs_; }
 
  protected:
   // Kernel arguments for the step's queries against n_kv keys (rows of kv_dim floats);
@@ -65,27 +77,32 @@ class SequenceAttention {
   // Copies the step's K/V rows [first, first+count) into cache rows from `slot`.
   void store_kv(KVCache& cache, int64_t slot, const AttnStep& s, int64_t first = 0,
                 int64_t count = -1) const;
+  // The step's K/V as `cache` stores them: s itself for f32 rows; for quantized rows a
+  // copy of s whose k and v went through the cache's row type and back (in buffers this
+  // object keeps), so that attention over them equals attention over the cache.
+  AttnStep as_stored(const KVCache& cache, const AttnStep& s);
+  // Adds the visible pairs of queries at q_pos against keys at kv_pos, times `heads`.
+  void count_pairs(const int32_t* q_pos, int64_t n_q, const int32_t* kv_pos, int64_t n_kv,
+                   int64_t heads);
+  // The same against every key of the cache (positions read through its pages).
+  void count_pairs(const int32_t* q_pos, int64_t n_q, const KVCache& cache, int64_t heads);
 
   AttnShape shape_;
+  kernels::ThreadPool& pool_;
+  AttnKernel kernel_ = AttnKernel::Flash;
+  uint64_t head_pairs_ = 0;
+
+ private:
+  std::vector<float> stored_k_, stored_v_;
+  std::vector<int32_t> cache_pos_;
 };
 
 // Single rank: stores every new token and attends over the whole cache.
 class LocalAttention : public SequenceAttention {
  public:
-  LocalAttention(AttnShape shape, kernels::ThreadPool& pool) : SequenceAttention(shape), pool_(pool) {}
+  LocalAttention(AttnShape shape, kernels::ThreadPool& pool) : SequenceAttention(shape, pool) {}
   std::string_view name() const override { return "local"; }
   void attend(KVCache& cache, int64_t slot, const AttnStep& s) override;
-  // Use the plain scalar reference attention (naive pipeline).
-  void set_reference(bool on) { reference_ = on; }
-  // Flash attention (default) or, when off, the materialized-score kernel
-  // (kernels::attention_materialized, the --no-flash-attn ablation). Reference mode,
-  // when set, wins over both.
-  void set_flash(bool on) { flash_ = on; }
-
- private:
-  kernels::ThreadPool& pool_;
-  bool reference_ = false;
-  bool flash_ = true;
 };
 
 }  // namespace tandem::parallel

@@ -23,7 +23,6 @@ class ShardedDecode : public SequenceAttention {
   int owner(int32_t p) const { return int(p % comm_.size()); }
 
  private:
-  kernels::ThreadPool& pool_;
   comm::Communicator& comm_;
   std::vector<int64_t> mine_;       // indices (in the step) of the tokens stored here
   std::vector<float> gathered_;     // all ranks' partials: P x ([m][H*d] out, [m][H] lse)

@@ -15,6 +15,14 @@ enum class Placement {
 
 std::string_view placement_name(Placement p);
 
+// A run of global token indices [begin, end).
+struct TokenRange {
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+};
+// The runs of tokens rank r holds, ascending (one contiguous run, two for zigzag).
+std::vector<TokenRange> shard_ranges(int64_t n, int ranks, int rank, Placement placement);
+
 // Global indices (0..N-1, ascending) of the tokens rank r holds.
 std::vector<int64_t> shard_indices(int64_t n, int ranks, int rank, Placement placement);
 

@@ -22,14 +22,13 @@ namespace tandem::parallel {
 class UlyssesAttention : public SequenceAttention {
  public:
   UlyssesAttention(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
-      : SequenceAttention(shape), pool_(pool), exchange_(shape, comm) {}
+      : SequenceAttention(shape, pool), exchange_(shape, comm) {}
   std::string_view name() const override { return "ulysses"; }
   bool lockstep() const override { return true; }
   int64_t begin_step(KVCache& cache, int64_t m, const int32_t* pos) override;
   void attend(KVCache& cache, int64_t slot, const AttnStep& s) override;
 
  private:
-  kernels::ThreadPool& pool_;
   HeadExchange exchange_;
 };
 

@@ -50,8 +50,11 @@ class Engine {
   // The attention shape of the model (for building SequenceAttention strategies).
   parallel::AttnShape attn_shape() const;
   // Attention strategy of the following forward calls (not owned; nullptr restores the
-  // single-rank strategy). Sequence-parallel runs set ring, sharded decode, ...
+  // single-rank strategy). Sequence-parallel runs set ring, sharded decode, ... The
+  // strategy computes attention with the kernel the options choose.
   void set_attention(parallel::SequenceAttention* attn);
+  // The attention kernel of the options: reference, flash, or materialized scores.
+  parallel::AttnKernel attention_kernel() const;
 
   // A cache sized for `capacity` tokens of this model, laid out as options().kv says or
   // as kv says (sequence-parallel strategies other than sharded decode need the

@@ -8,6 +8,16 @@
 
 namespace tandem {
 
+// What the memory estimate needs of a model, read from the GGUF metadata alone (the file
+// is mapped, not read, and no weight is touched).
+struct ModelInfo {
+  std::string path;
+  HParams hparams;
+  uint64_t file_bytes = 0;
+  static ModelInfo read(const std::string& path);
+  static ModelInfo of(const Model& model);
+};
+
 struct MemoryEstimate {
   uint64_t weights = 0;      // the mapped model file (every rank holds all weights)
   uint64_t kv = 0;           // K and V of cache_tokens tokens, all layers
@@ -23,7 +33,7 @@ uint64_t activation_bytes(const HParams& h, int64_t m);
 // when paged).
 uint64_t kv_bytes(const HParams& h, int64_t n, DType kv_type = DType::F32, int64_t page_tokens = 0);
 
-MemoryEstimate estimate_memory(const Model& model, int64_t step_tokens, int64_t cache_tokens,
+MemoryEstimate estimate_memory(const ModelInfo& model, int64_t step_tokens, int64_t cache_tokens,
                                uint64_t workspace, DType kv_type = DType::F32,
                                int64_t page_tokens = 0);
 

@@ -1,4 +1,4 @@
-#include "sp_cli.hpp"
+#include "session_cli.hpp"
 
 #include <unistd.h>
 
@@ -6,18 +6,21 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 
 #include "tandem/comm/in_process.hpp"
 #include "tandem/comm/mpi.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/size.hpp"
+#include "tandem/parallel/scheme.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 
 namespace tandem::cli {
 
 void add_sp_options(CLI::App* sub, SpOptions& o) {
   sub->add_option("--sp", o.sp,
-                  "Sequence-parallel scheme: ring, zigzag, ulysses, hybrid:UxR, pass-q, auto "
-                  "(run under mpirun, or with --ranks)");
+                  "Sequence-parallel scheme (run under mpirun, or with --ranks; default local "
+                  "on one rank, ring on more):\n" + parallel::scheme_help());
   sub->add_option("--ranks", o.ranks,
                   "Ranks as threads of this process when not under mpirun (default 1)")
       ->check(CLI::Range(1, 256));
@@ -68,8 +71,35 @@ void run_world(const SpOptions& o, const std::function<void(comm::Communicator&)
   comm::run_in_process(o.ranks, fn);
 }
 
-parallel::Scheme scheme_of(const SpOptions& o, const comm::Communicator& comm) {
-  return parallel::parse_scheme(o.sp.empty() ? "ring" : o.sp, comm.size());
+void add_session_options(CLI::App* sub, SessionFlags& f) {
+  add_threads_option(sub, f.threads);
+  add_sp_options(sub, f.sp);
+  add_engine_options(sub, f.engine);
+}
+
+void run_sessions(const std::shared_ptr<Model>& model, const SessionFlags& f, Workload w,
+                  const std::function<void(Session&)>& fn) {
+  run_sessions(model, f, [w](const parallel::Scheme&, const EngineOptions&, int) { return w; }, fn);
+}
+
+void run_sessions(const std::shared_ptr<Model>& model, const SessionFlags& f, const WorkloadFn& wfn,
+                  const std::function<void(Session&)>& fn) {
+  const ModelInfo info = ModelInfo::of(*model);
+  std::once_flag laid_out;
+  run_world(f.sp, [&](comm::Communicator& comm) {
+    SessionOptions so;
+    const parallel::Scheme scheme = resolve_scheme(f.sp.sp, comm.size());
+    so.scheme = scheme.name;
+    so.engine = f.engine.options(scheme.is("local"));
+    so.threads = f.threads;
+    so.max_memory = f.sp.max_memory;
+    const Workload w = wfn(scheme, so.engine, comm.size());
+    check_rank_memory(info, scheme, so.engine, comm.size(), comm.rank(), w, so.max_memory,
+                      comm.who());
+    std::call_once(laid_out, [&] { lay_out_weights(*model); });
+    Session session(model, so, comm);
+    fn(session);
+  });
 }
 
 }  // namespace tandem::cli

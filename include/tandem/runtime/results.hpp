@@ -1,0 +1,57 @@
+#pragma once
+// Typed results of a session's runs, with their JSON form defined once: the CLI prints
+// them (`prefill --json`, `generate --json`) and `tandem compare` reads them back from
+// its subprocesses with the same functions.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "tandem/runtime/generate.hpp"
+
+namespace tandem {
+
+// What one rank measured in a prefill.
+struct RankReport {
+  int rank = 0;
+  int64_t tokens = 0;            // tokens of its shard
+  double seconds = 0;            // its forward pass
+  double weights_bytes = 0;      // resident weight memory (mapping less dropped, plus copies)
+  double kv_bytes = 0;           // its KV cache as allocated
+  double activation_bytes = 0;   // activation arenas held
+  double activation_unplanned_bytes = 0;  // the same with one buffer per value
+  double bytes_sent = 0, bytes_received = 0;
+  double comm_wait_seconds = 0;  // blocked on communication
+  double comm_alone_seconds = 0; // its traffic when nothing overlaps it
+  double head_pairs = 0;         // visible (query, key, head) triples its attention computed
+  // Share of the communication that compute hid: 1 - waited / (time it takes alone).
+  double hidden_fraction() const;
+};
+
+struct PrefillReport {
+  std::string model, scheme;
+  int ranks = 1, threads_per_rank = 1;
+  int64_t tokens = 0;
+  double seconds = 0;       // the slowest rank
+  double tokens_per_s = 0;
+  std::vector<RankReport> per_rank;
+};
+
+struct GenerateReport {
+  std::string model, scheme;
+  int ranks = 1, threads_per_rank = 1;
+  uint64_t seed = 0;
+  GenerateStats stats;
+  std::vector<int32_t> tokens;  // the generated ids
+};
+
+nlohmann::json to_json(const RankReport& r);
+nlohmann::json to_json(const PrefillReport& r);
+nlohmann::json to_json(const GenerateReport& r);
+// Throw Error(BadInput) naming `what` and the field on a malformed document.
+RankReport rank_report_from_json(const nlohmann::json& j, const std::string& what);
+PrefillReport prefill_report_from_json(const nlohmann::json& j, const std::string& what);
+GenerateReport generate_report_from_json(const nlohmann::json& j, const std::string& what);
+
+}  // namespace tandem

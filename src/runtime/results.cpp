@@ -1,0 +1,129 @@
+#include "tandem/runtime/results.hpp"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "tandem/core/error.hpp"
+
+namespace tandem {
+
+double RankReport::hidden_fraction() const {
+  return comm_alone_seconds > 0 ? std::clamp(1.0 - comm_wait_seconds / comm_alone_seconds, 0.0, 1.0)
+                                : 0.0;
+}
+
+nlohmann::json to_json(const RankReport& x) {
+  return {{"rank", x.rank},
+          {"tokens", x.tokens},
+          {"seconds", x.seconds},
+          {"weights_bytes", uint64_t(x.weights_bytes)},
+          {"kv_bytes", uint64_t(x.kv_bytes)},
+          {"activation_bytes", uint64_t(x.activation_bytes)},
+          {"activation_unplanned_bytes", uint64_t(x.activation_unplanned_bytes)},
+          {"bytes_sent", uint64_t(x.bytes_sent)},
+          {"bytes_received", uint64_t(x.bytes_received)},
+          {"comm_wait_seconds", x.comm_wait_seconds},
+          {"comm_alone_seconds", x.comm_alone_seconds},
+          {"comm_hidden_fraction", x.hidden_fraction()},
+          {"head_pairs", x.head_pairs}};
+}
+
+nlohmann::json to_json(const PrefillReport& r) {
+  nlohmann::json j;
+  j["model"] = r.model;
+  j["tokens"] = r.tokens;
+  j["scheme"] = r.scheme;
+  j["ranks"] = r.ranks;
+  j["threads_per_rank"] = r.threads_per_rank;
+  j["seconds"] = r.seconds;
+  j["tokens_per_s"] = r.tokens_per_s;
+  j["per_rank"] = nlohmann::json::array();
+  for (const auto& x : r.per_rank) j["per_rank"].push_back(to_json(x));
+  return j;
+}
+
+nlohmann::json to_json(const GenerateReport& r) {
+  const GenerateStats& s = r.stats;
+  return {{"model", r.model},
+          {"scheme", r.scheme},
+          {"ranks", r.ranks},
+          {"threads_per_rank", r.threads_per_rank},
+          {"seed", r.seed},
+          {"prompt_tokens", s.n_prompt},
+          {"generated_tokens", s.n_generated},
+          {"decode_steps", s.n_decode_steps},
+          {"prompt_seconds", s.prompt_seconds},
+          {"decode_seconds", s.decode_seconds},
+          {"ttft_seconds", s.ttft_seconds},
+          {"prompt_tokens_per_s", s.prompt_tokens_per_s()},
+          {"generation_tokens_per_s", s.gen_tokens_per_s()},
+          {"tokens", r.tokens}};
+}
+
+namespace {
+// Runs `read` and turns a JSON error into Error(BadInput) naming the document.
+template <class F>
+auto parsing(const std::string& what, F read) {
+  try {
+    return read();
+  } catch (const nlohmann::json::exception& e) {
+    bad_input("{}: not a tandem result: {}", what, e.what());
+  }
+}
+}  // namespace
+
+RankReport rank_report_from_json(const nlohmann::json& j, const std::string& what) {
+  return parsing(what, [&] {
+    RankReport x;
+    x.rank = j.at("rank").get<int>();
+    x.tokens = j.at("tokens").get<int64_t>();
+    x.seconds = j.at("seconds").get<double>();
+    x.weights_bytes = j.at("weights_bytes").get<double>();
+    x.kv_bytes = j.at("kv_bytes").get<double>();
+    x.activation_bytes = j.at("activation_bytes").get<double>();
+    x.activation_unplanned_bytes = j.at("activation_unplanned_bytes").get<double>();
+    x.bytes_sent = j.at("bytes_sent").get<double>();
+    x.bytes_received = j.at("bytes_received").get<double>();
+    x.comm_wait_seconds = j.at("comm_wait_seconds").get<double>();
+    x.comm_alone_seconds = j.at("comm_alone_seconds").get<double>();
+    x.head_pairs = j.at("head_pairs").get<double>();
+    return x;
+  });
+}
+
+PrefillReport prefill_report_from_json(const nlohmann::json& j, const std::string& what) {
+  return parsing(what, [&] {
+    PrefillReport r;
+    r.model = j.at("model").get<std::string>();
+    r.scheme = j.at("scheme").get<std::string>();
+    r.ranks = j.at("ranks").get<int>();
+    r.threads_per_rank = j.at("threads_per_rank").get<int>();
+    r.tokens = j.at("tokens").get<int64_t>();
+    r.seconds = j.at("seconds").get<double>();
+    r.tokens_per_s = j.at("tokens_per_s").get<double>();
+    for (const auto& x : j.at("per_rank")) r.per_rank.push_back(rank_report_from_json(x, what));
+    return r;
+  });
+}
+
+GenerateReport generate_report_from_json(const nlohmann::json& j, const std::string& what) {
+  return parsing(what, [&] {
+    GenerateReport r;
+    r.model = j.at("model").get<std::string>();
+    r.scheme = j.at("scheme").get<std::string>();
+    r.ranks = j.at("ranks").get<int>();
+    r.threads_per_rank = j.at("threads_per_rank").get<int>();
+    r.seed = j.at("seed").get<uint64_t>();
+    GenerateStats& s = r.stats;
+    s.n_prompt = j.at("prompt_tokens").get<int64_t>();
+    s.n_generated = j.at("generated_tokens").get<int64_t>();
+    s.n_decode_steps = j.at("decode_steps").get<int64_t>();
+    s.prompt_seconds = j.at("prompt_seconds").get<double>();
+    s.decode_seconds = j.at("decode_seconds").get<double>();
+    s.ttft_seconds = j.at("ttft_seconds").get<double>();
+    r.tokens = j.at("tokens").get<std::vector<int32_t>>();
+    return r;
+  });
+}
+
+}  // namespace tandem

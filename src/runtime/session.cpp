@@ -1,0 +1,218 @@
+#include "tandem/runtime/session.hpp"
+
+#include <numeric>
+
+#include "tandem/comm/in_process.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/core/timer.hpp"
+#include "tandem/parallel/sharded_decode.hpp"
+
+namespace tandem {
+
+parallel::Scheme resolve_scheme(const std::string& name, int ranks, std::string_view flag) {
+  if (name.empty()) return parallel::parse_scheme(ranks == 1 ? "local" : "ring", ranks, flag);
+  return parallel::parse_scheme(name, ranks, flag);
+}
+
+// ---- Memory ----
+
+MemoryEstimate estimate_rank_memory(const ModelInfo& info, const parallel::Scheme& scheme,
+                                    const EngineOptions& opt, int ranks, int rank, Workload w) {
+  const int64_t shard =
+      parallel::range_tokens(parallel::shard_ranges(w.prompt, ranks, rank, scheme.placement));
+  const int64_t cache = parallel::scheme_cache_capacity(scheme, w.prompt, w.decode, ranks, rank);
+  // One forward step: the whole shard under a lockstep strategy, else a chunk; without
+  // the KV cache the whole sequence so far.
+  const int64_t step = w.recompute            ? w.prompt + w.decode
+                       : scheme.desc->lockstep ? shard
+                                               : std::min(shard, Engine::kDefaultChunk);
+  const uint64_t workspace = parallel::scheme_workspace_bytes(scheme, shape_of(info.hparams), shard,
+                                                              w.prompt, ranks);
+  return estimate_memory(info, step, cache, workspace, opt.kv.type, opt.kv.page_tokens);
+}
+
+void check_rank_memory(const ModelInfo& info, const parallel::Scheme& scheme,
+                       const EngineOptions& opt, int ranks, int rank, Workload w, uint64_t budget,
+                       const std::string& who) {
+  check_memory_budget(estimate_rank_memory(info, scheme, opt, ranks, rank, w), budget, who);
+}
+
+int64_t max_prompt_tokens(const ModelInfo& info, const parallel::Scheme& scheme,
+                          const EngineOptions& opt, int ranks, uint64_t budget) {
+  auto fits = [&](int64_t n) {
+    for (int r = 0; r < ranks; ++r)
+      if (estimate_rank_memory(info, scheme, opt, ranks, r, Workload{n, 0, false}).total() > budget)
+        return false;
+    return true;
+  };
+  if (!fits(1)) return 0;
+  int64_t lo = 1, hi = 2;
+  while (fits(hi) && hi < (int64_t{1} << 26)) {
+    lo = hi;
+    hi *= 2;
+  }
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return lo;
+}
+
+// ---- Session ----
+
+namespace {
+// Sets the engine's strategy for a scope (and restores the default also on errors).
+struct AttentionScope {
+  Engine& e;
+  AttentionScope(Engine& engine, parallel::SequenceAttention* a) : e(engine) { e.set_attention(a); }
+  ~AttentionScope() { e.set_attention(nullptr); }
+};
+}  // namespace
+
+Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o,
+                 comm::Communicator& comm)
+    : model_(std::move(model)),
+      opt_(o),
+      comm_(&comm),
+      scheme_(resolve_scheme(o.scheme, comm.size())),
+      pool_(std::make_unique<kernels::ThreadPool>(o.threads)),
+      engine_(std::make_unique<Engine>(*model_, *pool_)) {
+  TD_CHECK(model_ != nullptr);
+  engine_->set_options(opt_.engine);
+}
+
+Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o)
+    : Session(std::move(model), o, comm::in_process_single()) {}
+
+Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o,
+                 std::unique_ptr<comm::Communicator> own)
+    : Session(std::move(model), o, *own) {
+  own_comm_ = std::move(own);
+}
+
+Session::~Session() = default;
+
+MemoryEstimate Session::estimate(Workload w) const {
+  return estimate_rank_memory(ModelInfo::of(*model_), scheme_, opt_.engine, comm_->size(),
+                              comm_->rank(), w);
+}
+
+void Session::check_memory(Workload w) const {
+  check_memory_budget(estimate(w), opt_.max_memory, comm_->who());
+}
+
+PrefillOutput Session::prefill(std::span<const int32_t> ids, int64_t n_logits, int64_t n_decode) {
+  const int64_t n = int64_t(ids.size());
+  const int64_t V = model_->hparams().n_vocab;
+  const int P = comm_->size(), r = comm_->rank();
+  TD_CHECK(n_logits >= 0 && n_logits <= n);
+  PrefillOutput out;
+  out.tokens = n;
+  out.indices = parallel::shard_indices(n, P, r, scheme_.placement);
+  const int64_t m = int64_t(out.indices.size());
+  std::vector<int32_t> my_ids(static_cast<size_t>(m)), my_pos(static_cast<size_t>(m));
+  for (int64_t i = 0; i < m; ++i) {
+    my_ids[size_t(i)] = ids[size_t(out.indices[size_t(i)])];
+    my_pos[size_t(i)] = int32_t(out.indices[size_t(i)]);
+  }
+  cache_ = KVCache();  // the previous sequence's pages go back first
+  cache_ = engine_->make_cache(parallel::scheme_cache_capacity(scheme_, n, n_decode, P, r));
+  // The tokens with logits are the last n_logits of the sequence: a suffix of this rank's
+  // ascending indices.
+  out.first_out = m;
+  while (out.first_out > 0 && out.indices[size_t(out.first_out - 1)] >= n - n_logits) --out.first_out;
+  const int64_t n_out = m - out.first_out;
+  out.logits.resize(size_t(n_out * V));
+  auto attn = parallel::make_prefill_attention(scheme_, engine_->attn_shape(), *pool_, *comm_,
+                                               engine_->attention_kernel());
+  AttentionScope scope(*engine_, attn.get());
+  const Stopwatch sw;
+  engine_->forward(cache_, my_ids, my_pos, n_out, out.logits.data());
+  out.seconds = sw.seconds();
+  last_pairs_ = attn->head_pairs();
+  return out;
+}
+
+std::vector<float> Session::last_row(const PrefillOutput& part) {
+  const int64_t V = model_->hparams().n_vocab;
+  // The owner of the sequence's last token holds its row last.
+  const bool mine = !part.logits.empty() && part.indices.back() == part.tokens - 1;
+  std::vector<float> row(static_cast<size_t>(V));
+  if (mine) std::copy(part.logits.end() - ptrdiff_t(V), part.logits.end(), row.begin());
+  if (comm_->size() == 1) return row;
+  // Everyone learns who owns the last token, then it broadcasts the row.
+  int64_t owner = mine ? comm_->rank() : -1;
+  comm_->allreduce(&owner, 1, comm::ReduceOp::Max);
+  comm_->broadcast(row.data(), size_t(V) * sizeof(float), int(owner));
+  return row;
+}
+
+std::vector<float> Session::gather_logits(const PrefillOutput& part) {
+  return tandem::gather_logits(*comm_, part, model_->hparams().n_vocab);
+}
+
+std::vector<float> gather_logits(comm::Communicator& comm, const PrefillOutput& part,
+                                 int64_t vocab) {
+  const int P = comm.size();
+  const std::vector<int64_t> mine(part.indices.begin() + ptrdiff_t(part.first_out), part.indices.end());
+  // Every rank's row count and indices, to put the rows in global order.
+  std::vector<int64_t> counts(static_cast<size_t>(P), 0);
+  counts[size_t(comm.rank())] = int64_t(mine.size());
+  comm.allreduce(counts.data(), counts.size(), comm::ReduceOp::Sum);
+  std::vector<size_t> idx_bytes(static_cast<size_t>(P)), idx_off(static_cast<size_t>(P));
+  std::vector<size_t> row_bytes(static_cast<size_t>(P)), row_off(static_cast<size_t>(P));
+  size_t total = 0;
+  for (int q = 0; q < P; ++q) {
+    idx_bytes[size_t(q)] = size_t(counts[size_t(q)]) * sizeof(int64_t);
+    idx_off[size_t(q)] = total * sizeof(int64_t);
+    row_bytes[size_t(q)] = size_t(counts[size_t(q)] * vocab) * sizeof(float);
+    row_off[size_t(q)] = total * size_t(vocab) * sizeof(float);
+    total += size_t(counts[size_t(q)]);
+  }
+  std::vector<int64_t> all_idx(total);
+  comm.allgatherv(mine.data(), idx_bytes[size_t(comm.rank())], all_idx.data(), idx_bytes, idx_off);
+  std::vector<float> rows(total * size_t(vocab));
+  comm.allgatherv(part.logits.data(), row_bytes[size_t(comm.rank())], rows.data(), row_bytes,
+                  row_off);
+  // The rows are the last `total` tokens: global index i goes to row i - (N - total).
+  int64_t first = all_idx.empty() ? 0 : *std::min_element(all_idx.begin(), all_idx.end());
+  std::vector<float> ordered(rows.size());
+  for (size_t i = 0; i < total; ++i)
+    std::copy(rows.begin() + ptrdiff_t(i * size_t(vocab)), rows.begin() + ptrdiff_t((i + 1) * size_t(vocab)),
+              ordered.begin() + ptrdiff_t(size_t(all_idx[i] - first) * size_t(vocab)));
+  return ordered;
+}
+
+GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateParams& params,
+                                const std::function<void(int32_t)>& on_token,
+                                std::vector<int32_t>* out) {
+  if (prompt.empty()) bad_input("the prompt is empty (no tokens)");
+  const bool local = scheme_.is("local");
+  if (!params.kv_cache && !local)
+    bad_input("--no-kv-cache recomputes the sequence on one rank (the local scheme), not under --sp {}",
+              scheme_.name);
+  GenerateStats st;
+  st.n_prompt = int64_t(prompt.size());
+  const Stopwatch total;
+  const PrefillOutput pre = prefill(prompt, 1, params.n_predict);
+  std::vector<float> logits = last_row(pre);
+  st.prompt_seconds = pre.seconds;
+  // Local decoding on the local scheme; against the KV cache sharded across ranks otherwise.
+  std::unique_ptr<parallel::ShardedDecode> sharded;
+  if (!local) sharded = std::make_unique<parallel::ShardedDecode>(engine_->attn_shape(), *pool_, *comm_);
+  AttentionScope scope(*engine_, sharded.get());
+  std::vector<int32_t> seq(prompt.begin(), prompt.end());  // for recomputation
+  decode_loop(*engine_, cache_, logits, int32_t(prompt.size()), params, total, st, on_token,
+              out, params.kv_cache ? nullptr : &seq);
+  return st;
+}
+
+ParallelResult Session::generate_parallel(std::span<const int32_t> prompt,
+                                          const GenerateParams& params, int n_seq) {
+  if (!scheme_.is("local") || comm_->size() != 1)
+    bad_input("--parallel: several sequences run on one rank (the local scheme), not under --sp {}",
+              scheme_.name);
+  return tandem::generate_parallel(*engine_, prompt, params, n_seq, opt_.engine.kv);
+}
+
+}  // namespace tandem

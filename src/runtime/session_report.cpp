@@ -1,0 +1,66 @@
+// Session::measure_prefill: one prefill, measured on every rank and gathered.
+#include <type_traits>
+
+#include "tandem/core/timer.hpp"
+#include "tandem/runtime/session.hpp"
+
+namespace tandem {
+
+double comm_alone_seconds(comm::Communicator& comm, uint64_t bytes, uint64_t messages) {
+  // Every rank must run the same number of exchanges: agree on the largest sample.
+  int64_t agreed[2] = {int64_t(messages), int64_t(messages ? bytes / messages : 0)};
+  comm.allreduce(agreed, 2, comm::ReduceOp::Max);
+  const int64_t total_msgs = agreed[0], msg_bytes = agreed[1];
+  if (comm.size() < 2 || total_msgs == 0 || msg_bytes == 0) return 0;
+  const int64_t sample = std::min<int64_t>(total_msgs, 8);
+  std::vector<char> sbuf(static_cast<size_t>(msg_bytes)), rbuf(static_cast<size_t>(msg_bytes));
+  const int P = comm.size(), r = comm.rank();
+  comm.barrier();
+  const Stopwatch sw;
+  for (int64_t i = 0; i < sample; ++i)
+    comm.sendrecv(sbuf.data(), sbuf.size(), (r + 1) % P, rbuf.data(), rbuf.size(), (r + P - 1) % P, 7);
+  const double per_msg = sw.seconds() / double(sample);
+  // This rank's bytes at the sampled rate (the sample used the largest average message).
+  return per_msg * double(bytes) / double(msg_bytes);
+}
+
+PrefillReport Session::measure_prefill(std::span<const int32_t> ids) {
+  comm::Communicator& comm = *comm_;
+  comm.barrier();
+  comm.reset_stats();
+  const Stopwatch sw;
+  const PrefillOutput part = prefill(ids, 1);
+  (void)last_row(part);  // on every rank, as generation needs it
+  RankReport rep;
+  rep.seconds = sw.seconds();
+  rep.rank = comm.rank();
+  rep.tokens = int64_t(part.indices.size());
+  // The file's mapping less the ranges dropped after copying, plus the weight arena.
+  rep.weights_bytes = double(model_->resident_weight_bytes());
+  rep.kv_bytes = double(cache_.bytes());
+  rep.activation_bytes = double(engine_->activation_bytes());
+  rep.activation_unplanned_bytes = double(engine_->activation_unplanned_bytes());
+  const comm::CommStats traffic = comm.stats();
+  rep.bytes_sent = double(traffic.bytes_sent);
+  rep.bytes_received = double(traffic.bytes_received);
+  rep.comm_wait_seconds = traffic.wait_seconds;
+  rep.comm_alone_seconds = comm_alone_seconds(comm, traffic.bytes_sent, traffic.messages);
+  rep.head_pairs = double(last_pairs_);
+  // Every rank's report, on every rank (the same binary: the struct's bytes travel).
+  static_assert(std::is_trivially_copyable_v<RankReport>);
+  PrefillReport out;
+  out.per_rank.resize(size_t(comm.size()));
+  std::vector<size_t> bytes(out.per_rank.size(), sizeof(RankReport)), offs(out.per_rank.size());
+  for (size_t r = 0; r < offs.size(); ++r) offs[r] = r * sizeof(RankReport);
+  comm.allgatherv(&rep, sizeof rep, out.per_rank.data(), bytes, offs);
+  out.model = model_->file().path();
+  out.scheme = scheme_.name;
+  out.ranks = comm.size();
+  out.threads_per_rank = opt_.threads;
+  out.tokens = int64_t(ids.size());
+  for (const RankReport& r : out.per_rank) out.seconds = std::max(out.seconds, r.seconds);
+  out.tokens_per_s = out.seconds > 0 ? double(out.tokens) / out.seconds : 0;
+  return out;
+}
+
+}  // namespace tandem
