@@ -120,33 +120,25 @@ std::string last_line(const std::string& text) {
   return pick.empty() ? "exited without a message" : pick;
 }
 
-// Checks a --schemes entry (exit 2 naming the flag); returns U x R for hybrid:UxR, else 0.
-int check_scheme(const std::string& name) {
-  if (name == "hybrid") return 0;
-  if (name.rfind("hybrid:", 0) != 0) {
-    parallel::parse_scheme(name, 2, "--schemes");
-    return 0;
-  }
-  int u = 0, r = 0;
-  char tail = 0;
-  if (std::sscanf(name.c_str() + 7, "%dx%d%c", &u, &r, &tail) != 2 || u <= 0 || r <= 0 || u > 64 || r > 64)
-    bad_input("--schemes: '{}' should be hybrid:UxR (e.g. hybrid:2x2)", name);
-  parallel::parse_scheme(name, u * r, "--schemes");
-  return u * r;
+// Checks a --schemes entry against the registry (exit 2 naming the flag).
+void check_scheme(const std::string& name) {
+  if (!parallel::find_scheme(name)) parallel::parse_scheme(name, 0, "--schemes");
 }
 
-// The schemes to run at P ranks; "hybrid" alone means hybrid:2x(P/2) (P >= 4, even).
+// A bare "hybrid" runs as Ulysses pairs x a ring over the pairs: hybrid:2x(P/2).
+constexpr int kHybridGroup = 2;
+
+// The schemes to run at P ranks, each as the registry configures it at P (a full
+// spelling such as hybrid:2x2 runs at the P it names only).
 std::vector<std::string> schemes_for(const std::vector<std::string>& names, int p) {
   std::vector<std::string> v;
   for (const auto& s : names) {
-    std::string name = s;
-    if (s == "hybrid") {
-      if (p < 4 || p % 2) continue;
-      name = fmt::format("hybrid:2x{}", p / 2);
-    }
-    const int need = check_scheme(name);
-    if (need != 0 && need != p) continue;  // that hybrid layout is for another P
-    if (std::find(v.begin(), v.end(), name) == v.end()) v.push_back(name);
+    std::string why;
+    const auto scheme = parallel::find_scheme(s)
+                            ? parallel::configure_scheme(s, p, kHybridGroup, &why)
+                            : parallel::parse_scheme(s, 0, "--schemes");
+    if (!scheme || (scheme->fixed_ranks != 0 && scheme->fixed_ranks != p)) continue;
+    if (std::find(v.begin(), v.end(), scheme->name) == v.end()) v.push_back(scheme->name);
   }
   return v;
 }
@@ -175,7 +167,6 @@ struct Runner {
     return f;
   }
   int cores = 1;
-  std::map<std::pair<int64_t, int>, nlohmann::json> plans;
   std::unique_ptr<analysis::EmulatedHosts> hosts;  // with --links
   // The planner's profile: cpu-this, or with --links a copy whose links across nodes are
   // the measured emulated link (and one rank per node).
@@ -212,7 +203,7 @@ struct Runner {
       return;
     }
     try {
-      analysis::fill_from_prefill_json(run, nlohmann::json::parse(p.out));
+      analysis::set_prefill(run, prefill_report_from_json(nlohmann::json::parse(p.out), "prefill --json"));
     } catch (const std::exception& e) {
       run.ok = false, run.error = std::string("unreadable prefill output: ") + e.what();
     }
@@ -233,7 +224,7 @@ struct Runner {
       run.decode_error = "prompt too long to pass as --ids";
       return;
     }
-    std::string cmd = fmt::format("{} generate -m {} --ids {} -n {} --temp 0 --show-ids -t {}",
+    std::string cmd = fmt::format("{} generate -m {} --ids {} -n {} --temp 0 --json -t {}",
                                   launch(run.ranks), quote(model), ids, n_gen, run.threads);
     if (run.strategy == "naive") {
       cmd += naive_flags();
@@ -245,8 +236,12 @@ struct Runner {
       run.decode_error = last_line(p.err);
       return;
     }
-    run.decode_tokens_per_s = analysis::parse_generation_tokens_per_s(p.err);
-    if (!run.decode_tokens_per_s) run.decode_error = "no 'generation:' line from generate";
+    try {
+      const GenerateReport g = generate_report_from_json(nlohmann::json::parse(p.out), "generate --json");
+      run.decode_tokens_per_s = g.stats.gen_tokens_per_s();
+    } catch (const std::exception& e) {
+      run.decode_error = std::string("unreadable generate output: ") + e.what();
+    }
   }
 
   // The links setting, with an MPI ping-pong across one emulated link (comm-probe).
@@ -281,22 +276,15 @@ struct Runner {
     return l;
   }
 
+  // The planner's prediction of the run, in this process (the same library as `plan`).
   void predict(RunMeasurement& run, const std::string& model) {
-    if (run.strategy == "naive") return;
-    const auto key = std::make_pair(run.tokens, run.ranks);
-    if (!plans.count(key)) {
-      const auto p = run_cmd(
-          fmt::format("{} plan --model {} --tokens {} --gpus {} --gpus-per-node {} "
-                      "--hardware {} --decode-tokens {} --json",
-                      quote(exe), quote(model), run.tokens, run.ranks,
-                      hosts ? 1 : run.ranks, quote(hardware), o.decode_tokens),
-          dir);
-      plans[key] = p.code == 0 ? nlohmann::json::parse(p.out, nullptr, false) : nlohmann::json();
+    if (!request) {
+      request = analysis::plan_request(model, analysis::load_profile(hardware, "--hardware"), 1, 1,
+                                       hosts ? 1 : 0, o.decode_tokens);
     }
-    const auto& plan = plans[key];
-    if (!plan.is_discarded() && plan.is_object())
-      run.predicted = analysis::prediction_from_plan(plan, run.strategy);
+    run.predicted = analysis::predict_run(*request, run);
   }
+  std::optional<analysis::PlanRequest> request;
 };
 
 std::string make_synthetic_model(const Runner& r) {

@@ -2,7 +2,6 @@
 // sequence-parallel strategy for a model, a token count and a cluster (docs/planner.md).
 #include <fmt/format.h>
 
-#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -29,28 +28,10 @@ std::string joined(const std::vector<std::string>& v) {
 }
 
 void run(const Opts& o) {
-  analysis::PlanRequest req;
-  req.hw = analysis::load_profile(o.hardware, "--hardware");
-  std::error_code ec;
-  std::string file_dtype;
-  if (auto shape = analysis::named_shape(o.model)) {
-    req.model = *shape;
-  } else if (std::filesystem::is_regular_file(o.model, ec)) {
-    auto g = analysis::shape_from_gguf(o.model);
-    req.model = g.shape;
-    file_dtype = g.weight_dtype;
-  } else {
-    bad_input("--model '{}': not a GGUF file nor a named shape ({})", o.model,
-              joined(analysis::names_of_shapes()));
-  }
-  req.dtype = !o.dtype.empty() ? o.dtype
-              : analysis::weight_bytes_per_param(file_dtype) > 0 ? file_dtype
-                                                                 : "auto";
-  req.tokens = o.tokens;
-  req.decode_tokens = o.decode_tokens;
-  req.gpus = o.gpus;
-  req.gpus_per_node = o.per_node_given ? o.gpus_per_node
-                                        : std::max(1, std::min(o.gpus, req.hw.devices_per_node));
+  const auto hw = analysis::load_profile(o.hardware, "--hardware");
+  const int per_node = o.per_node_given ? o.gpus_per_node
+                                        : std::max(1, std::min(o.gpus, hw.devices_per_node));
+  auto req = analysis::plan_request(o.model, hw, o.tokens, o.gpus, per_node, o.decode_tokens, o.dtype);
   const auto plan = analysis::make_plan(std::move(req));
   if (o.json)
     fmt::print("{}\n", analysis::plan_to_json(plan).dump(2));

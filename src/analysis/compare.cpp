@@ -8,7 +8,6 @@
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <regex>
 
 #include "tandem/core/error.hpp"
 
@@ -53,63 +52,38 @@ double RunMeasurement::hidden_fraction() const {
   double sum = 0;
   int n = 0;
   for (const auto& r : per_rank)
-    if (r.comm_alone_seconds > 0) sum += r.comm_hidden_fraction, ++n;
+    if (r.comm_alone_seconds > 0) sum += r.hidden_fraction(), ++n;
   return n ? sum / n : 0;
 }
 
-void fill_from_prefill_json(RunMeasurement& run, const nlohmann::json& j) {
+void set_prefill(RunMeasurement& run, const PrefillReport& report) {
+  run.tokens = report.tokens;
+  run.prefill_seconds = report.seconds;
+  run.prefill_tokens_per_s = report.tokens_per_s;
+  run.per_rank = report.per_rank;
+  run.ok = true;
+}
+
+std::optional<Prediction> predict_run(const PlanRequest& request, const RunMeasurement& run,
+                                      std::string* why) {
+  if (run.strategy == "naive") return std::nullopt;
+  PlanRequest req = request;
+  req.tokens = run.tokens;
+  req.gpus = run.ranks;
+  // 0: every rank on one node (this host); compare --links: one rank per emulated host.
+  if (req.gpus_per_node <= 0) req.gpus_per_node = run.ranks;
   try {
-    run.tokens = j.at("tokens").get<int64_t>();
-    run.prefill_seconds = j.at("seconds").get<double>();
-    run.prefill_tokens_per_s = j.at("tokens_per_s").get<double>();
-    run.per_rank.clear();
-    for (const auto& r : j.at("per_rank")) {
-      RankMeasurement m;
-      m.rank = r.at("rank").get<int>();
-      m.tokens = r.at("tokens").get<int64_t>();
-      m.seconds = r.at("seconds").get<double>();
-      m.weights_bytes = r.at("weights_bytes").get<double>();
-      m.kv_bytes = r.at("kv_bytes").get<double>();
-      m.activation_bytes = r.at("activation_bytes").get<double>();
-      m.bytes_sent = r.at("bytes_sent").get<double>();
-      m.bytes_received = r.at("bytes_received").get<double>();
-      m.comm_wait_seconds = r.at("comm_wait_seconds").get<double>();
-      m.comm_alone_seconds = r.value("comm_alone_seconds", 0.0);
-      m.comm_hidden_fraction = r.value("comm_hidden_fraction", 0.0);
-      run.per_rank.push_back(m);
+    const StrategyPlan s = plan_strategy(std::move(req), run.strategy);
+    if (!s.applicable) {
+      if (why) *why = s.note;
+      return std::nullopt;
     }
-    run.ok = true;
-  } catch (const nlohmann::json::exception& e) {
-    fail(ErrorKind::Internal, "prefill --json output: {}", e.what());
+    return Prediction{s.layout, s.prefill_seconds, s.decode_seconds_per_token, s.memory_bytes,
+                      s.bytes_communicated_per_device};
+  } catch (const Error& e) {
+    if (why) *why = e.what();
+    return std::nullopt;
   }
-}
-
-std::optional<double> parse_generation_tokens_per_s(const std::string& text) {
-  static const std::regex re(R"(generation: (\d+) tokens, ([0-9.eE+-]+) tokens/s)");
-  std::smatch m;
-  if (!std::regex_search(text, m, re)) return std::nullopt;
-  return std::stod(m[2].str());
-}
-
-std::optional<Prediction> prediction_from_plan(const nlohmann::json& plan,
-                                               const std::string& strategy) {
-  if (strategy == "naive") return std::nullopt;
-  std::string want = strategy;
-  if (want.rfind("hybrid", 0) == 0) want = "hybrid";
-  if (want == "auto") want = "ring";
-  if (!plan.contains("strategies")) return std::nullopt;
-  for (const auto& s : plan["strategies"]) {
-    if (s.value("strategy", "") != want || !s.value("applicable", false)) continue;
-    if (!s["prefill_seconds"].is_number()) continue;
-    Prediction p;
-    p.layout = s.value("layout", want);
-    p.prefill_seconds = s["prefill_seconds"].get<double>();
-    p.decode_seconds_per_token = s.value("decode_seconds_per_token", 0.0);
-    p.memory_bytes_per_device = s.value("memory_bytes_per_device", 0.0);
-    p.bytes_communicated_per_device = s.value("bytes_communicated_per_device", 0.0);
-    return p;
-  }
-  return std::nullopt;
 }
 
 nlohmann::json to_json(const CompareResults& r) {
@@ -168,18 +142,7 @@ nlohmann::json to_json(const CompareResults& r) {
     x["comm_wait_seconds"] = run.comm_wait_seconds();
     x["comm_hidden_fraction"] = run.hidden_fraction();
     x["per_rank"] = nlohmann::json::array();
-    for (const auto& m : run.per_rank)
-      x["per_rank"].push_back({{"rank", m.rank},
-                               {"tokens", m.tokens},
-                               {"seconds", m.seconds},
-                               {"weights_bytes", m.weights_bytes},
-                               {"kv_bytes", m.kv_bytes},
-                               {"activation_bytes", m.activation_bytes},
-                               {"bytes_sent", m.bytes_sent},
-                               {"bytes_received", m.bytes_received},
-                               {"comm_wait_seconds", m.comm_wait_seconds},
-                               {"comm_alone_seconds", m.comm_alone_seconds},
-                               {"comm_hidden_fraction", m.comm_hidden_fraction}});
+    for (const auto& m : run.per_rank) x["per_rank"].push_back(tandem::to_json(m));
     if (run.predicted) {
       const auto& p = *run.predicted;
       x["predicted"] = {{"layout", p.layout},

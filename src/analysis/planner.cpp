@@ -3,9 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <numeric>
 #include <fmt/format.h>
 
 #include "analysis/planner_format.hpp"
+#include "tandem/parallel/scheme.hpp"
 #include "tandem/core/error.hpp"
 
 namespace tandem::analysis {
@@ -34,18 +37,33 @@ double weight_bytes_per_param(const std::string& dtype) {
   return 0;
 }
 
+namespace {
+// The registry's phases of a scheme for N tokens on P devices, at b bytes per element.
+parallel::CostPhases scheme_phases(const ModelShape& m, std::string_view scheme, double n, int p,
+                                   int b) {
+  const parallel::Scheme s = parallel::parse_scheme(scheme, p, "--strategy");
+  const parallel::CostShape shape{m.n_head, m.n_head_kv, m.head_dim, double(b)};
+  return s.desc->cost(s, shape, std::llround(n), p);
+}
+// Bytes the busiest device sends over all phases.
+double busiest_bytes(const parallel::CostPhases& phases) {
+  std::vector<double> sent(phases.empty() ? 0 : phases[0].bytes.size(), 0.0);
+  for (const auto& ph : phases)
+    for (size_t r = 0; r < sent.size(); ++r) sent[r] += ph.bytes[r];
+  return sent.empty() ? 0 : *std::max_element(sent.begin(), sent.end());
+}
+}  // namespace
+
 double ring_kv_bytes(const ModelShape& m, double n, int p, int b) {
-  return (p - 1) * (n / p) * 2.0 * double(m.n_head_kv * m.head_dim) * b;
+  return busiest_bytes(scheme_phases(m, "ring", n, p, b));
 }
 
 double pass_q_bytes(const ModelShape& m, double n, int p, int b) {
-  const double hd = double(m.n_head * m.head_dim);
-  return (p - 1) * (n / p) * hd * b + (p - 1) * (n / p) * (hd * b + 4.0 * double(m.n_head));
+  return busiest_bytes(scheme_phases(m, "pass-q", n, p, b));
 }
 
 double ulysses_bytes(const ModelShape& m, double n, int p, int b) {
-  const double heads = 2.0 * double(m.n_head) + 2.0 * double(std::max<int64_t>(m.n_head_kv, p));
-  return double(p - 1) / p * (n / p) * heads * double(m.head_dim) * b;
+  return busiest_bytes(scheme_phases(m, "ulysses", n, p, b));
 }
 
 double tp_allreduce_bytes(const ModelShape& m, double tokens, int k, int b) {
@@ -53,16 +71,12 @@ double tp_allreduce_bytes(const ModelShape& m, double tokens, int k, int b) {
 }
 
 std::vector<double> ring_step_pairs(double n, int p, bool zigzag) {
-  std::vector<double> s(static_cast<size_t>(p), 0.0);
-  if (zigzag) {
-    const double c = n / (2.0 * p);
-    s[0] = c * c + c * (c + 1);
-    for (int i = 1; i < p; ++i) s[size_t(i)] = 2 * c * c;
-  } else {
-    const double c = n / p;
-    s[0] = c * (c + 1) / 2;
-    for (int i = 1; i < p; ++i) s[size_t(i)] = c * c;
-  }
+  // One query head, so the work of a phase is its (query, key) pairs.
+  ModelShape one;
+  one.n_head = one.n_head_kv = one.head_dim = 1;
+  std::vector<double> s;
+  for (const auto& ph : scheme_phases(one, zigzag ? "zigzag" : "ring", n, p, 1))
+    s.push_back(*std::max_element(ph.head_pairs.begin(), ph.head_pairs.end()));
   return s;
 }
 
@@ -89,10 +103,6 @@ double log2_ceil(int n) { return n <= 1 ? 0 : std::ceil(std::log2(double(n))); }
 double allreduce(double bytes, int n, const Link& l) {
   if (n <= 1) return 0;
   return 2.0 * (n - 1) / n * bytes / l.bandwidth + 2 * log2_ceil(n) * l.latency;
-}
-double allgather(double bytes, int n, const Link& l) {
-  if (n <= 1) return 0;
-  return double(n - 1) / n * bytes / l.bandwidth + log2_ceil(n) * l.latency;
 }
 // All-to-all among n devices, K per node, `bytes` sent per device spread evenly over the
 // peers: the intra- and inter-node parts move in parallel over their own links.
@@ -191,108 +201,80 @@ StrategyPlan single(const Ctx& c) {
   return s;
 }
 
-// Ring attention over all P devices, weights replicated: pass-KV (contiguous or zigzag
-// shards) or pass-Q (zigzag shards).
-StrategyPlan ring(const Ctx& c, bool zigzag, bool pass_q) {
+// The name of a scheme's layout in tables: "ring 4", "ulysses 2 x ring 2", ...
+std::string layout_of(const parallel::Scheme& s, int P) {
+  if (s.is("hybrid")) return fmt::format("ulysses {} x ring {}", s.ulysses, s.ring);
+  if (s.is("zigzag")) return fmt::format("zigzag ring {}", P);
+  if (s.is("pass-q")) return fmt::format("pass-Q ring {}", P);
+  return fmt::format("{} {}", s.kind(), P);
+}
+
+// A runtime scheme at P devices, from its registry descriptor: its own placement, its
+// per-rank attention work and its bytes per phase (parallel/scheme_cost.hpp), timed on
+// the profile. Ring steps overlap the transfer of the next block with the attention on
+// the block in hand; exchanges (all-to-alls, the last pass-Q partials) do not overlap.
+StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
   StrategyPlan s;
-  s.strategy = pass_q ? "pass-q" : zigzag ? "zigzag" : "ring";
-  s.ring = c.P;
-  s.layout = fmt::format("{} {}", pass_q ? "pass-Q ring" : zigzag ? "zigzag ring" : "ring", c.P);
-  const Link& l = c.P > c.K ? c.hw.inter : c.hw.intra;
-  const double tok = c.N / c.P;
-  const double kv_chunk = tok * 2 * c.G * c.d * c.b, q_chunk = tok * c.H * c.d * c.b;
-  const auto rt = ring_time(c, c.P, zigzag || pass_q, c.H, pass_q ? q_chunk : kv_chunk, l);
-  double lin = c.L * linear_flops(c.m, tok) / c.lin_rate;
-  double total = lin + c.L * rt.total, comm = c.L * rt.comm;
-  s.weight_bytes = c.W;
-  s.kv_bytes = kv_cache_bytes(c, (c.N + c.dec) / c.P, c.G);
-  s.activation_bytes = activations(c, tok, 1) + 2 * (pass_q ? q_chunk : kv_chunk);
-  if (pass_q) {  // partial outputs + lse go back to their queries' owners at the end
-    const double back = (c.P - 1) * tok * (c.H * c.d * c.b + 4 * c.H);
-    const double t = c.L * alltoall(back, c.P, c);
-    total += t;
-    comm += t;
-    s.activation_bytes += back;
-    s.bytes_communicated_per_device = c.L * pass_q_bytes(c.m, c.N, c.P, c.b);
-  } else {
-    s.bytes_communicated_per_device = c.L * ring_kv_bytes(c.m, c.N, c.P, c.b);
+  s.strategy = std::string(scheme.kind());
+  s.layout = layout_of(scheme, c.P);
+  s.ulysses = scheme.is("hybrid") ? scheme.ulysses : scheme.is("ulysses") ? c.P : 1;
+  s.ring = scheme.is("hybrid") ? scheme.ring : scheme.is("ulysses") ? 1 : c.P;
+  const parallel::CostShape shape{c.m.n_head, c.m.n_head_kv, c.m.head_dim, double(c.b)};
+  const int64_t n = int64_t(c.N);
+  const auto phases = scheme.desc->cost(scheme, shape, n, c.P);
+  double attn = 0, attn_compute = 0, comm = 0;
+  std::vector<double> sent(size_t(c.P), 0.0), pairs(size_t(c.P), 0.0);
+  for (const parallel::CostPhase& p : phases) {
+    const double most_pairs = *std::max_element(p.head_pairs.begin(), p.head_pairs.end());
+    const double most_bytes = *std::max_element(p.bytes.begin(), p.bytes.end());
+    for (size_t r = 0; r < sent.size(); ++r) {
+      sent[r] += p.bytes[r];
+      pairs[r] += p.head_pairs[r];
+    }
+    const double comp = 4.0 * c.d * most_pairs / c.attn_rate;
+    // The members of a group span group * stride consecutive devices: beyond a node,
+    // the link across nodes carries their traffic.
+    const Link& l = p.group * p.stride > c.K ? c.hw.inter : c.hw.intra;
+    double t_comm = 0;
+    if (most_bytes > 0)
+      t_comm = p.kind == parallel::CostPhase::Kind::Exchange && p.stride == 1
+                   ? alltoall(most_bytes, p.group, c)
+                   : most_bytes / l.bandwidth + l.latency;
+    attn += p.kind == parallel::CostPhase::Kind::RingStep ? std::max(comp, t_comm) : comp + t_comm;
+    attn_compute += comp;
+    comm += t_comm;
   }
-  const double merge = c.H * c.d * c.b + 4 * c.H;  // partial output + lse of the new token
-  s.decode_seconds_per_token =
-      decode_time(c, 1, s.kv_bytes, c.N / c.P, c.H) + c.L * allreduce(merge, c.P, l);
-  s.decode_bytes_per_token = c.L * 2.0 * (c.P - 1) / c.P * merge;
-  finish(c, s, lin + c.L * rt.compute, comm, total);
-  double busiest = 0;  // query-key pairs of the busiest device over the whole ring
-  for (double pairs : ring_step_pairs(c.N, c.P, zigzag || pass_q)) busiest += pairs;
-  const double imbalance = busiest / (0.5 * c.N * (c.N + 1) / c.P);
-  if (pass_q)
-    s.note = fmt::format("moves Q ({:.2g}x the K/V bytes); O+lse all-to-all at the end; ",
-                         q_chunk / kv_chunk);
-  else if (zigzag)
-    s.note = "balanced causal work; ";
-  else
-    s.note = fmt::format("contiguous shards: busiest device does {:.2f}x the mean attention; ",
-                         imbalance);
-  s.note += comm_phrase(s, pass_q ? "Q transfer" : "K/V transfer");
-  return s;
-}
-
-StrategyPlan ulysses(const Ctx& c) {
-  if (int64_t(c.H) % c.P != 0)
-    return not_applicable("ulysses", fmt::format("P = {} does not divide H = {}", c.P, c.H));
-  StrategyPlan s;
-  s.strategy = "ulysses";
-  s.ulysses = c.P;
-  s.layout = fmt::format("ulysses {}", c.P);
-  const double tok = c.N / c.P, kvh = std::max(c.G, double(c.P)) / c.P;
-  const double compute = c.L * (linear_flops(c.m, tok) / c.lin_rate +
-                                causal_attention_flops(c.m, c.N) / c.P / c.attn_rate);
-  const double bytes = ulysses_bytes(c.m, c.N, c.P, c.b);
-  const double comm = c.L * alltoall(bytes, c.P, c);
-  s.weight_bytes = c.W;
-  s.kv_bytes = kv_cache_bytes(c, c.N + c.dec, kvh);
-  s.activation_bytes =
-      std::max(activations(c, tok, 1), c.N * (2 * c.H / c.P + 2 * kvh) * c.d * c.b);
-  s.bytes_communicated_per_device = c.L * bytes;
-  const Link& l = c.P > c.K ? c.hw.inter : c.hw.intra;
-  s.decode_seconds_per_token = decode_time(c, 1, s.kv_bytes, c.N, c.H / c.P) +
-                               c.L * allgather(c.H * c.d * c.b, c.P, l);
-  s.decode_bytes_per_token = c.L * double(c.P - 1) / c.P * c.H * c.d * c.b;
-  finish(c, s, compute, comm, compute + comm);
-  s.note = "head-sharded attention, all-to-alls not overlapped; " + comm_phrase(s, nullptr);
-  return s;
-}
-
-// Ulysses over the K devices of a node x zigzag pass-KV ring over the P/K nodes.
-StrategyPlan hybrid(const Ctx& c) {
-  if (c.P <= c.K) return not_applicable("hybrid", "one node: the same as ulysses");
-  const int U = c.K, R = c.P / c.K;
-  if (int64_t(c.H) % U != 0)
-    return not_applicable("hybrid", fmt::format("K = {} does not divide H = {}", U, c.H));
-  StrategyPlan s;
-  s.strategy = "hybrid";
-  s.ulysses = U;
-  s.ring = R;
-  s.layout = fmt::format("ulysses {} x zigzag ring {}", U, R);
-  const double node_tok = c.N / R, kvh = std::max(c.G, double(U)) / U;
-  const double a2a_bytes = ulysses_bytes(c.m, node_tok, U, c.b);
-  const double a2a = alltoall(a2a_bytes, U, c);
-  const double chunk = node_tok * 2 * kvh * c.d * c.b;
-  const auto rt = ring_time(c, R, true, c.H / U, chunk, c.hw.inter);
   const double lin = c.L * linear_flops(c.m, c.N / c.P) / c.lin_rate;
+  // Memory: the runtime's own cache capacity per rank (its shard and its share of the
+  // decoded tokens) and its strategy's workspace (counted in f32 by the runtime, scaled
+  // to the profile's element size).
+  const parallel::AttnShape ashape{int(c.H), int(c.G), int(c.d), 1.0f};
+  double cache_tokens = 0, workspace = 0;
+  for (int r = 0; r < c.P; ++r) {
+    cache_tokens = std::max(cache_tokens, double(parallel::scheme_cache_capacity(
+                                              scheme, n, int64_t(c.dec), c.P, r)));
+    const int64_t shard = parallel::range_tokens(parallel::shard_ranges(n, c.P, r, scheme.placement));
+    workspace = std::max(workspace, double(parallel::scheme_workspace_bytes(scheme, ashape, shard, n, c.P)));
+  }
   s.weight_bytes = c.W;
-  s.kv_bytes = kv_cache_bytes(c, (c.N + c.dec) / R, kvh);
-  s.activation_bytes = std::max(activations(c, c.N / c.P, 1),
-                                node_tok * (2 * c.H / U + 2 * kvh) * c.d * c.b) + 2 * chunk;
-  s.bytes_communicated_per_device = c.L * (a2a_bytes + (R - 1) * chunk);
-  const double heads = c.H / U;
-  s.decode_seconds_per_token = decode_time(c, 1, s.kv_bytes, c.N / R, heads) +
-                               c.L * (allgather(c.H * c.d * c.b, U, c.hw.intra) +
-                                      allreduce(heads * c.d * c.b + 4 * heads, R, c.hw.inter));
-  s.decode_bytes_per_token = c.L * (double(U - 1) / U * c.H * c.d * c.b +
-                                    2.0 * (R - 1) / R * (heads * c.d * c.b + 4 * heads));
-  finish(c, s, lin + c.L * rt.compute, c.L * (a2a + rt.comm), lin + c.L * (a2a + rt.total));
-  s.note = "all-to-all inside nodes, balanced K/V ring across; " + comm_phrase(s, "ring K/V transfer");
+  s.kv_bytes = kv_cache_bytes(c, cache_tokens, c.G);
+  s.activation_bytes = activations(c, c.N / c.P, 1) + workspace * c.b / 4.0;
+  s.bytes_communicated_per_device = c.L * *std::max_element(sent.begin(), sent.end());
+  // Decode against the KV cache sharded across the ranks: each reads its shard, then the
+  // partial outputs and log-sum-exps of the new token are combined across all P.
+  const Link& l = c.P > c.K ? c.hw.inter : c.hw.intra;
+  const double merge = c.H * c.d * c.b + 4 * c.H;
+  s.decode_seconds_per_token =
+      decode_time(c, 1, s.kv_bytes, cache_tokens, c.H) + c.L * allreduce(merge, c.P, l);
+  s.decode_bytes_per_token = c.L * 2.0 * (c.P - 1) / c.P * merge;
+  finish(c, s, lin + c.L * attn_compute, c.L * comm, lin + c.L * attn);
+  const double mean = *std::max_element(pairs.begin(), pairs.end()) > 0
+                          ? std::accumulate(pairs.begin(), pairs.end(), 0.0) / c.P
+                          : 0;
+  const double imbalance = mean > 0 ? *std::max_element(pairs.begin(), pairs.end()) / mean : 1;
+  s.note = imbalance > 1.05 ? fmt::format("busiest device does {:.2f}x the mean attention; ", imbalance)
+                            : "balanced attention work; ";
+  s.note += comm_phrase(s, scheme.desc->lockstep && !scheme.is("ulysses") ? "transfer" : nullptr);
   return s;
 }
 
@@ -353,7 +335,26 @@ std::string resolve_dtype(PlanRequest& r) {
 
 }  // namespace
 
-Plan make_plan(PlanRequest req) {
+namespace {
+// Every sequence-parallel scheme of the runtime, as its registry describes it, then the
+// planner's own tensor-parallel layout.
+void add_every_strategy(const Ctx& c, const PlanRequest& req, int K, std::vector<StrategyPlan>& v) {
+  for (const parallel::SchemeDesc* d : parallel::scheme_registry()) {
+    if (d->name == "local") continue;
+    const std::string name(d->name);
+    if (req.gpus < 2) {
+      v.push_back(not_applicable(name, "needs --gpus >= 2"));
+      continue;
+    }
+    std::string why;
+    const auto scheme = parallel::configure_scheme(d->name, req.gpus, K, &why);
+    v.push_back(scheme ? scheme_plan(c, *scheme) : not_applicable(name, why));
+  }
+  v.push_back(req.gpus > 1 ? tp_ring(c) : not_applicable("tp+ring", "needs --gpus >= 2"));
+}
+}  // namespace
+
+Plan make_plan(PlanRequest req, std::string_view strategy) {
   if (req.tokens <= 0) bad_input("--tokens {} must be > 0", req.tokens);
   if (req.tokens > (int64_t{1} << 40)) bad_input("--tokens {} is too large", req.tokens);
   if (req.gpus < 1) bad_input("--gpus {} must be >= 1", req.gpus);
@@ -381,18 +382,17 @@ Plan make_plan(PlanRequest req) {
         req.hw.memory_bandwidth * req.hw.memory_efficiency};
   plan.flops = c.L * (linear_flops(m, c.N) + causal_attention_flops(m, c.N)) + 2 * c.V * c.D;
   auto& v = plan.strategies;
-  v.push_back(single(c));
-  if (req.gpus > 1) {
-    v.push_back(ring(c, false, false));
-    v.push_back(ring(c, true, false));
-    v.push_back(ring(c, true, true));
-    v.push_back(ulysses(c));
+  if (!strategy.empty()) {  // one configuration, as the runtime names it
+    if (strategy == "single" || strategy == "local") {
+      v.push_back(single(c));
+    } else {
+      const auto scheme = parallel::parse_scheme(strategy, req.gpus, "--schemes");
+      v.push_back(scheme.is("local") ? single(c) : scheme_plan(c, scheme));
+    }
   } else {
-    for (const char* n : {"ring", "zigzag", "pass-q", "ulysses"})
-      v.push_back(not_applicable(n, "needs --gpus >= 2"));
+    v.push_back(single(c));
+    add_every_strategy(c, req, K, v);
   }
-  v.push_back(req.gpus > 1 ? hybrid(c) : not_applicable("hybrid", "needs --gpus >= 2"));
-  v.push_back(req.gpus > 1 ? tp_ring(c) : not_applicable("tp+ring", "needs --gpus >= 2"));
   for (auto& s : v)
     if (s.applicable && !s.fits)
       s.note = fmt::format("does not fit: {} > {}; ", fmt_bytes(s.memory_bytes),
@@ -403,6 +403,36 @@ Plan make_plan(PlanRequest req) {
   plan.request = std::move(req);
   plan.reason = recommendation_reason(plan);
   return plan;
+}
+
+StrategyPlan plan_strategy(PlanRequest req, std::string_view strategy) {
+  TD_CHECK(!strategy.empty());
+  return make_plan(std::move(req), strategy).strategies.front();
+}
+
+PlanRequest plan_request(const std::string& model, HardwareProfile hw, int64_t tokens, int gpus,
+                         int gpus_per_node, int64_t decode_tokens, const std::string& dtype) {
+  PlanRequest req;
+  req.hw = std::move(hw);
+  std::error_code ec;
+  std::string file_dtype;
+  if (auto shape = named_shape(model)) {
+    req.model = *shape;
+  } else if (std::filesystem::is_regular_file(model, ec)) {
+    auto g = shape_from_gguf(model);
+    req.model = g.shape;
+    file_dtype = g.weight_dtype;
+  } else {
+    std::string names;
+    for (const auto& x : names_of_shapes()) names += (names.empty() ? "" : ", ") + x;
+    bad_input("--model '{}': not a GGUF file nor a named shape ({})", model, names);
+  }
+  req.dtype = !dtype.empty() ? dtype : weight_bytes_per_param(file_dtype) > 0 ? file_dtype : "auto";
+  req.tokens = tokens;
+  req.decode_tokens = decode_tokens;
+  req.gpus = gpus;
+  req.gpus_per_node = gpus_per_node;
+  return req;
 }
 
 }  // namespace tandem::analysis

@@ -69,7 +69,9 @@ const SchemeDesc& hybrid_scheme() {
         bad_input("{}: '{}' should be hybrid:UxR (e.g. hybrid:2x2)", flag, text);
       // In 64 bits: U and R are each below 2^31, so their product cannot overflow.
       const int64_t product = int64_t{s.ulysses} * s.ring;
-      if (product != ranks)
+      if (product > (int64_t{1} << 20)) bad_input("{}: {} asks for too many ranks", flag, text);
+      s.fixed_ranks = int(product);
+      if (ranks > 0 && product != ranks)
         bad_input("{}: {} needs U x R = {} ranks, but {} are running", flag, text, product, ranks);
       return s;
     };

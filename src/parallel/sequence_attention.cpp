@@ -90,8 +90,10 @@ const SchemeDesc& local_scheme() {
     x.parse = [](const SchemeDesc& self, std::string_view text, int ranks,
                  std::string_view flag) -> std::optional<Scheme> {
       if (text != self.name) return std::nullopt;
-      if (ranks != 1) bad_input("{}: local runs on one rank, but {} are running", flag, ranks);
-      return scheme_parts::named(self);
+      if (ranks > 1) bad_input("{}: local runs on one rank, but {} are running", flag, ranks);
+      Scheme s = scheme_parts::named(self);
+      s.fixed_ranks = 1;
+      return s;
     };
     x.configure = [](const SchemeDesc& self, int P, int, std::string* why) -> std::optional<Scheme> {
       if (P == 1) return scheme_parts::named(self);

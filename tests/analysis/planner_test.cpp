@@ -8,6 +8,7 @@
 
 #include "tandem/analysis/planner.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/parallel/scheme.hpp"
 
 using namespace tandem::analysis;
 
@@ -190,7 +191,8 @@ TEST(Planner, JsonHasBestAndEveryStrategy) {
   ASSERT_TRUE(j["best"].is_object());
   EXPECT_TRUE(j["best"]["strategy"].is_string());
   EXPECT_GT(j["best"]["seconds"].get<double>(), 0);
-  ASSERT_EQ(j["strategies"].size(), 7u);
+  // single (the local scheme), every other registered scheme, and tp+ring.
+  ASSERT_EQ(j["strategies"].size(), tandem::parallel::scheme_registry().size() + 1);
   for (const auto& s : j["strategies"]) {
     EXPECT_TRUE(s.contains("strategy") && s.contains("fits"));
     EXPECT_TRUE(s.contains("memory_bytes_per_device") && s.contains("prefill_seconds"));

@@ -12,6 +12,7 @@
 #include "support/test_paths.hpp"
 #include "tandem/analysis/compare.hpp"
 #include "tandem/analysis/report.hpp"
+#include "tandem/core/error.hpp"
 
 namespace ta = tandem::analysis;
 
@@ -253,19 +254,73 @@ TEST(Report, CrossoverFindings) {
   EXPECT_NE(all.find("10.0x faster than the naive"), std::string::npos) << all;
 }
 
-TEST(Report, ParsesSubcommandOutput) {
-  EXPECT_NEAR(*ta::parse_generation_tokens_per_s(
-                  "\nprompt: 5 tokens in 0.1 s (50 tokens/s)\ngeneration: 4 tokens, 123.5 tokens/s "
-                  "(4 decode steps in 0.03 s)\n"),
-              123.5, 1e-9);
-  EXPECT_FALSE(ta::parse_generation_tokens_per_s("nothing here"));
-  const auto plan = nlohmann::json::parse(R"({"strategies": [
-      {"strategy": "single", "applicable": true, "layout": "1", "prefill_seconds": 0.5},
-      {"strategy": "hybrid", "applicable": true, "layout": "2x2", "prefill_seconds": 0.25},
-      {"strategy": "ulysses", "applicable": false, "prefill_seconds": null}]})");
-  EXPECT_NEAR(ta::prediction_from_plan(plan, "hybrid:2x2")->prefill_seconds, 0.25, 1e-12);
-  EXPECT_FALSE(ta::prediction_from_plan(plan, "ulysses"));
-  EXPECT_FALSE(ta::prediction_from_plan(plan, "naive"));
+// compare reads its subprocesses through the runtime's typed results (one schema), and
+// predicts each run with the planner in this process.
+TEST(Report, ReadsTypedResultsAndPredictsInProcess) {
+  tandem::PrefillReport p;
+  p.model = "m.gguf";
+  p.scheme = "ring";
+  p.ranks = 2;
+  p.tokens = 1000;
+  p.seconds = 0.5;
+  p.tokens_per_s = 2000;
+  for (int r = 0; r < 2; ++r) {
+    tandem::RankReport x;
+    x.rank = r;
+    x.tokens = 500;
+    x.seconds = 0.5 - 0.1 * r;
+    x.bytes_sent = 1e6 + r;
+    x.comm_wait_seconds = 0.01;
+    x.comm_alone_seconds = 0.04;
+    x.head_pairs = 125250.0 * (r + 1);
+    p.per_rank.push_back(x);
+  }
+  const auto back = tandem::prefill_report_from_json(tandem::to_json(p), "prefill --json");
+  ta::RunMeasurement run;
+  ta::set_prefill(run, back);
+  EXPECT_TRUE(run.ok);
+  EXPECT_EQ(run.tokens, 1000);
+  ASSERT_EQ(run.per_rank.size(), 2u);
+  EXPECT_EQ(run.per_rank[1].bytes_sent, 1e6 + 1);
+  EXPECT_EQ(run.per_rank[1].head_pairs, 250500.0);
+  EXPECT_NEAR(run.hidden_fraction(), 0.75, 1e-12);
+  // A field missing: an error naming the document and the field.
+  auto j = tandem::to_json(p);
+  j["per_rank"][0].erase("kv_bytes");
+  try {
+    tandem::prefill_report_from_json(j, "prefill --json");
+    ADD_FAILURE() << "accepted a report without kv_bytes";
+  } catch (const tandem::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("kv_bytes"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("prefill --json"), std::string::npos) << e.what();
+  }
+  tandem::GenerateReport g;
+  g.seed = 7;
+  g.stats.n_decode_steps = 4;
+  g.stats.decode_seconds = 0.02;
+  g.tokens = {5, 6, 7};
+  const auto g2 = tandem::generate_report_from_json(tandem::to_json(g), "generate --json");
+  EXPECT_EQ(g2.tokens, g.tokens);
+  EXPECT_NEAR(g2.stats.gen_tokens_per_s(), 200.0, 1e-9);
+
+  // Predictions: hybrid:2x2 is planned as exactly that layout; naive has none.
+  const auto req = ta::plan_request("llama3-8b", *ta::builtin_profile("h100"), 1, 1, 0, 0);
+  ta::RunMeasurement h;
+  h.strategy = "hybrid:2x2";
+  h.ranks = 4;
+  h.tokens = 65536;
+  const auto ph = ta::predict_run(req, h);
+  ASSERT_TRUE(ph.has_value());
+  EXPECT_EQ(ph->layout, "ulysses 2 x ring 2");
+  EXPECT_GT(ph->prefill_seconds, 0);
+  ta::RunMeasurement naive = h;
+  naive.strategy = "naive";
+  EXPECT_FALSE(ta::predict_run(req, naive));
+  ta::RunMeasurement bogus = h;
+  bogus.strategy = "ring2";
+  std::string why;
+  EXPECT_FALSE(ta::predict_run(req, bogus, &why));
+  EXPECT_NE(why.find("ring2"), std::string::npos) << why;
 }
 
 TEST(Report, TimelineFromTrace) {

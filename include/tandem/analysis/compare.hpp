@@ -12,21 +12,17 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "tandem/analysis/planner.hpp"
+#include "tandem/runtime/results.hpp"
+
 namespace tandem::analysis {
 
 // The naive pipeline recomputes the whole sequence for every token: it decodes at most
 // this many tokens (its tokens/s is a rate, so a few steps measure it).
 inline constexpr int kNaiveDecodeTokens = 3;
 
-// What one rank reported (the per_rank entries of `tandem prefill --json`).
-struct RankMeasurement {
-  int rank = 0;
-  int64_t tokens = 0;
-  double seconds = 0;
-  double weights_bytes = 0, kv_bytes = 0, activation_bytes = 0;
-  double bytes_sent = 0, bytes_received = 0;
-  double comm_wait_seconds = 0, comm_alone_seconds = 0, comm_hidden_fraction = 0;
-};
+// What one rank reported: the runtime's typed result (`tandem prefill --json` per_rank).
+using RankMeasurement = RankReport;
 
 // The planner's figures for the same strategy, N and P.
 struct Prediction {
@@ -99,16 +95,15 @@ struct Crossover {
 // Timings within 3% count as level (a shared machine is that noisy).
 inline constexpr double kLevelFraction = 0.03;
 
-// Parses the JSON of `tandem prefill --json` into a measurement (strategy, ranks and
-// threads are left to the caller). Throws Error(Internal) on a malformed document.
-void fill_from_prefill_json(RunMeasurement& run, const nlohmann::json& j);
-// The generation tokens/s printed by `tandem generate` on stderr ("generation: ..."); empty
-// when the text has none.
-std::optional<double> parse_generation_tokens_per_s(const std::string& text);
-// The planner strategy for a compare strategy in `tandem plan --json` output ("naive" has
-// none); empty when the plan has no applicable entry.
-std::optional<Prediction> prediction_from_plan(const nlohmann::json& plan,
-                                               const std::string& strategy);
+// A measured prefill (`tandem prefill --json`, read with prefill_report_from_json) into
+// the run (strategy, ranks and threads are the caller's).
+void set_prefill(RunMeasurement& run, const PrefillReport& report);
+// The planner's figures for a compare run: the plan of exactly its configuration
+// ("single" is the local scheme; "naive" has none) with request's model, profile and
+// devices per node (0: all ranks on one node), or nothing when the planner cannot predict
+// it (the reason in *why).
+std::optional<Prediction> predict_run(const PlanRequest& request, const RunMeasurement& run,
+                                      std::string* why = nullptr);
 
 nlohmann::json to_json(const CompareResults& r);
 // The readable table (one row per run) printed on stdout.

@@ -8,6 +8,7 @@
 // dim, D model dim, F FFN dim, V vocab, L layers; b bytes per activation element.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -31,7 +32,8 @@ double weight_bytes_per_param(const std::string& dtype);
 // Weight types `tandem plan --dtype` accepts.
 const std::vector<std::string>& weight_dtypes();
 
-// Bytes one device sends per layer during prefill (b = bytes per element):
+// Bytes the busiest device sends per layer during prefill (b = bytes per element), from
+// the scheme registry's formulas (parallel/scheme_cost.hpp); with even shards:
 //   ring / zigzag pass-KV: (P-1) * N/P * 2*G*d * b               (its K/V shard, P-1 hops)
 //   pass-Q:  (P-1) * N/P * H*d*b  +  (P-1) * N/P * (H*d*b + 4*H) (Q hops, then partial O+lse)
 //   Ulysses: (P-1)/P * N/P * (2*H + 2*max(G, P)) * d * b         (all-to-alls of Q,K,V and O;
@@ -43,9 +45,9 @@ double ulysses_bytes(const ModelShape& m, double n, int p, int b);
 double tp_allreduce_bytes(const ModelShape& m, double tokens, int k, int b);
 
 // Query-key pairs the busiest device computes at each of the P ring steps (step 0 is the
-// local block). Contiguous shards of c = N/P: c(c+1)/2, then c^2 (the last rank always has
-// a full block). Zigzag shards (chunks r and 2P-1-r of c' = N/2P): c'^2 + c'(c'+1), then
-// 2c'^2 on every rank.
+// local block), from the registry's placements. Contiguous shards of c = N/P: c(c+1)/2,
+// then c^2 (the last rank always has a full block). Zigzag shards (chunks r and 2P-1-r of
+// c' = N/2P): c'^2 + c'(c'+1), then 2c'^2 on every rank.
 std::vector<double> ring_step_pairs(double n, int p, bool zigzag);
 
 // ---- The plan ----
@@ -89,9 +91,18 @@ struct Plan {
 };
 
 // Resolves "auto" (bf16, or fp8 when bf16 weights exceed one node's memory and the
-// profile has fp8), checks the request and predicts every strategy. Throws Error(BadInput)
-// naming the flag at fault.
-Plan make_plan(PlanRequest req);
+// profile has fp8), checks the request and predicts every strategy: single (the local
+// scheme), every other scheme of the registry (parallel/scheme.hpp) in the configuration
+// it takes at P devices with K per node, and tp+ring. With `strategy` (a scheme as the
+// runtime spells it: local or single, ring, hybrid:2x2, ...) the plan holds that one
+// configuration only. Throws Error(BadInput) naming the flag at fault.
+Plan make_plan(PlanRequest req, std::string_view strategy = {});
+// The prediction of one configuration (make_plan with `strategy`).
+StrategyPlan plan_strategy(PlanRequest req, std::string_view strategy);
+// A request for a model given as a GGUF file or a named shape (plan's and compare's
+// --model); the weight type is the file's unless `dtype` is given ("auto" for shapes).
+PlanRequest plan_request(const std::string& model, HardwareProfile hw, int64_t tokens, int gpus,
+                         int gpus_per_node, int64_t decode_tokens, const std::string& dtype = "");
 
 nlohmann::json plan_to_json(const Plan& plan);
 std::string plan_table(const Plan& plan);

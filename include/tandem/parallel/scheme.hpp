@@ -39,6 +39,7 @@ struct Scheme {
   std::string name;           // as given: "ring", "zigzag", "hybrid:2x2", ...
   Placement placement = Placement::Contiguous;
   int ulysses = 0, ring = 0;  // hybrid: U x R
+  int fixed_ranks = 0;        // the rank count the spelling fixes (hybrid:UxR: U x R); 0: any
   // The descriptor's name ("hybrid" for hybrid:2x2).
   std::string_view kind() const;
   bool is(std::string_view kind_name) const { return kind() == kind_name; }
@@ -56,7 +57,8 @@ struct SchemeDesc {
   bool lockstep = true;
   // The scheme at `ranks` ranks when `text` names it (nullopt when it names another
   // scheme); throws Error(BadInput) naming `flag` when it names this one but is malformed
-  // or does not fit `ranks`. Null: the text is exactly `name`, at any rank count.
+  // or does not fit `ranks` (ranks 0: any count; Scheme::fixed_ranks tells which it
+  // needs). Null: the text is exactly `name`, at any rank count.
   std::optional<Scheme> (*parse)(const SchemeDesc& self, std::string_view text, int ranks,
                                  std::string_view flag) = nullptr;
   // The configuration the planner and compare use for a bare name at P ranks with K per
@@ -82,7 +84,8 @@ const std::vector<const SchemeDesc*>& scheme_registry();
 const SchemeDesc* find_scheme(std::string_view name);
 
 // Parses any registered spelling (ring | zigzag | ulysses | hybrid:UxR | pass-q | auto |
-// local); throws Error(BadInput) naming `flag` and listing the schemes.
+// local) for `ranks` ranks (0: any count, the syntax only); throws Error(BadInput) naming
+// `flag` and listing the schemes.
 Scheme parse_scheme(std::string_view text, int ranks, std::string_view flag = "--sp");
 // "local, ring, zigzag, ulysses, hybrid:UxR, pass-q, auto" (with_local false: without local).
 std::string scheme_list(bool with_local = true);
