@@ -4,18 +4,34 @@ target_compile_options(tandem_settings INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
   -Wno-unused-parameter
   $<$<CONFIG:Release>:-O3>)
-target_include_directories(tandem_settings INTERFACE
-  ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
+
+# Module boundaries, enforced by the include paths: a module's public headers
+# (include/tandem/NAME) are visible only to it and to what links it, and its private
+# headers (src/NAME/*.hpp, included as "NAME/x.hpp") only to itself and its tests
+# (tandem_NAME_internals). Each is a folder in the build tree holding one link:
+#   module_include/NAME/tandem/NAME -> include/tandem/NAME
+#   module_private/NAME/NAME        -> src/NAME
+# so an include of a module the target does not link fails to compile.
+function(tandem_module_includes target name)
+  set(pub ${CMAKE_BINARY_DIR}/module_include/${name})
+  set(priv ${CMAKE_BINARY_DIR}/module_private/${name})
+  file(MAKE_DIRECTORY ${pub}/tandem ${priv})
+  if(NOT EXISTS ${pub}/tandem/${name})
+    file(CREATE_LINK ${CMAKE_SOURCE_DIR}/include/tandem/${name} ${pub}/tandem/${name} SYMBOLIC)
+  endif()
+  if(NOT EXISTS ${priv}/${name})
+    file(CREATE_LINK ${CMAKE_SOURCE_DIR}/src/${name} ${priv}/${name} SYMBOLIC)
+  endif()
+  target_include_directories(${target} PUBLIC ${pub} PRIVATE ${priv})
+  add_library(${target}_internals INTERFACE)
+  target_include_directories(${target}_internals INTERFACE ${priv})
+endfunction()
 
 # tandem_module(NAME DEPS...): one static library per module, built from every
 # .cpp under src/NAME, linking only the modules it names.
 function(tandem_module name)
   file(GLOB_RECURSE srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cpp)
-  if(srcs)
-    add_library(tandem_${name} STATIC ${srcs})
-    target_link_libraries(tandem_${name} PUBLIC tandem_settings ${ARGN})
-  else()  # a module whose first sources are not written yet
-    add_library(tandem_${name} INTERFACE)
-    target_link_libraries(tandem_${name} INTERFACE tandem_settings ${ARGN})
-  endif()
+  add_library(tandem_${name} STATIC ${srcs})
+  target_link_libraries(tandem_${name} PUBLIC tandem_settings ${ARGN})
+  tandem_module_includes(tandem_${name} ${name})
 endfunction()
