@@ -35,3 +35,29 @@ function(tandem_module name)
   target_link_libraries(tandem_${name} PUBLIC tandem_settings ${ARGN})
   tandem_module_includes(tandem_${name} ${name})
 endfunction()
+
+# tandem_part(MODULE PART HEADERS h... DEPS d...): one library of a module that holds
+# several things (analysis: the cost model, benchmarks, reports, ...), built from
+# src/MODULE/PART/*.cpp. Its public headers are the listed files of include/tandem/MODULE
+# (visible to what links it, through links in module_include/MODULE_PART); its private
+# headers, src/MODULE/PART/*.hpp, are included as "MODULE/x.hpp" by itself alone.
+function(tandem_part module part)
+  cmake_parse_arguments(P "" "" "HEADERS;DEPS" ${ARGN})
+  set(target tandem_${module}_${part})
+  file(GLOB srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/${part}/*.cpp)
+  add_library(${target} STATIC ${srcs})
+  target_link_libraries(${target} PUBLIC tandem_settings ${P_DEPS})
+  set(pub ${CMAKE_BINARY_DIR}/module_include/${module}_${part})
+  set(priv ${CMAKE_BINARY_DIR}/module_private/${module}_${part})
+  file(MAKE_DIRECTORY ${pub}/tandem/${module} ${priv})
+  foreach(h ${P_HEADERS})
+    if(NOT EXISTS ${pub}/tandem/${module}/${h})
+      file(CREATE_LINK ${CMAKE_SOURCE_DIR}/include/tandem/${module}/${h}
+           ${pub}/tandem/${module}/${h} SYMBOLIC)
+    endif()
+  endforeach()
+  if(NOT EXISTS ${priv}/${module})
+    file(CREATE_LINK ${CMAKE_CURRENT_SOURCE_DIR}/${part} ${priv}/${module} SYMBOLIC)
+  endif()
+  target_include_directories(${target} PUBLIC ${pub} PRIVATE ${priv})
+endfunction()
