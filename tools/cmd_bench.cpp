@@ -8,6 +8,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "tandem/runtime/session.hpp"
 #include "tandem/runtime/weight_layout.hpp"
 #include "tandem/analysis/ablation.hpp"
 #include "tandem/analysis/bench.hpp"
@@ -219,12 +220,14 @@ void run(const Opts& o) {
   const auto tests = tests_of(o);
   if (tests.empty()) bad_input("-p/-n: every test length is 0; nothing to run");
   const Roofline roof = roofline_for(o);
-  const auto model = load_model(o.model);
-  kernels::ThreadPool pool(o.threads);
-  Engine engine(*model, pool);
-  engine.set_options(o.engine.options());
+  SessionOptions so;
+  so.engine = o.engine.options();
+  so.threads = o.threads;
+  Session session(load_model(o.model), so);
+  const Model* model = &session.model();
   std::vector<BenchResult> rows;
-  for (const auto& t : tests) rows.push_back(analysis::run_bench(engine, t, o.repeats, o.seed));
+  for (const auto& t : tests)
+    rows.push_back(analysis::run_bench(session.engine(), t, o.repeats, o.seed));
   if (o.json) {
     auto j = nlohmann::ordered_json::array();
     for (const auto& r : rows) j.push_back(row_json(o, *model, r, roof));

@@ -154,8 +154,8 @@ void add_prefill(CLI::App& app) {
   sub->add_option("--seed", o->seed, "Seed for --random-tokens (default 1234)");
   sub->add_flag("--json", o->json, "Print the report as JSON");
   sub->add_flag("--fit", o->fit,
-                "Prefill the longest random prompt that fits --max-memory per rank (scheme "
-                "--sp, ring by default)");
+                "Prefill the longest random prompt that fits --max-memory per rank (under the "
+                "scheme of --sp: local on one rank, ring on more)");
   add_session_options(sub, o->session);
   sub->add_option("--trace", o->trace,
                   "Write a Chrome/Perfetto trace JSON of every rank's compute and communication");
