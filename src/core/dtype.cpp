@@ -18,20 +18,22 @@ using namespace detail;
 // Adding a weight type (a GGUF type id tandem does not read yet):
 //  1. Core: its DType (the GGUF id, dtype.hpp) and its entry here: name, block size and
 //     bytes, matrix = true, and its row conversions to and from f32 (the scalar
-//     definition of its encoding, in quant_rows.cpp via core/row_codecs.hpp). Parsing
-//     and listing the type (model loading, make-model, the synthetic model writer),
-//     row byte counts (row_bytes) and the dequantizing paths (reference matmul,
-//     get_rows) follow from the entry.
-//  2. Kernels: its tile (TileFn) in the kernels table of every instruction set
-//     (TypeKernels, src/kernels/isa.hpp): kernel_body.inc builds all three tables, so a
-//     loader written once against its vector layer registers it in each. Optional:
-//     integer tiles (8-bit activations), a packed layout with its tiles.
+//     definition of its encoding, in quant_rows.cpp, declared in core/row_codecs.hpp).
+//     Parsing and listing the type (model loading, make-model, the synthetic model
+//     writer), row byte counts (row_bytes) and the dequantizing paths (reference
+//     matmul, get_rows) follow from the entry.
+//  2. Kernels: its tile (TileFn) in every instruction set's table (TypeKernels,
+//     src/kernels/isa.hpp): a loader (Ld* in kernel_body.inc) written once against the
+//     vector layer, plus any load primitive it needs in each simd_*.inc, and one add()
+//     in make_table, which builds all three tables. Optional: integer tiles (8-bit
+//     activations) and a packed layout with its tiles.
 //  3. Tests: the kernels and row-conversion tests iterate this table (every matrix type
 //     x every instruction set the CPU runs, against the scalar reference); a matrix
 //     type without a tile in some kernels table fails them.
-// Not derived from this table yet: the planner's bytes per parameter by type name
-// (src/analysis/planner.cpp; block_bytes / block_size here) and the synthetic model's
-// general.file_type code (src/model/synth.cpp, 0 for a type it does not list).
+// Not derived from this table yet (by type name, outside core and kernels): the
+// planner's bytes per parameter (src/analysis/planner.cpp; block_bytes / block_size
+// here) and the hardware profile's rates (src/analysis/hardware.cpp), and the synthetic
+// model's general.file_type code (src/model/synth.cpp; 0 for a type it does not list).
 constexpr std::array<DTypeInfo, 8> kTypes{{
     {DType::F32, "f32", 1, 4, true, &f32_row_to_f32, &f32_row_from_f32},
     {DType::F16, "f16", 1, 2, true, &f16_row_to_f32, &f16_row_from_f32},

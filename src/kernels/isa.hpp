@@ -129,15 +129,17 @@ using AttnTileFn = void (*)(const AttentionArgs& a, int64_t i0, int nq,
 // out[i] = silu(gate[i]) * up[i]; out may equal gate.
 using SwigluFn = void (*)(const float* gate, const float* up, float* out, int64_t n);
 
-// The matmul kernels of one instruction set for one weight type. matmul picks the entry
-// of the weights' type once per call (plan_matmul) and runs, per output: packed when
-// the weight has a copy in pack's layout (and 8-bit activations are on), else qtile
-// over rows of quantize_x (8-bit activations on), else tile.
+// The matmul kernels of one instruction set for one weight type. plan_matmul picks the
+// entry of the weights' type once per plan (per call, or once per shape where the graph
+// keeps it) and runs, per output: packed where the weight has a copy in pack's layout,
+// 8-bit activations and use_packed are on; else qtile over rows of quantize_x where
+// 8-bit activations are on; else tile.
 // Adding a weight type (the whole checklist is at the traits table, core/dtype.cpp):
-// register it in make_table (kernel_body.inc, which builds every instruction set's
-// table) with its tile, a loader (Ld*) written against the vector layer; optionally
-// qtile with its quantize_x (QLd* over the layer's qw_/qx_/qdot of the type), and a
-// packed layout (PackFormat) with its tile where a layer has one (simd_avx512.inc).
+// one add() in make_table (kernel_body.inc, which builds every instruction set's table)
+// with its tile over a loader (Ld*) written against the vector layer; optionally qtile
+// with its quantize_x (a QLd* over the layer's qw_/qx_/qdot for the type; activations
+// in blocks of 32 as above), and a packed layout (PackFormat) with its tile where a
+// layer has one (simd_avx512.inc). tests/kernels check every table has every type.
 struct TypeKernels {
   TileFn tile = nullptr;              // f32 activations; set for every matrix type
   QTileFn qtile = nullptr;            // 8-bit activations; null: f32 activations only

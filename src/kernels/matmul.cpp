@@ -275,7 +275,6 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
   const auto qfn = reinterpret_cast<detail::QTileFn>(p.int8_tile);
   const auto pfn = reinterpret_cast<detail::PackedQTileFn>(p.packed_tile);
   const auto qx = reinterpret_cast<detail::QuantizeXFn>(p.quantize_x);
-  const auto ps = size_t(p.panel_bytes);
   const std::vector<Unit>& units = p.units;
   const int64_t groups = int64_t(units.size());
   const int nr = p.nr, tile_tokens = p.tile_tokens, nth = p.nth, pr = p.pr, pm = p.pm;
@@ -332,10 +331,12 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
           for (int tt = 0; tt < mt; ++tt)
             for (int c = 0; c < u.rows; ++c) y[tt * ldy + c] = b ? b[c] : 0.0f;
           break;
-        case Kernel::Packed:
+        case Kernel::Packed: {
+          const auto ps = size_t(p.panel_bytes);
           pfn(static_cast<const uint8_t*>(o.w.packed) + size_t(u.r / detail::kPackRows) * ps, ps,
               u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
           break;
+        }
         case Kernel::Int8:
           qfn(w, o.w.row_stride, u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
           break;
