@@ -65,8 +65,8 @@ SynthSpec make_spec(const Opts& o) {
     bad_input("--dim / --heads = {} must be even (the head dimension holds rotary pairs)",
               s.n_embd / s.n_head);
   const auto t = parse_dtype(o.type);
-  if (!t || *t == DType::I8 || *t == DType::I16 || *t == DType::I32)
-    bad_input("--type '{}' is not one of f32, f16, bf16, q8_0, q4_0", o.type);
+  if (!t || !info(*t).matrix)
+    bad_input("--type '{}' is not one of {}", o.type, matrix_type_names());
   s.type = *t;
   if (info(s.type).block_size > 1) {
     const int b = info(s.type).block_size;
@@ -130,7 +130,7 @@ void add_make_model(CLI::App& app) {
       "make-model", "Write a synthetic model with reproducible random weights (N(0, 0.02^2))");
   sub->add_option("--preset", o->preset, "Shape preset: tiny or small (default shape: tiny)")
       ->check(CLI::IsMember({"tiny", "small"}));
-  sub->add_option("--type", o->type, "Matrix type: f32, f16, bf16, q8_0 or q4_0 (norms stay f32)")
+  sub->add_option("--type", o->type, "Matrix type: " + matrix_type_names() + " (norms stay f32)")
       ->required();
   auto* vocab = sub->add_option("--vocab", o->vocab,
                                 "GGUF file whose tokenizer.* metadata is copied (sets V)")

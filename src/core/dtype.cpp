@@ -6,20 +6,53 @@
 #include <string>
 
 #include "tandem/core/error.hpp"
+#include "core/row_codecs.hpp"
 
 namespace tandem {
 namespace {
+using namespace detail;
+
+// The traits table: one entry per type. Matrix types first, in the order messages list
+// them (matrix_type_names); lookups go by type or name, so the order has no other use.
+//
+// Adding a weight type (a GGUF type id tandem does not read yet):
+//  1. Core: its DType (the GGUF id, dtype.hpp) and its entry here: name, block size and
+//     bytes, matrix = true, and its row conversions to and from f32 (the scalar
+//     definition of its encoding, in quant_rows.cpp, declared in core/row_codecs.hpp).
+//     Parsing and listing the type (model loading, make-model, the synthetic model
+//     writer), row byte counts (row_bytes) and the dequantizing paths (reference
+//     matmul, get_rows) follow from the entry.
+//  2. Kernels: its tile (TileFn) in every instruction set's table (TypeKernels,
+//     src/kernels/isa.hpp): a loader (Ld* in kernel_body.inc) written once against the
+//     vector layer, plus any load primitive it needs in each simd_*.inc, and one add()
+//     in make_table, which builds all three tables. Optional: integer tiles (8-bit
+//     activations) and a packed layout with its tiles.
+//  3. Tests: the kernels and row-conversion tests iterate this table (every matrix type
+//     x every instruction set the CPU runs, against the scalar reference); a matrix
+//     type without a tile in some kernels table fails them.
+// Not derived from this table yet (by type name, outside core and kernels): the
+// planner's bytes per parameter (src/analysis/planner.cpp; block_bytes / block_size
+// here) and the hardware profile's rates (src/analysis/hardware.cpp), and the synthetic
+// model's general.file_type code (src/model/synth.cpp; 0 for a type it does not list).
 constexpr std::array<DTypeInfo, 8> kTypes{{
-    {DType::F32, "f32", 1, 4},
-    {DType::F16, "f16", 1, 2},
-    {DType::Q4_0, "q4_0", kQBlock, sizeof(BlockQ4_0)},
-    {DType::Q8_0, "q8_0", kQBlock, sizeof(BlockQ8_0)},
-    {DType::I8, "i8", 1, 1},
-    {DType::I16, "i16", 1, 2},
-    {DType::I32, "i32", 1, 4},
-    {DType::BF16, "bf16", 1, 2},
+    {DType::F32, "f32", 1, 4, true, &f32_row_to_f32, &f32_row_from_f32},
+    {DType::F16, "f16", 1, 2, true, &f16_row_to_f32, &f16_row_from_f32},
+    {DType::BF16, "bf16", 1, 2, true, &bf16_row_to_f32, &bf16_row_from_f32},
+    {DType::Q8_0, "q8_0", kQBlock, sizeof(BlockQ8_0), true, &q8_0_row_to_f32, &q8_0_row_from_f32},
+    {DType::Q4_0, "q4_0", kQBlock, sizeof(BlockQ4_0), true, &q4_0_row_to_f32, &q4_0_row_from_f32},
+    {DType::I8, "i8", 1, 1, false, nullptr, nullptr},
+    {DType::I16, "i16", 1, 2, false, nullptr, nullptr},
+    {DType::I32, "i32", 1, 4, false, nullptr, nullptr},
 }};
+static_assert([] {
+  for (const DTypeInfo& t : kTypes)
+    if ((t.to_f32 == nullptr) != (t.from_f32 == nullptr) || (t.matrix && !t.to_f32))
+      return false;
+  return true;
+}(), "a type converts rows both ways or not at all; a matrix type converts them");
 }  // namespace
+
+std::span<const DTypeInfo> dtype_table() { return kTypes; }
 
 std::optional<DTypeInfo> dtype_info(uint32_t gguf_type) {
   for (const auto& t : kTypes)
@@ -47,6 +80,13 @@ size_t row_bytes(DType t, int64_t n) {
   const auto& i = info(t);
   TD_CHECK(n >= 0 && n % i.block_size == 0);
   return size_t(n / i.block_size) * i.block_bytes;
+}
+
+std::string matrix_type_names() {
+  std::string s;
+  for (const auto& t : kTypes)
+    if (t.matrix) s += (s.empty() ? "" : ", ") + std::string(t.name);
+  return s;
 }
 
 }  // namespace tandem

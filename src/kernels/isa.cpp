@@ -7,8 +7,6 @@
 #include <cpuid.h>
 #endif
 
-#include "tandem/core/error.hpp"
-
 namespace tandem::kernels::detail {
 namespace {
 
@@ -90,16 +88,5 @@ std::atomic<bool> g_packed{true};
 }
 bool use_packed() { return g_packed.load(std::memory_order_relaxed); }
 void set_use_packed(bool on) { g_packed.store(on, std::memory_order_relaxed); }
-
-TileFn tile_fn(const IsaKernels& k, DType t) {
-  switch (t) {
-    case DType::F32: return k.f32;
-    case DType::F16: return k.f16;
-    case DType::BF16: return k.bf16;
-    case DType::Q8_0: return k.q8_0;
-    case DType::Q4_0: return k.q4_0;
-    default: fail(ErrorKind::Internal, "matmul: unsupported weight type {}", dtype_name(t));
-  }
-}
 
 }  // namespace tandem::kernels::detail

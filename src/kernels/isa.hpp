@@ -1,6 +1,7 @@
 #pragma once
 // Private: the hot inner kernels, compiled once per instruction set (AVX-512, AVX2,
 // portable scalar) and picked at run time from the CPU's features.
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -24,20 +25,19 @@ using TileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const float
                         int64_t x_stride, int mt, int64_t cols, float* y, int64_t y_stride,
                         const float* bias);
 
-// Activations quantized to 8 bits for the integer matmul of Q8_0/Q4_0 weights
-// (quantize_x, matmul.cpp). Rule per block of 32: d = max|x| / 127, q = nearest
-// integer to x / d (0 when d is 0), so |x - d*q| <= d/2. Row layouts, by the table's
-// qx_layout:
-//   kQxPlain: cols int8 q, then cols/32 f32 d.
-//   kQxPairs: per pair of blocks (b, b+1; a missing b+1 is zeros) one QxPair: 64 bytes
-//     of q, the f32 d of each int32 lane (4 bytes of q), and per lane
-//     corr, zero except in the first lane of each block (Q8_0: lanes 0 and 8, Q4_0:
+// Activations quantized to 8 bits for the integer matmul of Q8_0/Q4_0 weights (the
+// quantize_x of the weight type's TypeKernels, once per activation row). Rule per block
+// of 32: d = max|x| / 127, q = nearest integer to x / d (0 when d is 0), so
+// |x - d*q| <= d/2. Row layouts:
+//   plain (quantize_x_plain; generic, AVX2): cols int8 q, then cols/32 f32 d.
+//   pairs (AVX-512, its quantize_pairs): per pair of blocks (b, b+1; a missing b+1 is
+//     zeros) one QxPair: 64 bytes of q, the f32 d of each int32 lane (4 bytes of q), and
+//     per lane corr, zero except in the first lane of each block (Q8_0: lanes 0 and 8, Q4_0:
 //     lanes 0 and 4), which holds -k * (sum of the block's 32 q) (k = 128 for Q8_0, 8
 //     for Q4_0: the unsigned-weight offset of the integer product); d and corr of
 //     block b (b + 1) are thus at lane 0 (8 for Q8_0, 4 for Q4_0). Q8_0: q of b then
 //     of b+1. Q4_0: b[0..15], b+1[0..15], b[16..31], b+1[16..31] (the order of
 //     unpacked nibbles).
-enum QxLayout { kQxPlain = 0, kQxPairs = 1 };
 struct QxPair {
   int8_t q[64];
   float d[16];
@@ -47,10 +47,9 @@ static_assert(sizeof(QxPair) == 192);
 inline int64_t qx_row_bytes(int64_t cols) {
   return (int64_t(sizeof(QxPair)) * ((cols / 32 + 1) / 2) + 4 * cols / 32 + cols + 63) / 64 * 64;
 }
-void quantize_x(int layout, DType t, const float* x, int64_t cols, uint8_t* out);
-// quantize_x's kQxPairs rows with AVX-512 (isa_avx512.cpp); false where not compiled in
-// (the caller then runs the scalar code). Only called where the AVX-512 table runs.
-bool quantize_x_pairs_avx512(bool q4, const float* x, int64_t cols, uint8_t* out);
+// Writes one activation row of cols (a multiple of 32) values, qx_row_bytes(cols) at most.
+using QuantizeXFn = void (*)(const float* x, int64_t cols, uint8_t* out);
+void quantize_x_plain(const float* x, int64_t cols, uint8_t* out);
 
 // TileFn over quantized activations: x row t at xq + t*xq_stride (bytes), with
 // mt in 1..qtile_tokens and nr in 1..qtile_rows of the table.
@@ -58,23 +57,28 @@ using QTileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const uint
                          int64_t xq_stride, int mt, int64_t cols, float* y, int64_t y_stride,
                          const float* bias);
 
-// Weights repacked once at load (kernels::pack_weight), by layout id:
-//   kPackVnni16 (Q8_0, Q4_0): rows in panels of 16 (the last padded with zero rows), a
+// Weights repacked once at load (kernels::pack_weight) into the PackFormat of their
+// type's TypeKernels, by layout id:
+//   kPackVnni16 (Q8_0, Q4_0; kVnni16Q8, kVnni16Q4): rows in panels of 16 (the last padded with zero rows), a
 //   panel's pairs of blocks (b, b+1; a missing b+1 is zeros) one after another, each
 //   pair: 64 bytes of scales (the 16 fp16 d of block b, then of b+1, row i at [i]), then
 //   per block its values, 64 bytes per vector, int32 lane i = row i:
 //     Q8_0: 8 vectors, vector j = values 4j..4j+3 plus 128 (unsigned);
 //     Q4_0: 4 vectors, vector j = the block's bytes 4j..4j+3 (low nibbles values
 //     4j..4j+3, high nibbles values 16+4j..16+4j+3, as stored).
-//   A panel is kpack_panel_bytes apart from the next.
+//   A panel (vnni16_pair_bytes per pair) is panel_bytes apart from the next.
 enum PackLayout { kPackNone = 0, kPackVnni16 = 1 };
-inline constexpr int kPackRows = 16;
-inline int64_t kpack_pair_bytes(DType t) { return t == DType::Q4_0 ? 64 + 2 * 256 : 64 + 2 * 512; }
-inline int64_t kpack_panel_bytes(DType t, int64_t cols) {
-  return (cols / 32 + 1) / 2 * kpack_pair_bytes(t);
-}
-// Writes w (Q8_0 or Q4_0) in the kPackVnni16 layout.
-void pack_vnni16(const Weight& w, uint8_t* out);
+inline constexpr int kPackRows = 16;  // rows per panel, every layout
+inline constexpr int64_t vnni16_pair_bytes(bool q4) { return q4 ? 64 + 2 * 256 : 64 + 2 * 512; }
+// A packed layout of one type: its id (MatrixView::packed_layout, never kPackNone),
+// the bytes of one panel of kPackRows rows of cols values, and the function writing w
+// (of that type, rows > 0) there: panels * panel_bytes(cols) bytes at out.
+struct PackFormat {
+  int layout;
+  int64_t (*panel_bytes)(int64_t cols);
+  void (*pack)(const Weight& w, uint8_t* out);
+};
+extern const PackFormat kVnni16Q8, kVnni16Q4;  // matmul.cpp
 
 // QTileFn over weights in the table's packed layout: pk points at the panel of row 0
 // (a multiple of kPackRows), panels panel_stride bytes apart.
@@ -125,25 +129,46 @@ using AttnTileFn = void (*)(const AttentionArgs& a, int64_t i0, int nq,
 // out[i] = silu(gate[i]) * up[i]; out may equal gate.
 using SwigluFn = void (*)(const float* gate, const float* up, float* out, int64_t n);
 
+// The matmul kernels of one instruction set for one weight type. plan_matmul picks the
+// entry of the weights' type once per plan (per call, or once per shape where the graph
+// keeps it) and runs, per output: packed where the weight has a copy in pack's layout,
+// 8-bit activations and use_packed are on; else qtile over rows of quantize_x where
+// 8-bit activations are on; else tile.
+// Adding a weight type (the whole checklist is at the traits table, core/dtype.cpp):
+// one add() in make_table (kernel_body.inc, which builds every instruction set's table)
+// with its tile over a loader (Ld*) written against the vector layer; optionally qtile
+// with its quantize_x (a QLd* over the layer's qw_/qx_/qdot for the type; activations
+// in blocks of 32 as above), and a packed layout (PackFormat) with its tile where a
+// layer has one (simd_avx512.inc). tests/kernels check every table has every type.
+struct TypeKernels {
+  TileFn tile = nullptr;              // f32 activations; set for every matrix type
+  QTileFn qtile = nullptr;            // 8-bit activations; null: f32 activations only
+  QuantizeXFn quantize_x = nullptr;   // the activation rows qtile and packed read
+  const PackFormat* pack = nullptr;   // weights repacked at load; null: none
+  PackedQTileFn packed = nullptr;     // qtile over pack's layout (set with pack)
+};
+// TypeKernels slots per table: GGUF type ids below this.
+inline constexpr uint32_t kTypeSlots = 64;
+
 struct IsaKernels {
   const char* name;
   int tile_rows;  // weight rows per matmul tile
-  TileFn f32, f16, bf16, q8_0, q4_0;
-  QTileFn q8_0_int, q4_0_int;  // integer dot products against quantize_x's rows
-  int qx_layout;                // QxLayout those tiles read
+  std::array<TypeKernels, kTypeSlots> types;  // by GGUF type id (see type_kernels)
   AttnFn attn;
   AttnTileFn attn_tile;
   int attn_tile_q;  // queries per attention tile
   SwigluFn swiglu;
-  // Integer matmul tiles (q8_0_int, q4_0_int): most weight rows and tokens per call.
+  // Integer matmul tiles (qtile, packed): most weight rows and tokens per call.
   // Larger than tile_rows x kTileTokens where the tile reuses work across them
   // (AVX-512: 32 rows x 128 tokens, rows repacked per call, see simd_avx512.inc).
   int qtile_rows, qtile_tokens;
-  // Tiles over repacked Q8_0/Q4_0 weights (layout packed_layout, kPackNone: none; then
-  // the functions are null). Same rows and tokens per call as q8_0_int/q4_0_int.
-  int packed_layout;
-  PackedQTileFn q8_0_packed, q4_0_packed;
 };
+
+// The kernels of weight type t in k; null where k has no tile for t.
+inline const TypeKernels* type_kernels(const IsaKernels& k, DType t) {
+  const auto id = static_cast<uint32_t>(t);
+  return id < kTypeSlots && k.types[id].tile ? &k.types[id] : nullptr;
+}
 
 const IsaKernels& isa_avx512();
 const IsaKernels& isa_avx2();
@@ -157,14 +182,12 @@ bool isa_supported(std::string_view name);
 // Switches the kernels in use (tests); false when unknown or unsupported.
 bool force_isa(std::string_view name);
 
-TileFn tile_fn(const IsaKernels& k, DType t);
-
 // One row of RMSNorm: y = x / sqrt(mean(x^2) + eps) * w (y may equal x).
 void rmsnorm_row(const float* x, const float* w, float* y, int64_t n, float eps);
 
-// Whether matmul of Q8_0/Q4_0 weights quantizes the activations to 8 bits and uses
-// integer dot products (default) or keeps them f32 (dequantized weights, the reference
-// behaviour). Tests switch it to cover both.
+// Whether matmul of weights with integer tiles (TypeKernels::qtile: Q8_0/Q4_0) quantizes
+// the activations to 8 bits and uses integer dot products (default) or keeps them f32
+// (dequantized weights, the reference behaviour). Tests switch it to cover both.
 bool int8_activations();
 // Whether multi-query attention uses the flash-attention tiles (default) or one unit
 // per query (attn). Tests switch it to cover both.

@@ -40,56 +40,35 @@ float quant_block(const float* x, int8_t* q) {
 
 namespace detail {
 
-void quantize_x(int layout, DType t, const float* x, int64_t cols, uint8_t* out) {
-  const int64_t nb = cols / kQBlock;
-  if (layout == kQxPlain) {
-    auto* ds = reinterpret_cast<float*>(out + cols);
-    for (int64_t b = 0; b < nb; ++b)
-      ds[b] = quant_block(x + b * kQBlock, reinterpret_cast<int8_t*>(out) + b * kQBlock);
-    return;
-  }
-  const bool q4 = t == DType::Q4_0;
-  if (quantize_x_pairs_avx512(q4, x, cols, out)) return;
-  const int32_t k = q4 ? 8 : 128;
-  auto* pairs = reinterpret_cast<QxPair*>(out);
-  for (int64_t b = 0; b < nb; b += 2) {
-    int8_t q[2][kQBlock] = {};
-    float d[2] = {0.0f, 0.0f};
-    for (int h = 0; h < 2 && b + h < nb; ++h) d[h] = quant_block(x + (b + h) * kQBlock, q[h]);
-    QxPair& p = pairs[b / 2];
-    if (q4) {  // b[0..15], b+1[0..15], b[16..31], b+1[16..31]
-      for (int part = 0; part < 4; ++part)
-        std::memcpy(p.q + 16 * part, q[part & 1] + 16 * (part >> 1), 16);
-    } else {
-      std::memcpy(p.q, q[0], kQBlock);
-      std::memcpy(p.q + kQBlock, q[1], kQBlock);
-    }
-    for (int l = 0; l < 16; ++l) {
-      p.d[l] = d[q4 ? (l / 4) & 1 : l / 8];
-      p.corr[l] = 0;
-    }
-    for (int h = 0; h < 2; ++h) {  // the block's whole correction in its first lane
-      int32_t sum = 0;
-      for (int j = 0; j < kQBlock; ++j) sum += q[h][j];
-      p.corr[h * (q4 ? 4 : 8)] = -k * sum;
-    }
-  }
+void quantize_x_plain(const float* x, int64_t cols, uint8_t* out) {
+  auto* ds = reinterpret_cast<float*>(out + cols);
+  for (int64_t b = 0; b < cols / kQBlock; ++b)
+    ds[b] = quant_block(x + b * kQBlock, reinterpret_cast<int8_t*>(out) + b * kQBlock);
 }
 
+namespace {
+
+template <bool Q4>
+int64_t vnni16_panel_bytes(int64_t cols) {
+  return (cols / 32 + 1) / 2 * vnni16_pair_bytes(Q4);
+}
+
+// Writes w (Q4_0 when Q4, else Q8_0) in the kPackVnni16 layout.
+template <bool Q4>
 void pack_vnni16(const Weight& w, uint8_t* out) {
-  const bool q4 = w.type == DType::Q4_0;
-  TD_CHECK(q4 || w.type == DType::Q8_0);
+  TD_CHECK(w.type == (Q4 ? DType::Q4_0 : DType::Q8_0));
   const int64_t nb = w.cols / kQBlock;
   const int64_t panels = (w.rows + kPackRows - 1) / kPackRows;
-  const size_t bb = q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
-  const int nv = q4 ? 4 : 8;  // vectors per block
-  const uint32_t flip = q4 ? 0u : 0x80808080u;  // Q8_0: int8 -> int8 + 128
-  const int64_t pair_bytes = kpack_pair_bytes(w.type);
+  const size_t bb = Q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
+  const int nv = Q4 ? 4 : 8;  // vectors per block
+  const uint32_t flip = Q4 ? 0u : 0x80808080u;  // Q8_0: int8 -> int8 + 128
+  const int64_t pair_bytes = vnni16_pair_bytes(Q4);
+  const int64_t panel_bytes = vnni16_panel_bytes<Q4>(w.cols);
   const auto* base = static_cast<const uint8_t*>(w.data);
   for (int64_t p = 0; p < panels; ++p) {
     const int n = int(std::min<int64_t>(kPackRows, w.rows - p * kPackRows));
-    uint8_t* po = out + p * kpack_panel_bytes(w.type, w.cols);
-    std::memset(po, 0, size_t(kpack_panel_bytes(w.type, w.cols)));
+    uint8_t* po = out + p * panel_bytes;
+    std::memset(po, 0, size_t(panel_bytes));
     for (int i = 0; i < n; ++i) {
       const uint8_t* row = base + size_t(p * kPackRows + i) * w.row_stride;
       for (int64_t b = 0; b < nb; ++b) {
@@ -109,20 +88,32 @@ void pack_vnni16(const Weight& w, uint8_t* out) {
   }
 }
 
+}  // namespace
+
+const PackFormat kVnni16Q8{kPackVnni16, &vnni16_panel_bytes<false>, &pack_vnni16<false>};
+const PackFormat kVnni16Q4{kPackVnni16, &vnni16_panel_bytes<true>, &pack_vnni16<true>};
+
 }  // namespace detail
 
+namespace {
+// The packed layout of w's type in the kernels in use; null where it has none.
+const detail::PackFormat* pack_format(const Weight& w) {
+  const detail::TypeKernels* e = detail::type_kernels(detail::isa(), w.type);
+  return e && w.rows > 0 && w.cols > 0 ? e->pack : nullptr;
+}
+}  // namespace
+
 size_t packed_size(const Weight& w) {
-  const detail::IsaKernels& k = detail::isa();
-  if (k.packed_layout != detail::kPackVnni16) return 0;
-  if ((w.type != DType::Q8_0 && w.type != DType::Q4_0) || w.rows <= 0 || w.cols <= 0) return 0;
-  return size_t((w.rows + detail::kPackRows - 1) / detail::kPackRows *
-                detail::kpack_panel_bytes(w.type, w.cols));
+  const detail::PackFormat* f = pack_format(w);
+  if (!f) return 0;
+  return size_t((w.rows + detail::kPackRows - 1) / detail::kPackRows * f->panel_bytes(w.cols));
 }
 
 int pack_weight(const Weight& w, uint8_t* out) {
   TD_CHECK(packed_size(w) > 0 && reinterpret_cast<uintptr_t>(out) % 64 == 0);
-  detail::pack_vnni16(w, out);
-  return detail::kPackVnni16;
+  const detail::PackFormat* f = pack_format(w);
+  f->pack(w, out);
+  return f->layout;
 }
 
 void matmul(const Weight& w, const float* x, int64_t m, float* y, ThreadPool& pool,
@@ -209,23 +200,23 @@ void plan_matmul(const FusedMatmul& f, int64_t n, int threads, MatmulPlan& p) {
   p.packed = detail::use_packed();
   const Weight& w0 = f.outs[0].w;
   const int64_t cols = w0.cols;
-  p.plain = reinterpret_cast<MatmulPlan::Fn>(detail::tile_fn(k, w0.type));
-  // Q8_0/Q4_0 weights: activations quantized to 8 bits once, then integer products.
-  detail::QTileFn qfn = nullptr;
-  if (p.int8 && cols > 0) {
-    if (w0.type == DType::Q8_0) qfn = k.q8_0_int;
-    if (w0.type == DType::Q4_0) qfn = k.q4_0_int;
-  }
-  // Tiles over repacked weights, for the outputs whose weight has the table's layout.
-  detail::PackedQTileFn pfn = nullptr;
-  if (qfn && k.packed_layout != detail::kPackNone && p.packed)
-    pfn = w0.type == DType::Q8_0 ? k.q8_0_packed : k.q4_0_packed;
+  // The kernels of the weights' type (all outputs have it): picked here, once per plan.
+  const detail::TypeKernels* e = detail::type_kernels(k, w0.type);
+  if (!e) fail(ErrorKind::Internal, "matmul: unsupported weight type {}", dtype_name(w0.type));
+  p.plain = reinterpret_cast<MatmulPlan::Fn>(e->tile);
+  // Types with integer tiles: activations quantized to 8 bits once, then integer products.
+  const detail::QTileFn qfn = p.int8 && cols > 0 ? e->qtile : nullptr;
+  // Tiles over repacked weights, for the outputs whose weight has the type's layout.
+  const detail::PackedQTileFn pfn = qfn && e->pack && p.packed ? e->packed : nullptr;
+  const int layout = pfn ? e->pack->layout : detail::kPackNone;
   p.int8_tile = reinterpret_cast<MatmulPlan::Fn>(qfn);
   p.packed_tile = reinterpret_cast<MatmulPlan::Fn>(pfn);
+  p.quantize_x = reinterpret_cast<MatmulPlan::Fn>(qfn ? e->quantize_x : nullptr);
+  p.panel_bytes = pfn ? e->pack->panel_bytes(cols) : 0;
   p.kernel.clear();
   for (const MatmulOut& o : f.outs)
     p.kernel.push_back(cols == 0 ? Kernel::Bias
-                       : pfn && o.w.packed && o.w.packed_layout == k.packed_layout
+                       : pfn && o.w.packed && o.w.packed_layout == layout
                            ? Kernel::Packed
                        : qfn ? Kernel::Int8
                              : Kernel::Plain);
@@ -283,6 +274,7 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
   const auto fn = reinterpret_cast<detail::TileFn>(p.plain);
   const auto qfn = reinterpret_cast<detail::QTileFn>(p.int8_tile);
   const auto pfn = reinterpret_cast<detail::PackedQTileFn>(p.packed_tile);
+  const auto qx = reinterpret_cast<detail::QuantizeXFn>(p.quantize_x);
   const std::vector<Unit>& units = p.units;
   const int64_t groups = int64_t(units.size());
   const int nr = p.nr, tile_tokens = p.tile_tokens, nth = p.nth, pr = p.pr, pm = p.pm;
@@ -309,7 +301,7 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
         detail::rmsnorm_row(src, f.norm_w, xn + i * cols, cols, f.eps);
         src = xn + i * cols;
       }
-      if (xq) detail::quantize_x(k.qx_layout, w0.type, src, cols, xq + i * xqs);
+      if (xq) qx(src, cols, xq + i * xqs);
     }
   };
   const float* xt = xn ? xn : xin;
@@ -340,7 +332,7 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
             for (int c = 0; c < u.rows; ++c) y[tt * ldy + c] = b ? b[c] : 0.0f;
           break;
         case Kernel::Packed: {
-          const size_t ps = size_t(detail::kpack_panel_bytes(o.w.type, cols));
+          const auto ps = size_t(p.panel_bytes);
           pfn(static_cast<const uint8_t*>(o.w.packed) + size_t(u.r / detail::kPackRows) * ps, ps,
               u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
           break;

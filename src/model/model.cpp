@@ -12,9 +12,10 @@
 namespace tandem {
 namespace {
 
+// The traits table's matrix types (core/dtype.hpp); false for an id it does not know.
 bool is_matrix_type(DType t) {
-  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 ||
-         t == DType::Q4_0;
+  const auto i = dtype_info(static_cast<uint32_t>(t));
+  return i && i->matrix;
 }
 
 class Binder {

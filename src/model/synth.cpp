@@ -160,10 +160,9 @@ std::optional<gguf::File> check_spec(SynthSpec& s) {
   if (!(s.rms_eps > 0.0f) || !std::isfinite(s.rms_eps))
     bad_input("synthetic model: RMS norm epsilon {} must be > 0", s.rms_eps);
   const DType t = s.type;
-  if (t != DType::F32 && t != DType::F16 && t != DType::BF16 && t != DType::Q8_0 &&
-      t != DType::Q4_0)
-    bad_input("synthetic model: matrix type {} is not supported (f32, f16, bf16, q8_0, q4_0)",
-              dtype_name(t));
+  if (!info(t).matrix)
+    bad_input("synthetic model: matrix type {} is not supported ({})", dtype_name(t),
+              matrix_type_names());
   const int block = info(t).block_size;
   if (s.n_embd % block != 0 || s.n_ff % block != 0)
     bad_input("synthetic model: {} needs the embedding length ({}) and feed-forward length ({}) "

@@ -1,12 +1,16 @@
-// Row conversions (core/quant_rows) and the scalar F16/BF16 rounding of core/fp16.
+// Row conversions (core/quant_rows) and the scalar F16/BF16 rounding of core/fp16; the
+// traits table (core/dtype), every entry.
 #include "tandem/core/quant_rows.hpp"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "tandem/core/error.hpp"
@@ -248,4 +252,75 @@ TEST(QuantRows, RejectsBadLengthsAndTypes) {
   EXPECT_THROW(quantize_row(DType::Q8_0, x.data(), buf.data(), 48), Error);
   EXPECT_THROW(quantize_row(DType::I32, x.data(), buf.data(), 4), Error);
   EXPECT_THROW(dequantize_row(DType::Q4_0, buf.data(), x.data(), 40), Error);
+  // Every entry of the table: no row conversion, or a length of part of a block.
+  for (const DTypeInfo& t : dtype_table()) {
+    SCOPED_TRACE(std::string(t.name));
+    if (!t.to_f32) {
+      EXPECT_THROW(quantize_row(t.type, x.data(), buf.data(), 4), Error);
+      EXPECT_THROW(dequantize_row(t.type, buf.data(), x.data(), 4), Error);
+    } else if (t.block_size > 1) {
+      EXPECT_THROW(quantize_row(t.type, x.data(), buf.data(), t.block_size - 1), Error);
+      EXPECT_THROW(dequantize_row(t.type, buf.data(), x.data(), t.block_size + 1), Error);
+    }
+    EXPECT_THROW(quantize_row(t.type, x.data(), buf.data(), -1), Error);
+  }
+  EXPECT_THROW(quantize_row(static_cast<DType>(99), x.data(), buf.data(), 4), Error);
+}
+
+TEST(DTypeTable, EntriesAreConsistent) {
+  std::string names;
+  for (const DTypeInfo& t : dtype_table()) {
+    SCOPED_TRACE(std::string(t.name));
+    const auto by_id = dtype_info(static_cast<uint32_t>(t.type));
+    ASSERT_TRUE(by_id);
+    EXPECT_EQ(by_id->name, t.name);
+    EXPECT_EQ(&info(t.type), &t);
+    EXPECT_EQ(dtype_name(t.type), t.name);
+    EXPECT_EQ(parse_dtype(t.name), t.type);
+    std::string upper(t.name);
+    for (char& c : upper) c = char(std::toupper(static_cast<unsigned char>(c)));
+    EXPECT_EQ(parse_dtype(upper), t.type);
+    EXPECT_GE(t.block_size, 1);
+    EXPECT_GT(t.block_bytes, 0u);
+    EXPECT_EQ(row_bytes(t.type, 3 * t.block_size), 3 * t.block_bytes);
+    EXPECT_EQ(t.to_f32 == nullptr, t.from_f32 == nullptr);
+    EXPECT_TRUE(!t.matrix || t.to_f32) << "a weight type converts its rows";
+    if (t.matrix) names += (names.empty() ? "" : ", ") + std::string(t.name);
+  }
+  EXPECT_EQ(matrix_type_names(), names);
+  EXPECT_EQ(matrix_type_names(), "f32, f16, bf16, q8_0, q4_0");
+  EXPECT_FALSE(dtype_info(99));
+  EXPECT_FALSE(parse_dtype("q4_1"));
+}
+
+// Every type with row conversions: rows of random values come back within half the
+// largest magnitude of their block (a loose bound that any encoding meets and that a
+// misplaced value or scale breaks; the type-specific tests above are exact), the
+// zero row comes back zero, and the conversions write only their row_bytes.
+TEST(QuantRows, EveryTableTypeRoundTrips) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-4.0f, 4.0f);
+  for (const DTypeInfo& t : dtype_table()) {
+    if (!t.to_f32) continue;
+    SCOPED_TRACE(std::string(t.name));
+    const int64_t bs = t.block_size, n = 8 * std::max<int64_t>(bs, 32);
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto& v : x) v = u(rng);
+    std::vector<uint8_t> enc(row_bytes(t.type, n) + 16, 0xEE);
+    quantize_row(t.type, x.data(), enc.data(), n);
+    for (size_t i = enc.size() - 16; i < enc.size(); ++i) ASSERT_EQ(enc[i], 0xEE) << "wrote past";
+    std::vector<float> back(size_t(n) + 4, 7.0f);
+    dequantize_row(t.type, enc.data(), back.data(), n);
+    for (size_t i = size_t(n); i < back.size(); ++i) ASSERT_EQ(back[i], 7.0f) << "wrote past";
+    for (int64_t b = 0; b < n; b += bs) {
+      float amax = 0.0f;
+      for (int64_t j = b; j < b + bs; ++j) amax = std::max(amax, std::fabs(x[size_t(j)]));
+      for (int64_t j = b; j < b + bs; ++j)
+        ASSERT_LE(std::fabs(back[size_t(j)] - x[size_t(j)]), 0.5f * amax) << "value " << j;
+    }
+    const std::vector<float> zeros(size_t(n), 0.0f);
+    quantize_row(t.type, zeros.data(), enc.data(), n);
+    dequantize_row(t.type, enc.data(), back.data(), n);
+    for (int64_t j = 0; j < n; ++j) ASSERT_EQ(back[size_t(j)], 0.0f) << "value " << j;
+  }
 }

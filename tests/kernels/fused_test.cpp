@@ -108,7 +108,7 @@ TEST(FusedMatmul, EqualsOpsOneByOne) {
       detail::set_int8_activations(int8);
       g_pack = mode == 1;
       for (DType t : test::all_weight_types()) {
-        if (g_pack && t != DType::Q8_0 && t != DType::Q4_0) continue;
+        if (g_pack && !test::has_packed(t)) continue;
         SCOPED_TRACE(std::string(dtype_name(t)) + (int8 ? " int8" : " f32") +
                      (g_pack ? " packed" : ""));
         std::mt19937 rng(5);

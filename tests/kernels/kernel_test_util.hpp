@@ -74,10 +74,32 @@ inline bool attach_packed(Weight& w, PackedBuf& buf) {
   return true;
 }
 
+// Every weight-matrix type of the traits table (core/dtype.hpp), in table order: the
+// tests that loop over it cover a type added there without naming it.
 inline const std::vector<DType>& all_weight_types() {
-  static const std::vector<DType> types{DType::F32, DType::F16, DType::BF16, DType::Q8_0,
-                                        DType::Q4_0};
+  static const std::vector<DType> types = [] {
+    std::vector<DType> v;
+    for (const DTypeInfo& i : dtype_table())
+      if (i.matrix) v.push_back(i.type);
+    return v;
+  }();
   return types;
+}
+
+// The kernels in use for weights of type t (null: none, which matmul rejects).
+inline const detail::TypeKernels* kernels_of(DType t) {
+  return detail::type_kernels(detail::isa(), t);
+}
+// Whether matmul of t runs on 8-bit activations now (the type has integer tiles in the
+// kernels in use, and they are switched on).
+inline bool int8_path(DType t) {
+  const detail::TypeKernels* e = kernels_of(t);
+  return detail::int8_activations() && e && e->qtile;
+}
+// Whether the kernels in use have a packed layout for t.
+inline bool has_packed(DType t) {
+  const detail::TypeKernels* e = kernels_of(t);
+  return e && e->pack;
 }
 
 // Runs body(name) once per instruction set the CPU supports, with that set in use;

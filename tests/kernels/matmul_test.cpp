@@ -1,10 +1,12 @@
-// Optimized matmul against the scalar reference: every weight type, odd shapes and
-// tails, decode (m = 1) and prefill (m > 1), bias, 1-4 threads, every instruction set.
+// Optimized matmul against the scalar reference: every weight type of the traits table,
+// odd shapes and tails, decode (m = 1) and prefill (m > 1), bias, 1-4 threads, every
+// instruction set; and every kernels table has the kernels of every weight type.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -32,7 +34,7 @@ double tolerance(const std::vector<float>& wrow, const float* x, int64_t cols) {
   return 8.0 * 6e-8 * std::sqrt(double(cols)) * mag + 1e-30;
 }
 
-// With 8-bit activations (Q8_0/Q4_0 weights, detail::int8_activations()) each x in a
+// With 8-bit activations (test::int8_path: types with integer tiles) each x in a
 // block of 32 is replaced by d*q with d = max|x of the block| / 127 and
 // |x - d*q| <= d/2, so the product moves by at most sum_c |w_c| * d_block(c) / 2 (a
 // worst-case bound, not a statistical one; 1% margin for the f32 rounding of d and
@@ -50,9 +52,7 @@ double int8_tolerance(const std::vector<float>& wrow, const float* x, int64_t co
   return t;
 }
 
-bool int8_path(DType t) {
-  return detail::int8_activations() && (t == DType::Q8_0 || t == DType::Q4_0);
-}
+using test::int8_path;
 
 void check_matmul(const test::TestWeight& tw, int64_t m, bool with_bias, ThreadPool& pool,
                   std::mt19937& rng) {
@@ -92,6 +92,52 @@ const std::vector<Shape> kBlockShapes{
     {130, 256, 7}, {64, 1024, 1}, {257, 64, 17}, {3, 512, 50}, {2, 320, 130},
     {700, 32, 1},  {9, 2048, 6}};
 
+// The shapes for weights of t: kPlainShapes for plain types, else the kBlockShapes
+// whose cols are whole blocks of t (all of them for blocks of 32).
+std::vector<Shape> shapes_for(DType t) {
+  const int bs = info(t).block_size;
+  if (bs == 1) return kPlainShapes;
+  std::vector<Shape> v;
+  for (const Shape& s : kBlockShapes)
+    if (s.cols % bs == 0) v.push_back(s);
+  return v;
+}
+
+// The weight types whose values are not grouped in blocks.
+std::vector<DType> plain_weight_types() {
+  std::vector<DType> v;
+  for (DType t : test::all_weight_types())
+    if (info(t).block_size == 1) v.push_back(t);
+  return v;
+}
+
+// What each table holds for the traits table's types: a tile for every weight type
+// (in every instruction set's table, whether or not this CPU runs it), entries only for
+// weight types, and the optional parts consistent (an integer tile with its activation
+// rows; a packed layout with its tile, only where there is an integer tile).
+TEST(Matmul, EveryWeightTypeHasKernelsInEveryTable) {
+  for (const detail::IsaKernels* k :
+       {&detail::isa_avx512(), &detail::isa_avx2(), &detail::isa_generic()}) {
+    SCOPED_TRACE(std::string("table ") + k->name);
+    for (DType t : test::all_weight_types()) {
+      const detail::TypeKernels* e = detail::type_kernels(*k, t);
+      ASSERT_NE(e, nullptr) << dtype_name(t) << " has no tile";
+      EXPECT_TRUE(!e->qtile || e->quantize_x) << dtype_name(t);
+      EXPECT_EQ(e->pack != nullptr, e->packed != nullptr) << dtype_name(t);
+      if (e->pack) {
+        EXPECT_TRUE(e->qtile) << dtype_name(t) << ": packed tiles run with integer tiles only";
+        EXPECT_NE(e->pack->layout, detail::kPackNone) << dtype_name(t);
+        EXPECT_TRUE(e->pack->panel_bytes && e->pack->pack) << dtype_name(t);
+      }
+    }
+    for (uint32_t id = 0; id < detail::kTypeSlots; ++id) {
+      if (!k->types[id].tile) continue;
+      const auto ti = dtype_info(id);
+      EXPECT_TRUE(ti && ti->matrix) << "type id " << id << " has kernels but is no weight type";
+    }
+  }
+}
+
 // Runs body once with 8-bit activations (the default) and once with f32 activations.
 template <typename Body>
 void for_each_activation_mode(Body&& body) {
@@ -112,9 +158,10 @@ TEST(Matmul, MatchesReferenceAllTypes) {
   test::for_each_isa([&](const std::string&) {
     std::mt19937 rng(42);
     for (DType t : test::all_weight_types()) {
-      const bool block = info(t).block_size > 1;
       int k = 0;
-      for (const Shape& s : block ? kBlockShapes : kPlainShapes) {
+      const std::vector<Shape> shapes = shapes_for(t);
+      ASSERT_GE(shapes.size(), 4u) << dtype_name(t);
+      for (const Shape& s : shapes) {
         const test::TestWeight tw = make_weight(rng, t, s.rows, s.cols);
         for (ThreadPool* pool : pools) {
           check_matmul(tw, s.m, (k++ % 2) == 0, *pool, rng);
@@ -129,13 +176,14 @@ TEST(Matmul, MatchesReferenceAllTypes) {
 // Few tokens (decode, and the last tile of a prefill), where the one-token rows kernel
 // and the 2-4-token register tiles meet odd shapes: rows around the tile height, cols
 // around one vector and four vectors (the unrolled loop, the one-vector loop, the
-// scalar tail), tokens 1..5 (4 + 1 runs both). Plain types, every instruction set, 1
+// scalar tail), tokens 1..5 (4 + 1 runs both). Plain (unblocked) types, every
+// instruction set, 1
 // and 3 threads; tolerance as above (f32 rounding only).
 TEST(Matmul, FewTokensOddShapesPlainTypes) {
   ThreadPool p1(1), p3(3);
   test::for_each_isa([&](const std::string&) {
     std::mt19937 rng(7);
-    for (DType t : {DType::F32, DType::F16, DType::BF16})
+    for (DType t : plain_weight_types())
       for (int64_t rows : {1, 3, 4, 5, 17, 100})
         for (int64_t cols : {1, 15, 16, 17, 31, 33, 64, 100, 131, 768}) {
           const test::TestWeight tw = make_weight(rng, t, rows, cols);
@@ -154,7 +202,8 @@ TEST(Matmul, DenseRowsWithoutPadding) {
   test::for_each_isa([&](const std::string&) {
     std::mt19937 rng(5);
     for (DType t : test::all_weight_types()) {
-      const test::TestWeight tw = make_weight(rng, t, 37, 64, 0);
+      const int64_t cols = std::lcm<int64_t>(64, info(t).block_size);
+      const test::TestWeight tw = make_weight(rng, t, 37, cols, 0);
       check_matmul(tw, 11, true, pool, rng);
       check_matmul(tw, 1, false, pool, rng);
     }
@@ -168,16 +217,19 @@ const std::vector<int64_t> kPackedRows{1, 15, 16, 17, 31, 33, 100};
 const std::vector<int64_t> kPackedCols{32, 64, 96, 768};  // 96: an odd block count
 const std::vector<int64_t> kPackedTokens{1, 2, 3, 5, 64, 129};
 
-// Every instruction set that has a packed layout, Q8_0 and Q4_0, the shapes above:
-// body(packed weight, its TestWeight, tokens).
+// Every instruction set and weight type with a packed layout (Q8_0 and Q4_0 on
+// AVX-512), the shapes above (cols: whole blocks): body(packed weight, its TestWeight,
+// tokens).
 template <typename Body>
 void for_each_packed_case(Body&& body) {
   int cases = 0;
   test::for_each_isa([&](const std::string&) {
     std::mt19937 rng(7);
-    for (DType t : {DType::Q8_0, DType::Q4_0})
+    for (DType t : test::all_weight_types()) {
+      if (!test::has_packed(t)) continue;
       for (int64_t rows : kPackedRows)
         for (int64_t cols : kPackedCols) {
+          if (cols % info(t).block_size != 0) continue;
           test::TestWeight tw = make_weight(rng, t, rows, cols);
           test::PackedBuf buf;
           Weight pw = tw.w;
@@ -190,6 +242,7 @@ void for_each_packed_case(Body&& body) {
             if (::testing::Test::HasFatalFailure()) return;
           }
         }
+    }
   });
   if (cases == 0) GTEST_SKIP() << "no instruction set with packed weights on this CPU";
 }
@@ -254,18 +307,26 @@ TEST(MatmulPacked, EqualsUnpacked) {
 TEST(MatmulPacked, IgnoredWithoutIntegerPath) {
   ThreadPool pool(2);
   std::mt19937 rng(3);
-  test::TestWeight tw = make_weight(rng, DType::Q4_0, 33, 96);
-  test::PackedBuf buf;
-  Weight pw = tw.w;
-  if (!test::attach_packed(pw, buf)) GTEST_SKIP() << "no packed layout in use";
-  std::memset(buf.get(), 0x5A, packed_size(pw));  // garbage: must not be read
-  detail::set_int8_activations(false);
-  const std::vector<float> x = random_vec(rng, size_t(3 * pw.cols));
-  std::vector<float> got(size_t(3 * pw.rows)), want(got.size());
-  matmul(pw, x.data(), 3, got.data(), pool);
-  matmul(tw.w, x.data(), 3, want.data(), pool);
-  detail::set_int8_activations(true);
-  EXPECT_EQ(got, want);
+  int cases = 0;
+  for (DType t : test::all_weight_types()) {
+    if (!test::has_packed(t)) continue;
+    const int64_t cols = std::lcm<int64_t>(96, info(t).block_size);
+    test::TestWeight tw = make_weight(rng, t, 33, cols);
+    test::PackedBuf buf;
+    Weight pw = tw.w;
+    if (!test::attach_packed(pw, buf)) continue;
+    SCOPED_TRACE(dtype_name(t));
+    ++cases;
+    std::memset(buf.get(), 0x5A, packed_size(pw));  // garbage: must not be read
+    detail::set_int8_activations(false);
+    const std::vector<float> x = random_vec(rng, size_t(3 * pw.cols));
+    std::vector<float> got(size_t(3 * pw.rows)), want(got.size());
+    matmul(pw, x.data(), 3, got.data(), pool);
+    matmul(tw.w, x.data(), 3, want.data(), pool);
+    detail::set_int8_activations(true);
+    EXPECT_EQ(got, want);
+  }
+  if (cases == 0) GTEST_SKIP() << "no packed layout in use";
 }
 
 TEST(Matmul, ZeroTokensWritesNothing) {

@@ -1,5 +1,6 @@
 // Row conversions: F16/BF16 scalar conversions (exhaustive round trips, round to
-// nearest even) and the Q8_0/Q4_0 block rules of quant.hpp.
+// nearest even), the Q8_0/Q4_0 block rules of quant.hpp, and (every type of the traits
+// table with row conversions) the kernels API forwarding to the table's entry.
 #include "tandem/kernels/quant.hpp"
 
 #include <gtest/gtest.h>
@@ -7,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -259,20 +261,51 @@ TEST(QuantRow, Q4_0RoundTripError) {
   for (float scale : {1e-3f, 1.0f, 37.0f, 1000.0f}) check_round_trip(DType::Q4_0, scale, 12);
 }
 
+// The types of the traits table with row conversions.
+std::vector<DType> row_types() {
+  std::vector<DType> v;
+  for (const DTypeInfo& i : dtype_table())
+    if (i.to_f32) v.push_back(i.type);
+  return v;
+}
+
 TEST(QuantRow, BlocksOfARowAreIndependent) {
-  // quantizing a row equals quantizing its blocks one by one
+  // quantizing a row equals quantizing its parts (whole blocks, 32 values or more) one
+  // by one, for every type of the table
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-5.0f, 5.0f);
-  std::vector<float> x(32 * 7);
-  for (auto& v : x) v = u(rng);
-  for (DType t : {DType::Q8_0, DType::Q4_0}) {
-    const size_t bb = row_bytes(t, 32);
+  for (DType t : row_types()) {
+    SCOPED_TRACE(dtype_name(t));
+    const int64_t part = std::lcm<int64_t>(32, info(t).block_size);
+    std::vector<float> x(size_t(part) * 7);
+    for (auto& v : x) v = u(rng);
+    const size_t bb = row_bytes(t, part);
     std::vector<uint8_t> whole(row_bytes(t, int64_t(x.size()))), one(bb);
     quantize_row(t, x.data(), whole.data(), int64_t(x.size()));
     for (int b = 0; b < 7; ++b) {
-      quantize_row(t, x.data() + b * 32, one.data(), 32);
+      quantize_row(t, x.data() + b * part, one.data(), part);
       EXPECT_EQ(0, std::memcmp(one.data(), whole.data() + size_t(b) * bb, bb)) << b;
     }
+  }
+}
+
+TEST(QuantRow, KernelsForwardToTheTraitsTable) {
+  // the kernels API gives exactly what the type's entry does, both ways
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+  for (DType t : row_types()) {
+    SCOPED_TRACE(dtype_name(t));
+    const int64_t n = 3 * std::lcm<int64_t>(32, info(t).block_size);
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto& v : x) v = u(rng);
+    std::vector<uint8_t> got(row_bytes(t, n), 0x11), want(got.size(), 0x22);
+    quantize_row(t, x.data(), got.data(), n);
+    info(t).from_f32(x.data(), want.data(), n);
+    EXPECT_EQ(got, want);
+    std::vector<float> back(size_t(n), 1.0f), back_want(size_t(n), 2.0f);
+    dequantize_row(t, got.data(), back.data(), n);
+    info(t).to_f32(got.data(), back_want.data(), n);
+    EXPECT_EQ(0, std::memcmp(back.data(), back_want.data(), back.size() * sizeof(float)));
   }
 }
 

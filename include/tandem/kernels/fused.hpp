@@ -54,6 +54,8 @@ struct MatmulPlan {
   // The choices.
   std::vector<Kernel> kernel;  // per output
   Fn plain = nullptr, int8_tile = nullptr, packed_tile = nullptr;
+  Fn quantize_x = nullptr;  // the activation rows int8_tile and packed_tile read
+  int64_t panel_bytes = 0;  // of the packed layout packed_tile reads
   int nr = 0, tile_tokens = 0, nth = 1, pr = 1, pm = 1;
   int64_t xqs = 0, token_block = 0, token_tiles = 0;
   bool prep = false, prep_inline = false;
