@@ -428,8 +428,8 @@ void add_compare(CLI::App& app) {
   sub->add_option("--lengths", o->lengths, "Sequence lengths N, comma list (default 256,1024,4096)");
   sub->add_option("--ranks", o->ranks, "Rank counts P > 1, comma list (default 2)");
   sub->add_option("--schemes", o->schemes,
-                  "Schemes: ring, zigzag, ulysses, pass-q, auto, hybrid (2x(P/2)) or hybrid:UxR "
-                  "(default ring,zigzag,ulysses,pass-q,hybrid)");
+                  "Schemes: " + parallel::scheme_list(false) +
+                      "; a bare hybrid runs as hybrid:2x(P/2) (default " + o->schemes + ")");
   sub->add_option("-t,--threads", o->threads,
                   "Threads per rank (default: all cores for one rank, cores/P for P ranks)")
       ->check(CLI::Range(1, 1024));

@@ -17,11 +17,12 @@ using namespace detail;
 //
 // Adding a weight type (a GGUF type id tandem does not read yet):
 //  1. Core: its DType (the GGUF id, dtype.hpp) and its entry here: name, block size and
-//     bytes, matrix = true, and its row conversions to and from f32 (the scalar
-//     definition of its encoding, in quant_rows.cpp, declared in core/row_codecs.hpp).
-//     Parsing and listing the type (model loading, make-model, the synthetic model
-//     writer), row byte counts (row_bytes) and the dequantizing paths (reference
-//     matmul, get_rows) follow from the entry.
+//     bytes, matrix = true, its row conversions to and from f32 (the scalar definition
+//     of its encoding, in quant_rows.cpp, declared in core/row_codecs.hpp) and its GGUF
+//     file_type code. Parsing and listing the type (model loading, make-model, the
+//     synthetic model writer and its general.file_type), row byte counts (row_bytes),
+//     the dequantizing paths (reference matmul, get_rows) and the planner's bytes per
+//     parameter (block_bytes / block_size) follow from the entry.
 //  2. Kernels: its tile (TileFn) in every instruction set's table (TypeKernels,
 //     src/kernels/isa.hpp): a loader (Ld* in kernel_body.inc) written once against the
 //     vector layer, plus any load primitive it needs in each simd_*.inc, and one add()
@@ -30,19 +31,17 @@ using namespace detail;
 //  3. Tests: the kernels and row-conversion tests iterate this table (every matrix type
 //     x every instruction set the CPU runs, against the scalar reference); a matrix
 //     type without a tile in some kernels table fails them.
-// Not derived from this table yet (by type name, outside core and kernels): the
-// planner's bytes per parameter (src/analysis/planner.cpp; block_bytes / block_size
-// here) and the hardware profile's rates (src/analysis/hardware.cpp), and the synthetic
-// model's general.file_type code (src/model/synth.cpp; 0 for a type it does not list).
+// Not derived from this table: a hardware profile's FLOP/s per type (profiles name the
+// types they have rates for; others compute at the bf16 rate, analysis/plan/hardware.cpp).
 constexpr std::array<DTypeInfo, 8> kTypes{{
-    {DType::F32, "f32", 1, 4, true, &f32_row_to_f32, &f32_row_from_f32},
-    {DType::F16, "f16", 1, 2, true, &f16_row_to_f32, &f16_row_from_f32},
-    {DType::BF16, "bf16", 1, 2, true, &bf16_row_to_f32, &bf16_row_from_f32},
-    {DType::Q8_0, "q8_0", kQBlock, sizeof(BlockQ8_0), true, &q8_0_row_to_f32, &q8_0_row_from_f32},
-    {DType::Q4_0, "q4_0", kQBlock, sizeof(BlockQ4_0), true, &q4_0_row_to_f32, &q4_0_row_from_f32},
-    {DType::I8, "i8", 1, 1, false, nullptr, nullptr},
-    {DType::I16, "i16", 1, 2, false, nullptr, nullptr},
-    {DType::I32, "i32", 1, 4, false, nullptr, nullptr},
+    {DType::F32, "f32", 1, 4, true, &f32_row_to_f32, &f32_row_from_f32, 0},
+    {DType::F16, "f16", 1, 2, true, &f16_row_to_f32, &f16_row_from_f32, 1},
+    {DType::BF16, "bf16", 1, 2, true, &bf16_row_to_f32, &bf16_row_from_f32, 32},
+    {DType::Q8_0, "q8_0", kQBlock, sizeof(BlockQ8_0), true, &q8_0_row_to_f32, &q8_0_row_from_f32, 7},
+    {DType::Q4_0, "q4_0", kQBlock, sizeof(BlockQ4_0), true, &q4_0_row_to_f32, &q4_0_row_from_f32, 2},
+    {DType::I8, "i8", 1, 1, false, nullptr, nullptr, 0},
+    {DType::I16, "i16", 1, 2, false, nullptr, nullptr, 0},
+    {DType::I32, "i32", 1, 4, false, nullptr, nullptr, 0},
 }};
 static_assert([] {
   for (const DTypeInfo& t : kTypes)

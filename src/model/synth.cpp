@@ -65,18 +65,6 @@ void parallel_ranges(int64_t n, int64_t cost_per_item, Fn fn) {
   for (auto& t : threads) t.join();
 }
 
-// llama.cpp's "file_type" code for a model whose matrices are all of type t.
-uint32_t file_type_code(DType t) {
-  switch (t) {
-    case DType::F32: return 0;
-    case DType::F16: return 1;
-    case DType::Q4_0: return 2;
-    case DType::Q8_0: return 7;
-    case DType::BF16: return 32;
-    default: return 0;
-  }
-}
-
 bool same_shape(const SynthSpec& a, const SynthSpec& b) {
   return a.n_embd == b.n_embd && a.n_layer == b.n_layer && a.n_head == b.n_head &&
          a.n_head_kv == b.n_head_kv && a.n_ff == b.n_ff;
@@ -203,7 +191,7 @@ void set_metadata(gguf::Writer& w, const SynthSpec& s, const gguf::File* vocab) 
   if (vocab) w.copy_metadata(*vocab, "tokenizer.");
   w.set(a + "vocab_size", u32(s.n_vocab));
   w.set("general.quantization_version", Value::u32(2));
-  w.set("general.file_type", Value::u32(file_type_code(s.type)));
+  w.set("general.file_type", Value::u32(info(s.type).file_type));
 }
 
 std::vector<uint8_t> make_tensor(const SynthSpec& s, const TensorPlan& p, DType& type) {

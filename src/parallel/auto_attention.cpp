@@ -31,10 +31,7 @@ const SchemeDesc& auto_scheme() {
     x.name = x.syntax = "auto";
     x.help = "pass-KV or pass-Q per step, whichever moves fewer bytes (contiguous shards)";
     x.onto_cache = true;
-    x.make = [](const Scheme&, AttnShape shape, kernels::ThreadPool& pool,
-                comm::Communicator& comm) -> std::unique_ptr<SequenceAttention> {
-      return std::make_unique<AutoAttention>(shape, pool, comm);
-    };
+    x.make = scheme_parts::make_strategy<AutoAttention>;
     x.workspace_bytes = [](const Scheme& s, AttnShape shape, int64_t m_local, int64_t n_total,
                            int ranks) { return ring_scheme().workspace_bytes(s, shape, m_local, n_total, ranks); };
     // A prefill onto empty caches always picks pass-KV (prefer_pass_q).

@@ -107,10 +107,7 @@ const SchemeDesc& pass_q_scheme() {
     x.name = x.syntax = "pass-q";
     x.help = "ring attention that moves queries while K/V stay, contiguous shards";
     x.onto_cache = true;
-    x.make = [](const Scheme&, AttnShape shape, kernels::ThreadPool& pool,
-                comm::Communicator& comm) -> std::unique_ptr<SequenceAttention> {
-      return std::make_unique<PassQAttention>(shape, pool, comm);
-    };
+    x.make = scheme_parts::make_strategy<PassQAttention>;
     x.workspace_bytes = [](const Scheme&, AttnShape shape, int64_t, int64_t n_total, int ranks) {
       // Query blocks in flight, and the partials of every visiting block kept until sent.
       const int64_t max_shard = n_total / ranks + 2;

@@ -198,10 +198,7 @@ SchemeDesc pass_kv_desc(std::string_view name, Placement placement, std::string_
   x.help = help;
   x.placement = placement;
   x.onto_cache = true;
-  x.make = [](const Scheme&, AttnShape shape, kernels::ThreadPool& pool,
-              comm::Communicator& comm) -> std::unique_ptr<SequenceAttention> {
-    return std::make_unique<RingAttention>(shape, pool, comm);
-  };
+  x.make = scheme_parts::make_strategy<RingAttention>;
   x.workspace_bytes = [](const Scheme&, AttnShape shape, int64_t m_local, int64_t n_total,
                          int ranks) {
     return scheme_parts::bytes_of(scheme_parts::ring_block_floats(shape, n_total, ranks) +

@@ -34,10 +34,7 @@ const SchemeDesc& ulysses_scheme() {
     SchemeDesc x;
     x.name = x.syntax = "ulysses";
     x.help = "all-to-all to head-sharded attention (DeepSpeed-Ulysses), contiguous shards";
-    x.make = [](const Scheme&, AttnShape shape, kernels::ThreadPool& pool,
-                comm::Communicator& comm) -> std::unique_ptr<SequenceAttention> {
-      return std::make_unique<UlyssesAttention>(shape, pool, comm);
-    };
+    x.make = scheme_parts::make_strategy<UlyssesAttention>;
     x.workspace_bytes = [](const Scheme&, AttnShape shape, int64_t m_local, int64_t n_total,
                            int ranks) {
       return scheme_parts::bytes_of(scheme_parts::exchange_floats(shape, m_local, n_total, ranks) +

@@ -12,20 +12,33 @@ double RankReport::hidden_fraction() const {
                                 : 0.0;
 }
 
+namespace {
+// RankReport's measured fields and their JSON names (bytes written as whole numbers).
+struct RankField {
+  const char* name;
+  double RankReport::*member;
+  bool bytes;
+};
+constexpr RankField kRankFields[] = {
+    {"seconds", &RankReport::seconds, false},
+    {"weights_bytes", &RankReport::weights_bytes, true},
+    {"kv_bytes", &RankReport::kv_bytes, true},
+    {"activation_bytes", &RankReport::activation_bytes, true},
+    {"activation_unplanned_bytes", &RankReport::activation_unplanned_bytes, true},
+    {"bytes_sent", &RankReport::bytes_sent, true},
+    {"bytes_received", &RankReport::bytes_received, true},
+    {"comm_wait_seconds", &RankReport::comm_wait_seconds, false},
+    {"comm_alone_seconds", &RankReport::comm_alone_seconds, false},
+    {"head_pairs", &RankReport::head_pairs, false},
+};
+}  // namespace
+
 nlohmann::json to_json(const RankReport& x) {
-  return {{"rank", x.rank},
-          {"tokens", x.tokens},
-          {"seconds", x.seconds},
-          {"weights_bytes", uint64_t(x.weights_bytes)},
-          {"kv_bytes", uint64_t(x.kv_bytes)},
-          {"activation_bytes", uint64_t(x.activation_bytes)},
-          {"activation_unplanned_bytes", uint64_t(x.activation_unplanned_bytes)},
-          {"bytes_sent", uint64_t(x.bytes_sent)},
-          {"bytes_received", uint64_t(x.bytes_received)},
-          {"comm_wait_seconds", x.comm_wait_seconds},
-          {"comm_alone_seconds", x.comm_alone_seconds},
-          {"comm_hidden_fraction", x.hidden_fraction()},
-          {"head_pairs", x.head_pairs}};
+  nlohmann::json j = {{"rank", x.rank}, {"tokens", x.tokens}};
+  for (const RankField& f : kRankFields)
+    j[f.name] = f.bytes ? nlohmann::json(uint64_t(x.*f.member)) : nlohmann::json(x.*f.member);
+  j["comm_hidden_fraction"] = x.hidden_fraction();
+  return j;
 }
 
 nlohmann::json to_json(const PrefillReport& r) {
@@ -77,16 +90,7 @@ RankReport rank_report_from_json(const nlohmann::json& j, const std::string& wha
     RankReport x;
     x.rank = j.at("rank").get<int>();
     x.tokens = j.at("tokens").get<int64_t>();
-    x.seconds = j.at("seconds").get<double>();
-    x.weights_bytes = j.at("weights_bytes").get<double>();
-    x.kv_bytes = j.at("kv_bytes").get<double>();
-    x.activation_bytes = j.at("activation_bytes").get<double>();
-    x.activation_unplanned_bytes = j.at("activation_unplanned_bytes").get<double>();
-    x.bytes_sent = j.at("bytes_sent").get<double>();
-    x.bytes_received = j.at("bytes_received").get<double>();
-    x.comm_wait_seconds = j.at("comm_wait_seconds").get<double>();
-    x.comm_alone_seconds = j.at("comm_alone_seconds").get<double>();
-    x.head_pairs = j.at("head_pairs").get<double>();
+    for (const RankField& f : kRankFields) x.*f.member = j.at(f.name).get<double>();
     return x;
   });
 }

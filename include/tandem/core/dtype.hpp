@@ -51,6 +51,7 @@ struct DTypeInfo {
   bool matrix;             // may be a weight matrix (every kernels table has its tile)
   RowToF32 to_f32;         // null for types without a row encoding (I8, I16, I32)
   RowFromF32 from_f32;     // null where to_f32 is
+  uint32_t file_type;      // GGUF general.file_type of a model whose matrices are all this type
 };
 
 // Every type tandem knows, in table order (the matrix types first, in the order

@@ -121,6 +121,12 @@ int64_t ring_block_floats(AttnShape shape, int64_t n_total, int ranks);
 int64_t partial_floats(AttnShape shape, int64_t m_local);
 int64_t exchange_floats(AttnShape shape, int64_t m_local, int64_t n_total, int ranks);
 inline uint64_t bytes_of(int64_t floats) { return uint64_t(floats) * sizeof(float); }
+// SchemeDesc::make for a strategy constructed from (shape, pool, comm).
+template <class Strategy>
+std::unique_ptr<SequenceAttention> make_strategy(const Scheme&, AttnShape shape,
+                                                 kernels::ThreadPool& pool, comm::Communicator& comm) {
+  return std::make_unique<Strategy>(shape, pool, comm);
+}
 // The pass-KV ring over all ranks of a placement (ring, zigzag, auto's prefill).
 CostPhases pass_kv_cost(const Scheme& s, const CostShape& shape, int64_t n, int ranks);
 }  // namespace scheme_parts

@@ -26,8 +26,8 @@ struct EngineOptions {
   bool memory_plan = true;         // activation buffers planned into one arena; off: one each
   bool fusion = true;              // graph passes: fusions and dead-node elimination
   bool graph_reuse = true;         // graph built once per shape; off: rebuilt every step
-  // KV cache of make_cache(capacity): contiguous f32 by default (what sequence-parallel
-  // strategies need); the CLI pages it on one rank (--kv-page, --kv-type).
+  // KV cache of make_cache(capacity): contiguous f32 by default; the CLI pages it on one
+  // rank (--kv-page, --kv-type); every strategy reads any layout through its page table.
   KVCacheOptions kv;
 };
 

@@ -9,6 +9,7 @@
 
 #include "analysis/planner_format.hpp"
 #include "tandem/parallel/scheme.hpp"
+#include "tandem/core/dtype.hpp"
 #include "tandem/core/error.hpp"
 
 namespace tandem::analysis {
@@ -23,18 +24,23 @@ double causal_attention_flops(const ModelShape& m, double n) {
   return 4.0 * double(m.n_head * m.head_dim) * n * (n + 1) / 2;
 }
 
+// GPU formats the profiles know by these names (fp16 is GGUF's f16), then every weight
+// matrix type of the traits table (core/dtype.hpp).
 const std::vector<std::string>& weight_dtypes() {
-  static const std::vector<std::string> v = {"bf16", "fp16", "fp8", "f32", "q8_0", "q4_0"};
+  static const std::vector<std::string> v = [] {
+    std::vector<std::string> names = {"bf16", "fp16", "fp8"};
+    for (const DTypeInfo& t : dtype_table())
+      if (t.matrix && t.type != DType::F16 && t.type != DType::BF16) names.emplace_back(t.name);
+    return names;
+  }();
   return v;
 }
 
 double weight_bytes_per_param(const std::string& dtype) {
-  if (dtype == "bf16" || dtype == "fp16") return 2;
   if (dtype == "fp8") return 1;
-  if (dtype == "f32") return 4;
-  if (dtype == "q8_0") return 34.0 / 32;  // 32 int8 values + an f16 scale
-  if (dtype == "q4_0") return 18.0 / 32;  // 32 4-bit values + an f16 scale
-  return 0;
+  const auto t = parse_dtype(dtype == "fp16" ? "f16" : dtype);
+  if (!t || !info(*t).matrix || dtype == "f16") return 0;  // f16 is spelled fp16 here
+  return double(info(*t).block_bytes) / info(*t).block_size;  // q8_0: 34/32, q4_0: 18/32
 }
 
 namespace {
@@ -364,8 +370,11 @@ Plan make_plan(PlanRequest req, std::string_view strategy) {
   if (req.decode_tokens < 0) bad_input("--decode-tokens {} must be >= 0", req.decode_tokens);
   req.model.validate("--model " + req.model.name);
   req.hw.validate("--hardware " + req.hw.name);
-  if (req.dtype != "auto" && weight_bytes_per_param(req.dtype) == 0)
-    bad_input("--dtype '{}' is not one of bf16, fp16, fp8, f32, q8_0, q4_0, auto", req.dtype);
+  if (req.dtype != "auto" && weight_bytes_per_param(req.dtype) == 0) {
+    std::string names;
+    for (const auto& n : weight_dtypes()) names += n + ", ";
+    bad_input("--dtype '{}' is not one of {}auto", req.dtype, names);
+  }
   Plan plan;
   plan.dtype_reason = resolve_dtype(req);
   const auto& m = req.model;
