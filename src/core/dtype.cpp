@@ -16,7 +16,8 @@ using namespace detail;
 // them (matrix_type_names); lookups go by type or name, so the order has no other use.
 //
 // Adding a weight type (a GGUF type id tandem does not read yet):
-//  1. Core: its DType (the GGUF id, dtype.hpp) and its entry here: name, block size and
+//  1. Core: its DType (the GGUF id, dtype.hpp; below kernels' kTypeSlots, 64, which
+//     holds every GGUF id so far) and its entry here: name, block size and
 //     bytes, matrix = true, its row conversions to and from f32 (the scalar definition
 //     of its encoding, in quant_rows.cpp, declared in core/row_codecs.hpp) and its GGUF
 //     file_type code. Parsing and listing the type (model loading, make-model, the

@@ -229,6 +229,7 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
   const int64_t n = int64_t(c.N);
   const auto phases = scheme.desc->cost(scheme, shape, n, c.P);
   double attn = 0, attn_compute = 0, comm = 0;
+  bool overlapped = false;  // some transfer travels while attention runs
   std::vector<double> sent(size_t(c.P), 0.0), pairs(size_t(c.P), 0.0);
   for (const parallel::CostPhase& p : phases) {
     const double most_pairs = *std::max_element(p.head_pairs.begin(), p.head_pairs.end());
@@ -246,7 +247,9 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
       t_comm = p.kind == parallel::CostPhase::Kind::Exchange && p.stride == 1
                    ? alltoall(most_bytes, p.group, c)
                    : most_bytes / l.bandwidth + l.latency;
-    attn += p.kind == parallel::CostPhase::Kind::RingStep ? std::max(comp, t_comm) : comp + t_comm;
+    const bool ring_step = p.kind == parallel::CostPhase::Kind::RingStep;
+    overlapped |= ring_step && most_bytes > 0;
+    attn += ring_step ? std::max(comp, t_comm) : comp + t_comm;
     attn_compute += comp;
     comm += t_comm;
   }
@@ -280,7 +283,7 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
   const double imbalance = mean > 0 ? *std::max_element(pairs.begin(), pairs.end()) / mean : 1;
   s.note = imbalance > 1.05 ? fmt::format("busiest device does {:.2f}x the mean attention; ", imbalance)
                             : "balanced attention work; ";
-  s.note += comm_phrase(s, scheme.desc->lockstep && !scheme.is("ulysses") ? "transfer" : nullptr);
+  s.note += comm_phrase(s, overlapped ? "transfer" : nullptr);
   return s;
 }
 

@@ -1,6 +1,7 @@
 // Presentation of a plan: the table, the JSON and the recommendation line.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -144,19 +145,24 @@ std::string plan_table(const Plan& plan) {
       plan.dtype_reason == "as asked" ? "" : " (" + plan.dtype_reason + ")", r.tokens, r.gpus,
       nodes, std::min(r.gpus, r.gpus_per_node), r.hw.name, plan.flops, r.hw.efficiency,
       r.decode_tokens);
-  out += fmt::format("{:<8} {:<26} {:<4} {:>10} {:>10} {:>11} {:>11}  {}\n", "strategy",
-                     "layout", "fits", "mem/device", "prefill", "decode/tok", "comm/device",
-                     "note");
+  // The strategy column as wide as the longest name (schemes come from the registry).
+  size_t w = 8;
+  for (const auto& s : plan.strategies) w = std::max(w, s.strategy.size());
+  auto row = [&](const std::string& name, const std::string& layout, const std::string& fits,
+                 const std::string& mem, const std::string& prefill, const std::string& decode,
+                 const std::string& comm, const std::string& note) {
+    out += fmt::format("{:<{}} {:<26} {:<4} {:>10} {:>10} {:>11} {:>11}  {}\n", name, w, layout,
+                       fits, mem, prefill, decode, comm, note);
+  };
+  row("strategy", "layout", "fits", "mem/device", "prefill", "decode/tok", "comm/device", "note");
   for (const auto& s : plan.strategies) {
     if (!s.applicable) {
-      out += fmt::format("{:<8} {:<26} {:<4} {:>10} {:>10} {:>11} {:>11}  {}\n", s.strategy,
-                         s.layout, "-", "-", "-", "-", "-", s.note);
+      row(s.strategy, s.layout, "-", "-", "-", "-", "-", s.note);
       continue;
     }
-    out += fmt::format("{:<8} {:<26} {:<4} {:>10} {:>10} {:>11} {:>11}  {}\n", s.strategy,
-                       s.layout, s.fits ? "yes" : "NO", fmt_bytes(s.memory_bytes),
-                       fmt_seconds(s.prefill_seconds), fmt_seconds(s.decode_seconds_per_token),
-                       fmt_bytes(s.bytes_communicated_per_device), s.note);
+    row(s.strategy, s.layout, s.fits ? "yes" : "NO", fmt_bytes(s.memory_bytes),
+        fmt_seconds(s.prefill_seconds), fmt_seconds(s.decode_seconds_per_token),
+        fmt_bytes(s.bytes_communicated_per_device), s.note);
   }
   out += "\nrecommended: " + plan.reason + "\n";
   return out;
