@@ -98,8 +98,9 @@ void KVCache::read(int64_t layer, int64_t first, int64_t count, float* k, float*
   TD_CHECK(pool_ && first >= 0 && count >= 0 && first + count <= size());
   if (count == 0) return;
   const auto table = pool_->blocks(seq_);
-  row_buf_.resize(size_t(page_ * kv_dim_));
-  // Page by page: whole pages are read into place, partial ones through row_buf_.
+  // Page by page: f32 rows are copied in place; quantized pages are dequantized whole into
+  // row_buf_ (one page) and their rows copied from there.
+  if (type_ != DType::F32) row_buf_.resize(size_t(page_ * kv_dim_));
   for (int64_t t = first; t < first + count;) {
     const BlockRef& b = table[size_t(t / page_)];
     const int64_t in_page = t % page_, run = std::min(first + count - t, b.n - in_page);
