@@ -22,8 +22,7 @@ int64_t PassQAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos
   circ_.set_rows(m);  // collective: every rank's query block size
   const int64_t slot = SequenceAttention::begin_step(cache, m, pos);
   // Every cached position, the step's new ones included (append stored them).
-  cache_pos_.resize(size_t(cache.size()));
-  cache.read_positions(0, cache.size(), cache_pos_.data());
+  read_cache_positions(cache);
   cache_min_pos_ = cache.size() > 0 ? *std::min_element(cache_pos_.begin(), cache_pos_.end()) : 0;
   return slot;
 }

@@ -37,11 +37,9 @@ void SequenceAttention::count_pairs(const int32_t* q_pos, int64_t n_q, const int
   head_pairs_ += visible_pairs(q_pos, n_q, kv_pos, n_kv) * uint64_t(heads);
 }
 
-void SequenceAttention::count_pairs(const int32_t* q_pos, int64_t n_q, const KVCache& cache,
-                                    int64_t heads) {
+void SequenceAttention::read_cache_positions(const KVCache& cache) {
   cache_pos_.resize(size_t(cache.size()));
   cache.read_positions(0, cache.size(), cache_pos_.data());
-  count_pairs(q_pos, n_q, cache_pos_.data(), cache.size(), heads);
 }
 
 kernels::AttentionArgs SequenceAttention::cache_args(const AttnStep& s, const KVCache& cache) const {

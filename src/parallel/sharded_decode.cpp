@@ -19,8 +19,9 @@ int64_t ShardedDecode::begin_step(KVCache& cache, int64_t m, const int32_t* pos)
       mine_.push_back(i);
       my_pos.push_back(pos[i]);
     }
-  if (mine_.empty()) return -1;
-  return cache.append(int64_t(mine_.size()), my_pos.data());
+  const int64_t slot = mine_.empty() ? -1 : cache.append(int64_t(mine_.size()), my_pos.data());
+  read_cache_positions(cache);  // for counting the work, once per step (not per layer)
+  return slot;
 }
 
 void ShardedDecode::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
@@ -36,7 +37,7 @@ void ShardedDecode::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   a.out = mine;
   a.lse = mine + s.m * qd;
   if (a.n_kv > 0) {
-    count_pairs(s.pos, s.m, cache, shape_.H);
+    count_pairs(s.pos, s.m, cache_pos_.data(), a.n_kv, shape_.H);
     run_attention(a, kernel_, pool_);
   } else {
     std::fill(mine, mine + s.m * qd, 0.0f);

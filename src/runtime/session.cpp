@@ -1,7 +1,5 @@
 #include "tandem/runtime/session.hpp"
 
-#include <numeric>
-
 #include "tandem/comm/in_process.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"

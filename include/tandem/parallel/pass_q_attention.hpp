@@ -41,7 +41,7 @@ class PassQAttention : public SequenceAttention {
   int32_t cache_min_pos_ = 0;     // smallest cached position (causal skip)
   std::vector<size_t> send_off_;  // floats: where each owner's partial goes in send_
   std::vector<float> send_, recv_, lse_;
-  std::vector<int32_t> pos_, cache_pos_;  // visiting block's / cached positions
+  std::vector<int32_t> pos_;      // the visiting block's positions
   std::vector<std::unique_ptr<comm::Request>> reqs_;
 };
 

@@ -84,17 +84,18 @@ class SequenceAttention {
   // Adds the visible pairs of queries at q_pos against keys at kv_pos, times `heads`.
   void count_pairs(const int32_t* q_pos, int64_t n_q, const int32_t* kv_pos, int64_t n_kv,
                    int64_t heads);
-  // The same against every key of the cache (positions read through its pages).
-  void count_pairs(const int32_t* q_pos, int64_t n_q, const KVCache& cache, int64_t heads);
+  // Every position the cache holds, read through its pages into cache_pos_ (once per
+  // step, in begin_step, by the strategies that attend over their whole cache).
+  void read_cache_positions(const KVCache& cache);
 
   AttnShape shape_;
   kernels::ThreadPool& pool_;
   AttnKernel kernel_ = AttnKernel::Flash;
   uint64_t head_pairs_ = 0;
+  std::vector<int32_t> cache_pos_;  // read_cache_positions()
 
  private:
   std::vector<float> stored_k_, stored_v_;
-  std::vector<int32_t> cache_pos_;
 };
 
 // Single rank: stores every new token and attends over the whole cache.
