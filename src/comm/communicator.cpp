@@ -90,9 +90,15 @@ std::string Communicator::describe_p2p(bool is_send, int peer, int tag) const {
 }
 
 void Communicator::count_traffic(uint64_t sent, uint64_t received, uint64_t messages) {
-  stats_.bytes_sent += sent;
-  stats_.bytes_received += received;
-  stats_.messages += messages;
+  for (Communicator* c = this; c; c = c->parent_) {
+    c->stats_.bytes_sent += sent;
+    c->stats_.bytes_received += received;
+    c->stats_.messages += messages;
+  }
+}
+
+void Communicator::add_wait_seconds(double seconds) {
+  for (Communicator* c = this; c; c = c->parent_) c->stats_.wait_seconds += seconds;
 }
 
 void Communicator::unsupported(std::string_view op) const {
@@ -211,7 +217,10 @@ std::unique_ptr<Communicator> Communicator::split(int color, int key) {
   if (color < kNoColor)
     fail(ErrorKind::Internal, "{}: split: color {} must be >= 0 or kNoColor", who_, color);
   auto sub = do_split(color, key);
-  if (sub) sub->set_timeout(timeout_);
+  if (sub) {
+    sub->set_timeout(timeout_);
+    sub->parent_ = this;
+  }
   return sub;
 }
 

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
+#include <new>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -20,6 +22,15 @@
 
 namespace tandem::comm {
 namespace inproc {
+
+Parked::Parked(const std::byte* p, size_t bytes) : size_(bytes) {
+  if (bytes == 0) return;
+  data_ = static_cast<std::byte*>(std::malloc(bytes));
+  if (!data_) throw std::bad_alloc();
+  std::memcpy(data_, p, bytes);
+}
+
+Parked::~Parked() { std::free(data_); }
 
 void Abort::raise(int failed_world_rank, std::exception_ptr error, std::string what) {
   {
@@ -88,9 +99,9 @@ class DoneRequest final : public Request {
 class RecvRequest final : public Request {
  public:
   RecvRequest(std::shared_ptr<World> world, int dst, std::pair<int, int> key, uint64_t seq,
-              std::shared_ptr<RecvSlot> slot, std::string who, std::string desc, CommStats* stats)
+              std::shared_ptr<RecvSlot> slot, std::string who, std::string desc, Communicator* comm)
       : world_(std::move(world)), dst_(dst), key_(key), seq_(seq), slot_(std::move(slot)),
-        who_(std::move(who)), desc_(std::move(desc)), stats_(stats) {}
+        who_(std::move(who)), desc_(std::move(desc)), comm_(comm) {}
 
   ~RecvRequest() override {
     if (finished_) return;
@@ -116,7 +127,7 @@ class RecvRequest final : public Request {
     box.cv.wait_until(lock, until, [&] {
       return slot_->done || world_->abort->flag.load() || src_finished();
     });
-    stats_->wait_seconds += now_seconds() - t0;
+    comm_->add_wait_seconds(now_seconds() - t0);
     if (!check_locked())
       fail(ErrorKind::Comm, "{}: {} timed out after {} s", who_, desc_, timeout_s);
   }
@@ -146,7 +157,7 @@ class RecvRequest final : public Request {
   uint64_t seq_;
   std::shared_ptr<RecvSlot> slot_;
   std::string who_, desc_;
-  CommStats* stats_;
+  Communicator* comm_;  // counts the time waited; outlives the request
   bool finished_ = false;
 };
 
@@ -182,7 +193,7 @@ class InProcComm final : public Communicator {
         ch.waiting.erase(it);
       } else {
         const auto* p = static_cast<const std::byte*>(buf);
-        ch.early.emplace(seq, std::vector<std::byte>(p, p + bytes));
+        ch.early.emplace(seq, inproc::Parked(p, bytes));
       }
     }
     box.cv.notify_all();
@@ -216,7 +227,7 @@ class InProcComm final : public Communicator {
       }
     }
     return std::make_unique<RecvRequest>(world_, rank(), key, seq, std::move(slot), who(),
-                                         std::move(desc), &mutable_stats());
+                                         std::move(desc), this);
   }
 
   // Ranks gather (color, key); each group's World is made by the first member to get

@@ -47,12 +47,32 @@ struct RecvSlot {
   std::string error;  // set instead of copying when sizes differ
 };
 
+// A message copy parked until its receive is posted. Its bytes come from malloc, not
+// operator new: like an MPI library's eager buffers they belong to the transport, so
+// tests that count the heap a rank's strategy allocates (operator new per thread, e.g.
+// tests/parallel/comm_volume_test.cpp) see the strategy's buffers only.
+class Parked {
+ public:
+  Parked(const std::byte* p, size_t bytes);
+  Parked(Parked&& o) noexcept : data_(o.data_), size_(o.size_) { o.data_ = nullptr, o.size_ = 0; }
+  Parked(const Parked&) = delete;
+  Parked& operator=(const Parked&) = delete;
+  Parked& operator=(Parked&&) = delete;
+  ~Parked();
+  const std::byte* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  std::byte* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // Messages from one source with one tag to one destination; the k-th send matches the
 // k-th posted receive.
 struct Channel {
   uint64_t sent = 0;
   uint64_t posted = 0;
-  std::map<uint64_t, std::vector<std::byte>> early;         // sent, not yet received
+  std::map<uint64_t, Parked> early;                         // sent, not yet received
   std::map<uint64_t, std::shared_ptr<RecvSlot>> waiting;    // posted, not yet sent
 };
 

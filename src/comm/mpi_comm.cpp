@@ -205,7 +205,7 @@ class MpiComm final : public Communicator {
 
  private:
   std::unique_ptr<MpiRequest> make_request(std::string desc, bool cancelable) {
-    return std::make_unique<MpiRequest>(env_, who(), std::move(desc), &mutable_stats(),
+    return std::make_unique<MpiRequest>(env_, who(), std::move(desc), this,
                                         cancelable);
   }
 

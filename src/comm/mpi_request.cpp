@@ -89,10 +89,10 @@ bool MpiRequest::test() {
   const double t0 = now_seconds();
   try {
     const bool finished = poll();
-    stats_->wait_seconds += now_seconds() - t0;
+    comm_->add_wait_seconds(now_seconds() - t0);
     return finished;
   } catch (...) {
-    stats_->wait_seconds += now_seconds() - t0;
+    comm_->add_wait_seconds(now_seconds() - t0);
     throw;
   }
 }
@@ -100,7 +100,7 @@ bool MpiRequest::test() {
 void MpiRequest::wait_until(double deadline, double timeout_s) {
   if (done_) return;
   wait_polling([] { return now_seconds(); }, [&] { return poll(); }, deadline,
-               stats_->wait_seconds,
+               [&](double s) { comm_->add_wait_seconds(s); },
                [&] { raise(fmt::format(" timed out after {} s", timeout_s)); });
 }
 

@@ -27,9 +27,10 @@ std::string error_string(int rc);
 // native non-blocking collective (possibly in several chunks).
 class MpiRequest final : public Request {
  public:
-  MpiRequest(std::shared_ptr<Env> env, std::string who, std::string desc, CommStats* stats,
+  // `comm` (which counts the time waited) must outlive the request.
+  MpiRequest(std::shared_ptr<Env> env, std::string who, std::string desc, Communicator* comm,
              bool cancelable)
-      : env_(std::move(env)), who_(std::move(who)), desc_(std::move(desc)), stats_(stats),
+      : env_(std::move(env)), who_(std::move(who)), desc_(std::move(desc)), comm_(comm),
         cancelable_(cancelable) {}
   ~MpiRequest() override;
 
@@ -50,7 +51,7 @@ class MpiRequest final : public Request {
 
   std::shared_ptr<Env> env_;
   std::string who_, desc_;
-  CommStats* stats_;
+  Communicator* comm_;
   bool cancelable_;
   bool done_ = false;
   std::vector<MPI_Request> reqs_;

@@ -389,10 +389,10 @@ bool NcclRequest::test() {
   const double t0 = now_seconds();
   try {
     const bool r = poll();
-    c_->mutable_stats().wait_seconds += now_seconds() - t0;
+    c_->add_wait_seconds(now_seconds() - t0);
     return r;
   } catch (...) {
-    c_->mutable_stats().wait_seconds += now_seconds() - t0;
+    c_->add_wait_seconds(now_seconds() - t0);
     throw;
   }
 }
@@ -400,7 +400,7 @@ bool NcclRequest::test() {
 void NcclRequest::wait_until(double deadline, double timeout_s) {
   if (done_) return;
   wait_polling([] { return now_seconds(); }, [&] { return poll(); }, deadline,
-               c_->mutable_stats().wait_seconds,
+               [&](double s) { c_->add_wait_seconds(s); },
                [&] { c_->raise(desc_, fmt::format(" timed out after {} s", timeout_s)); });
 }
 

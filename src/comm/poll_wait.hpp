@@ -15,27 +15,27 @@ inline void nap(int spins, double waited) {
 }
 
 // Calls poll() until it returns true. At `deadline` (now() seconds) calls timed_out(),
-// which must throw. The time waited is added to wait_seconds however the wait ends.
-template <class Now, class Poll, class TimedOut>
-void wait_polling(Now now, Poll poll, double deadline, double& wait_seconds, TimedOut timed_out) {
+// which must throw. The time waited goes to waited(seconds) however the wait ends.
+template <class Now, class Poll, class Waited, class TimedOut>
+void wait_polling(Now now, Poll poll, double deadline, Waited waited, TimedOut timed_out) {
   const double t0 = now();
   for (int spins = 0;; ++spins) {
     bool finished;
     try {
       finished = poll();
     } catch (...) {
-      wait_seconds += now() - t0;
+      waited(now() - t0);
       throw;
     }
     if (finished) break;
     const double t = now();
     if (t >= deadline) {
-      wait_seconds += t - t0;
+      waited(t - t0);
       timed_out();
     }
     nap(spins, t - t0);
   }
-  wait_seconds += now() - t0;
+  waited(now() - t0);
 }
 
 }  // namespace tandem::comm

@@ -103,7 +103,8 @@ const SchemeDesc& hybrid_scheme() {
       for (int g = 0; g < R; ++g) r.held.push_back(group_ranges(n, ranks, s.placement, g * U, U));
       for (int q = 0; q < ranks; ++q) {
         r.member_of.push_back(q / U);
-        r.token_bytes.push_back(2.0 * ex.kv_heads[size_t(q)] * double(shape.d) * shape.b);
+        r.token_bytes.push_back(2.0 * ex.kv_heads[size_t(q)] * double(shape.d) * shape.b +
+                                kPositionBytes);
       }
       r.heads = ex.q_heads;
       CostPhases phases{ex.to_heads};

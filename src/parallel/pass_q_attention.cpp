@@ -123,7 +123,7 @@ const SchemeDesc& pass_q_scheme() {
       }
       const double qd = double(shape.H * shape.d);
       r.heads.assign(size_t(ranks), double(shape.H));
-      r.token_bytes.assign(size_t(ranks), qd * shape.b);
+      r.token_bytes.assign(size_t(ranks), qd * shape.b + kPositionBytes);
       r.out_bytes.assign(size_t(ranks), qd * shape.b + 4.0 * double(shape.H));
       return ring_phases(r);
     };

@@ -78,7 +78,7 @@ CostPhases scheme_parts::pass_kv_cost(const Scheme& s, const CostShape& shape, i
     r.member_of.push_back(j);
   }
   r.heads.assign(size_t(ranks), double(shape.H));
-  r.token_bytes.assign(size_t(ranks), 2.0 * double(shape.G * shape.d) * shape.b);
+  r.token_bytes.assign(size_t(ranks), 2.0 * double(shape.G * shape.d) * shape.b + kPositionBytes);
   return ring_phases(r);
 }
 

@@ -68,11 +68,13 @@ TEST(Planner, LayerFlopsByHand) {
 TEST(Planner, CommunicationVolumesByHand) {
   const auto m = hand_shape();
   // N = 8 tokens, P = 2 devices, b = 2 bytes. Each device holds N/P = 4 tokens.
-  // Ring pass-KV: 1 hop of 4 tokens x K and V of G*d = 2 values x 2 bytes = 32 bytes.
-  EXPECT_DOUBLE_EQ(ring_kv_bytes(m, 8, 2, 2), 1 * 4 * 2 * 2 * 2);
-  // Pass-Q: 1 hop of 4 queries x H*d = 4 values x 2 bytes (32), then partial outputs of the
-  // 4 visiting queries back: 4 x (4 values x 2 bytes + H = 2 lse x 4 bytes) = 64.
-  EXPECT_DOUBLE_EQ(pass_q_bytes(m, 8, 2, 2), 32 + 64);
+  // Ring pass-KV: 1 hop of 4 tokens x (K and V of G*d = 2 values x 2 bytes, plus the
+  // token's 4-byte position) = 4 x 12 = 48 bytes.
+  EXPECT_DOUBLE_EQ(ring_kv_bytes(m, 8, 2, 2), 1 * 4 * (2 * 2 * 2 + 4));
+  // Pass-Q: 1 hop of 4 queries x (H*d = 4 values x 2 bytes + a 4-byte position) (48), then
+  // partial outputs of the 4 visiting queries back: 4 x (4 values x 2 bytes + H = 2 lse x
+  // 4 bytes) = 64.
+  EXPECT_DOUBLE_EQ(pass_q_bytes(m, 8, 2, 2), 48 + 64);
   // Ulysses: of its 4 tokens a device keeps 1/2 and sends 1/2 of Q (H=2 heads), K and V
   // (G=1 head each, replicated to P=2 heads since P > G) and O (H=2 heads):
   // 1/2 * 4 * (2 + 2 + 2 + 2) heads * d=2 * 2 bytes = 64.

@@ -54,7 +54,10 @@ enum class ReduceOp { Sum, Max };
 enum class ElemType { F32, F64, I64 };
 size_t elem_size(ElemType t);
 
-// Traffic counted by every operation of one communicator (self-copies excluded).
+// Traffic counted by every operation of one communicator (self-copies excluded). A
+// sub-communicator's (split()) traffic and waits count in its own stats and in those of
+// every communicator it was split from, which must outlive it: the world's stats are the
+// rank's whole traffic.
 // Point-to-point bytes count when posted. For collectives, bytes are what this rank
 // hands to / takes from other ranks; allreduce counts the 2(P-1)/P * n volume of a ring.
 struct CommStats {
@@ -124,6 +127,9 @@ class Communicator {
 
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }
+  // Time blocked on one of this communicator's operations (the backends' requests
+  // report it); counted as stats() says.
+  void add_wait_seconds(double seconds);
 
  protected:
   Communicator(int rank, int size, int world_rank);
@@ -163,7 +169,6 @@ class Communicator {
   // "alltoallv: recv from rank 2" / "send to rank 1 (tag 7)": names a p2p operation.
   std::string describe_p2p(bool is_send, int peer, int tag) const;
   int world_rank() const { return world_rank_; }
-  CommStats& mutable_stats() { return stats_; }
   void count_traffic(uint64_t sent, uint64_t received, uint64_t messages);
   [[noreturn]] void unsupported(std::string_view op) const;
 
@@ -176,6 +181,7 @@ class Communicator {
   double timeout_;
   std::string_view op_;
   CommStats stats_;
+  Communicator* parent_ = nullptr;  // split() from it: traffic counts there too
   Trace* trace_ = nullptr;
 };
 

@@ -7,14 +7,18 @@
 //
 // Work is counted in (query, key, query head) triples visible under the causal mask:
 // each costs 4*d FLOPs (2*d for q.k, 2*d for p*v). Bytes count the elements of K, V, Q
-// and outputs at `b` bytes each (plus 4 bytes per log-sum-exp value); the int32 positions
-// that travel with blocks are left out.
+// and outputs at `b` bytes each, plus 4 bytes per log-sum-exp value and per token of a
+// block that circulates in a ring (its int32 position travels with it). The block sizes
+// and positions agreed once per forward step (not per layer) are left out.
 #include <cstdint>
 #include <vector>
 
 #include "tandem/parallel/sharding.hpp"
 
 namespace tandem::parallel {
+
+// Bytes of the position that travels with each token of a ring block.
+constexpr double kPositionBytes = 4;
 
 struct CostShape {
   int64_t H = 0, G = 0, d = 0;  // query heads, KV heads, head dim
