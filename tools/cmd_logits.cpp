@@ -44,10 +44,9 @@ void run(const Opts& o) {
   std::vector<float> logits;
   double secs = 0;
   bool root = false;
-  run_sessions(model, o.session, Workload{n, 0, false}, [&](Session& s) {
+  run_sessions(model, o.session, Workload{n, 0, false, n_out}, [&](Session& s) {
     const Stopwatch sw;
-    const PrefillOutput part = s.prefill(ids, n_out);
-    auto all = s.gather_logits(part);
+    auto all = s.gather_logits(s.prefill(ids, n_out));
     if (s.comm().rank() == 0) {
       secs = sw.seconds();
       logits = std::move(all);

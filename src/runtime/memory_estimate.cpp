@@ -8,9 +8,11 @@
 namespace tandem {
 
 std::string MemoryEstimate::describe() const {
-  return fmt::format("{} (weights {}, KV {}, activations {}, workspace {})", format_size(double(total())),
-                     format_size(double(weights)), format_size(double(kv)),
-                     format_size(double(activations)), format_size(double(workspace)));
+  return fmt::format("{} (weights {}, KV {}, activations {}, workspace {}, tokens {}, logits {})",
+                     format_size(double(total())), format_size(double(weights)),
+                     format_size(double(kv)), format_size(double(activations)),
+                     format_size(double(workspace)), format_size(double(tokens)),
+                     format_size(double(logits)));
 }
 
 uint64_t activation_bytes(const HParams& h, int64_t m) {

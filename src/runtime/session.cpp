@@ -1,5 +1,7 @@
 #include "tandem/runtime/session.hpp"
 
+#include <algorithm>
+
 #include "tandem/comm/in_process.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
@@ -26,7 +28,17 @@ MemoryEstimate estimate_rank_memory(const ModelInfo& info, const parallel::Schem
                                                : std::min(shard, Engine::kDefaultChunk);
   const uint64_t workspace = parallel::scheme_workspace_bytes(scheme, shape_of(info.hparams), shard,
                                                               w.prompt, ranks);
-  return estimate_memory(info, step, cache, workspace, opt.kv.type, opt.kv.page_tokens);
+  MemoryEstimate e = estimate_memory(info, step, cache, workspace, opt.kv.type, opt.kv.page_tokens);
+  // The prompt's ids on every rank, plus this rank's ids and positions.
+  e.tokens = uint64_t(w.prompt + 2 * shard) * sizeof(int32_t);
+  // Its rows among the last logit_rows positions; rank 0 of several also gathers them all.
+  const int64_t kept = std::clamp<int64_t>(w.logit_rows, 0, w.prompt);
+  int64_t mine = 0;
+  for (const parallel::TokenRange& t : parallel::shard_ranges(w.prompt, ranks, rank, scheme.placement))
+    mine += std::max<int64_t>(0, t.end - std::max(t.begin, w.prompt - kept));
+  const int64_t rows = mine + (ranks > 1 && rank == 0 ? kept : 0);
+  e.logits = uint64_t(rows) * uint64_t(info.hparams.n_vocab) * sizeof(float);
+  return e;
 }
 
 void check_rank_memory(const ModelInfo& info, const parallel::Scheme& scheme,
@@ -145,40 +157,67 @@ std::vector<float> Session::last_row(const PrefillOutput& part) {
   return row;
 }
 
-std::vector<float> Session::gather_logits(const PrefillOutput& part) {
-  return tandem::gather_logits(*comm_, part, model_->hparams().n_vocab);
+std::vector<float> Session::gather_logits(PrefillOutput&& part) {
+  return tandem::gather_logits(*comm_, std::move(part), model_->hparams().n_vocab);
 }
 
-std::vector<float> gather_logits(comm::Communicator& comm, const PrefillOutput& part,
-                                 int64_t vocab) {
-  const int P = comm.size();
-  const std::vector<int64_t> mine(part.indices.begin() + ptrdiff_t(part.first_out), part.indices.end());
-  // Every rank's row count and indices, to put the rows in global order.
-  std::vector<int64_t> counts(static_cast<size_t>(P), 0);
-  counts[size_t(comm.rank())] = int64_t(mine.size());
-  comm.allreduce(counts.data(), counts.size(), comm::ReduceOp::Sum);
-  std::vector<size_t> idx_bytes(static_cast<size_t>(P)), idx_off(static_cast<size_t>(P));
-  std::vector<size_t> row_bytes(static_cast<size_t>(P)), row_off(static_cast<size_t>(P));
-  size_t total = 0;
-  for (int q = 0; q < P; ++q) {
-    idx_bytes[size_t(q)] = size_t(counts[size_t(q)]) * sizeof(int64_t);
-    idx_off[size_t(q)] = total * sizeof(int64_t);
-    row_bytes[size_t(q)] = size_t(counts[size_t(q)] * vocab) * sizeof(float);
-    row_off[size_t(q)] = total * size_t(vocab) * sizeof(float);
-    total += size_t(counts[size_t(q)]);
+namespace {
+// Runs of consecutive positions in ascending indices: (first index in `idx`, length).
+std::vector<std::pair<size_t, size_t>> consecutive_runs(std::span<const int64_t> idx) {
+  std::vector<std::pair<size_t, size_t>> runs;
+  for (size_t i = 0; i < idx.size(); ++i) {
+    if (runs.empty() || idx[i] != idx[i - 1] + 1) runs.push_back({i, 0});
+    ++runs.back().second;
   }
-  std::vector<int64_t> all_idx(total);
-  comm.allgatherv(mine.data(), idx_bytes[size_t(comm.rank())], all_idx.data(), idx_bytes, idx_off);
-  std::vector<float> rows(total * size_t(vocab));
-  comm.allgatherv(part.logits.data(), row_bytes[size_t(comm.rank())], rows.data(), row_bytes,
-                  row_off);
-  // The rows are the last `total` tokens: global index i goes to row i - (N - total).
-  int64_t first = all_idx.empty() ? 0 : *std::min_element(all_idx.begin(), all_idx.end());
-  std::vector<float> ordered(rows.size());
-  for (size_t i = 0; i < total; ++i)
-    std::copy(rows.begin() + ptrdiff_t(i * size_t(vocab)), rows.begin() + ptrdiff_t((i + 1) * size_t(vocab)),
-              ordered.begin() + ptrdiff_t(size_t(all_idx[i] - first) * size_t(vocab)));
-  return ordered;
+  return runs;
+}
+}  // namespace
+
+std::vector<float> gather_logits(comm::Communicator& comm, PrefillOutput&& part, int64_t vocab) {
+  const int P = comm.size(), me = comm.rank();
+  const std::span<const int64_t> mine(part.indices.data() + part.first_out,
+                                      part.indices.size() - size_t(part.first_out));
+  if (P == 1) return std::move(part.logits);  // already in order
+  // Every rank's row count; rank 0 then learns each one's positions, and receives each
+  // run of consecutive positions into its place.
+  std::vector<int64_t> counts(static_cast<size_t>(P), 0);
+  counts[size_t(me)] = int64_t(mine.size());
+  comm.allreduce(counts.data(), counts.size(), comm::ReduceOp::Sum);
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  constexpr int kTagIdx = 31, kTagRows = 32;
+  const size_t row_bytes = size_t(vocab) * sizeof(float);
+  if (me != 0) {
+    if (mine.empty()) return {};
+    comm.send(mine.data(), mine.size() * sizeof(int64_t), 0, kTagIdx);
+    std::vector<std::unique_ptr<comm::Request>> reqs;
+    for (const auto& [at, len] : consecutive_runs(mine))
+      reqs.push_back(comm.isend(part.logits.data() + at * size_t(vocab), len * row_bytes, 0, kTagRows));
+    comm.wait_all(reqs);
+    return {};
+  }
+  // The rows are the last `total` positions: position i goes to row i - (N - total).
+  const int64_t first = part.tokens - total;
+  std::vector<float> out(size_t(total) * size_t(vocab));
+  auto place = [&](int64_t pos) { return out.data() + size_t(pos - first) * size_t(vocab); };
+  for (size_t i = 0; i < mine.size(); ++i)
+    std::copy_n(part.logits.data() + i * size_t(vocab), vocab, place(mine[i]));
+  part.logits = {};
+  std::vector<int64_t> idx;
+  for (int q = 1; q < P; ++q) {
+    if (counts[size_t(q)] == 0) continue;
+    idx.resize(size_t(counts[size_t(q)]));
+    comm.recv(idx.data(), idx.size() * sizeof(int64_t), q, kTagIdx);
+    std::vector<std::unique_ptr<comm::Request>> reqs;
+    for (const auto& [at, len] : consecutive_runs(idx)) {
+      if (idx[at] < first || idx[at + len - 1] >= part.tokens)
+        fail(ErrorKind::Comm, "{}: gather_logits: rank {} sent positions outside the last {}",
+             comm.who(), q, total);
+      reqs.push_back(comm.irecv(place(idx[at]), len * row_bytes, q, kTagRows));
+    }
+    comm.wait_all(reqs);
+  }
+  return out;
 }
 
 GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateParams& params,

@@ -30,13 +30,12 @@ void lay_out_weights(Model& model) {
   if (!arena) fail(ErrorKind::Resource, "out of memory repacking {} bytes of weights", total);
   ::madvise(arena, total, MADV_HUGEPAGE);  // advice only: 4 KiB pages where refused
   size_t used = 0, copied = 0;
-  std::vector<std::pair<const void*, size_t>> originals;
   for (MatrixView* w : mats) {
     const size_t n = arena_size(*w);
     if (n == 0) continue;
     uint8_t* p = arena + used;
     used += (n + 63) / 64 * 64;
-    originals.emplace_back(w->data, w->nbytes());
+    const void* original = w->data;
     if (kernels::packed_size(*w) > 0) {
       w->packed_layout = kernels::pack_weight(*w, p);
       w->packed = p;
@@ -46,11 +45,13 @@ void lay_out_weights(Model& model) {
       w->data = p;
     }
     copied += n;
+    // The original pages are read only by the reference kernels and get_rows (a tied
+    // embedding) from now on: drop them at once, so no matrix is resident twice and the
+    // process never holds more than one matrix beyond the copies (they come back from
+    // the file if read).
+    model.drop_file_range(original, w->nbytes());
   }
   model.adopt_weight_copies(arena, copied);
-  // The original pages are read only by the reference kernels and get_rows (a tied
-  // embedding) from now on: drop them, so no matrix is resident twice.
-  for (const auto& [data, bytes] : originals) model.drop_file_range(data, bytes);
 }
 
 std::unique_ptr<Model> load_model(const std::string& path) {

@@ -67,8 +67,7 @@ SchemeRun run_scheme(const parallel::Scheme& s, int P, const std::vector<int32_t
     SessionOptions so;
     so.scheme = s.name;
     Session session(test_model(), so, comm);
-    const auto part = session.prefill(ids, int64_t(ids.size()));
-    auto all = session.gather_logits(part);
+    auto all = session.gather_logits(session.prefill(ids, int64_t(ids.size())));
     const PrefillReport rep = session.measure_prefill(ids);
     const std::lock_guard<std::mutex> lock(mu);
     if (comm.rank() == 0) {

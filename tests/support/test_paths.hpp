@@ -13,6 +13,10 @@ std::string temp_dir();
 // Runs a shell command; returns its exit code and stdout+stderr.
 struct RunResult { int code; std::string out; };
 RunResult run(const std::string& cmd);
+// The same, also measuring the peak resident set size of the largest process of the
+// command's tree (the shell, and every descendant reaped before it ends: mpirun's ranks).
+struct MeasuredRun { int code; std::string out; double peak_rss_bytes; };
+MeasuredRun run_measured(const std::string& cmd);
 // The whole file as text (empty when it cannot be read).
 std::string read_text(const std::string& path);
 }  // namespace tandem::test

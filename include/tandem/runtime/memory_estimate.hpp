@@ -23,8 +23,11 @@ struct MemoryEstimate {
   uint64_t kv = 0;           // K and V of cache_tokens tokens, all layers
   uint64_t activations = 0;  // the engine's buffers for step_tokens tokens at once
   uint64_t workspace = 0;    // the attention strategy's buffers
-  uint64_t total() const { return weights + kv + activations + workspace; }
-  std::string describe() const;  // "1.2 GiB (weights ..., KV ..., activations ..., workspace ...)"
+  uint64_t tokens = 0;       // the prompt's ids and this rank's ids and positions
+  uint64_t logits = 0;       // rows of logits the command holds on this rank
+  uint64_t total() const { return weights + kv + activations + workspace + tokens + logits; }
+  // "1.2 GiB (weights ..., KV ..., activations ..., workspace ..., tokens ..., logits ...)"
+  std::string describe() const;
 };
 
 // Engine activation bytes for a step of m tokens (with one row of logits).

@@ -35,15 +35,19 @@ struct SessionOptions {
 parallel::Scheme resolve_scheme(const std::string& name, int ranks, std::string_view flag = "--sp");
 
 // Tokens a run plans for: a prompt and the tokens decoded after it; recompute: every
-// decode step runs the whole sequence again (no KV cache; local only).
+// decode step runs the whole sequence again (no KV cache; local only); the rows of
+// logits the command keeps (those of the last logit_rows positions, gathered on rank 0).
 struct Workload {
   int64_t prompt = 0;
   int64_t decode = 0;
   bool recompute = false;
+  int64_t logit_rows = 1;
 };
 
 // Memory of rank `rank` of a `ranks`-rank run of `w` (weights, its KV shard as the cache
-// options lay it out, activations of one forward step, the strategy's workspace).
+// options lay it out, activations of one forward step, the strategy's workspace, the
+// prompt's ids and positions, the logits rows it holds: its own, and on rank 0 of several
+// the gathered ones too).
 MemoryEstimate estimate_rank_memory(const ModelInfo& info, const parallel::Scheme& scheme,
                                     const EngineOptions& opt, int ranks, int rank, Workload w);
 // Throws Error(Resource) "<who>: needs X (...) but --max-memory is Y" when rank `rank`
@@ -93,8 +97,9 @@ class Session {
   PrefillOutput prefill(std::span<const int32_t> ids, int64_t n_logits, int64_t n_decode = 0);
   // The last token's row (prefill with n_logits >= 1), on every rank. Collective.
   std::vector<float> last_row(const PrefillOutput& part);
-  // Every rank's rows in global order ([n_logits][V]), on every rank. Collective.
-  std::vector<float> gather_logits(const PrefillOutput& part);
+  // Every rank's rows in global order ([n_logits][V]) on rank 0, empty elsewhere; takes
+  // the rows (a single rank returns them without a copy). Collective.
+  std::vector<float> gather_logits(PrefillOutput&& part);
   // The KV cache of the last prefill (or generation).
   const KVCache& cache() const { return cache_; }
   KVCache& cache() { return cache_; }
@@ -128,10 +133,10 @@ class Session {
   uint64_t last_pairs_ = 0;  // head_pairs() of the last prefill's strategy
 };
 
-// Every rank's logits rows of `part` in global order ([rows][vocab]), on every rank.
-// Collective.
-std::vector<float> gather_logits(comm::Communicator& comm, const PrefillOutput& part,
-                                 int64_t vocab);
+// Every rank's logits rows of `part` in global order ([rows][vocab]) on rank 0, an empty
+// vector on the others. Rank 0 receives each run of consecutive positions straight into
+// its place: it holds its own rows and the result, no other copy. Collective.
+std::vector<float> gather_logits(comm::Communicator& comm, PrefillOutput&& part, int64_t vocab);
 
 // Seconds this rank's traffic of a run takes when nothing overlaps it: `messages`
 // blocking ring exchanges (send to rank+1, receive from rank-1) of bytes/messages bytes

@@ -1,0 +1,94 @@
+// --max-memory holds as the operating system measures it. Each command is run three
+// times: with a 1-byte budget (refused; its message gives the per-rank estimate E), with
+// a budget just below E (refused before any large allocation: the peak resident set of
+// its largest process stays at the runtime's baseline), and just above E (it runs, and
+// the peak resident set of its largest process, a rank under mpirun, stays under the
+// budget plus kMargin). kMargin is what the estimate leaves out: the program and its
+// libraries, thread stacks, allocator slack and the MPI runtime (measured on the 2-core
+// CI machine: about 16 MiB for a process alone, 25 MiB for a rank under mpirun).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <regex>
+
+#include "support/test_paths.hpp"
+
+using tandem::test::run_measured;
+using tandem::test::shared_path;
+using tandem::test::tandem_bin;
+using tandem::test::temp_dir;
+
+namespace {
+
+constexpr double kMiB = 1024.0 * 1024.0;
+constexpr double kMargin = 32 * kMiB;
+
+std::string mpirun(int np) {
+  return "timeout 300 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " +
+         std::to_string(np) + " ";
+}
+
+// The largest "needs X UNIT" of the output, in bytes (format_size: B, KiB, MiB, GiB).
+double largest_need(const std::string& out) {
+  static const std::regex re(R"(needs ([0-9.]+) (B|KiB|MiB|GiB) )");
+  double worst = 0;
+  for (auto it = std::sregex_iterator(out.begin(), out.end(), re); it != std::sregex_iterator(); ++it) {
+    const std::string unit = (*it)[2];
+    const double scale = unit == "B" ? 1 : unit == "KiB" ? 1024 : unit == "MiB" ? kMiB : kMiB * 1024;
+    worst = std::max(worst, std::stod((*it)[1]) * scale);
+  }
+  return worst;
+}
+
+struct Case {
+  std::string name, cmd;  // cmd without --max-memory
+};
+
+void check_budgets(const Case& c) {
+  SCOPED_TRACE(c.name);
+  const auto probe = run_measured(c.cmd + " --max-memory 1");
+  ASSERT_EQ(probe.code, 3) << probe.out;
+  const double need = largest_need(probe.out);
+  ASSERT_GT(need, 0) << probe.out;
+  // The printed estimate has four significant digits: 2% either side is safely over/under.
+  const double below = std::floor(need * 0.98), above = std::ceil(need * 1.02);
+  const auto refused = run_measured(c.cmd + " --max-memory " + std::to_string(int64_t(below)));
+  EXPECT_EQ(refused.code, 3) << refused.out;
+  EXPECT_NE(refused.out.find("needs"), std::string::npos) << refused.out;
+  EXPECT_LE(refused.peak_rss_bytes, kMargin) << "refused, but the process grew: " << refused.out;
+  const auto ran = run_measured(c.cmd + " --max-memory " + std::to_string(int64_t(above)));
+  EXPECT_EQ(ran.code, 0) << ran.out;
+  EXPECT_LE(ran.peak_rss_bytes, above + kMargin)
+      << "estimate " << need / kMiB << " MiB, budget " << above / kMiB << " MiB, peak RSS "
+      << ran.peak_rss_bytes / kMiB << " MiB";
+  std::printf("%-28s estimate %7.1f MiB  budget %7.1f MiB  peak RSS %7.1f MiB  (refused at %7.1f MiB: peak %5.1f MiB)\n",
+              c.name.c_str(), need / kMiB, above / kMiB, ran.peak_rss_bytes / kMiB, below / kMiB,
+              refused.peak_rss_bytes / kMiB);
+}
+
+std::string tiny() { return shared_path("models/tiny-f16.gguf"); }
+
+}  // namespace
+
+TEST(MemoryBudget, SingleRankCommandsStayWithinTheirBudget) {
+  const std::string t = tandem_bin(), out = temp_dir() + "/budget.f32";
+  for (const Case& c : {
+           Case{"generate", t + " generate -m " + tiny() + " -p 'Once upon a time' -n 16 -t 1"},
+           Case{"logits (every row)", t + " logits -m " + tiny() + " --random-tokens 1024 -t 1 --out " + out},
+           Case{"logits --last 4", t + " logits -m " + tiny() + " --random-tokens 4096 --last 4 -t 1 --out " + out},
+           Case{"prefill", t + " prefill -m " + tiny() + " --random-tokens 4096 -t 1"},
+       })
+    check_budgets(c);
+}
+
+TEST(MemoryBudget, SequenceParallelRanksStayWithinTheirBudget) {
+  const std::string t = mpirun(2) + tandem_bin(), out = temp_dir() + "/budget-sp.f32";
+  for (const Case& c : {
+           Case{"prefill --sp ring", t + " prefill -m " + tiny() + " --random-tokens 8192 -t 1 --sp ring"},
+           Case{"prefill --sp ulysses", t + " prefill -m " + tiny() + " --random-tokens 4096 -t 1 --sp ulysses"},
+           Case{"logits --sp zigzag", t + " logits -m " + tiny() + " --random-tokens 1024 -t 1 --sp zigzag --out " + out},
+           Case{"generate --sp ring", t + " generate -m " + tiny() + " -p 'Once upon a time' -n 16 -t 1 --sp ring"},
+       })
+    check_budgets(c);
+}
