@@ -3,11 +3,11 @@
 #include "tandem/analysis/hardware.hpp"
 
 #include <cmath>
-#include <fstream>
+#include <filesystem>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "tandem/core/error.hpp"
+#include "tandem/core/text_file.hpp"
 
 namespace tandem::analysis {
 
@@ -174,18 +174,17 @@ nlohmann::json profile_to_json(const HardwareProfile& p) {
 
 HardwareProfile load_profile(const std::string& name_or_path, const std::string& flag) {
   if (auto p = builtin_profile(name_or_path)) return *p;
-  std::ifstream in(name_or_path, std::ios::binary);
-  if (!in) {
+  std::error_code ec;
+  if (!std::filesystem::exists(name_or_path, ec)) {
     std::string names;
     for (const auto& n : builtin_profile_names()) names += (names.empty() ? "" : ", ") + n;
     bad_input("{} '{}': not a built-in profile ({}) nor a readable profile file", flag,
               name_or_path, names);
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string text = read_file_bounded(name_or_path, flag, kMaxJsonFileBytes);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(ss.str());
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     bad_input("{}: not valid JSON ({})", name_or_path, e.what());
   }
