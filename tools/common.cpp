@@ -17,17 +17,26 @@ namespace tandem::cli {
 
 namespace {
 
-// The value, or nullopt when `text` is not a decimal whole number from lo to hi.
+// The value of `text` when it is a whole number from lo to hi written the one way
+// std::to_string writes it: decimal digits after an optional '-', no '+', no leading
+// zeros, no "-0". CLI11 converts a flag's text itself after the check, with strtoll in
+// base 0 (where "010" is 8 and "0x10" is 16): only a text that both read alike passes.
+bool leading_zero(std::string_view text) {
+  return text.size() > 1 && (text[0] == '0' || (text[0] == '-' && text[1] == '0'));
+}
+
 std::optional<int64_t> int_value(std::string_view text, int64_t lo, int64_t hi) {
   int64_t v = 0;
   const char* end = text.data() + text.size();
   const auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (text.empty() || ec != std::errc() || p != end || v < lo || v > hi) return std::nullopt;
+  if (text.empty() || ec != std::errc() || p != end || v < lo || v > hi || leading_zero(text))
+    return std::nullopt;
   return v;
 }
 
 std::string not_int_in(std::string_view text, int64_t lo, int64_t hi) {
-  return fmt::format("'{}' is not a whole number from {} to {}", text, lo, hi);
+  return fmt::format("'{}' is not a whole number from {} to {}{}", text, lo, hi,
+                     leading_zero(text) ? " (decimal, without leading zeros)" : "");
 }
 
 }  // namespace
@@ -58,7 +67,9 @@ std::vector<int64_t> parse_int_list(std::string_view text, std::string_view flag
 
 CLI::Validator int_in(int64_t lo, int64_t hi) {
   return CLI::Validator(
-      [lo, hi](std::string& text) { return int_value(text, lo, hi) ? std::string() : not_int_in(text, lo, hi); },
+      [lo, hi](std::string& text) {
+        return int_value(text, lo, hi) ? std::string() : not_int_in(text, lo, hi);
+      },
       fmt::format("INT in [{} - {}]", lo, hi));
 }
 
