@@ -248,6 +248,11 @@ struct Runner {
     h.name += "-links-" + l.rate;
     h.description += "; between ranks: emulated " + l.rate + " links (tandem compare --links)";
     h.devices_per_node = 1;
+    if (!h.has_links) {  // one rank per emulated host: only the measured link is used
+      h.has_links = true;
+      h.intra = {l.measured_bandwidth > 0 ? l.measured_bandwidth : rate.bits_per_second / 8,
+                 l.measured_bandwidth > 0 ? l.measured_latency : 0.0};
+    }
     h.inter = {l.measured_bandwidth > 0 ? l.measured_bandwidth : rate.bits_per_second / 8,
                l.measured_bandwidth > 0 ? l.measured_latency : h.inter.latency};
     hardware = (dir / "links-profile.json").string();
@@ -306,7 +311,10 @@ void run(const Opts& o) {
   }
 
   Runner r(o, fs::read_symlink("/proc/self/exe").string(), fs::path(o.out));
-  analysis::load_profile(o.hardware);  // a bad name or file fails now, naming --hardware
+  // A bad name or file fails now, naming --hardware.
+  if (!analysis::load_profile(o.hardware).has_links)
+    fmt::print(stderr, "compare: --hardware {}: the profile has no link figures (calibrated "
+                       "without MPI): P > 1 runs are measured without a prediction\n", o.hardware);
   r.hardware = fs::exists(o.hardware) ? fs::absolute(o.hardware).string() : o.hardware;
   std::error_code ec;
   fs::create_directories(r.dir, ec);

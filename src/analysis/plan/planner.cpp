@@ -378,6 +378,10 @@ Plan make_plan(PlanRequest req, std::string_view strategy) {
   if (req.decode_tokens < 0) bad_input("--decode-tokens {} must be >= 0", req.decode_tokens);
   req.model.validate("--model " + req.model.name);
   req.hw.validate("--hardware " + req.hw.name);
+  if (!req.hw.has_links && req.gpus > 1)
+    bad_input("--gpus {}: the hardware profile '{}' has no link figures (intra_node, "
+              "inter_node; `tandem calibrate` leaves them out when it cannot measure MPI), so "
+              "it predicts one device only (--gpus 1)", req.gpus, req.hw.name);
   if (req.dtype != "auto" && weight_bytes_per_param(req.dtype) == 0) {
     std::string names;
     for (const auto& n : weight_dtypes()) names += n + ", ";
