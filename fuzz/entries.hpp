@@ -43,8 +43,10 @@ std::string shared_dir();
 
 // --- CLI parsers (fuzz/entries_cli.cpp; link tandem_parallel and tools/common.cpp) ---
 
-// parse_id_list (--ids), parallel::parse_scheme (--sp, rank count from byte 1) and
-// parse_size (--max-memory); byte 0 picks the parser, the rest is the text.
+// parse_id_list (--ids), parallel::parse_scheme (--sp, rank count from byte 1),
+// parse_size (--max-memory), read_file_bounded (--prompt-file; a regular file or a pipe),
+// parse_int_in with the int_in flag check, and parse_int_list (bounded whole-number flags
+// and lists); byte 0 picks the parser, the rest is the text (see entries_cli.cpp).
 void cli_numbers(const uint8_t* data, size_t size);
 
 }  // namespace tandem::fuzz

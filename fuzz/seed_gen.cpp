@@ -175,7 +175,9 @@ void write_texts(const std::string& dir, int mode, const std::string& inp) {
 }
 
 void write_cli(const std::string& dir) {
-  // Byte 0: the parser (0 --ids, 1 --sp with byte 1 + 1 ranks, 2 sizes, 3 format_size).
+  // Byte 0: the parser (0 --ids, 1 --sp with byte 1 + 1 ranks, 2 sizes, 3 format_size,
+  // 4/5 the bounded reader through a file/pipe with byte 1 as the limit, 6 a bounded
+  // number with byte 1 picking the bounds, 7 a bounded list, byte 2 the most items).
   const auto ids = [](const char* t) { return std::string(1, '\0') + t; };
   const auto sp = [](int ranks, const char* t) { return std::string{'\1', char(ranks - 1)} + t; };
   const auto size = [](const char* t) { return std::string(1, '\2') + t; };
@@ -183,7 +185,12 @@ void write_cli(const std::string& dir) {
       ids("1,2,3"), ids(" 0 1  2,,7 "), ids("2147483647"),
       sp(4, "ring"), sp(2, "zigzag"), sp(4, "ulysses"), sp(4, "hybrid:2x2"), sp(8, "pass-q"),
       sp(1, "auto"), size("4G"), size(" 512MiB"), size("1.5GB"), size("1048576"),
-      size("2 kib"), std::string(1, '\3') + std::string("\x00\x00\x00\x00\x00\x00\xF0\x41", 8)};
+      size("2 kib"), std::string(1, '\3') + std::string("\x00\x00\x00\x00\x00\x00\xF0\x41", 8),
+      std::string{'\4', '\20'} + "Once upon a time", std::string{'\4', '\4'} + "Once upon",
+      std::string{'\5', '\20'} + "Once upon a time", std::string{'\5', '\4'} + "Once upon",
+      std::string{'\6', '\0'} + "4096", std::string{'\6', '\1'} + "1099511627776",
+      std::string{'\6', '\3'} + "-5", std::string{'\6', '\5'} + "010",
+      std::string{'\7', '\14', '\3'} + "256,1024,4096", std::string{'\7', '\13', '\0'} + "2,4"};
   int k = 0;
   for (const auto& t : texts) write_file(dir + "/seed-cli-" + std::to_string(k++), t);
 }

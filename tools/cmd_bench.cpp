@@ -2,6 +2,7 @@
 // manner of llama-bench, each row set against this machine's roofline; and
 // `tandem bench --roofline`, which measures that roofline (read bandwidth, FMA peak).
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -41,6 +42,11 @@ std::string roofline_path(const Opts& o) {
 }
 
 Roofline measure(const Opts& o, const std::string& path) {
+  // The buffer is touched in full: refuse one that would not fit beside everything else.
+  const double phys = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGE_SIZE));
+  if (phys > 0 && double(o.roofline_mib) * (1 << 20) > phys / 2)
+    bad_input("--roofline-mib {}: more than half of this machine's memory ({} MiB)", o.roofline_mib,
+              int64_t(phys) >> 20);
   analysis::RooflineOptions ro;
   ro.threads = o.threads;
   ro.buffer_bytes = size_t(o.roofline_mib) << 20;
@@ -246,16 +252,16 @@ void add_bench(CLI::App& app) {
   sub->add_option("-m,--model", o->model, "GGUF model file")->check(CLI::ExistingFile);
   sub->add_option("-p,--n-prompt", o->prompt, "Prefill lengths, comma-separated; 0 skips (default 512)")
       ->delimiter(',')
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+      ->check(int_in(0, int64_t{1} << 24));
   sub->add_option("-n,--n-gen", o->gen, "Generation lengths, comma-separated; 0 skips (default 128)")
       ->delimiter(',')
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+      ->check(int_in(0, int64_t{1} << 24));
   sub->add_option("-d,--n-depth", o->depth, "Cache depths pre-filled before each test (default 0)")
       ->delimiter(',')
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+      ->check(int_in(0, int64_t{1} << 24));
   add_threads_option(sub, o->threads);
   sub->add_option("-r,--repetitions", o->repeats, "Timed repeats after one warm-up (default 5)")
-      ->check(CLI::Range(1, 1000));
+      ->check(int_in(1, 1000));
   sub->add_option("--seed", o->seed, "Seed of the random token ids (default 1234)");
   sub->add_flag("--json", o->json, "Print an array of result objects as JSON");
   sub->add_flag("--roofline", o->roofline,
@@ -264,8 +270,9 @@ void add_bench(CLI::App& app) {
                   "Roofline cache (default $TANDEM_ROOFLINE_FILE, else "
                   "$XDG_CACHE_HOME/tandem/roofline.json or ~/.cache/tandem/roofline.json)");
   sub->add_option("--roofline-mib", o->roofline_mib,
-                  "Buffer read by the bandwidth measurement, MiB (default 1024; keep it well above L3)")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+                  "Buffer read by the bandwidth measurement, MiB: 1 to 65536 and at most half "
+                  "the memory (default 1024; keep it well above L3)")
+      ->check(int_in(1, int64_t{1} << 16));
   sub->add_flag("--ablation", o->ablation,
                 "Prefill + decode under every configuration (all on, each optimization off, all "
                 "off) in one table; -p/-n default to 128/16 here");

@@ -104,11 +104,23 @@ void run(const Opts& o) {
     shm = probe_link("self,vader");
     tcp = probe_link("self,tcp");
   }
-  if (!shm.ok || !tcp.ok)
-    fmt::print(stderr, "warning: mpirun {}; link figures are placeholders (1 GB/s, 10 us)\n",
-               mpi ? "probe failed" : "not found");
-  h.intra = {shm.ok ? shm.bandwidth : 1e9, shm.ok ? shm.latency : 1e-5};
-  h.inter = {tcp.ok ? tcp.bandwidth : 1e9, tcp.ok ? tcp.latency : 1e-5};
+  // Links are written only as measured, both or neither: a profile without them still
+  // loads, plans one device and serves compare's P = 1 predictions; plan refuses
+  // --gpus > 1 with it, naming the missing fields (HardwareProfile::has_links).
+  h.has_links = shm.ok && tcp.ok;
+  std::string no_links;
+  if (!h.has_links) {
+    no_links = !mpi ? (launched_by_mpirun() ? "calibrate runs under mpirun itself"
+                                            : "mpirun is not on PATH")
+                    : fmt::format("the MPI probe failed over {}",
+                                  !shm.ok && !tcp.ok ? "shared memory and TCP"
+                                  : !shm.ok          ? "shared memory (btl vader)"
+                                                     : "TCP (btl tcp)");
+    h.description += "; links not measured (" + no_links + ")";
+  } else {
+    h.intra = {shm.bandwidth, shm.latency};
+    h.inter = {tcp.bandwidth, tcp.latency};
+  }
   h.validate("calibrate");
   const auto j = analysis::profile_to_json(h);
   std::FILE* f = std::fopen(o.out.c_str(), "w");
@@ -116,6 +128,13 @@ void run(const Opts& o) {
   fmt::print(f, "{}\n", j.dump(2));
   std::fclose(f);
   fmt::print("{}\nwrote {} (use: tandem plan --hardware {})\n", j.dump(2), o.out, o.out);
+  if (!h.has_links)
+    fmt::print(stderr,
+               "calibrate: MPI bandwidth and latency NOT measured: {}. The profile has no "
+               "intra_node/inter_node fields: plan uses it for --gpus 1 only, compare for its "
+               "one-rank predictions only. Install Open MPI (mpirun) and run calibrate again "
+               "for link figures.\n",
+               no_links);
 }
 
 // Ping-pong between ranks 0 and 1; rank 0 prints {"bandwidth": B/s, "latency": s}.

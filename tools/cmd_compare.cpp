@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "commands.hpp"
+#include "common.hpp"
 #include "tandem/analysis/compare.hpp"
 #include "tandem/analysis/hardware.hpp"
 #include "tandem/analysis/links.hpp"
@@ -48,28 +49,6 @@ struct Opts {
   int64_t naive_max = 256;
   bool json = false;
 };
-
-std::vector<int64_t> parse_ints(const std::string& text, const std::string& flag, int64_t lo,
-                                int64_t hi) {
-  std::vector<int64_t> v;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    int64_t x = 0;
-    try {
-      x = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || x < lo || x > hi)
-      bad_input("{}: '{}' is not a whole number in [{}, {}] (give a comma list, e.g. 256,1024)",
-                flag, item, lo, hi);
-    v.push_back(x);
-  }
-  if (v.empty()) bad_input("{}: empty list", flag);
-  return v;
-}
 
 std::vector<std::string> split(const std::string& text) {
   std::vector<std::string> v;
@@ -269,6 +248,11 @@ struct Runner {
     h.name += "-links-" + l.rate;
     h.description += "; between ranks: emulated " + l.rate + " links (tandem compare --links)";
     h.devices_per_node = 1;
+    if (!h.has_links) {  // one rank per emulated host: only the measured link is used
+      h.has_links = true;
+      h.intra = {l.measured_bandwidth > 0 ? l.measured_bandwidth : rate.bits_per_second / 8,
+                 l.measured_bandwidth > 0 ? l.measured_latency : 0.0};
+    }
     h.inter = {l.measured_bandwidth > 0 ? l.measured_bandwidth : rate.bits_per_second / 8,
                l.measured_bandwidth > 0 ? l.measured_latency : h.inter.latency};
     hardware = (dir / "links-profile.json").string();
@@ -311,8 +295,8 @@ bool help_mentions(const std::string& exe, const std::string& sub, const std::st
 
 void run(const Opts& o) {
   const auto t0 = std::chrono::steady_clock::now();
-  const auto lengths = parse_ints(o.lengths, "--lengths", 1, int64_t{1} << 22);
-  const auto ranks = parse_ints(o.ranks, "--ranks", 2, 64);
+  const auto lengths = parse_int_list(o.lengths, "--lengths", 1, int64_t{1} << 22);
+  const auto ranks = parse_int_list(o.ranks, "--ranks", 2, 64);
   const auto scheme_names = split(o.schemes);
   for (const auto& s : scheme_names) check_scheme(s);
   if (scheme_names.empty()) bad_input("--schemes: empty list");
@@ -327,7 +311,10 @@ void run(const Opts& o) {
   }
 
   Runner r(o, fs::read_symlink("/proc/self/exe").string(), fs::path(o.out));
-  analysis::load_profile(o.hardware);  // a bad name or file fails now, naming --hardware
+  // A bad name or file fails now, naming --hardware.
+  if (!analysis::load_profile(o.hardware).has_links)
+    fmt::print(stderr, "compare: --hardware {}: the profile has no link figures (calibrated "
+                       "without MPI): P > 1 runs are measured without a prediction\n", o.hardware);
   r.hardware = fs::exists(o.hardware) ? fs::absolute(o.hardware).string() : o.hardware;
   std::error_code ec;
   fs::create_directories(r.dir, ec);
@@ -432,14 +419,14 @@ void add_compare(CLI::App& app) {
                       "; a bare hybrid runs as hybrid:2x(P/2) (default " + o->schemes + ")");
   sub->add_option("-t,--threads", o->threads,
                   "Threads per rank (default: all cores for one rank, cores/P for P ranks)")
-      ->check(CLI::Range(1, 1024));
+      ->check(int_in(1, 1024));
   sub->add_option("--decode-tokens", o->decode_tokens,
                   fmt::format("Tokens decoded after the prompt (default 16; the naive pipeline "
                               "decodes at most {})", analysis::kNaiveDecodeTokens))
-      ->check(CLI::Range(0, 1 << 20));
+      ->check(int_in(0, 1 << 20));
   sub->add_option("--naive-max", o->naive_max,
                   "Longest N for the naive pipeline, which is slow (default 256)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 22));
+      ->check(int_in(0, int64_t{1} << 22));
   sub->add_option("--launcher", o->launcher,
                   "How P > 1 runs start: auto (mpirun when found), mpirun or threads")
       ->check(CLI::IsMember({"auto", "mpirun", "threads"}));

@@ -133,15 +133,15 @@ void add_generate(CLI::App& app) {
   auto* ids = sub->add_option("--ids", o->ids, "Prompt as token ids (1,2,3) instead of text");
   p->excludes(ids);
   sub->add_option("-n,--n-predict", o->n_predict, "Tokens to generate (default 32)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 26));
+      ->check(int_in(0, int64_t{1} << 26));
   sub->add_option("--temp", o->sampler.temperature, "Temperature; 0 = greedy (default 0.8)")
       ->check(CLI::Range(0.0f, 100.0f));
   sub->add_option("--top-k", o->sampler.top_k, "Keep the k most likely tokens; 0 = all (default 40)")
-      ->check(CLI::Range(0, 1 << 24));
+      ->check(int_in(0, 1 << 24));
   sub->add_option("--top-p", o->sampler.top_p, "Nucleus probability mass (default 0.95)")
       ->check(CLI::Range(0.0f, 1.0f));
   sub->add_option("--seed", o->seed, "Random seed (default: random, printed at the end)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 62));
+      ->check(int_in(0, int64_t{1} << 62));
   sub->add_flag("--no-bos", o->no_bos, "Do not add BOS to the prompt");
   sub->add_flag("--show-ids", o->show_ids, "Print generated token ids instead of text");
   sub->add_flag("--json", o->json,
@@ -150,7 +150,7 @@ void add_generate(CLI::App& app) {
   sub->add_option("--parallel", o->parallel,
                   "Generate N continuations of the prompt (seeds seed..seed+N-1); the prompt is "
                   "prefilled once and its KV cache pages are shared (default 1)")
-      ->check(CLI::Range(1, 4096));
+      ->check(int_in(1, 4096));
   sub->add_flag("--no-kv-cache", o->no_kv_cache,
                 "Recompute the whole sequence for every new token (the naive baseline)");
   sub->callback([o, p, ids] {

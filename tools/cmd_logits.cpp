@@ -83,11 +83,11 @@ void add_logits(CLI::App& app) {
   sub->add_option("-m,--model", o->model, "GGUF model file")->required()->check(CLI::ExistingFile);
   auto* ids = sub->add_option("--ids", o->ids, "Prompt token ids, e.g. 1,2,3");
   auto* rnd = sub->add_option("--random-tokens", o->random_tokens, "Use N random token ids")
-                  ->check(CLI::Range(int64_t{1}, int64_t{1} << 26));
+                  ->check(int_in(1, int64_t{1} << 26));
   ids->excludes(rnd);
   sub->add_option("--seed", o->seed, "Seed for --random-tokens (default 1234)");
   sub->add_option("--last", o->last, "Write only the last K positions")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 26));
+      ->check(int_in(0, int64_t{1} << 26));
   sub->add_option("--out", o->out, "Output file: little-endian float32 [positions][vocab]")
       ->required();
   add_session_options(sub, o->session);

@@ -1,6 +1,7 @@
 // tandem make-model: writes a synthetic Llama-family model with reproducible random
 // weights (the generator of shared/models/README.md).
 #include <fmt/format.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -11,6 +12,7 @@
 
 #include "commands.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/size.hpp"
 #include "tandem/model/gguf.hpp"
 #include "tandem/model/synth.hpp"
 
@@ -31,19 +33,21 @@ struct Opts {
 
 bool given(const CLI::Option* o) { return o && o->count() > 0; }
 
-void positive(const char* flag, int64_t v) {
+// The shape limits of the model loader (README, "Limits checked on input").
+void positive(const char* flag, int64_t v, int64_t hi) {
   if (v <= 0) bad_input("{} must be a positive number (got {})", flag, v);
+  if (v > hi) bad_input("{} {} is over the limit of {}", flag, v, hi);
 }
 
 SynthSpec make_spec(const Opts& o) {
   SynthSpec s = synth_preset(o.preset.empty() ? "tiny" : o.preset);
   if (given(o.o_arch)) s.arch = o.arch;
-  if (given(o.o_dim)) positive("--dim", s.n_embd = o.dim);
-  if (given(o.o_layers)) positive("--layers", s.n_layer = o.layers);
-  if (given(o.o_heads)) positive("--heads", s.n_head = o.heads);
-  if (given(o.o_kv_heads)) positive("--kv-heads", s.n_head_kv = o.kv_heads);
-  if (given(o.o_ff)) positive("--ff", s.n_ff = o.ff);
-  if (given(o.o_ctx)) positive("--ctx", s.n_ctx = o.ctx);
+  if (given(o.o_dim)) positive("--dim", s.n_embd = o.dim, int64_t{1} << 20);
+  if (given(o.o_layers)) positive("--layers", s.n_layer = o.layers, 4096);
+  if (given(o.o_heads)) positive("--heads", s.n_head = o.heads, 4096);
+  if (given(o.o_kv_heads)) positive("--kv-heads", s.n_head_kv = o.kv_heads, 4096);
+  if (given(o.o_ff)) positive("--ff", s.n_ff = o.ff, int64_t{1} << 20);
+  if (given(o.o_ctx)) positive("--ctx", s.n_ctx = o.ctx, int64_t{1} << 26);
   if (given(o.o_rope)) {
     if (!(o.rope_base > 0.0f) || !std::isfinite(o.rope_base))
       bad_input("--rope-base must be a positive number (got {})", o.rope_base);
@@ -76,9 +80,7 @@ SynthSpec make_spec(const Opts& o) {
   if (!o.vocab.empty()) {
     s.vocab_path = o.vocab;
   } else {
-    positive("--vocab-size", o.vocab_size);
-    if (o.vocab_size > (int64_t{1} << 24))
-      bad_input("--vocab-size {} is larger than the limit {}", o.vocab_size, int64_t{1} << 24);
+    positive("--vocab-size", o.vocab_size, int64_t{1} << 24);
     s.n_vocab = o.vocab_size;
   }
   s.seed = o.seed;
@@ -99,9 +101,33 @@ void check_output(const std::string& path) {
   if (access(dir.c_str(), W_OK) != 0) bad_input("-o {}: directory {} is not writable", path, dir.string());
 }
 
+// Each shape flag is within the loader's limits, but together they can ask for far more
+// than the machine has: the generator holds every tensor in memory until the file is
+// written. Refuses, before anything is generated, a model that would not fit in memory
+// or on the output's file system.
+void check_footprint(const SynthSpec& spec, const std::string& out) {
+  const SynthFootprint f = synthetic_model_footprint(spec);
+  const char* flags = "--dim, --ff, --layers, --vocab/--vocab-size and --type";
+  const double phys = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGE_SIZE));
+  if (phys > 0 && double(f.peak_bytes) > phys)
+    bad_input("{}: this model needs {} of memory to generate ({} of tensors), more than this "
+              "machine's {}", flags, format_size(double(f.peak_bytes)),
+              format_size(double(f.file_bytes)), format_size(phys));
+  const std::filesystem::path p(out);
+  const std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) == 0) {
+    const double avail = double(vfs.f_bavail) * double(vfs.f_frsize);
+    if (double(f.file_bytes) > avail)
+      bad_input("-o {}: the model takes {}, but {} has {} free", out,
+                format_size(double(f.file_bytes)), dir, format_size(avail));
+  }
+}
+
 void run(const Opts& o) {
   const SynthSpec spec = make_spec(o);
   check_output(o.out);
+  check_footprint(spec, o.out);
   // On a terminal the progress line is rewritten in place; elsewhere (logs) it is
   // printed about every tenth of the tensors.
   const bool tty = isatty(fileno(stderr)) != 0;

@@ -6,12 +6,16 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "common.hpp"
 #include "tandem/analysis/hardware.hpp"
 #include "tandem/analysis/planner.hpp"
 #include "tandem/core/error.hpp"
 
 namespace tandem::cli {
 namespace {
+
+constexpr int kMaxDevices = analysis::kMaxPlanDevices;
+constexpr int64_t kMaxTokens = analysis::kMaxPlanTokens;
 
 struct Opts {
   std::string model, hardware = "h100", dtype;
@@ -48,10 +52,14 @@ void add_plan(CLI::App& app) {
   sub->add_option("-m,--model", o->model,
                   "GGUF file, or a named shape: " + joined(analysis::names_of_shapes()))
       ->required();
-  sub->add_option("-n,--tokens", o->tokens, "Prompt tokens N")->required();
-  sub->add_option("--gpus", o->gpus, "Devices P (default 1)");
+  sub->add_option("-n,--tokens", o->tokens, "Prompt tokens N, 1 to 2^40")
+      ->required()
+      ->check(int_in(1, kMaxTokens));
+  sub->add_option("--gpus", o->gpus, fmt::format("Devices P, 1 to {} (default 1)", kMaxDevices))
+      ->check(int_in(1, kMaxDevices));
   auto* per_node = sub->add_option("--gpus-per-node", o->gpus_per_node,
-                                   "Devices per node K (default: the profile's, at most --gpus)");
+                                   "Devices per node K (default: the profile's, at most --gpus)")
+                       ->check(int_in(1, kMaxDevices));
   sub->add_option("--hardware", o->hardware,
                   "Profile: " + joined(analysis::builtin_profile_names()) +
                       ", or a JSON profile file (default h100)");
@@ -59,7 +67,8 @@ void add_plan(CLI::App& app) {
                   "Weight type: " + joined(analysis::weight_dtypes()) +
                       " or auto (default: the GGUF file's type; auto for named shapes)");
   sub->add_option("--decode-tokens", o->decode_tokens,
-                  "Tokens generated after the prompt, counted in the ranking (default 0)");
+                  "Tokens generated after the prompt, counted in the ranking, 0 to 2^40 (default 0)")
+      ->check(int_in(0, kMaxTokens));
   sub->add_flag("--json", o->json, "Print JSON: {best, strategies, ...}");
   sub->callback([o, per_node] {
     o->per_node_given = per_node->count() > 0;

@@ -31,11 +31,12 @@ struct Opts {
   std::string trace;
 };
 
-std::vector<int32_t> prompt_ids(const Opts& o, const Model& m) {
+// `text`: the content of --prompt-file, read before the model is loaded.
+std::vector<int32_t> prompt_ids(const Opts& o, const Model& m, const std::string& text) {
   if (!o.prompt_file.empty()) {
     const Tokenizer* tok = m.tokenizer();
     if (!tok) bad_input("{}: the model has no tokenizer; use --random-tokens", o.model);
-    return tok->encode(read_file(o.prompt_file), true);
+    return tok->encode(text, true);
   }
   return random_token_ids(o.random_tokens, m.hparams().n_vocab, o.seed);
 }
@@ -103,6 +104,9 @@ void write_trace(comm::Communicator& comm, const Trace& trace, const std::string
 }
 
 void run(const Opts& o) {
+  // The prompt file first: one over the limit is refused before the model is loaded.
+  const std::string text =
+      o.prompt_file.empty() ? std::string() : read_text_flag(o.prompt_file, "--prompt-file");
   const std::shared_ptr<Model> model = Model::load(o.model);
   const uint64_t budget = o.session.sp.max_memory;
   // --fit: the longest random prompt whose estimate fits the budget on every rank of the
@@ -114,7 +118,7 @@ void run(const Opts& o) {
       fail(ErrorKind::Resource, "--max-memory {}: not even one token fits", format_size(double(budget)));
     return n;
   };
-  const std::vector<int32_t> given = o.fit ? std::vector<int32_t>{} : prompt_ids(o, *model);
+  const std::vector<int32_t> given = o.fit ? std::vector<int32_t>{} : prompt_ids(o, *model, text);
   if (!o.fit && given.empty()) bad_input("prefill: the prompt has no tokens");
   const auto workload = [&](const parallel::Scheme& scheme, const EngineOptions& eo, int ranks) {
     return Workload{o.fit ? tokens(scheme, eo, ranks) : int64_t(given.size()), 0, false};
@@ -124,7 +128,7 @@ void run(const Opts& o) {
     if (o.fit) {
       Opts opts = o;
       opts.random_tokens = tokens(s.scheme(), s.options().engine, s.comm().size());
-      fitted = prompt_ids(opts, *model);
+      fitted = prompt_ids(opts, *model, text);
     }
     const std::vector<int32_t>& ids = o.fit ? fitted : given;
     Trace trace;
@@ -149,7 +153,7 @@ void add_prefill(CLI::App& app) {
   auto* pf = sub->add_option("--prompt-file", o->prompt_file, "Text file to prefill")
                  ->check(CLI::ExistingFile);
   auto* rt = sub->add_option("--random-tokens", o->random_tokens, "Prefill N random token ids")
-                 ->check(CLI::Range(int64_t{1}, int64_t{1} << 26));
+                 ->check(int_in(1, int64_t{1} << 26));
   pf->excludes(rt);
   sub->add_option("--seed", o->seed, "Seed for --random-tokens (default 1234)");
   sub->add_flag("--json", o->json, "Print the report as JSON");

@@ -18,9 +18,10 @@ struct Opts {
 };
 
 void run(const Opts& o) {
+  // The text first: a file over the limit is refused before the model is opened.
+  const std::string text = o.file.empty() ? o.prompt : read_text_flag(o.file, "--file");
   const auto f = gguf::File::open(o.model);
   const auto tok = Tokenizer::from_gguf(f);
-  const std::string text = o.file.empty() ? o.prompt : read_file(o.file);
   const auto ids = tok.encode(text, !o.no_bos);
   std::string line;
   for (size_t i = 0; i < ids.size(); ++i) line += (i ? " " : "") + std::to_string(ids[i]);

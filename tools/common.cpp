@@ -2,18 +2,76 @@
 
 #include <sched.h>
 
-#include <cerrno>
+#include <algorithm>
 #include <charconv>
+#include <optional>
 #include <cstring>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <thread>
 
 #include "commands.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/text_file.hpp"
 
 namespace tandem::cli {
+
+namespace {
+
+// The value of `text` when it is a whole number from lo to hi written the one way
+// std::to_string writes it: decimal digits after an optional '-', no '+', no leading
+// zeros, no "-0". CLI11 converts a flag's text itself after the check, with strtoll in
+// base 0 (where "010" is 8 and "0x10" is 16): only a text that both read alike passes.
+bool leading_zero(std::string_view text) {
+  return text.size() > 1 && (text[0] == '0' || (text[0] == '-' && text[1] == '0'));
+}
+
+std::optional<int64_t> int_value(std::string_view text, int64_t lo, int64_t hi) {
+  int64_t v = 0;
+  const char* end = text.data() + text.size();
+  const auto [p, ec] = std::from_chars(text.data(), end, v);
+  if (text.empty() || ec != std::errc() || p != end || v < lo || v > hi || leading_zero(text))
+    return std::nullopt;
+  return v;
+}
+
+std::string not_int_in(std::string_view text, int64_t lo, int64_t hi) {
+  return fmt::format("'{}' is not a whole number from {} to {}{}", text, lo, hi,
+                     leading_zero(text) ? " (decimal, without leading zeros)" : "");
+}
+
+}  // namespace
+
+int64_t parse_int_in(std::string_view text, std::string_view flag, int64_t lo, int64_t hi) {
+  const auto v = int_value(text, lo, hi);
+  if (!v) bad_input("{}: {}", flag, not_int_in(text, lo, hi));
+  return *v;
+}
+
+std::vector<int64_t> parse_int_list(std::string_view text, std::string_view flag, int64_t lo,
+                                    int64_t hi, size_t max_items) {
+  std::vector<int64_t> v;
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t comma = std::min(text.find(',', at), text.size());
+    if (v.size() == max_items)
+      bad_input("{}: more than {} items in '{}'", flag, max_items, text);
+    const std::string_view item = text.substr(at, comma - at);
+    const auto x = int_value(item, lo, hi);
+    if (!x)
+      bad_input("{}: {} (give a comma list, e.g. 256,1024)", flag, not_int_in(item, lo, hi));
+    v.push_back(*x);
+    at = comma + 1;
+  }
+  return v;
+}
+
+CLI::Validator int_in(int64_t lo, int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) {
+        return int_value(text, lo, hi) ? std::string() : not_int_in(text, lo, hi);
+      },
+      fmt::format("INT in [{} - {}]", lo, hi));
+}
 
 int default_threads() {
   cpu_set_t set;
@@ -24,7 +82,7 @@ int default_threads() {
 CLI::Option* add_threads_option(CLI::App* sub, int& threads) {
   threads = default_threads();
   return sub->add_option("-t,--threads", threads, "Worker threads (default: cores available)")
-      ->check(CLI::Range(1, 1024));
+      ->check(int_in(1, 1024));
 }
 
 void add_engine_options(CLI::App* sub, EngineFlags& f) {
@@ -43,7 +101,7 @@ void add_engine_options(CLI::App* sub, EngineFlags& f) {
   sub->add_option("--kv-page", f.kv_page,
                   "KV cache page size in tokens (paged cache with block tables); 0: one "
                   "contiguous buffer (default: 256 on one rank; contiguous under --sp)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+      ->check(int_in(0, int64_t{1} << 20));
   sub->add_option("--kv-type", f.kv_type, "KV cache rows: f32 (default) or q8_0")
       ->check(CLI::IsMember({"f32", "q8_0"}));
 }
@@ -88,12 +146,8 @@ std::vector<int32_t> random_token_ids(int64_t n, int64_t vocab, uint64_t seed) {
   return ids;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) bad_input("{}: cannot open: {}", path, std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+std::string read_text_flag(const std::string& path, const std::string& flag) {
+  return read_file_bounded(path, flag, kMaxTextBytes);
 }
 
 }  // namespace tandem::cli

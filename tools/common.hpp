@@ -2,6 +2,7 @@
 // Pieces shared by the subcommands.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -9,6 +10,18 @@
 #include "tandem/runtime/engine.hpp"
 
 namespace tandem::cli {
+
+// A whole number written in decimal (an optional '-' and digits, nothing else) from lo to
+// hi; throws Error(BadInput) "FLAG: 'TEXT' is not a whole number from LO to HI".
+int64_t parse_int_in(std::string_view text, std::string_view flag, int64_t lo, int64_t hi);
+// A comma list of at most max_items such numbers ("256,1024"; no empty items); throws
+// Error(BadInput) naming `flag`.
+std::vector<int64_t> parse_int_list(std::string_view text, std::string_view flag, int64_t lo,
+                                    int64_t hi, size_t max_items = 64);
+// The bound of a whole-number flag: parse_int_in's rule as a CLI11 check, so the value is
+// refused before CLI11 converts it (exit 2, "FLAG: 'TEXT' is not a whole number from LO to
+// HI" and a pointer to --help). For a list option (->delimiter), each item.
+CLI::Validator int_in(int64_t lo, int64_t hi);
 
 // Adds -t/--threads (default: the cores available).
 CLI::Option* add_threads_option(CLI::App* sub, int& threads);
@@ -34,7 +47,9 @@ void add_engine_options(CLI::App* sub, EngineFlags& f);
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
 // n token ids drawn uniformly from [0, vocab) with a fixed seed (--random-tokens).
 std::vector<int32_t> random_token_ids(int64_t n, int64_t vocab, uint64_t seed);
-// Reads a whole file; throws Error(BadInput) naming it.
-std::string read_file(const std::string& path);
+// The whole text file `path` given as `flag`, at most kMaxTextBytes (512 MiB, the
+// tokenizer's limit; core/text_file.hpp): a larger file is refused before it is read, a
+// pipe or device past that many bytes. Throws Error(BadInput) naming the flag and file.
+std::string read_text_flag(const std::string& path, const std::string& flag);
 
 }  // namespace tandem::cli

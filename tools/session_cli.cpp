@@ -23,7 +23,7 @@ void add_sp_options(CLI::App* sub, SpOptions& o) {
                   "on one rank, ring on more):\n" + parallel::scheme_help());
   sub->add_option("--ranks", o.ranks,
                   "Ranks as threads of this process when not under mpirun (default 1)")
-      ->check(CLI::Range(1, 256));
+      ->check(int_in(1, 256));
   sub->add_option_function<std::string>(
          "--max-memory",
          [&o](const std::string& v) {

@@ -241,6 +241,22 @@ void fill_normal(uint64_t seed, const std::string& tensor_name, float* out, int6
   parallel_ranges(pairs, 16, [&](int64_t j0, int64_t j1) { fill_pairs(key, out, n, j0, j1); });
 }
 
+SynthFootprint synthetic_model_footprint(const SynthSpec& spec) {
+  SynthSpec s = spec;
+  check_spec(s);
+  // Each count is at most 2^44 elements (V 2^24 x D 2^20) and there are at most
+  // 9 x 4096 + 3 tensors: the sums stay far below 2^64.
+  SynthFootprint f;
+  uint64_t largest = 0;
+  for (const TensorPlan& p : plan_tensors(s)) {
+    const DType type = p.kind == TensorPlan::Matrix ? s.type : DType::F32;
+    f.file_bytes += uint64_t(row_bytes(type, p.cols)) * uint64_t(p.rows);
+    largest = std::max(largest, uint64_t(p.rows) * uint64_t(p.cols));
+  }
+  f.peak_bytes = f.file_bytes + largest * sizeof(float);
+  return f;
+}
+
 void write_synthetic_model(const SynthSpec& spec, const std::string& path,
                            const std::function<void(int, int)>& progress) {
   SynthSpec s = spec;

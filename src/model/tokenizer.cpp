@@ -8,6 +8,7 @@
 
 #include "model/tokenizer_vocab.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/text_file.hpp"
 #include "tandem/model/gguf.hpp"
 
 namespace tandem {
@@ -15,8 +16,9 @@ namespace tandem {
 namespace {
 
 constexpr int64_t kMaxVocab = int64_t{1} << 24;
-// Symbol indices are int32_t and SPM escaping triples spaces.
-constexpr size_t kMaxTextBytes = size_t{1} << 29;
+// The text limit is the one of files read as text (core/text_file.hpp): symbol indices
+// are int32_t and SPM escaping triples spaces, so three times the text must stay below 2^31.
+static_assert(3 * kMaxTextBytes < (uint64_t{1} << 31));
 constexpr std::string_view kSpmSpace = "\xE2\x96\x81";  // U+2581
 
 // Control tokens that end a turn in common chat vocabularies, beyond the ids named in

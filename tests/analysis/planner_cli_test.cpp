@@ -68,6 +68,24 @@ TEST(PlanCli, ProfileFile) {
   expect_bad("--model llama3-8b --tokens 1024 --hardware " + bad, "memory_bandwidth");
 }
 
+// A profile without link figures (what calibrate writes where it cannot measure MPI)
+// loads and plans one device; more devices are refused, naming what is missing.
+TEST(PlanCli, ProfileWithoutLinksPlansOneDevice) {
+  const std::string path = temp_dir() + "/no-links.json";
+  std::ofstream(path) << R"({"name": "calibrated", "flops": {"f32": 1e11}, "efficiency": 0.5,
+    "memory_bandwidth": 1e10, "memory_capacity": 4e9, "devices_per_node": 2,
+    "activation_bytes": 4})";
+  const auto r = plan("--model tiny --tokens 4096 --hardware " + path + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["best"]["strategy"], "single");
+  expect_bad("--model tiny --tokens 4096 --gpus 2 --hardware " + path, "intra_node");
+  // One link without the other is a malformed profile.
+  const std::string half = temp_dir() + "/half-links.json";
+  std::ofstream(half) << R"({"name": "x", "flops": {"f32": 1e11}, "efficiency": 0.5,
+    "memory_bandwidth": 1e10, "memory_capacity": 4e9, "intra_node": {"bandwidth": 1e9}})";
+  expect_bad("--model tiny --tokens 4096 --hardware " + half, "inter_node");
+}
+
 TEST(PlanCli, BadFlags) {
   expect_bad("--model llama3-8b --tokens 1024 --hardware tpu9", "--hardware");
   expect_bad("--model llama3-8b --tokens 1024 --gpus 12 --gpus-per-node 8", "--gpus");

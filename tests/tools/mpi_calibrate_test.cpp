@@ -22,7 +22,7 @@ TEST(Calibrate, WritesAProfileThatPlanUses) {
   EXPECT_LE(j.at("efficiency").get<double>(), 1.0);
   EXPECT_GT(j.at("intra_node").at("bandwidth").get<double>(), 1e6);
   EXPECT_GT(j.at("inter_node").at("latency").get<double>(), 0.0);
-  EXPECT_EQ(r.out.find("placeholders"), std::string::npos) << "MPI probe failed: " << r.out;
+  EXPECT_EQ(r.out.find("NOT measured"), std::string::npos) << "MPI probe failed: " << r.out;
   const auto p = run(tandem_bin() + " plan --model tiny --tokens 4096 --gpus 2 --gpus-per-node 2 --hardware " + prof + " --json");
   ASSERT_EQ(p.code, 0) << p.out;
   EXPECT_TRUE(nlohmann::json::parse(p.out).contains("best"));

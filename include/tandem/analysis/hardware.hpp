@@ -37,6 +37,10 @@ struct HardwareProfile {
   int devices_per_node = 1;       // default for --gpus-per-node
   Link intra;                     // between devices of one node
   Link inter;                     // between nodes
+  // False for a profile without link figures (the JSON has neither intra_node nor
+  // inter_node: `tandem calibrate` leaves them out when it cannot measure MPI). Such a
+  // profile plans one device only; make_plan refuses P > 1 with it.
+  bool has_links = true;
 
   // FLOP/s for a compute type, with the fallbacks above.
   double flops_for(const std::string& dtype) const;

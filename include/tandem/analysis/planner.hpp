@@ -52,6 +52,13 @@ std::vector<double> ring_step_pairs(double n, int p, bool zigzag);
 
 // ---- The plan ----
 
+// Bounds of a request (make_plan refuses past them, naming the flag). The planner's work
+// grows with P squared (every rank's share of every ring step): 4096 devices plan in a
+// few seconds and a few hundred MiB, 16384 took over a minute and 4 GiB. Token counts
+// are only arithmetic; 2^40 keeps every product of them finite.
+inline constexpr int kMaxPlanDevices = 4096;
+inline constexpr int64_t kMaxPlanTokens = int64_t{1} << 40;
+
 struct PlanRequest {
   ModelShape model;
   HardwareProfile hw;

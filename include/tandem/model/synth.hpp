@@ -37,6 +37,16 @@ SynthSpec synth_preset(const std::string& name);
 uint64_t synth_key(uint64_t seed, const std::string& tensor_name);
 void fill_normal(uint64_t seed, const std::string& tensor_name, float* out, int64_t n);
 
+// What writing the model takes: the bytes of its tensors in the file, and the most memory
+// write_synthetic_model holds at once (every tensor as written, kept until the file is
+// written, plus the float32 values of the largest one). Validates the spec as
+// write_synthetic_model does (throws Error(BadInput)).
+struct SynthFootprint {
+  uint64_t file_bytes = 0;
+  uint64_t peak_bytes = 0;
+};
+SynthFootprint synthetic_model_footprint(const SynthSpec& spec);
+
 // Writes the model to `path` (GGUF v3). `progress(done, total)` is called after each
 // tensor when set. Throws Error(BadInput) for a bad spec or vocab file.
 void write_synthetic_model(const SynthSpec& spec, const std::string& path,

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -98,13 +100,10 @@ void restore_handlers() {
 long owner_pid(const std::string& name) {
   const std::string head = std::string(kLinksPrefix) + "-";
   if (name.rfind(head, 0) != 0) return -1;
-  size_t used = 0;
-  try {
-    const long pid = std::stol(name.substr(head.size()), &used);
-    return pid > 0 && name.size() > head.size() + used && name[head.size() + used] == '-' ? pid : -1;
-  } catch (const std::exception&) {
-    return -1;
-  }
+  long pid = 0;
+  const char* end = name.data() + name.size();
+  const auto [p, ec] = std::from_chars(name.data() + head.size(), end, pid);
+  return ec == std::errc() && pid > 0 && p < end && *p == '-' ? pid : -1;
 }
 
 bool process_gone(long pid) { return ::kill(pid_t(pid), 0) != 0 && errno == ESRCH; }
@@ -145,7 +144,13 @@ LinkRate parse_link_rate(const std::string& text, const std::string& flag) {
               "10gbit, 500mbit)", flag, text);
   const double unit = m[3] == "kbit" ? 1e3 : m[3] == "mbit" ? 1e6 : 1e9;
   LinkRate r;
-  r.bits_per_second = std::stod(m[1].str()) * unit;
+  // The regex admits only digits with one optional point; a value too large for a double
+  // (hundreds of digits) is refused with the range message below.
+  double value = 0;
+  const std::string digits = m[1].str();
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec != std::errc() || end != digits.data() + digits.size()) value = HUGE_VAL;
+  r.bits_per_second = value * unit;
   if (r.bits_per_second < 1e6 || r.bits_per_second > 400e9)
     bad_input("{}: '{}' is outside 1mbit..400gbit", flag, text);
   return r;

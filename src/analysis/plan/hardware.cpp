@@ -3,11 +3,11 @@
 #include "tandem/analysis/hardware.hpp"
 
 #include <cmath>
-#include <fstream>
+#include <filesystem>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "tandem/core/error.hpp"
+#include "tandem/core/text_file.hpp"
 
 namespace tandem::analysis {
 
@@ -33,6 +33,7 @@ void HardwareProfile::validate(const std::string& where) const {
   if (activation_bytes != 2 && activation_bytes != 4)
     bad_input("{}: field 'activation_bytes' must be 2 or 4", where);
   if (devices_per_node < 1) bad_input("{}: field 'devices_per_node' must be >= 1", where);
+  if (!has_links) return;
   positive("intra_node.bandwidth", intra.bandwidth);
   positive("inter_node.bandwidth", inter.bandwidth);
   if (!(intra.latency >= 0)) bad_input("{}: field 'intra_node.latency' must be >= 0", where);
@@ -150,8 +151,12 @@ HardwareProfile profile_from_json(const nlohmann::json& j, const std::string& wh
   p.activation_bytes = ab == 4 ? 4 : ab == 2 ? 2 : 0;
   const double dpn = number(j, "devices_per_node", "devices_per_node", false, 1);
   p.devices_per_node = dpn >= 1 && dpn <= 1e6 && dpn == std::floor(dpn) ? int(dpn) : 0;
-  p.intra = link("intra_node");
-  p.inter = link("inter_node");
+  // Both links or neither (a profile of one device: see HardwareProfile::has_links).
+  p.has_links = j.contains("intra_node") || j.contains("inter_node");
+  if (p.has_links) {
+    p.intra = link("intra_node");
+    p.inter = link("inter_node");
+  }
   p.validate(where);
   return p;
 }
@@ -167,25 +172,26 @@ nlohmann::json profile_to_json(const HardwareProfile& p) {
   j["memory_capacity"] = p.memory_capacity;
   j["activation_bytes"] = p.activation_bytes;
   j["devices_per_node"] = p.devices_per_node;
-  j["intra_node"] = {{"bandwidth", p.intra.bandwidth}, {"latency", p.intra.latency}};
-  j["inter_node"] = {{"bandwidth", p.inter.bandwidth}, {"latency", p.inter.latency}};
+  if (p.has_links) {
+    j["intra_node"] = {{"bandwidth", p.intra.bandwidth}, {"latency", p.intra.latency}};
+    j["inter_node"] = {{"bandwidth", p.inter.bandwidth}, {"latency", p.inter.latency}};
+  }
   return j;
 }
 
 HardwareProfile load_profile(const std::string& name_or_path, const std::string& flag) {
   if (auto p = builtin_profile(name_or_path)) return *p;
-  std::ifstream in(name_or_path, std::ios::binary);
-  if (!in) {
+  std::error_code ec;
+  if (!std::filesystem::exists(name_or_path, ec)) {
     std::string names;
     for (const auto& n : builtin_profile_names()) names += (names.empty() ? "" : ", ") + n;
     bad_input("{} '{}': not a built-in profile ({}) nor a readable profile file", flag,
               name_or_path, names);
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string text = read_file_bounded(name_or_path, flag, kMaxJsonFileBytes);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(ss.str());
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     bad_input("{}: not valid JSON ({})", name_or_path, e.what());
   }

@@ -365,14 +365,23 @@ void add_every_strategy(const Ctx& c, const PlanRequest& req, int K, std::vector
 
 Plan make_plan(PlanRequest req, std::string_view strategy) {
   if (req.tokens <= 0) bad_input("--tokens {} must be > 0", req.tokens);
-  if (req.tokens > (int64_t{1} << 40)) bad_input("--tokens {} is too large", req.tokens);
-  if (req.gpus < 1) bad_input("--gpus {} must be >= 1", req.gpus);
-  if (req.gpus_per_node < 1) bad_input("--gpus-per-node {} must be >= 1", req.gpus_per_node);
+  if (req.tokens > kMaxPlanTokens)
+    bad_input("--tokens {} is too large (at most {})", req.tokens, kMaxPlanTokens);
+  if (req.gpus < 1 || req.gpus > kMaxPlanDevices)
+    bad_input("--gpus {} must be from 1 to {}", req.gpus, kMaxPlanDevices);
+  if (req.gpus_per_node < 1 || req.gpus_per_node > kMaxPlanDevices)
+    bad_input("--gpus-per-node {} must be from 1 to {}", req.gpus_per_node, kMaxPlanDevices);
+  if (req.decode_tokens > kMaxPlanTokens)
+    bad_input("--decode-tokens {} is too large (at most {})", req.decode_tokens, kMaxPlanTokens);
   if (req.gpus > req.gpus_per_node && req.gpus % req.gpus_per_node != 0)
     bad_input("--gpus {} is not a multiple of --gpus-per-node {}", req.gpus, req.gpus_per_node);
   if (req.decode_tokens < 0) bad_input("--decode-tokens {} must be >= 0", req.decode_tokens);
   req.model.validate("--model " + req.model.name);
   req.hw.validate("--hardware " + req.hw.name);
+  if (!req.hw.has_links && req.gpus > 1)
+    bad_input("--gpus {}: the hardware profile '{}' has no link figures (intra_node, "
+              "inter_node; `tandem calibrate` leaves them out when it cannot measure MPI), so "
+              "it predicts one device only (--gpus 1)", req.gpus, req.hw.name);
   if (req.dtype != "auto" && weight_bytes_per_param(req.dtype) == 0) {
     std::string names;
     for (const auto& n : weight_dtypes()) names += n + ", ";

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "tandem/core/error.hpp"
+#include "tandem/core/text_file.hpp"
 #include "tandem/core/timer.hpp"
 #include "tandem/kernels/thread_pool.hpp"
 
@@ -299,11 +300,7 @@ Roofline roofline_from_json(const nlohmann::json& j, const std::string& where) {
 std::vector<Roofline> load_rooflines(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return {};
-  std::ifstream in(path);
-  if (!in) bad_input("{}: cannot open: {}", path, std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const auto j = nlohmann::json::parse(ss.str(), nullptr, false);
+  const auto j = nlohmann::json::parse(read_file_bounded(path, "", kMaxJsonFileBytes), nullptr, false);
   if (j.is_discarded()) bad_input("{}: not valid JSON", path);
   if (!j.is_object() || !j.contains("entries") || !j["entries"].is_array())
     bad_input("{}: expected an object with an 'entries' array", path);

@@ -1,0 +1,42 @@
+// tandem calibrate where mpirun is missing: no placeholder link figures. The profile
+// leaves intra_node/inter_node out, the program says so on stderr, plan uses the profile
+// for one device and refuses more naming the missing fields, compare measures P > 1
+// without a prediction.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "support/test_paths.hpp"
+
+using tandem::test::run;
+using tandem::test::tandem_bin;
+using tandem::test::temp_dir;
+
+TEST(Calibrate, WithoutMpirunLeavesTheLinksOut) {
+  const std::string prof = temp_dir() + "/prof.json";
+  // A PATH where no mpirun can be found (the program is started by its full path).
+  const auto r = run("PATH=/nonexistent " + tandem_bin() + " calibrate -t 1 -o " + prof);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("NOT measured: mpirun is not on PATH"), std::string::npos) << r.out;
+  std::ifstream in(prof);
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_FALSE(j.contains("intra_node")) << j.dump(2);
+  EXPECT_FALSE(j.contains("inter_node")) << j.dump(2);
+  EXPECT_NE(j.at("description").get<std::string>().find("links not measured"), std::string::npos);
+  EXPECT_GT(j.at("flops").at("f32").get<double>(), 1e9);
+
+  const auto one = run(tandem_bin() + " plan --model tiny --tokens 4096 --hardware " + prof);
+  EXPECT_EQ(one.code, 0) << one.out;
+  const auto two = run(tandem_bin() + " plan --model tiny --tokens 4096 --gpus 2 --hardware " + prof);
+  EXPECT_EQ(two.code, 2) << two.out;
+  EXPECT_NE(two.out.find("--gpus 2"), std::string::npos) << two.out;
+  EXPECT_NE(two.out.find("no link figures (intra_node, inter_node"), std::string::npos) << two.out;
+
+  // compare keeps working with it: P = 1 predicted, P > 1 measured without a prediction.
+  const auto c = run(tandem_bin() + " compare --hardware " + prof + " --lengths 16 --schemes ring "
+                     "--launcher threads --decode-tokens 0 --naive-max 0 -t 1 --out " +
+                     temp_dir() + "/report");
+  EXPECT_EQ(c.code, 0) << c.out;
+  EXPECT_NE(c.out.find("P > 1 runs are measured without a prediction"), std::string::npos) << c.out;
+}
