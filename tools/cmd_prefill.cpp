@@ -63,6 +63,21 @@ void print_report(const Opts& o, const PrefillReport& r) {
   }
   fmt::print("activation buffers (largest rank): {:.2f} MiB planned vs {:.2f} MiB one buffer per "
              "value\n", planned / MiB, unplanned / MiB);
+  // The accounting beside what the operating system measured, per process.
+  for (const RankReport& x : r.per_rank) {
+    if (x.peak_rss_bytes <= 0) continue;
+    const std::string who = x.process_ranks > 1
+                                ? fmt::format("process of {:.0f} ranks", x.process_ranks)
+                                : fmt::format("rank {}", x.rank);
+    fmt::print("{}: peak RSS {:.1f} MiB = baseline {:.1f} (program, libraries, MPI) + weights {:.1f} "
+               "+ KV {:.1f} + activations {:.1f} + workspace {:.1f} + unaccounted {:.1f} MiB "
+               "(mapped-file pages resident at the end: {:.1f} MiB)\n",
+               who, x.peak_rss_bytes / MiB, x.baseline_rss_bytes / MiB, x.weights_bytes / MiB,
+               x.process_ranks * x.kv_bytes / MiB, x.process_ranks * x.activation_bytes / MiB,
+               x.process_ranks * x.workspace_bytes / MiB, x.unaccounted_bytes() / MiB,
+               x.file_rss_bytes / MiB);
+    if (x.process_ranks > 1) break;  // the same process for every rank
+  }
 }
 
 // Gathers every rank's spans (as text) to rank 0, which writes one Chrome trace file

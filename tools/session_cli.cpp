@@ -11,6 +11,7 @@
 #include "tandem/comm/in_process.hpp"
 #include "tandem/comm/mpi.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/process_memory.hpp"
 #include "tandem/core/size.hpp"
 #include "tandem/parallel/scheme.hpp"
 #include "tandem/runtime/weight_layout.hpp"
@@ -96,7 +97,10 @@ void run_sessions(const std::shared_ptr<Model>& model, const SessionFlags& f, co
     const Workload w = wfn(scheme, so.engine, comm.size());
     check_rank_memory(info, scheme, so.engine, comm.size(), comm.rank(), w, so.max_memory,
                       comm.who());
-    std::call_once(laid_out, [&] { lay_out_weights(*model); });
+    std::call_once(laid_out, [&] {
+      mark_baseline_rss();  // what the process holds before its first large allocation
+      lay_out_weights(*model);
+    });
     Session session(model, so, comm);
     fn(session);
   });

@@ -12,6 +12,15 @@ double RankReport::hidden_fraction() const {
                                 : 0.0;
 }
 
+double RankReport::accounted_bytes() const {
+  // Every rank of a process maps the same file; its other figures add up per rank.
+  return weights_bytes + process_ranks * (kv_bytes + activation_bytes + workspace_bytes);
+}
+
+double RankReport::unaccounted_bytes() const {
+  return peak_rss_bytes > 0 ? peak_rss_bytes - baseline_rss_bytes - accounted_bytes() : 0;
+}
+
 namespace {
 // RankReport's measured fields and their JSON names (bytes written as whole numbers).
 struct RankField {
@@ -30,6 +39,11 @@ constexpr RankField kRankFields[] = {
     {"comm_wait_seconds", &RankReport::comm_wait_seconds, false},
     {"comm_alone_seconds", &RankReport::comm_alone_seconds, false},
     {"head_pairs", &RankReport::head_pairs, false},
+    {"workspace_bytes", &RankReport::workspace_bytes, true},
+    {"peak_rss_bytes", &RankReport::peak_rss_bytes, true},
+    {"baseline_rss_bytes", &RankReport::baseline_rss_bytes, true},
+    {"file_rss_bytes", &RankReport::file_rss_bytes, true},
+    {"process_ranks", &RankReport::process_ranks, false},
 };
 }  // namespace
 
@@ -38,6 +52,7 @@ nlohmann::json to_json(const RankReport& x) {
   for (const RankField& f : kRankFields)
     j[f.name] = f.bytes ? nlohmann::json(uint64_t(x.*f.member)) : nlohmann::json(x.*f.member);
   j["comm_hidden_fraction"] = x.hidden_fraction();
+  j["unaccounted_bytes"] = x.unaccounted_bytes();
   return j;
 }
 

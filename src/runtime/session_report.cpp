@@ -1,6 +1,7 @@
 // Session::measure_prefill: one prefill, measured on every rank and gathered.
 #include <type_traits>
 
+#include "tandem/core/process_memory.hpp"
 #include "tandem/core/timer.hpp"
 #include "tandem/runtime/session.hpp"
 
@@ -46,6 +47,15 @@ PrefillReport Session::measure_prefill(std::span<const int32_t> ids) {
   rep.comm_wait_seconds = traffic.wait_seconds;
   rep.comm_alone_seconds = comm_alone_seconds(comm, traffic.bytes_sent, traffic.messages);
   rep.head_pairs = double(last_pairs_);
+  rep.workspace_bytes = double(parallel::scheme_workspace_bytes(
+      scheme_, engine_->attn_shape(), rep.tokens, int64_t(ids.size()), comm.size()));
+  const ProcessMemory mem = process_memory();
+  if (mem.known) {
+    rep.peak_rss_bytes = double(mem.peak_rss);
+    rep.baseline_rss_bytes = double(baseline_rss());
+    rep.file_rss_bytes = double(mem.rss_file);
+  }
+  rep.process_ranks = comm.backend() == "in-process" ? double(comm.size()) : 1.0;
   // Every rank's report, on every rank (the same binary: the struct's bytes travel).
   static_assert(std::is_trivially_copyable_v<RankReport>);
   PrefillReport out;

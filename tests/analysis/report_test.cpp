@@ -205,12 +205,12 @@ TEST(Report, FolderHasJsonSvgAndSelfContainedHtml) {
   const auto r = sample_results();
   const std::string dir = tandem::test::temp_dir() + "/report";
   const auto files = ta::write_report(r, dir);
-  for (const char* f : {"results.json", "latency.svg", "decode.svg", "memory.svg", "time_split.svg",
-                        "index.html"}) {
+  for (const char* f : {"results.json", "latency.svg", "decode.svg", "memory.svg", "memory_rss.svg",
+                        "time_split.svg", "index.html"}) {
     EXPECT_NE(std::find(files.begin(), files.end(), f), files.end()) << f;
     ASSERT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
   }
-  for (const char* f : {"latency.svg", "decode.svg", "memory.svg", "time_split.svg"}) {
+  for (const char* f : {"latency.svg", "decode.svg", "memory.svg", "memory_rss.svg", "time_split.svg"}) {
     const auto svg = read_text(dir + "/" + f);
     EXPECT_EQ(xml_problem(svg), "") << f;
   }
@@ -232,7 +232,7 @@ TEST(Report, FolderHasJsonSvgAndSelfContainedHtml) {
     at = end;
     ++count;
   }
-  EXPECT_EQ(count, 4u);
+  EXPECT_EQ(count, 5u);
   // Offline: no scripts, no external stylesheets or fonts; the model name is escaped.
   EXPECT_EQ(html.find("<script"), std::string::npos);
   EXPECT_EQ(html.find("<link"), std::string::npos);
@@ -273,6 +273,10 @@ TEST(Report, ReadsTypedResultsAndPredictsInProcess) {
     x.comm_wait_seconds = 0.01;
     x.comm_alone_seconds = 0.04;
     x.head_pairs = 125250.0 * (r + 1);
+    x.weights_bytes = 40e6;
+    x.kv_bytes = 10e6;
+    x.peak_rss_bytes = 90e6 + 1e6 * r;
+    x.baseline_rss_bytes = 20e6;
     p.per_rank.push_back(x);
   }
   const auto back = tandem::prefill_report_from_json(tandem::to_json(p), "prefill --json");
@@ -284,6 +288,10 @@ TEST(Report, ReadsTypedResultsAndPredictsInProcess) {
   EXPECT_EQ(run.per_rank[1].bytes_sent, 1e6 + 1);
   EXPECT_EQ(run.per_rank[1].head_pairs, 250500.0);
   EXPECT_NEAR(run.hidden_fraction(), 0.75, 1e-12);
+  // Measured memory travels too: peak RSS, and beyond the weights and the baseline.
+  EXPECT_EQ(run.peak_rss_bytes(), 91e6);
+  EXPECT_EQ(run.peak_rss_beyond_weights_bytes(), 31e6);
+  EXPECT_EQ(run.per_rank[0].unaccounted_bytes(), 90e6 - 20e6 - 40e6 - 10e6);
   // A field missing: an error naming the document and the field.
   auto j = tandem::to_json(p);
   j["per_rank"][0].erase("kv_bytes");

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "support/test_paths.hpp"
@@ -91,4 +92,25 @@ TEST(MemoryBudget, SequenceParallelRanksStayWithinTheirBudget) {
            Case{"generate --sp ring", t + " generate -m " + tiny() + " -p 'Once upon a time' -n 16 -t 1 --sp ring"},
        })
     check_budgets(c);
+}
+
+// prefill --json reports each rank's measured memory beside the accounting, and the two
+// agree: the peak resident set holds the baseline, the weights' copies and the KV cache,
+// and what no column explains stays within kMargin.
+TEST(MemoryBudget, PrefillReportsMeasuredMemoryBesideTheAccounting) {
+  for (const std::string launch : {std::string(), mpirun(2)}) {
+    SCOPED_TRACE(launch.empty() ? "single process" : "mpirun -np 2");
+    const auto r = run_measured(launch + tandem_bin() + " prefill -m " + tiny() +
+                                " --random-tokens 4096 -t 1 --json" + (launch.empty() ? "" : " --sp zigzag"));
+    ASSERT_EQ(r.code, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+    for (const auto& x : j.at("per_rank")) {
+      const double peak = x.at("peak_rss_bytes").get<double>(), base = x.at("baseline_rss_bytes").get<double>();
+      EXPECT_GT(base, 1 * kMiB);
+      EXPECT_GT(peak, base + x.at("kv_bytes").get<double>() + 0.5 * x.at("weights_bytes").get<double>());
+      // The process's own figure (/proc VmHWM) and the parent's (wait4 ru_maxrss) agree.
+      EXPECT_NEAR(peak, r.peak_rss_bytes, 2 * kMiB);
+      EXPECT_LE(std::abs(x.at("unaccounted_bytes").get<double>()), kMargin) << x.dump();
+    }
+  }
 }

@@ -49,6 +49,11 @@ struct RunMeasurement {
   double max_rank_seconds() const;
   double peak_kv_activation_bytes() const;  // max over ranks of KV + activations
   double weights_bytes() const;             // max over ranks
+  // Measured peak resident set per rank (max over ranks; a share of the process where
+  // ranks share one), 0 where unknown; and the same less the weights and the runtime's
+  // baseline (what sequence parallelism divides).
+  double peak_rss_bytes() const;
+  double peak_rss_beyond_weights_bytes() const;
   double bytes_sent_per_rank() const;       // max over ranks
   double comm_wait_seconds() const;         // max over ranks
   double hidden_fraction() const;           // mean over ranks with communication
@@ -115,7 +120,7 @@ std::string crossover_table(const CompareResults& r);
 // Sentences on where the P-rank schemes beat the single optimized pipeline (the crossover).
 std::vector<std::string> crossover_findings(const CompareResults& r);
 
-// Writes results.json, latency.svg, memory.svg, time_split.svg and index.html into `dir`
+// Writes results.json, latency.svg, decode.svg, memory.svg, memory_rss.svg, time_split.svg and index.html into `dir`
 // (created if missing). Returns the files written, relative to `dir`.
 std::vector<std::string> write_report(const CompareResults& r, const std::string& dir);
 

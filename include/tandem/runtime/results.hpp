@@ -25,8 +25,21 @@ struct RankReport {
   double comm_wait_seconds = 0;  // blocked on communication
   double comm_alone_seconds = 0; // its traffic when nothing overlaps it
   double head_pairs = 0;         // visible (query, key, head) triples its attention computed
+  double workspace_bytes = 0;    // its attention strategy's buffers (the scheme's estimate)
+  // Measured: the process as the operating system counts it (0 where unknown). A process
+  // holds every in-process rank (--ranks P): its figures are then the whole process's.
+  double peak_rss_bytes = 0;      // the process's peak resident set
+  double baseline_rss_bytes = 0;  // resident before the weights were laid out: program,
+                                  // libraries, MPI runtime, thread stacks
+  double file_rss_bytes = 0;      // resident pages of mapped files at the end (model, libraries)
+  double process_ranks = 1;       // ranks in this process
   // Share of the communication that compute hid: 1 - waited / (time it takes alone).
   double hidden_fraction() const;
+  // What the accounting (weights, KV, activations, workspace) counts for the process.
+  double accounted_bytes() const;
+  // Peak RSS less the baseline and the accounting (negative where the mapped file's pages
+  // were never all resident); 0 where RSS is unknown.
+  double unaccounted_bytes() const;
 };
 
 struct PrefillReport {

@@ -36,6 +36,21 @@ double RunMeasurement::weights_bytes() const {
   return b;
 }
 
+double RunMeasurement::peak_rss_bytes() const {
+  double b = 0;
+  for (const auto& r : per_rank) b = std::max(b, r.peak_rss_bytes / std::max(1.0, r.process_ranks));
+  return b;
+}
+
+double RunMeasurement::peak_rss_beyond_weights_bytes() const {
+  double b = 0;
+  for (const auto& r : per_rank)
+    if (r.peak_rss_bytes > 0)
+      b = std::max(b, (r.peak_rss_bytes - r.baseline_rss_bytes - r.weights_bytes) /
+                          std::max(1.0, r.process_ranks));
+  return b;
+}
+
 double RunMeasurement::bytes_sent_per_rank() const {
   double b = 0;
   for (const auto& r : per_rank) b = std::max(b, r.bytes_sent);
@@ -138,6 +153,8 @@ nlohmann::json to_json(const CompareResults& r) {
     if (!run.decode_error.empty()) x["decode_error"] = run.decode_error;
     x["peak_kv_activation_bytes_per_rank"] = run.peak_kv_activation_bytes();
     x["weights_bytes_per_rank"] = run.weights_bytes();
+    x["peak_rss_bytes_per_rank"] = run.peak_rss_bytes();
+    x["peak_rss_beyond_weights_bytes_per_rank"] = run.peak_rss_beyond_weights_bytes();
     x["bytes_sent_per_rank"] = run.bytes_sent_per_rank();
     x["comm_wait_seconds"] = run.comm_wait_seconds();
     x["comm_hidden_fraction"] = run.hidden_fraction();
@@ -171,12 +188,13 @@ std::string compare_table(const CompareResults& r) {
     out = fmt::format("links: {} (P > 1 rows: one emulated host per rank, MPI over TCP through "
                       "tbf; single and naive on one host)\n", r.links->rate);
   out += fmt::format(
-      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>6} {:>9} {:>7}\n",
-      "strategy", "PxT", "N", "prefill s", "prefill", "decode", "KV+act", "weights", "sent",
-      "wait s", "hidden", "plan s", "error");
+      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7}\n",
+      "strategy", "PxT", "N", "prefill s", "prefill", "decode", "KV+act", "weights", "peak RSS",
+      "sent", "wait s", "hidden", "plan s", "error");
   out += fmt::format(
-      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>6} {:>9} {:>7}\n", "",
-      "", "", "", "tok/s", "tok/s", "MiB/rank", "MiB/rank", "MiB/rank", "", "", "predicted", "");
+      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7}\n", "",
+      "", "", "", "tok/s", "tok/s", "MiB/rank", "MiB/rank", "MiB/rank", "MiB/rank", "", "",
+      "predicted", "");
   for (const auto& run : r.runs) {
     const std::string pxt = fmt::format("{}x{}", run.ranks, run.threads);
     if (!run.ok) {
@@ -192,10 +210,11 @@ std::string compare_table(const CompareResults& r) {
         err = fmt::format("{:+.0f}%", 100 * (run.predicted->prefill_seconds / run.prefill_seconds - 1));
     }
     out += fmt::format(
-        "{:<14} {:>5} {:>6} {:>9.4f} {:>9.1f} {:>8} {:>9} {:>8} {:>9} {:>8} {:>6} {:>9} {:>7}\n",
+        "{:<14} {:>5} {:>6} {:>9.4f} {:>9.1f} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7}\n",
         run.label(), pxt, run.tokens, run.prefill_seconds, run.prefill_tokens_per_s,
         run.decode_tokens_per_s ? fmt::format("{:.1f}", *run.decode_tokens_per_s) : "-",
         mib(run.peak_kv_activation_bytes()), mib(run.weights_bytes()),
+        run.peak_rss_bytes() > 0 ? mib(run.peak_rss_bytes()) : "-",
         sp ? mib(run.bytes_sent_per_rank()) : "-",
         sp ? fmt::format("{:.4f}", run.comm_wait_seconds()) : "-",
         sp ? fmt::format("{:.0f}%", 100 * run.hidden_fraction()) : "-", plan, err);

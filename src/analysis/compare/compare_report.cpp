@@ -88,6 +88,18 @@ std::string memory_svg(const CompareResults& r) {
   return line_plot_svg(p);
 }
 
+std::string memory_rss_svg(const CompareResults& r) {
+  LinePlot p;
+  p.title = "Measured peak RSS per rank, less weights and runtime baseline";
+  p.x_label = "N (tokens)";
+  p.y_label = "MiB per rank";
+  p.x_ticks = lengths_as_ticks(r);
+  p.series = series_of(r, [](const RunMeasurement& m) {
+    return std::max(0.0, m.peak_rss_beyond_weights_bytes()) / double(1 << 20);
+  });
+  return line_plot_svg(p);
+}
+
 // Compute / communication wait / idle per rank at the largest N with a successful run.
 std::string split_svg(const CompareResults& r, int64_t& n_out) {
   n_out = 0;
@@ -121,7 +133,7 @@ std::string html_table(const CompareResults& r) {
   std::string t =
       "<div class=\"wide\"><table>\n<tr><th class=\"l\">strategy</th><th>P x T</th><th>N</th><th>prefill s</th>"
       "<th>prefill tok/s</th><th>decode tok/s</th><th>KV + act. MiB/rank</th>"
-      "<th>weights MiB/rank</th><th>sent MiB/rank</th><th>comm wait s</th><th>hidden</th>"
+      "<th>weights MiB/rank</th><th>peak RSS MiB/rank</th><th>sent MiB/rank</th><th>comm wait s</th><th>hidden</th>"
       "<th>planner prefill s</th><th>planner error</th><th class=\"l\">trace</th></tr>\n";
   const auto mib = [](double b) { return fmt::format("{:.1f}", b / double(1 << 20)); };
   for (const auto& run : r.runs) {
@@ -129,7 +141,7 @@ std::string html_table(const CompareResults& r) {
     t += "<tr class=\"" + cls + "\">" + cell(run.label(), true) +
          cell(fmt::format("{} x {}", run.ranks, run.threads)) + cell(std::to_string(run.tokens));
     if (!run.ok) {
-      t += "<td class=\"l\" colspan=\"11\">failed: " + xml_escape(run.error) + "</td></tr>\n";
+      t += "<td class=\"l\" colspan=\"12\">failed: " + xml_escape(run.error) + "</td></tr>\n";
       continue;
     }
     const bool sp = run.ranks > 1;
@@ -138,6 +150,7 @@ std::string html_table(const CompareResults& r) {
          cell(run.decode_tokens_per_s ? fmt::format("{:.1f}", *run.decode_tokens_per_s)
                                       : run.decode_error.empty() ? "-" : "failed") +
          cell(mib(run.peak_kv_activation_bytes())) + cell(mib(run.weights_bytes())) +
+         cell(run.peak_rss_bytes() > 0 ? mib(run.peak_rss_bytes()) : "-") +
          cell(sp ? mib(run.bytes_sent_per_rank()) : "-") +
          cell(sp ? fmt::format("{:.4f}", run.comm_wait_seconds()) : "-") +
          cell(sp ? fmt::format("{:.0f}%", 100 * run.hidden_fraction()) : "-");
@@ -259,7 +272,8 @@ std::vector<std::string> write_report(const CompareResults& r, const std::string
       {"latency.svg", latency_svg(r)},
       {"decode.svg", decode_svg(r)},
       {"memory.svg", memory_svg(r)},
-      {"time_split.svg", split_svg(r, split_n)}};
+      {"time_split.svg", split_svg(r, split_n)},
+      {"memory_rss.svg", memory_rss_svg(r)}};
   std::vector<std::string> written;
   write_file(d / "results.json", to_json(r).dump(2) + "\n");
   written.push_back("results.json");
@@ -274,6 +288,9 @@ std::vector<std::string> write_report(const CompareResults& r, const std::string
       {"Peak KV cache + activation memory per rank vs N (log-log); the weights are on every "
        "rank in full (see the table). Schemes with equal memory draw on top of each other.",
        files[2].second},
+      {"Measured: each rank's peak resident set (the operating system's count, not the "
+       "accounting above) less the weights and what the process held before loading them "
+       "(program, libraries, MPI runtime), vs N (log-log).", files[4].second},
       {"Per-rank prefill time split at the largest N: compute, time blocked on communication, "
        "and idle time until the slowest rank finishes.", files[3].second}};
   // Timelines of the traced runs at the largest N, drawn from their trace files.

@@ -1,0 +1,51 @@
+#include "tandem/core/process_memory.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace tandem {
+
+ProcessMemory process_memory() {
+  ProcessMemory m;
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return m;
+  char line[256];
+  const struct {
+    const char* key;
+    uint64_t ProcessMemory::*field;
+  } keys[] = {{"VmHWM:", &ProcessMemory::peak_rss},
+              {"VmRSS:", &ProcessMemory::rss},
+              {"RssAnon:", &ProcessMemory::rss_anon},
+              {"RssFile:", &ProcessMemory::rss_file}};
+  int found = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    for (const auto& k : keys) {
+      const size_t n = std::strlen(k.key);
+      if (std::strncmp(line, k.key, n) != 0) continue;
+      char* end = nullptr;  // the kernel's own format: "<spaces><n> kB"
+      const unsigned long long kib = std::strtoull(line + n, &end, 10);
+      if (end != line + n) {
+        m.*k.field = uint64_t(kib) * 1024;
+        ++found;
+      }
+    }
+  }
+  std::fclose(f);
+  m.known = found == 4;
+  return m;
+}
+
+namespace {
+std::atomic<uint64_t> g_baseline{0};
+}
+
+void mark_baseline_rss() {
+  uint64_t expected = 0;
+  g_baseline.compare_exchange_strong(expected, process_memory().rss);
+}
+
+uint64_t baseline_rss() { return g_baseline.load(); }
+
+}  // namespace tandem
