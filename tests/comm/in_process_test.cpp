@@ -110,8 +110,9 @@ void then_arrive(Arrivals& a, F&& fn) {
 
 // The wait-ends-at-once tests give their waits this timeout and check that they ended in
 // under half of it: woken by the event, not by the deadline (which, with a failed or
-// returned peer, ends in the same message). No bound near the normal duration (which is
-// milliseconds), so a loaded machine cannot fail them.
+// returned peer, ends in the same message). The timeout tests likewise check that a wait
+// ended in under half the default timeout. No bound near the normal duration (which is
+// milliseconds or the 0.2-0.3 s timeout), so a loaded machine cannot fail them.
 constexpr double kLongTimeout = 120;
 
 TEST(InProcessErrors, RecvWithNoSenderTimesOut) {
@@ -130,6 +131,9 @@ TEST(InProcessErrors, RecvWithNoSenderTimesOut) {
   EXPECT_EQ(got.exit_code, 4);
   EXPECT_EQ(got.message, "rank 0: recv from rank 1 (tag 5) timed out after 0.2 s");
   EXPECT_GE(got.seconds, 0.19);  // not before its timeout (a lower bound: load only adds)
+  // Ended by its own deadline, not the default one (the message names the timeout set,
+  // whichever deadline the wait used): far above 0.2 s plus any scheduling delay.
+  EXPECT_LT(got.seconds, Communicator::kDefaultTimeout / 2);
 }
 
 TEST(InProcessErrors, CollectiveTimeoutNamesTheOperation) {
@@ -152,6 +156,7 @@ TEST(InProcessErrors, CollectiveTimeoutNamesTheOperation) {
   // Its own timeout, or rank 1's quoted in "peer rank 1 failed: ...": 0.3 s, not the
   // default (which would also end in a timeout, 60 s later).
   EXPECT_NE(got.message.find("timed out after 0.3 s"), std::string::npos) << got.message;
+  EXPECT_LT(got.seconds, Communicator::kDefaultTimeout / 2);  // as in the test above
 }
 
 TEST(InProcessErrors, PeerFailureEndsWaitsAtOnce) {
@@ -204,6 +209,10 @@ TEST(InProcessErrors, ReturnedPeerEndsWaitsAtOnce) {
                  c.set_timeout(kLongTimeout);
                  int x = 0;
                  if (c.rank() == 0) catch_on(got, [&] { c.recv(&x, sizeof x, 1, 9); });
+                 // Rank 1 returns once rank 0 is usually waiting, so that its return must
+                 // wake the wait (if not, the wait finds it returned on entry: the same
+                 // message).
+                 if (c.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(50));
                }),
                Error);
   EXPECT_EQ(got.message,
