@@ -106,7 +106,8 @@ std::vector<float> rank0_run(int cap, uint64_t* calls, uint64_t* progress) {
     attend_heads(hv, q.data(), pos.data() + b, n, K.data(), V.data(), pos.data(), N, ref.data(),
                  nullptr, pool);
     for (size_t i = 0; i < out.size(); ++i)
-      ASSERT_NEAR(out[i], ref[i], 1e-4 * (std::abs(ref[i]) + 1e-3)) << "rank " << c.rank() << " at " << i;
+      ASSERT_NEAR(out[i], ref[i], 1e-4 * (std::abs(ref[i]) + 1e-3))
+          << "rank " << c.rank() << " at " << i;
     if (c.rank() != 0) return;
     EXPECT_EQ(ring.stats().blocks_skipped, 1u);
     *calls = ring.stats().attention_calls;
@@ -124,7 +125,8 @@ TEST(RingSubblocks, SubblockCount) {
   EXPECT_EQ(calls, 1u);
   EXPECT_EQ(progress, 0u);
   // 1: one call; 2 and 4: the cap binds (384 and 192 rows); 16: the 128-row minimum binds.
-  for (const auto& [cap, want] : std::vector<std::pair<int, uint64_t>>{{1, 1}, {2, 2}, {4, 4}, {16, 6}}) {
+  const std::vector<std::pair<int, uint64_t>> caps = {{1, 1}, {2, 2}, {4, 4}, {16, 6}};
+  for (const auto& [cap, want] : caps) {
     ASSERT_EQ(uint64_t(expected_calls(n0, cap)), want) << "cap " << cap;
     const std::vector<float> split = rank0_run(cap, &calls, &progress);
     ASSERT_FALSE(HasFatalFailure()) << "cap " << cap;
