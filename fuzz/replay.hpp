@@ -9,18 +9,22 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
+// The folder comes from the build's configuration (tests/CMakeLists.txt), not from this
+// header's path: a replay that cannot find its inputs fails instead of running none.
+#ifndef TANDEM_FUZZ_REGRESSIONS_DIR
+#error "TANDEM_FUZZ_REGRESSIONS_DIR must name tests/fuzz_regressions (set by tests/CMakeLists.txt)"
+#endif
+
 namespace tandem::fuzz {
 
-// tests/fuzz_regressions, found from this header's path (fuzz/ is its sibling).
-inline std::filesystem::path regressions_dir() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path() / "tests" /
-         "fuzz_regressions";
-}
+inline std::filesystem::path regressions_dir() { return TANDEM_FUZZ_REGRESSIONS_DIR; }
 
 // Every regular file under tests/fuzz_regressions/<target>/, sorted (README.md skipped).
+// Empty when the folder is missing.
 inline std::vector<std::filesystem::path> regression_inputs(const std::string& target) {
   std::vector<std::filesystem::path> out;
   const auto dir = regressions_dir() / target;
@@ -32,10 +36,14 @@ inline std::vector<std::filesystem::path> regression_inputs(const std::string& t
 }
 
 // Runs `entry` on each input (an exact-size heap copy, as libFuzzer passes it); a throw
-// fails the test naming the file.
+// fails the test naming the file. A missing folder, or one without inputs, fails too.
 template <typename Entry>
 void replay(const std::string& target, Entry entry) {
+  const auto dir = regressions_dir() / target;
+  ASSERT_TRUE(std::filesystem::is_directory(dir))
+      << target << ": no folder " << dir.string() << " (fuzz regression inputs)";
   const auto inputs = regression_inputs(target);
+  ASSERT_FALSE(inputs.empty()) << target << ": no inputs in " << dir.string();
   for (const auto& path : inputs) {
     std::ifstream in(path, std::ios::binary);
     ASSERT_TRUE(in) << path;

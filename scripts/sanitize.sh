@@ -93,8 +93,8 @@ if [ $brc -ne 0 ] && [ "${KEEP_GOING:-0}" != 1 ]; then
 fi
 t1=$(date +%s)
 if [ "$MODE" = asan ]; then
-  # Nothing is left out: the tests that depend on timing or on how a crash looks
-  # (Tokenizer.Performance, GgufCorrupt.ChildGuardWorks) adapt to a sanitizer build.
+  # Nothing is left out: the test that depends on how a crash looks
+  # (GgufCorrupt.ChildGuardWorks) adapts to a sanitizer build.
   # ASAN_EXCLUDE=REGEX leaves tests out by hand.
   EXCLUDE=()
   [ -n "${ASAN_EXCLUDE:-}" ] && EXCLUDE=(-E "$ASAN_EXCLUDE")

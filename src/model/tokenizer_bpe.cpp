@@ -4,6 +4,7 @@
 #include <string>
 
 #include "model/tokenizer_vocab.hpp"
+#include "model/tokenizer_work.hpp"
 
 namespace tandem::detail {
 
@@ -79,9 +80,12 @@ void BpeEncoder::encode_piece(std::string_view piece, std::vector<int32_t>& out,
       out.push_back(vocab_.unk);
   };
 
+  TokenizerWork& work = tokenizer_work;
   if (pre_->ignore_merges()) {
     sc.mapped.clear();
     for (char c : piece) sc.mapped += map[static_cast<unsigned char>(c)];
+    ++work.lookups;
+    work.bytes_looked_up += sc.mapped.size();
     const int32_t id = vocab_.find(sc.mapped);
     if (id >= 0) {
       out.push_back(id);
@@ -106,10 +110,12 @@ void BpeEncoder::encode_piece(std::string_view piece, std::vector<int32_t>& out,
 
   auto& heap = sc.heap;
   heap.clear();
+  uint64_t lookups = 0, pops = 0;
   const auto try_add = [&](int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     const int32_t a = sc.id[left], b = sc.id[right];
     if (a < 0 || b < 0) return;
+    ++lookups;
     const auto it = merges_.find(key(a, b));
     if (it == merges_.end()) return;
     heap.push_back({it->second.rank, left, right, a, b, it->second.result});
@@ -118,6 +124,7 @@ void BpeEncoder::encode_piece(std::string_view piece, std::vector<int32_t>& out,
   for (int32_t i = 1; i < n; ++i) try_add(i - 1, i);
 
   while (!heap.empty()) {
+    ++pops;
     std::pop_heap(heap.begin(), heap.end(), CandidateWorse{});
     const Candidate c = heap.back();
     heap.pop_back();
@@ -134,6 +141,8 @@ void BpeEncoder::encode_piece(std::string_view piece, std::vector<int32_t>& out,
     try_add(sc.prev[c.left], c.left);
     try_add(c.left, after);
   }
+  work.lookups += lookups;
+  work.queue_pops += pops;
 
   for (int32_t i = 0; i >= 0; i = sc.next[i]) {
     if (sc.id[i] >= 0)

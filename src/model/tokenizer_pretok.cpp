@@ -1,6 +1,7 @@
 // Pre-tokenizer regex table and the PCRE2 splitter.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "model/tokenizer_pretok.hpp"
+#include "model/tokenizer_work.hpp"
 
 #include <pcre2.h>
 
@@ -209,6 +210,7 @@ void PreTokenizer::split(std::string_view text, std::vector<Span>& out) const {
   out.push_back({0, text.size()});
   MatchState state;
   std::vector<Span> next;
+  uint64_t calls = 0;
   for (const auto& re : regexes_) {
     next.clear();
     next.reserve(out.size());
@@ -216,7 +218,7 @@ void PreTokenizer::split(std::string_view text, std::vector<Span>& out) const {
       const char* subject = text.data() + piece.begin;
       const size_t n = piece.size;
       size_t pos = 0, gap = 0, ms = 0, me = 0;
-      while (pos < n && state.next(re->code, subject, n, pos, ms, me)) {
+      while (pos < n && (++calls, state.next(re->code, subject, n, pos, ms, me))) {
         if (me == ms) {
           // Empty match: step over one character and keep searching.
           pos = ms + 1;
@@ -231,6 +233,7 @@ void PreTokenizer::split(std::string_view text, std::vector<Span>& out) const {
     }
     out.swap(next);
   }
+  tokenizer_work.regex_calls += calls;
 }
 
 std::vector<std::string> pretokenize(std::string_view pre, std::string_view text) {

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "model/tokenizer_vocab.hpp"
+#include "model/tokenizer_work.hpp"
 
 namespace tandem::detail {
 
@@ -88,9 +89,12 @@ void SpmEncoder::encode(std::string_view text, std::vector<int32_t>& out) const 
 
   std::vector<Bigram> heap;
   heap.reserve(sym.size());
+  uint64_t lookups = 0, bytes = 0, pops = 0;
   const auto try_add = [&](int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     const size_t size = sym[left].n + sym[right].n;
+    ++lookups;
+    bytes += size;
     const int32_t id = mergeable(std::string_view(s).substr(sym[left].begin, size));
     if (id < 0) return;
     heap.push_back({vocab_.scores[id], left, right, size});
@@ -100,6 +104,7 @@ void SpmEncoder::encode(std::string_view text, std::vector<int32_t>& out) const 
   for (int32_t i = 1; i < static_cast<int32_t>(sym.size()); ++i) try_add(i - 1, i);
 
   while (!heap.empty()) {
+    ++pops;
     std::pop_heap(heap.begin(), heap.end(), BigramLess{});
     const Bigram bg = heap.back();
     heap.pop_back();
@@ -116,6 +121,8 @@ void SpmEncoder::encode(std::string_view text, std::vector<int32_t>& out) const 
 
   for (int32_t i = 0; i >= 0; i = sym[i].next) {
     const std::string_view piece = std::string_view(s).substr(sym[i].begin, sym[i].n);
+    ++lookups;
+    bytes += piece.size();
     const int32_t id = mergeable(piece);
     if (id >= 0) {
       out.push_back(id);
@@ -131,6 +138,10 @@ void SpmEncoder::encode(std::string_view text, std::vector<int32_t>& out) const 
       out.push_back(vocab_.unk);
     }
   }
+  TokenizerWork& work = tokenizer_work;
+  work.lookups += lookups;
+  work.bytes_looked_up += bytes;
+  work.queue_pops += pops;
 }
 
 }  // namespace tandem::detail

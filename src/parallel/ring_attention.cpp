@@ -79,6 +79,8 @@ void RingCirculator::progress() {
   ++stats_.progress_calls;
 }
 
+int RingCirculator::subblocks() const { return subblocks_ >= 0 ? subblocks_ : ring_subblocks(); }
+
 int ring_subblocks() {
   static const int n = [] {
     const char* e = std::getenv("TANDEM_RING_SUBBLOCKS");
@@ -100,17 +102,19 @@ void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float
   // Sub-blocks of whole multiples of 64 queries (a multiple of every attention tile
   // width), at least 128 queries each.
   constexpr int64_t kAlign = 64, kMinRows = 128;
-  const int64_t max_parts = ring_subblocks();
+  const int64_t max_parts = circ.subblocks();
   int64_t rows = n_q;
   if (max_parts > 1 && n_kv > 0) {
     rows = std::max<int64_t>(kMinRows, (n_q + max_parts - 1) / max_parts);
     rows = (rows + kAlign - 1) / kAlign * kAlign;
   }
   if (rows >= n_q || !circ.in_flight()) {
+    ++circ.stats().attention_calls;
     attend_heads(hv, q, q_pos, n_q, kv, out, lse, pool, kernel);
     return;
   }
   for (int64_t i0 = 0; i0 < n_q; i0 += rows) {
+    ++circ.stats().attention_calls;
     attend_head_rows(hv, q, q_pos, n_q, i0, std::min(rows, n_q - i0), kv, out, lse, pool,
                      kernel);
     circ.progress();  // on this thread, between kernel calls: MPI is never concurrent

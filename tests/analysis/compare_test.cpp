@@ -51,6 +51,8 @@ TEST(CompareCli, TinyEndToEnd) {
     EXPECT_EQ(x["per_rank"].size(), want[i % 3] == "ring P=2" ? 2u : 1u);
     EXPECT_GT(x["weights_bytes_per_rank"].get<double>(), 0);
     EXPECT_EQ(x["predicted"].is_null(), want[i % 3] == "naive");
+    // Every optimized run records a trace (the loop over traces below checks them).
+    EXPECT_EQ(x["trace"].is_string(), want[i % 3] != "naive");
     if (want[i % 3] == "ring P=2") {
       EXPECT_GT(x["bytes_sent_per_rank"].get<double>(), 0);
     }

@@ -126,11 +126,16 @@ TEST(Links, CrossoverNeedsMoreThanNoise) {
   auto r = results();
   for (auto& m : r.runs)  // ring 2% faster at 4096: level, not a crossover
     if (m.strategy == "ring" && m.tokens == 4096) m.prefill_seconds = 4.0 / 1.02;
+  int rings = 0;
   for (const auto& c : ta::crossovers(r)) {
     if (c.label == "ring P=2") {
+      ++rings;
       EXPECT_FALSE(c.from_tokens);
+      ASSERT_EQ(c.speedup.size(), 3u);  // measured at every length, just not enough faster
+      EXPECT_NEAR(c.speedup[2].second, 1.02, 1e-12);
     }
   }
+  EXPECT_EQ(rings, 1);  // the loop above checked something
 }
 
 TEST(Links, SettingAndCrossoverReachTheReport) {

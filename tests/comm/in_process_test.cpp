@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -73,52 +74,99 @@ void catch_on(Caught& out, F&& fn) {
   }
 }
 
+// Ranks that must stay alive (a rank that returns ends its peers' waits at once) until the
+// others are done: they wait for `count` arrivals instead of sleeping for a guessed time.
+// The wait is bounded so that a wait that never ends makes the test fail (the waiters then
+// see a returned peer: the wrong message) instead of hanging it.
+class Arrivals {
+ public:
+  void arrive() {
+    std::lock_guard lock(m_);
+    ++n_;
+    cv_.notify_all();
+  }
+  void wait_for(int count) {
+    std::unique_lock lock(m_);
+    cv_.wait_for(lock, std::chrono::seconds(120), [&] { return n_ >= count; });
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  int n_ = 0;
+};
+
+// Runs fn, then counts an arrival whether it returned or threw.
+template <typename F>
+void then_arrive(Arrivals& a, F&& fn) {
+  try {
+    fn();
+  } catch (...) {
+    a.arrive();
+    throw;
+  }
+  a.arrive();
+}
+
+// The wait-ends-at-once tests give their waits this timeout and check that they ended in
+// under half of it: woken by the event, not by the deadline (which, with a failed or
+// returned peer, ends in the same message). The timeout tests likewise check that a wait
+// ended in under half the default timeout. No bound near the normal duration (which is
+// milliseconds or the 0.2-0.3 s timeout), so a loaded machine cannot fail them.
+constexpr double kLongTimeout = 120;
+
 TEST(InProcessErrors, RecvWithNoSenderTimesOut) {
   Caught got;
+  Arrivals done;
   EXPECT_THROW(run_in_process(2, [&](Communicator& c) {
-                 if (c.rank() != 0) {  // alive but silent (a return would end the wait early)
-                   std::this_thread::sleep_for(std::chrono::milliseconds(600));
+                 if (c.rank() != 0) {  // alive but silent until rank 0 timed out
+                   done.wait_for(1);
                    return;
                  }
                  c.set_timeout(0.2);
                  int x = 0;
-                 catch_on(got, [&] { c.recv(&x, sizeof x, 1, 5); });
+                 then_arrive(done, [&] { catch_on(got, [&] { c.recv(&x, sizeof x, 1, 5); }); });
                }),
                Error);
   EXPECT_EQ(got.exit_code, 4);
   EXPECT_EQ(got.message, "rank 0: recv from rank 1 (tag 5) timed out after 0.2 s");
-  EXPECT_GE(got.seconds, 0.19);
-  EXPECT_LT(got.seconds, 1.0);
+  EXPECT_GE(got.seconds, 0.19);  // not before its timeout (a lower bound: load only adds)
+  // Ended by its own deadline, not the default one (the message names the timeout set,
+  // whichever deadline the wait used): far above 0.2 s plus any scheduling delay.
+  EXPECT_LT(got.seconds, Communicator::kDefaultTimeout / 2);
 }
 
 TEST(InProcessErrors, CollectiveTimeoutNamesTheOperation) {
   Caught got;
+  Arrivals done;
   EXPECT_THROW(run_in_process(3, [&](Communicator& c) {
-                 if (c.rank() == 2) {  // never joins the allreduce
-                   std::this_thread::sleep_for(std::chrono::milliseconds(800));
+                 if (c.rank() == 2) {  // never joins the allreduce; returns once both failed
+                   done.wait_for(2);
                    return;
                  }
                  c.set_timeout(0.3);
                  float v[4] = {};
-                 if (c.rank() == 0) catch_on(got, [&] { c.allreduce(v, 4, ReduceOp::Sum); });
-                 else c.allreduce(v, 4, ReduceOp::Sum);
+                 then_arrive(done, [&] {
+                   if (c.rank() == 0) catch_on(got, [&] { c.allreduce(v, 4, ReduceOp::Sum); });
+                   else c.allreduce(v, 4, ReduceOp::Sum);
+                 });
                }),
                Error);
   EXPECT_NE(got.message.find("rank 0: allreduce: "), std::string::npos) << got.message;
-  EXPECT_TRUE(got.message.find("timed out after 0.3 s") != std::string::npos ||
-              got.message.find("peer rank 1 failed") != std::string::npos)
-      << got.message;
-  EXPECT_LT(got.seconds, 2.0);
+  // Its own timeout, or rank 1's quoted in "peer rank 1 failed: ...": 0.3 s, not the
+  // default (which would also end in a timeout, 60 s later).
+  EXPECT_NE(got.message.find("timed out after 0.3 s"), std::string::npos) << got.message;
+  EXPECT_LT(got.seconds, Communicator::kDefaultTimeout / 2);  // as in the test above
 }
 
 TEST(InProcessErrors, PeerFailureEndsWaitsAtOnce) {
   Caught got0, got2;
   try {
     run_in_process(3, [&](Communicator& c) {
-      c.set_timeout(30);
+      c.set_timeout(kLongTimeout);
       int x = 0;
       if (c.rank() == 1) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // others usually waiting
         throw std::runtime_error("boom");
       }
       if (c.rank() == 0) catch_on(got0, [&] { c.recv(&x, sizeof x, 1, 0); });
@@ -129,19 +177,21 @@ TEST(InProcessErrors, PeerFailureEndsWaitsAtOnce) {
     EXPECT_STREQ(e.what(), "boom");  // the cause, not the errors it provoked
   }
   EXPECT_EQ(got0.message, "rank 0: recv from rank 1 (tag 0): peer rank 1 failed: boom");
-  EXPECT_LT(got0.seconds, 2.0);
+  EXPECT_LT(got0.seconds, kLongTimeout / 2);
   EXPECT_NE(got2.message.find("rank 2: barrier: "), std::string::npos) << got2.message;
   EXPECT_NE(got2.message.find("peer rank 1 failed: boom"), std::string::npos) << got2.message;
-  EXPECT_LT(got2.seconds, 2.0);
+  EXPECT_LT(got2.seconds, kLongTimeout / 2);
 }
 
 TEST(InProcessErrors, PeerFailureReachesSubCommunicators) {
   Caught got;
   EXPECT_THROW(run_in_process(4, [&](Communicator& c) {
+                 c.set_timeout(kLongTimeout);  // inherited by the split
                  auto row = c.split(c.rank() / 2, c.rank());
                  if (c.rank() == 3) {
-                   // Rank 3 may leave the split before rank 2 does: fail only once rank 2
-                   // is surely waiting in the sub-communicator's barrier.
+                   // Rank 3 may leave the split before rank 2 does: fail once rank 2 is
+                   // usually waiting in the sub-communicator's barrier (if not, the barrier
+                   // finds the failure on entry: the same message).
                    std::this_thread::sleep_for(std::chrono::milliseconds(100));
                    throw Error(ErrorKind::BadInput, "bad flag");
                  }
@@ -150,20 +200,24 @@ TEST(InProcessErrors, PeerFailureReachesSubCommunicators) {
                Error);
   EXPECT_NE(got.message.find("rank 0 (world rank 2): barrier: "), std::string::npos) << got.message;
   EXPECT_NE(got.message.find("peer rank 3 failed: bad flag"), std::string::npos) << got.message;
-  EXPECT_LT(got.seconds, 2.0);
+  EXPECT_LT(got.seconds, kLongTimeout / 2);
 }
 
 TEST(InProcessErrors, ReturnedPeerEndsWaitsAtOnce) {
   Caught got;
   EXPECT_THROW(run_in_process(2, [&](Communicator& c) {
-                 c.set_timeout(30);
+                 c.set_timeout(kLongTimeout);
                  int x = 0;
                  if (c.rank() == 0) catch_on(got, [&] { c.recv(&x, sizeof x, 1, 9); });
+                 // Rank 1 returns once rank 0 is usually waiting, so that its return must
+                 // wake the wait (if not, the wait finds it returned on entry: the same
+                 // message).
+                 if (c.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(50));
                }),
                Error);
   EXPECT_EQ(got.message,
             "rank 0: recv from rank 1 (tag 9): peer rank 1 returned without sending this message");
-  EXPECT_LT(got.seconds, 2.0);
+  EXPECT_LT(got.seconds, kLongTimeout / 2);
 }
 
 TEST(InProcessErrors, SizeMismatchIsAnError) {
@@ -212,16 +266,26 @@ TEST(InProcessErrors, TimeoutFromEnvironment) {
   ::unsetenv("TANDEM_COMM_TIMEOUT");
 }
 
+// Rank 1 sends 200 ms after rank 0 is about to wait (not after a sleep from the start: a
+// late rank 0 would then wait less); rank 0's wait time counts those 200 ms, and no more
+// than the call took.
 TEST(InProcessStats, WaitTimeIsCounted) {
-  run_in_process(2, [](Communicator& c) {
+  Arrivals waiting;
+  run_in_process(2, [&](Communicator& c) {
     int x = 42;
     if (c.rank() == 1) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      waiting.wait_for(1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
       c.send(&x, sizeof x, 0, 0);
     } else {
+      x = 0;
+      waiting.arrive();
+      const Stopwatch sw;
       c.recv(&x, sizeof x, 1, 0);
+      const double call = sw.seconds();
       EXPECT_EQ(x, 42);
-      EXPECT_GE(c.stats().wait_seconds, 0.08);
+      EXPECT_GE(c.stats().wait_seconds, 0.1);
+      EXPECT_LE(c.stats().wait_seconds, call);
       EXPECT_EQ(c.stats().bytes_received, sizeof x);
     }
   });

@@ -695,7 +695,8 @@ TEST(GgufCorrupt, WrongShapesAndTypes) {
 }
 
 // A model file replaced while `tandem generate` runs (2000 tokens: about 3 s on an
-// idle machine; the file changes after 0.5 s, once the test has seen the run still going).
+// idle machine; the file changes once the run has printed its first token, so the model
+// is loaded and decoding, however slow the machine, and the test has seen it still going).
 // Renamed over (the usual way to replace a file): the process keeps its mapping of the old
 // file, so its output is the same as an undisturbed run's. Overwritten in place (cp truncates the file first): the
 // lost pages raise SIGBUS, reported as one line, exit 2.
@@ -709,11 +710,16 @@ TEST(GgufCorrupt, ModelReplacedWhileInUse) {
   ASSERT_EQ(test::run(fresh).code, 0);
   const auto ref = test::run("{ " + gen + " 2>/dev/null; }");
   ASSERT_EQ(ref.code, 0) << ref.out;
-  // Renamed over after 0.5 s: noticed at the next decode step, exit 2 naming the file;
-  // the tokens printed before are those of the undisturbed run.
+  // Waits (up to 60 s) until the file named holds the run's first token.
+  const auto first_token = [](const std::string& out) {
+    return "for i in $(seq 600); do [ -s " + out + " ] && break; sleep 0.1; done; ";
+  };
+  // Renamed over once decoding runs: noticed at the next decode step, exit 2 naming the
+  // file; the tokens printed before are those of the undisturbed run.
   ASSERT_EQ(test::run(fresh).code, 0);
   const auto renamed = test::run("bash -c '" + gen + " > " + dir + "/renamed.out 2> " + dir +
-                                 "/renamed.err & pid=$!; sleep 0.5; kill -0 $pid && echo running; cp " +
+                                 "/renamed.err & pid=$!; " + first_token(dir + "/renamed.out") +
+                                 "kill -0 $pid && echo running; cp " +
                                  other + " " + model + ".new && mv " + model + ".new " + model +
                                  "; wait $pid; echo rc=$?; cat " + dir + "/renamed.err'");
   EXPECT_NE(renamed.out.find("running\nrc=2\n"), std::string::npos) << renamed.out;
@@ -722,9 +728,11 @@ TEST(GgufCorrupt, ModelReplacedWhileInUse) {
   std::string partial = test::run("cat " + dir + "/renamed.out").out;
   while (!partial.empty() && partial.back() != ' ') partial.pop_back();  // whole ids only
   EXPECT_EQ(ref.out.compare(0, partial.size(), partial), 0) << partial;
-  // Overwritten in place after 0.5 s.
+  // Overwritten in place once decoding runs.
   ASSERT_EQ(test::run(fresh).code, 0);
-  const auto over = test::run("bash -c '" + gen + " > /dev/null 2> " + dir + "/over.err & pid=$!; sleep 0.5; kill -0 $pid && echo running; cp " +
+  const auto over = test::run("bash -c '" + gen + " > " + dir + "/over.out 2> " + dir +
+                              "/over.err & pid=$!; " + first_token(dir + "/over.out") +
+                              "kill -0 $pid && echo running; cp " +
                               other + " " + model + "; wait $pid; echo rc=$?; cat " + dir +
                               "/over.err'");
   EXPECT_NE(over.out.find("running\n"), std::string::npos) << over.out;

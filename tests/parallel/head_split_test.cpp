@@ -55,6 +55,7 @@ TEST(HeadSplit, MoreRanksThanHeadsAndKvReplication) {
   expect_group(b[2], 4, 1, 2, 1);
   expect_group(b[3], 5, 1, 2, 1);
   const auto c = split_heads(8, 1, 4);  // one KV head, replicated on every rank
+  ASSERT_EQ(c.size(), 4u);  // (the loop below checks nothing on an empty split)
   for (const auto& x : c) EXPECT_EQ(x.g0 * 10 + x.ng, 1);
 }
 

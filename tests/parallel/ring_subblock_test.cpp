@@ -1,7 +1,8 @@
 // Ring pass-KV works on each block in hand in query sub-blocks with progress() calls
 // between them (ring_attention.hpp). Over in-process ranks, with blocks large enough to
 // be split and head subsets of one and of several segments, every rank's output equals
-// one attention call over the gathered keys, and progress() ran.
+// one attention call over the gathered keys, and progress() ran; the sub-block cap sets
+// the number of kernel calls on a block and leaves the output unchanged.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -69,6 +70,75 @@ TEST(RingSubblocks, SeveralSegments) {
   check(2, 1100, 12, 4, 5, 3);
 }
 
-TEST(RingSubblocks, SubblockCount) { EXPECT_GE(ring_subblocks(), 0); }
+// The sub-block count as the header states it: n_q queries of a block in hand go in
+// sub-blocks of at least 128 queries, whole multiples of 64, at most `cap` of them (one
+// call when cap is 0 or 1).
+int64_t expected_calls(int64_t n_q, int64_t cap) {
+  if (cap <= 1) return 1;
+  int64_t rows = std::max<int64_t>(128, (n_q + cap - 1) / cap);
+  rows = (rows + 63) / 64 * 64;
+  return (n_q + rows - 1) / rows;
+}
+
+// Rank 0 of 2 with contiguous shards: its own block is in hand while the first transfer
+// is in flight, and rank 1's block lies in its causal future (skipped), so every kernel
+// call it makes is one query sub-block of its own block. The cap changes exactly that
+// number and nothing in the output.
+std::vector<float> rank0_run(int cap, uint64_t* calls, uint64_t* progress) {
+  const int P = 2, H = 8, G = 2, d = 16;
+  const int64_t N = 1500;
+  const HeadView hv = full_head_view(H, G, d, 0.25f);
+  const int64_t kvw = int64_t(G) * d;
+  const std::vector<float> K = random_vec(1, size_t(N * kvw)), V = random_vec(2, size_t(N * kvw));
+  std::vector<int32_t> pos(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) pos[size_t(i)] = int32_t(i);
+  std::vector<float> out0;
+  comm::run_in_process(P, [&](comm::Communicator& c) {
+    kernels::ThreadPool pool(1);
+    const int64_t b = N * c.rank() / P, n = N * (c.rank() + 1) / P - b;
+    const std::vector<float> q = random_vec(100 + uint32_t(c.rank()), size_t(n * H * d));
+    PassKVRing ring(c, pool);
+    if (cap >= 0) ring.set_subblocks(cap);
+    ring.begin_step(n);
+    std::vector<float> out(q.size(), 7.0f), ref(q.size(), 0.0f);
+    ring.run(hv, q.data(), pos.data() + b, n, K.data() + b * kvw, V.data() + b * kvw,
+             pos.data() + b, out.data());
+    attend_heads(hv, q.data(), pos.data() + b, n, K.data(), V.data(), pos.data(), N, ref.data(),
+                 nullptr, pool);
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_NEAR(out[i], ref[i], 1e-4 * (std::abs(ref[i]) + 1e-3))
+          << "rank " << c.rank() << " at " << i;
+    if (c.rank() != 0) return;
+    EXPECT_EQ(ring.stats().blocks_skipped, 1u);
+    *calls = ring.stats().attention_calls;
+    *progress = ring.stats().progress_calls;
+    out0 = out;
+  });
+  return out0;
+}
+
+TEST(RingSubblocks, SubblockCount) {
+  const int64_t n0 = 750;  // rank 0's queries
+  uint64_t calls = 0, progress = 0;
+  const std::vector<float> whole = rank0_run(0, &calls, &progress);
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(calls, 1u);
+  EXPECT_EQ(progress, 0u);
+  // 1: one call; 2 and 4: the cap binds (384 and 192 rows); 16: the 128-row minimum binds.
+  const std::vector<std::pair<int, uint64_t>> caps = {{1, 1}, {2, 2}, {4, 4}, {16, 6}};
+  for (const auto& [cap, want] : caps) {
+    ASSERT_EQ(uint64_t(expected_calls(n0, cap)), want) << "cap " << cap;
+    const std::vector<float> split = rank0_run(cap, &calls, &progress);
+    ASSERT_FALSE(HasFatalFailure()) << "cap " << cap;
+    EXPECT_EQ(calls, want) << "cap " << cap;
+    if (want > 1) EXPECT_GT(progress, 0u) << "cap " << cap << ": no progress() between sub-blocks";
+    // Sub-block edges fall on tile edges: the same values as one call, bit for bit.
+    EXPECT_EQ(split, whole) << "cap " << cap;
+  }
+  // Without set_subblocks the ring uses ring_subblocks() (TANDEM_RING_SUBBLOCKS, default 16).
+  rank0_run(-1, &calls, &progress);
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(calls, uint64_t(expected_calls(n0, ring_subblocks())));
+}
 
 }  // namespace

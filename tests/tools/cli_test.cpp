@@ -101,11 +101,15 @@ TEST(Cli, MemoryBudgetTooSmallIsRefusedBeforeAnyWork) {
 TEST(Cli, ModelTruncatedWhileInUseGivesAClearError) {
   const std::string copy = tandem::test::temp_dir() + "/shrinking.gguf";
   ASSERT_EQ(run("cp " + tiny() + " " + copy).code, 0);
-  // Generate for long enough, then cut the file to 1 MiB under the running process.
+  // Generate for long enough, then cut the file to 1 MiB under the running process once
+  // it has printed its first token (model loaded, decoding; waits up to 60 s for that, not
+  // a fixed delay that a loaded machine can outlast before the load).
   const auto r = run("bash -c '" + tandem_bin() + " generate -m " + copy +
-                     " --ids 1,2,3 -n 100000 --temp 0 -t 1 --show-ids > /dev/null 2> " + copy +
-                     ".err & pid=$!; sleep 1; truncate -s 1M " + copy + "; wait $pid; echo rc=$?; cat " +
-                     copy + ".err'");
+                     " --ids 1,2,3 -n 100000 --temp 0 -t 1 --show-ids > " + copy + ".out 2> " +
+                     copy + ".err & pid=$!; for i in $(seq 600); do [ -s " + copy +
+                     ".out ] && break; sleep 0.1; done; kill -0 $pid && echo running; "
+                     "truncate -s 1M " + copy + "; wait $pid; echo rc=$?; cat " + copy + ".err'");
+  EXPECT_NE(r.out.find("running\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("rc=2"), std::string::npos) << r.out;
   // The matrices are copied at load, so the lost pages may be touched (the embedding's
   // row: SIGBUS) or the per-step check may see the new size first: one clear error.

@@ -45,6 +45,7 @@ struct RingStats {
   uint64_t blocks_skipped = 0;
   uint64_t progress_calls = 0; // progress() calls that found a transfer in flight
   uint64_t head_pairs = 0;     // visible (query, key, head) triples computed
+  uint64_t attention_calls = 0; // attention kernel calls on blocks in hand (one per sub-block)
 };
 
 // Circulates one block per member around the ring of `ring` (member r sends to r+1
@@ -82,6 +83,10 @@ class RingCirculator {
   // Only the thread that called run() may call progress().
   bool in_flight() const { return send_ != nullptr || recv_ != nullptr; }
   void progress();
+  // Cap on the query sub-blocks per block in hand (attend_heads_progress): ring_subblocks()
+  // unless set here (n >= 0; 0 or 1: one call per block).
+  void set_subblocks(int n) { subblocks_ = n; }
+  int subblocks() const;
   RingStats& stats() { return stats_; }
   const RingStats& stats() const { return stats_; }
 
@@ -92,6 +97,7 @@ class RingCirculator {
   int64_t max_rows_ = 0, row_floats_ = 0;
   std::vector<float> buf_[2];
   std::unique_ptr<comm::Request> send_, recv_;  // the transfers of run() in flight
+  int subblocks_ = -1;                          // -1: ring_subblocks()
   RingStats stats_;
 };
 
@@ -100,7 +106,7 @@ class RingCirculator {
 int ring_subblocks();
 
 // attend_heads (head_split.hpp), split into query sub-blocks of at least 128 queries
-// (at most ring_subblocks() of them) with circ.progress() between them while circ has a
+// (at most circ.subblocks() of them) with circ.progress() between them while circ has a
 // transfer in flight; one attend_heads call otherwise. Same arguments and result.
 void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float* q,
                            const int32_t* q_pos, int64_t n_q, const KvRows& kv, float* out,
@@ -126,6 +132,7 @@ class PassKVRing {
   void run_local(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q, float* out);
   const RingStats& stats() const { return circ_.stats(); }
   void set_kernel(AttnKernel k) { kernel_ = k; }
+  void set_subblocks(int n) { circ_.set_subblocks(n); }
 
  private:
   RingCirculator circ_;
