@@ -252,6 +252,35 @@ TEST(Report, CrossoverFindings) {
   EXPECT_NE(all.find("ring P=2 beats the single optimized pipeline from N=1024"), std::string::npos)
       << all;
   EXPECT_NE(all.find("10.0x faster than the naive"), std::string::npos) << all;
+  // No peak RSS measured: memory is said to be accounting only, and 1/P is not claimed.
+  EXPECT_NE(all.find("Memory per rank was not measured"), std::string::npos) << all;
+  EXPECT_EQ(all.find("surely"), std::string::npos) << all;
+}
+
+// With peak RSS measured, the findings state each P-rank run's measured memory against the
+// single pipeline's at the largest N both ran, as a ratio beside 1/P.
+TEST(Report, MemoryFindingsAreMeasured) {
+  auto r = sample_results();
+  for (auto& m : r.runs)
+    for (auto& rk : m.per_rank) {
+      rk.baseline_rss_bytes = 20 * double(1 << 20);
+      const double beyond = (m.strategy == "ring" ? 60 : 100) * double(1 << 20) * double(m.tokens) / 1024;
+      rk.peak_rss_bytes = rk.baseline_rss_bytes + rk.weights_bytes + beyond;
+    }
+  std::string all;
+  for (const auto& l : ta::crossover_findings(r)) all += l + "\n";
+  EXPECT_NE(all.find("Memory, measured: at N=1024 ring P=2 holds 60.0 MiB per rank beyond the "
+                     "weights and the runtime baseline (peak RSS), 0.60x the single pipeline's "
+                     "100.0 MiB (1/P = 0.50)."),
+            std::string::npos)
+      << all;
+  // More than the single pipeline: said plainly.
+  for (auto& m : r.runs)
+    if (m.strategy == "ring")
+      for (auto& rk : m.per_rank) rk.peak_rss_bytes += 80 * double(1 << 20);
+  all.clear();
+  for (const auto& l : ta::crossover_findings(r)) all += l + "\n";
+  EXPECT_NE(all.find("1.40x the single pipeline's 100.0 MiB: no saving"), std::string::npos) << all;
 }
 
 // compare reads its subprocesses through the runtime's typed results (one schema), and
