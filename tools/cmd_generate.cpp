@@ -9,6 +9,7 @@
 #include "common.hpp"
 #include "session_cli.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/process_memory.hpp"
 #include <nlohmann/json.hpp>
 
 namespace tandem::cli {
@@ -106,6 +107,11 @@ void run(const Opts& o) {
     if (text) fmt::print("{}\n", stream.flush());
     report = GenerateReport{o.model, s.scheme().name, s.comm().size(), o.session.threads, seed, st,
                             std::move(ids)};
+    report.estimate_bytes = double(s.estimate(w).total());
+    if (const ProcessMemory mem = process_memory(); mem.known) {
+      report.peak_rss_bytes = double(mem.peak_rss);
+      report.baseline_rss_bytes = double(baseline_rss());
+    }
     root = true;
   });
   if (!root) return;  // this process is not rank 0 (or --parallel printed its own report)
@@ -121,6 +127,7 @@ void run(const Opts& o) {
              st.n_prompt, st.prompt_seconds, st.prompt_tokens_per_s(), st.n_generated,
              st.gen_tokens_per_s(), st.n_decode_steps, st.decode_seconds, st.ttft_seconds,
              o.session.threads, report.seed);
+  print_memory_line(report.estimate_bytes, report.peak_rss_bytes, report.baseline_rss_bytes);
 }
 
 }  // namespace

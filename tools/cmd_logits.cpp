@@ -13,6 +13,7 @@
 #include "common.hpp"
 #include "session_cli.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/process_memory.hpp"
 #include "tandem/core/timer.hpp"
 
 namespace tandem::cli {
@@ -42,13 +43,15 @@ void run(const Opts& o) {
 
   // Every rank computes its shard's rows; rank 0 writes them all.
   std::vector<float> logits;
-  double secs = 0;
+  double secs = 0, estimate = 0;
   bool root = false;
-  run_sessions(model, o.session, Workload{n, 0, false, n_out}, [&](Session& s) {
+  const Workload w{n, 0, false, n_out};
+  run_sessions(model, o.session, w, [&](Session& s) {
     const Stopwatch sw;
     auto all = s.gather_logits(s.prefill(ids, n_out));
     if (s.comm().rank() == 0) {
       secs = sw.seconds();
+      estimate = double(s.estimate(w).total());
       logits = std::move(all);
       root = true;
     }
@@ -73,6 +76,8 @@ void run(const Opts& o) {
   }
   fmt::print(stderr, "{} tokens in {:.3f} s ({:.1f} tokens/s); wrote [{}][{}] float32 to {}\n", n,
              secs, double(n) / secs, n_out, V, o.out);
+  const ProcessMemory mem = process_memory();
+  print_memory_line(estimate, mem.known ? double(mem.peak_rss) : 0, double(baseline_rss()));
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "session_cli.hpp"
 
+#include <fmt/format.h>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -104,6 +106,19 @@ void run_sessions(const std::shared_ptr<Model>& model, const SessionFlags& f, co
     Session session(model, so, comm);
     fn(session);
   });
+}
+
+void print_memory_line(double estimate, double peak_rss, double baseline) {
+  constexpr double MiB = 1 << 20;
+  if (peak_rss <= 0) {
+    fmt::print(stderr, "memory: estimate {:.1f} MiB per rank (peak RSS not measured here)\n",
+               estimate / MiB);
+    return;
+  }
+  fmt::print(stderr,
+             "memory: peak RSS {:.1f} MiB (rank 0's process) = baseline {:.1f} (program, "
+             "libraries, MPI) + {:.1f}; the --max-memory estimate is {:.1f} MiB\n",
+             peak_rss / MiB, baseline / MiB, (peak_rss - baseline) / MiB, estimate / MiB);
 }
 
 }  // namespace tandem::cli

@@ -85,6 +85,9 @@ nlohmann::json to_json(const GenerateReport& r) {
           {"ttft_seconds", s.ttft_seconds},
           {"prompt_tokens_per_s", s.prompt_tokens_per_s()},
           {"generation_tokens_per_s", s.gen_tokens_per_s()},
+          {"estimate_bytes", uint64_t(r.estimate_bytes)},
+          {"peak_rss_bytes", uint64_t(r.peak_rss_bytes)},
+          {"baseline_rss_bytes", uint64_t(r.baseline_rss_bytes)},
           {"tokens", r.tokens}};
 }
 
@@ -141,6 +144,9 @@ GenerateReport generate_report_from_json(const nlohmann::json& j, const std::str
     s.decode_seconds = j.at("decode_seconds").get<double>();
     s.ttft_seconds = j.at("ttft_seconds").get<double>();
     r.tokens = j.at("tokens").get<std::vector<int32_t>>();
+    r.estimate_bytes = j.at("estimate_bytes").get<double>();
+    r.peak_rss_bytes = j.at("peak_rss_bytes").get<double>();
+    r.baseline_rss_bytes = j.at("baseline_rss_bytes").get<double>();
     return r;
   });
 }

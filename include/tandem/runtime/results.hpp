@@ -57,6 +57,9 @@ struct GenerateReport {
   uint64_t seed = 0;
   GenerateStats stats;
   std::vector<int32_t> tokens;  // the generated ids
+  // Rank 0's process: its --max-memory estimate, and measured (0 where unknown) its
+  // peak resident set and the baseline before the weights were laid out.
+  double estimate_bytes = 0, peak_rss_bytes = 0, baseline_rss_bytes = 0;
 };
 
 nlohmann::json to_json(const RankReport& r);
