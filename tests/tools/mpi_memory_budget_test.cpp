@@ -114,3 +114,15 @@ TEST(MemoryBudget, PrefillReportsMeasuredMemoryBesideTheAccounting) {
     }
   }
 }
+
+// generate --json reports its process's measured peak RSS beside its estimate.
+TEST(MemoryBudget, GenerateReportsMeasuredMemory) {
+  const auto r = run_measured(tandem_bin() + " generate -m " + tiny() +
+                              " -p 'Once upon a time' -n 8 -t 1 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  const double peak = j.at("peak_rss_bytes").get<double>(), est = j.at("estimate_bytes").get<double>();
+  EXPECT_NEAR(peak, r.peak_rss_bytes, 2 * kMiB);
+  EXPECT_GT(est, 40 * kMiB);  // the weights alone are 47 MiB
+  EXPECT_LE(peak, est + j.at("baseline_rss_bytes").get<double>() + kMargin);
+}
