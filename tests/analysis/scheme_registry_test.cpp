@@ -9,6 +9,7 @@
 #include <random>
 
 #include "support/test_model.hpp"
+#include "support/schemes.hpp"
 #include "support/test_paths.hpp"
 #include "tandem/analysis/planner.hpp"
 #include "tandem/comm/in_process.hpp"
@@ -44,15 +45,6 @@ std::vector<int32_t> random_ids(int64_t n, uint32_t seed) {
   return ids;
 }
 
-// How each scheme is spelled at P ranks (nullopt: not at this P).
-std::optional<parallel::Scheme> at(const parallel::SchemeDesc& d, int P) {
-  std::string why;
-  if (d.name == "hybrid") {
-    if (P % 2 || P < 4) return std::nullopt;
-    return parallel::parse_scheme("hybrid:2x" + std::to_string(P / 2), P);
-  }
-  return parallel::configure_scheme(d.name, P, P, &why);
-}
 
 struct SchemeRun {
   std::vector<float> logits;        // rank 0's gathered [N][V]
@@ -106,7 +98,7 @@ TEST(SchemeRegistry, EverySchemeIsExactAgainstLocalAndDoesThePlannedWork) {
       if (d->name == "local") continue;
       int tried = 0;
       for (int P : {2, 3, 4}) {
-        const auto s = at(*d, P);
+        const auto s = test::scheme_at(*d, P);
         if (!s) continue;
         ++tried;
         SCOPED_TRACE(s->name + " P=" + std::to_string(P) + " N=" + std::to_string(n));

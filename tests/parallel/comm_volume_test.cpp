@@ -14,6 +14,7 @@
 #include <new>
 #include <random>
 
+#include "support/schemes.hpp"
 #include "tandem/comm/in_process.hpp"
 #include "tandem/parallel/auto_attention.hpp"
 #include "tandem/parallel/head_split.hpp"
@@ -227,14 +228,6 @@ std::vector<double> formula_sent(const Scheme& s, AttnShape sh, int64_t n, int P
   return sent;
 }
 
-std::optional<Scheme> at(const SchemeDesc& d, int P) {
-  std::string why;
-  if (d.name == "hybrid") {
-    if (P % 2 || P < 4) return std::nullopt;
-    return parse_scheme("hybrid:2x" + std::to_string(P / 2), P);
-  }
-  return configure_scheme(d.name, P, P, &why);
-}
 
 struct ShapeCase {
   int H, G, d;
@@ -250,7 +243,7 @@ TEST(CommVolume, EverySchemeMovesWhatItMustAndHoldsItsShard) {
       if (d->name == "local") continue;
       int tried = 0;
       for (int P : {2, 3, 4}) {
-        const auto s = at(*d, P);
+        const auto s = test::scheme_at(*d, P);
         if (!s) continue;
         ++tried;
         for (int64_t n : {int64_t(5), int64_t(96), int64_t(301)}) {

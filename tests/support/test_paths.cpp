@@ -52,6 +52,11 @@ RunResult run(const std::string& cmd) {
   return r;
 }
 
+std::string mpirun(int np, int timeout_s) {
+  return "timeout " + std::to_string(timeout_s) +
+         " mpirun --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(np) + " ";
+}
+
 MeasuredRun run_measured(const std::string& cmd) {
   MeasuredRun r{-1, {}, 0};
   int fds[2];

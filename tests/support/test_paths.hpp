@@ -17,6 +17,24 @@ RunResult run(const std::string& cmd);
 // command's tree (the shell, and every descendant reaped before it ends: mpirun's ranks).
 struct MeasuredRun { int code; std::string out; double peak_rss_bytes; };
 MeasuredRun run_measured(const std::string& cmd);
+// "timeout T mpirun --allow-run-as-root --oversubscribe --bind-to none -np NP " (a prefix
+// for a command run under a real mpirun, bounded so that no test hangs).
+std::string mpirun(int np, int timeout_s = 120);
+
+// True in a sanitizer build (scripts/sanitize.sh): programs run several times slower and
+// need their address space.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
 // The whole file as text (empty when it cannot be read).
 std::string read_text(const std::string& path);
 }  // namespace tandem::test

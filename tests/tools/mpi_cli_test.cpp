@@ -7,17 +7,13 @@
 
 #include "support/test_paths.hpp"
 
+using tandem::test::mpirun;
 using tandem::test::run;
 using tandem::test::shared_path;
 using tandem::test::tandem_bin;
 using tandem::test::temp_dir;
 
 namespace {
-
-std::string mpirun(int np) {
-  return "timeout 120 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " +
-         std::to_string(np) + " ";
-}
 
 std::vector<float> read_f32(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -17,17 +17,7 @@ namespace {
 // longer (a kill 2 s after start could land in the start-up barrier) and the computation
 // a survivor finishes before it next waits (where its timeout starts) too. Their delays and
 // bounds are scaled; a normal build keeps the 30 s.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr double kSlowdown = 4.0;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr double kSlowdown = 4.0;
-#else
-constexpr double kSlowdown = 1.0;
-#endif
-#else
-constexpr double kSlowdown = 1.0;
-#endif
+constexpr double kSlowdown = tandem::test::kSanitized ? 4.0 : 1.0;
 constexpr double kBound = 30.0 * kSlowdown;  // seconds from the fault to the end of the job
 
 // Starts `args` under mpirun -np 3 in the background, waits (up to 30 s) until all three

@@ -25,10 +25,7 @@ namespace {
 constexpr double kMiB = 1024.0 * 1024.0;
 constexpr double kMargin = 32 * kMiB;
 
-std::string mpirun(int np) {
-  return "timeout 300 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " +
-         std::to_string(np) + " ";
-}
+using tandem::test::mpirun;
 
 // The largest "needs X UNIT" of the output, in bytes (format_size: B, KiB, MiB, GiB).
 double largest_need(const std::string& out) {
@@ -84,7 +81,7 @@ TEST(MemoryBudget, SingleRankCommandsStayWithinTheirBudget) {
 }
 
 TEST(MemoryBudget, SequenceParallelRanksStayWithinTheirBudget) {
-  const std::string t = mpirun(2) + tandem_bin(), out = temp_dir() + "/budget-sp.f32";
+  const std::string t = mpirun(2, 300) + tandem_bin(), out = temp_dir() + "/budget-sp.f32";
   for (const Case& c : {
            Case{"prefill --sp ring", t + " prefill -m " + tiny() + " --random-tokens 8192 -t 1 --sp ring"},
            Case{"prefill --sp ulysses", t + " prefill -m " + tiny() + " --random-tokens 4096 -t 1 --sp ulysses"},

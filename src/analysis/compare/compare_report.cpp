@@ -76,28 +76,26 @@ std::string decode_svg(const CompareResults& r) {
   return line_plot_svg(p);
 }
 
-std::string memory_svg(const CompareResults& r) {
+// MiB per rank vs N, one line per strategy.
+template <class Bytes>
+std::string memory_plot(const CompareResults& r, std::string title, Bytes bytes) {
   LinePlot p;
-  p.title = "Peak KV + activation memory per rank";
+  p.title = std::move(title);
   p.x_label = "N (tokens)";
   p.y_label = "MiB per rank";
   p.x_ticks = lengths_as_ticks(r);
-  p.series = series_of(r, [](const RunMeasurement& m) {
-    return m.peak_kv_activation_bytes() / double(1 << 20);
-  });
+  p.series = series_of(r, [&](const RunMeasurement& m) { return bytes(m) / double(1 << 20); });
   return line_plot_svg(p);
 }
 
+std::string memory_svg(const CompareResults& r) {
+  return memory_plot(r, "Peak KV + activation memory per rank",
+                     [](const RunMeasurement& m) { return m.peak_kv_activation_bytes(); });
+}
+
 std::string memory_rss_svg(const CompareResults& r) {
-  LinePlot p;
-  p.title = "Measured peak RSS per rank, less weights and runtime baseline";
-  p.x_label = "N (tokens)";
-  p.y_label = "MiB per rank";
-  p.x_ticks = lengths_as_ticks(r);
-  p.series = series_of(r, [](const RunMeasurement& m) {
-    return std::max(0.0, m.peak_rss_beyond_weights_bytes()) / double(1 << 20);
-  });
-  return line_plot_svg(p);
+  return memory_plot(r, "Measured peak RSS per rank, less weights and runtime baseline",
+                     [](const RunMeasurement& m) { return std::max(0.0, m.peak_rss_beyond_weights_bytes()); });
 }
 
 // Compute / communication wait / idle per rank at the largest N with a successful run.
