@@ -4,17 +4,20 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "session_cli.hpp"
 #include "tandem/runtime/session.hpp"
 #include "tandem/runtime/weight_layout.hpp"
 #include "tandem/analysis/ablation.hpp"
 #include "tandem/analysis/bench.hpp"
 #include "tandem/analysis/roofline.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/process_memory.hpp"
 
 namespace tandem::cli {
 namespace {
@@ -229,6 +232,7 @@ void run(const Opts& o) {
   SessionOptions so;
   so.engine = o.engine.options();
   so.threads = o.threads;
+  mark_baseline_rss();  // before the weights are laid out
   Session session(load_model(o.model), so);
   const Model* model = &session.model();
   std::vector<BenchResult> rows;
@@ -240,6 +244,9 @@ void run(const Opts& o) {
     fmt::print("{}\n", j.dump(2));
   } else {
     print_table(o, *model, rows, roof);
+    std::fflush(stdout);  // the table, then the memory line on stderr
+    const ProcessMemory mem = process_memory();
+    print_memory_line(0, mem.known ? double(mem.peak_rss) : 0, double(baseline_rss()));
   }
 }
 

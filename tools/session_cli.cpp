@@ -117,8 +117,10 @@ void print_memory_line(double estimate, double peak_rss, double baseline) {
   }
   fmt::print(stderr,
              "memory: peak RSS {:.1f} MiB (rank 0's process) = baseline {:.1f} (program, "
-             "libraries, MPI) + {:.1f}; the --max-memory estimate is {:.1f} MiB\n",
-             peak_rss / MiB, baseline / MiB, (peak_rss - baseline) / MiB, estimate / MiB);
+             "libraries, MPI) + {:.1f}{}\n",
+             peak_rss / MiB, baseline / MiB, (peak_rss - baseline) / MiB,
+             estimate > 0 ? fmt::format("; the --max-memory estimate is {:.1f} MiB", estimate / MiB)
+                          : std::string());
 }
 
 }  // namespace tandem::cli

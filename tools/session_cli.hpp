@@ -49,7 +49,8 @@ void run_sessions(const std::shared_ptr<Model>& model, const SessionFlags& f, co
                   const std::function<void(Session&)>& fn);
 
 // One stderr line: this process's measured peak RSS beside the run's --max-memory
-// estimate and the runtime baseline (or the estimate alone where RSS is unknown).
+// estimate (left out when 0) and the runtime baseline (or the estimate alone where RSS is
+// unknown).
 void print_memory_line(double estimate_bytes, double peak_rss_bytes, double baseline_rss_bytes);
 
 }  // namespace tandem::cli
