@@ -27,26 +27,55 @@ std::vector<float> random_vec(uint32_t seed, size_t n) {
   return v;
 }
 
+// N tokens' K and V rows (kvw floats each) at positions 0..N-1.
+struct Keys {
+  std::vector<float> K, V;
+  std::vector<int32_t> pos;
+};
+Keys make_keys(int64_t N, int64_t kvw) {
+  Keys k{random_vec(1, size_t(N * kvw)), random_vec(2, size_t(N * kvw)),
+         std::vector<int32_t>(static_cast<size_t>(N))};
+  for (int64_t i = 0; i < N; ++i) k.pos[size_t(i)] = int32_t(i);
+  return k;
+}
+
+// This rank's contiguous shard of the N tokens through a PassKVRing on head view hv
+// (sub-block cap `cap`; -1: the default), and the same queries attended over every key
+// in one call (ref).
+struct RankRun {
+  std::vector<float> out, ref;
+  RingStats stats;
+};
+RankRun run_rank(comm::Communicator& c, const HeadView& hv, const Keys& keys, int cap) {
+  kernels::ThreadPool pool(1);
+  const int P = c.size();
+  const int64_t N = int64_t(keys.pos.size()), kvw = int64_t(hv.kv_heads) * hv.d;
+  const int64_t b = N * c.rank() / P, n = N * (c.rank() + 1) / P - b;
+  const std::vector<float> q = random_vec(100 + uint32_t(c.rank()), size_t(n * hv.q_heads * hv.d));
+  PassKVRing ring(c, pool);
+  if (cap >= 0) ring.set_subblocks(cap);
+  ring.begin_step(n);
+  RankRun r{std::vector<float>(q.size(), 7.0f), std::vector<float>(q.size(), 0.0f), {}};
+  const int32_t* pos = keys.pos.data();
+  ring.run(hv, q.data(), pos + b, n, keys.K.data() + b * kvw, keys.V.data() + b * kvw, pos + b,
+           r.out.data());
+  attend_heads(hv, q.data(), pos + b, n, keys.K.data(), keys.V.data(), pos, N, r.ref.data(),
+               nullptr, pool);
+  r.stats = ring.stats();
+  return r;
+}
+
 // P ranks, N tokens in contiguous shards; the head subset `g` of an (H, G) model.
 void check(int P, int64_t N, int H, int G, int parts, int part) {
   const int d = 16;
   const HeadGroup g = split_heads(H, G, parts)[size_t(part)];
   const HeadView hv = head_view(g, H, G, d, 0.25f);
-  const int64_t kvw = int64_t(hv.kv_heads) * d;
-  const std::vector<float> K = random_vec(1, size_t(N * kvw)), V = random_vec(2, size_t(N * kvw));
-  std::vector<int32_t> pos(static_cast<size_t>(N));
-  for (int64_t i = 0; i < N; ++i) pos[size_t(i)] = int32_t(i);
+  const Keys keys = make_keys(N, int64_t(hv.kv_heads) * d);
   comm::run_in_process(P, [&](comm::Communicator& c) {
-    kernels::ThreadPool pool(1);
-    const int64_t b = N * c.rank() / P, e = N * (c.rank() + 1) / P, n = e - b;
-    const std::vector<float> q = random_vec(100 + uint32_t(c.rank()), size_t(n * hv.q_heads * d));
-    PassKVRing ring(c, pool);
-    ring.begin_step(n);
-    std::vector<float> out(q.size(), 7.0f), ref(q.size(), 0.0f);
-    ring.run(hv, q.data(), pos.data() + b, n, K.data() + b * kvw, V.data() + b * kvw,
-             pos.data() + b, out.data());
-    attend_heads(hv, q.data(), pos.data() + b, n, K.data(), V.data(), pos.data(), N, ref.data(),
-                 nullptr, pool);
+    const RankRun run = run_rank(c, hv, keys, -1);
+    const std::vector<float>& out = run.out;
+    const std::vector<float>& ref = run.ref;
+    const int64_t n = N * (c.rank() + 1) / P - N * c.rank() / P;
     double worst = 0;
     for (size_t i = 0; i < out.size(); ++i)
       worst = std::max(worst, std::abs(double(out[i]) - ref[i]) / (std::abs(double(ref[i])) + 1e-3));
@@ -54,7 +83,7 @@ void check(int P, int64_t N, int H, int G, int parts, int part) {
     // Every rank works on its own block while the first transfer is in flight; with
     // n >= 256 that block is split (unless TANDEM_RING_SUBBLOCKS turns it off).
     if (P > 1 && n >= 256 && ring_subblocks() > 1) {
-      EXPECT_GT(ring.stats().progress_calls, 0u) << "rank " << c.rank();
+      EXPECT_GT(run.stats.progress_calls, 0u) << "rank " << c.rank();
     }
   });
 }
@@ -86,32 +115,20 @@ int64_t expected_calls(int64_t n_q, int64_t cap) {
 // number and nothing in the output.
 std::vector<float> rank0_run(int cap, uint64_t* calls, uint64_t* progress) {
   const int P = 2, H = 8, G = 2, d = 16;
-  const int64_t N = 1500;
   const HeadView hv = full_head_view(H, G, d, 0.25f);
-  const int64_t kvw = int64_t(G) * d;
-  const std::vector<float> K = random_vec(1, size_t(N * kvw)), V = random_vec(2, size_t(N * kvw));
-  std::vector<int32_t> pos(static_cast<size_t>(N));
-  for (int64_t i = 0; i < N; ++i) pos[size_t(i)] = int32_t(i);
+  const Keys keys = make_keys(1500, int64_t(G) * d);
   std::vector<float> out0;
   comm::run_in_process(P, [&](comm::Communicator& c) {
-    kernels::ThreadPool pool(1);
-    const int64_t b = N * c.rank() / P, n = N * (c.rank() + 1) / P - b;
-    const std::vector<float> q = random_vec(100 + uint32_t(c.rank()), size_t(n * H * d));
-    PassKVRing ring(c, pool);
-    if (cap >= 0) ring.set_subblocks(cap);
-    ring.begin_step(n);
-    std::vector<float> out(q.size(), 7.0f), ref(q.size(), 0.0f);
-    ring.run(hv, q.data(), pos.data() + b, n, K.data() + b * kvw, V.data() + b * kvw,
-             pos.data() + b, out.data());
-    attend_heads(hv, q.data(), pos.data() + b, n, K.data(), V.data(), pos.data(), N, ref.data(),
-                 nullptr, pool);
+    const RankRun run = run_rank(c, hv, keys, cap);
+    const std::vector<float>& out = run.out;
+    const std::vector<float>& ref = run.ref;
     for (size_t i = 0; i < out.size(); ++i)
       ASSERT_NEAR(out[i], ref[i], 1e-4 * (std::abs(ref[i]) + 1e-3))
           << "rank " << c.rank() << " at " << i;
     if (c.rank() != 0) return;
-    EXPECT_EQ(ring.stats().blocks_skipped, 1u);
-    *calls = ring.stats().attention_calls;
-    *progress = ring.stats().progress_calls;
+    EXPECT_EQ(run.stats.blocks_skipped, 1u);
+    *calls = run.stats.attention_calls;
+    *progress = run.stats.progress_calls;
     out0 = out;
   });
   return out0;
@@ -131,7 +148,9 @@ TEST(RingSubblocks, SubblockCount) {
     const std::vector<float> split = rank0_run(cap, &calls, &progress);
     ASSERT_FALSE(HasFatalFailure()) << "cap " << cap;
     EXPECT_EQ(calls, want) << "cap " << cap;
-    if (want > 1) EXPECT_GT(progress, 0u) << "cap " << cap << ": no progress() between sub-blocks";
+    if (want > 1) {
+      EXPECT_GT(progress, 0u) << "cap " << cap << ": no progress() between sub-blocks";
+    }
     // Sub-block edges fall on tile edges: the same values as one call, bit for bit.
     EXPECT_EQ(split, whole) << "cap " << cap;
   }
