@@ -27,6 +27,13 @@ void add_sp_options(CLI::App* sub, SpOptions& o) {
   sub->add_option("--ranks", o.ranks,
                   "Ranks as threads of this process when not under mpirun (default 1)")
       ->check(int_in(1, 256));
+  sub->add_option("--sp-chunk", o.sp_chunk,
+                  fmt::format("Tokens per rank per prefill step under ring, zigzag, pass-q and auto "
+                              "(the sequence is placed band by band, so activations and buffers "
+                              "are bounded by the chunk; 0: each rank's whole shard in one step; "
+                              "default {})",
+                              parallel::kDefaultSpChunk))
+      ->check(int_in(0, 1 << 30));
   sub->add_option_function<std::string>(
          "--max-memory",
          [&o](const std::string& v) {
@@ -91,8 +98,10 @@ void run_sessions(const std::shared_ptr<Model>& model, const SessionFlags& f, co
   std::once_flag laid_out;
   run_world(f.sp, [&](comm::Communicator& comm) {
     SessionOptions so;
-    const parallel::Scheme scheme = resolve_scheme(f.sp.sp, comm.size());
+    parallel::Scheme scheme = resolve_scheme(f.sp.sp, comm.size());
+    scheme.chunk = f.sp.sp_chunk;
     so.scheme = scheme.name;
+    so.sp_chunk = f.sp.sp_chunk;
     so.engine = f.engine.options(scheme.is("local"));
     so.threads = f.threads;
     so.max_memory = f.sp.max_memory;

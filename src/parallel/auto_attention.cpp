@@ -23,7 +23,8 @@ int64_t AutoAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos)
 
 namespace tandem::parallel {
 
-const SchemeDesc& ring_scheme();  // ring_attention.cpp
+const SchemeDesc& ring_scheme();    // ring_attention.cpp
+const SchemeDesc& pass_q_scheme();  // pass_q_attention.cpp
 
 const SchemeDesc& auto_scheme() {
   static const SchemeDesc d = [] {
@@ -33,9 +34,16 @@ const SchemeDesc& auto_scheme() {
     x.onto_cache = true;
     x.make = scheme_parts::make_strategy<AutoAttention>;
     x.workspace_bytes = [](const Scheme& s, AttnShape shape, int64_t m_local, int64_t n_total,
-                           int ranks) { return ring_scheme().workspace_bytes(s, shape, m_local, n_total, ranks); };
-    // A prefill onto empty caches always picks pass-KV (prefer_pass_q).
-    x.cost = scheme_parts::pass_kv_cost;
+                           int ranks) {
+      // Both strategies keep their buffers once used (a chunked prefill uses both).
+      return ring_scheme().workspace_bytes(s, shape, m_local, n_total, ranks) +
+             pass_q_scheme().workspace_bytes(s, shape, m_local, n_total, ranks);
+    };
+    // A prefill onto empty caches picks pass-KV for its first band (prefer_pass_q);
+    // later bands of a chunked prefill pick by the same rule.
+    x.cost = [](const Scheme& s, const CostShape& shape, int64_t n, int ranks) {
+      return scheme_parts::ring_cost(s, shape, n, ranks, scheme_parts::RingMove::Auto);
+    };
     return x;
   }();
   return d;

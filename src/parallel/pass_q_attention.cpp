@@ -107,25 +107,16 @@ const SchemeDesc& pass_q_scheme() {
     x.help = "ring attention that moves queries while K/V stay, contiguous shards";
     x.onto_cache = true;
     x.make = scheme_parts::make_strategy<PassQAttention>;
-    x.workspace_bytes = [](const Scheme&, AttnShape shape, int64_t, int64_t n_total, int ranks) {
-      // Query blocks in flight, and the partials of every visiting block kept until sent.
-      const int64_t max_shard = n_total / ranks + 2;
+    x.workspace_bytes = [](const Scheme& s, AttnShape shape, int64_t, int64_t n_total, int ranks) {
+      // Query blocks in flight, and the partials of every visiting block kept until sent:
+      // those of one step (a band of a chunked prefill).
+      const int64_t step = scheme_band(s, n_total, ranks);
+      const int64_t max_shard = step / ranks + 2;
       return scheme_parts::bytes_of(2 * max_shard * (shape.q_dim() + 1) +
-                                    2 * n_total * (shape.q_dim() + shape.H));
+                                    2 * step * (shape.q_dim() + shape.H));
     };
     x.cost = [](const Scheme& s, const CostShape& shape, int64_t n, int ranks) {
-      RingSpec r;
-      r.R = ranks;
-      r.pass_q = true;
-      for (int j = 0; j < ranks; ++j) {
-        r.held.push_back(shard_ranges(n, ranks, j, s.placement));
-        r.member_of.push_back(j);
-      }
-      const double qd = double(shape.H * shape.d);
-      r.heads.assign(size_t(ranks), double(shape.H));
-      r.token_bytes.assign(size_t(ranks), qd * shape.b + kPositionBytes);
-      r.out_bytes.assign(size_t(ranks), qd * shape.b + 4.0 * double(shape.H));
-      return ring_phases(r);
+      return scheme_parts::ring_cost(s, shape, n, ranks, scheme_parts::RingMove::Queries);
     };
     return x;
   }();

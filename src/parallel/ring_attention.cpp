@@ -24,47 +24,108 @@ void RingCirculator::set_rows(int64_t rows) {
 
 float* RingCirculator::local_block(int64_t row_floats) {
   row_floats_ = row_floats;
-  for (auto& b : buf_)
-    if (b.size() < size_t(max_rows_ * row_floats)) b.resize(size_t(max_rows_ * row_floats));
-  return buf_[0].data();
+  return buffer(0, size_t(max_rows_ * row_floats));
 }
 
-void RingCirculator::run(BlockFn fn) {
+float* RingCirculator::buffer(int i, size_t floats) {
+  if (buf_[i].size() < floats) {
+    buf_[i] = {};  // free first: never the old and the new buffer at once
+    buf_[i].resize(floats);
+  }
+  return buf_[i].data();
+}
+
+void RingCirculator::run(BlockFn fn) { run_items(std::max<int64_t>(max_rows_, 1), nullptr, fn); }
+
+void RingCirculator::run_chunked(int64_t chunk_rows, int64_t row_floats, FillFn fill, BlockFn fn) {
+  TD_CHECK(chunk_rows >= 1 && row_floats >= 1);
+  row_floats_ = row_floats;
+  run_items(std::min(chunk_rows, std::max<int64_t>(max_rows_, 1)), &fill, fn);
+}
+
+// The conveyor (see the header). Without fill, this member's one chunk is the block the
+// caller wrote into buffer 0 (local_block) and is injected at tick 0.
+void RingCirculator::run_items(int64_t chunk_rows, const FillFn* fill, BlockFn fn) {
   const int P = comm_.size(), r = comm_.rank();
   const int next = (r + 1) % P, prev = (r + P - 1) % P;
-  const auto bytes = [&](int owner) {
-    return size_t(rows_[size_t(owner)] * row_floats_) * sizeof(float);
+  const size_t chunk_floats = size_t(chunk_rows * row_floats_);
+  // The schedule of every member: the next own row to inject, and what it received at
+  // the last tick (sent[j] at this tick is received by j+1 at the next).
+  std::vector<int64_t> own_next(static_cast<size_t>(P), 0);
+  std::vector<Item> got(static_cast<size_t>(P)), sent(static_cast<size_t>(P));
+  auto plan_tick = [&] {
+    bool any = false;
+    for (int j = 0; j < P; ++j) {
+      const Item& in = got[size_t(j)];
+      Item& out = sent[size_t(j)];
+      out = Item{};
+      if (P > 1 && in && in.owner != (j + 1) % P) {
+        out = in;  // forward what arrived
+      } else if (P > 1 && own_next[size_t(j)] < rows_[size_t(j)]) {
+        const int64_t f = own_next[size_t(j)];
+        out = Item{j, f, std::min(chunk_rows, rows_[size_t(j)] - f)};
+        own_next[size_t(j)] += out.n;
+      }
+      any |= bool(out);
+    }
+    return any;
   };
   send_.reset();
   recv_.reset();
-  for (int step = 0; step < P; ++step) {
-    const int owner = (r - step + P) % P;  // whose block is in hand
-    float* cur = buf_[step % 2].data();
-    // Forward the block in hand and receive the next one while working on it.
-    if (step + 1 < P) {
-      if (send_) {  // the other buffer is still being sent from the previous step
-        const Stopwatch w;
-        comm_.wait(*send_);
-        stats_.wait_seconds += w.seconds();
+  Item held;           // received at the last tick, in buffer held_buf
+  int held_buf = -1;
+  auto free_buffer = [&](int a, int b) {
+    for (int i = 0; i < 3; ++i)
+      if (i != a && i != b) return i;
+    return -1;
+  };
+  if (P == 1) {  // no ring: this member's block, chunk by chunk
+    for (int64_t f = 0; f < rows_[0]; f += chunk_rows) {
+      const int64_t n = std::min(chunk_rows, rows_[0] - f);
+      float* b = fill ? buffer(0, chunk_floats) : buf_[0].data();
+      if (fill) (*fill)(f, n, b);
+      const Stopwatch c;
+      fn(0, b, n);
+      stats_.compute_seconds += c.seconds();
+    }
+    return;
+  }
+  for (;;) {
+    const bool sending = plan_tick();
+    const Item out = sent[size_t(r)], in = sent[size_t(prev)];
+    if (!sending && !held) break;
+    // This tick: send `out` (forwarded from held, or a fresh own chunk), receive `in`.
+    const bool own = out && out.owner == r;
+    int out_buf = own ? free_buffer(held_buf, -1) : held_buf;
+    if (own) {
+      if (fill) {
+        (*fill)(out.first, out.n, buffer(out_buf, chunk_floats));
+      } else {
+        TD_CHECK(out.first == 0 && out_buf == 0);  // the caller's block, in buffer 0
       }
-      send_ = comm_.isend(cur, bytes(owner), next, tag_);
-      recv_ = comm_.irecv(buf_[(step + 1) % 2].data(), bytes((owner - 1 + P) % P), prev, tag_);
+    }
+    const size_t msg_floats = size_t(out.n * row_floats_);
+    if (out) send_ = comm_.isend(buf_[out_buf].data(), msg_floats * sizeof(float), next, tag_);
+    int in_buf = -1;
+    if (in) {
+      in_buf = free_buffer(held_buf, own ? out_buf : -1);
+      recv_ = comm_.irecv(buffer(in_buf, std::max(chunk_floats, size_t(in.n * row_floats_))),
+                          size_t(in.n * row_floats_) * sizeof(float), prev, tag_);
     }
     const Stopwatch c;
-    fn(owner, cur, rows_[size_t(owner)]);
+    if (held) fn(held.owner, buf_[held_buf].data(), held.n);
+    if (own) fn(r, buf_[out_buf].data(), out.n);
     stats_.compute_seconds += c.seconds();
-    if (recv_) {
-      const Stopwatch w;
-      comm_.wait(*recv_);
-      recv_.reset();
-      stats_.wait_seconds += w.seconds();
-    }
-  }
-  if (send_) {
     const Stopwatch w;
-    comm_.wait(*send_);
+    if (recv_) comm_.wait(*recv_);
+    if (send_) comm_.wait(*send_);
+    recv_.reset();
     send_.reset();
     stats_.wait_seconds += w.seconds();
+    // Advance every member's schedule.
+    for (int j = 0; j < P; ++j) got[size_t(j)] = sent[size_t((j + P - 1) % P)];
+    held = in;
+    held_buf = in_buf;
   }
 }
 
@@ -77,6 +138,20 @@ void RingCirculator::progress() {
   if (send_ && send_->test()) send_.reset();
   stats_.progress_seconds += t.seconds();
   ++stats_.progress_calls;
+}
+
+int64_t ring_chunk_rows() {
+  static const int64_t n = [] {
+    const char* e = std::getenv("TANDEM_RING_CHUNK");
+    if (!e || !*e) return int64_t{512};
+    char* end = nullptr;
+    const long long v = std::strtoll(e, &end, 10);
+    if (end == e || *end != '\0' || v < 0 || v > (int64_t{1} << 30))
+      fail(ErrorKind::BadInput,
+           "TANDEM_RING_CHUNK={}: expected a whole number of rows in [0, 2^30] (0: whole blocks)", e);
+    return v == 0 ? std::numeric_limits<int64_t>::max() / 4 : int64_t(v);
+  }();
+  return n;
 }
 
 int RingCirculator::subblocks() const { return subblocks_ >= 0 ? subblocks_ : ring_subblocks(); }
@@ -123,22 +198,20 @@ void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float
 
 // ---- PassKVRing ----
 
-// Packed block layout in floats: K [n][kvw], V [n][kvw], then n int32 positions.
+// Packed chunk layout in floats: K [n][kvw], V [n][kvw], then n int32 positions.
 void PassKVRing::run(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
                      const float* k, const float* v, const int32_t* kv_pos, float* out) {
   const int64_t kvw = int64_t(hv.kv_heads) * hv.d;
-  const int64_t n_kv = circ_.rows(circ_.comm().rank());
-  float* b = local_block(hv);
-  if (n_kv > 0) {
-    std::memcpy(b, k, size_t(n_kv * kvw) * sizeof(float));
-    std::memcpy(b + n_kv * kvw, v, size_t(n_kv * kvw) * sizeof(float));
-    std::memcpy(b + 2 * n_kv * kvw, kv_pos, size_t(n_kv) * sizeof(int32_t));
-  }
-  run_local(hv, q, q_pos, n_q, out);
+  auto fill = [&](int64_t first, int64_t n, float* dst) {
+    std::memcpy(dst, k + first * kvw, size_t(n * kvw) * sizeof(float));
+    std::memcpy(dst + n * kvw, v + first * kvw, size_t(n * kvw) * sizeof(float));
+    std::memcpy(dst + 2 * n * kvw, kv_pos + first, size_t(n) * sizeof(int32_t));
+  };
+  run_filled(hv, q, q_pos, n_q, fill, out);
 }
 
-void PassKVRing::run_local(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
-                           float* out) {
+void PassKVRing::run_filled(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+                            RingCirculator::FillFn fill, float* out) {
   const int64_t kvw = int64_t(hv.kv_heads) * hv.d;
   const int64_t rows_q = n_q * hv.q_heads;  // (query, head) rows of out and lse
   part_out_.resize(size_t(rows_q * hv.d));
@@ -164,7 +237,10 @@ void PassKVRing::run_local(const HeadView& hv, const float* q, const int32_t* q_
     if (!first) kernels::attention_merge(out, lse_.data(), o, l, rows_q, 1, hv.d);
     first = false;
   };
-  circ_.run(on_block);
+  const int64_t rows = chunk_rows_ < 0    ? ring_chunk_rows()
+                       : chunk_rows_ == 0 ? std::numeric_limits<int64_t>::max() / 4
+                                          : chunk_rows_;
+  circ_.run_chunked(rows, 2 * kvw + 1, fill, on_block);
 }
 
 // ---- RingAttention ----
@@ -182,12 +258,14 @@ int64_t RingAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos)
 
 void RingAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   store_kv(cache, slot, s);
-  // This rank's block: every row of its cache as stored (through the page table).
-  const int64_t n = cache.size(), kvw = shape_.kv_dim();
-  float* b = ring_.local_block(view_);
-  cache.read(s.layer, 0, n, b, b + n * kvw);
-  cache.read_positions(0, n, reinterpret_cast<int32_t*>(b + 2 * n * kvw));
-  ring_.run_local(view_, s.q, s.pos, s.m, s.out);
+  // This rank's rows: every row of its cache as stored (through the page table), read
+  // chunk by chunk as the conveyor sends them.
+  const int64_t kvw = shape_.kv_dim();
+  auto fill = [&](int64_t first, int64_t n, float* dst) {
+    cache.read(s.layer, first, n, dst, dst + n * kvw);
+    cache.read_positions(first, n, reinterpret_cast<int32_t*>(dst + 2 * n * kvw));
+  };
+  ring_.run_filled(view_, s.q, s.pos, s.m, fill, s.out);
 }
 
 }  // namespace tandem::parallel

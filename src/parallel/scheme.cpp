@@ -1,8 +1,12 @@
 #include "tandem/parallel/scheme.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "tandem/core/error.hpp"
+#include "tandem/parallel/auto_attention.hpp"
+#include "tandem/parallel/ring_attention.hpp"
 
 namespace tandem::parallel {
 
@@ -58,7 +62,8 @@ Scheme scheme_parts::named(const SchemeDesc& d) {
 
 int64_t scheme_parts::ring_block_floats(AttnShape shape, int64_t n_total, int ranks) {
   const int64_t max_shard = n_total / ranks + 2;  // largest shard, any placement
-  return 2 * max_shard * (2 * shape.kv_dim() + 1);
+  // Up to three conveyor chunks (ring_attention.hpp), none longer than a shard.
+  return 3 * std::min(max_shard, ring_chunk_rows()) * (2 * shape.kv_dim() + 1);
 }
 
 int64_t scheme_parts::partial_floats(AttnShape shape, int64_t m_local) {
@@ -70,16 +75,43 @@ int64_t scheme_parts::exchange_floats(AttnShape shape, int64_t m_local, int64_t 
   return 2 * (m_local + max_shard) * (2 * shape.q_dim() + 2 * shape.kv_dim());
 }
 
-CostPhases scheme_parts::pass_kv_cost(const Scheme& s, const CostShape& shape, int64_t n, int ranks) {
-  RingSpec r;
-  r.R = ranks;
-  for (int j = 0; j < ranks; ++j) {
-    r.held.push_back(shard_ranges(n, ranks, j, s.placement));
-    r.member_of.push_back(j);
+CostPhases scheme_parts::ring_cost(const Scheme& s, const CostShape& shape, int64_t n, int ranks,
+                                   RingMove move) {
+  const int64_t band = scheme_band(s, n, ranks);
+  std::vector<std::vector<TokenRange>> shard;
+  for (int j = 0; j < ranks; ++j) shard.push_back(shard_ranges(n, ranks, j, s.placement, band));
+  const double kv_token = 2.0 * double(shape.G * shape.d) * shape.b + kPositionBytes;
+  const double q_token = double(shape.H * shape.d) * shape.b + kPositionBytes;
+  const double out_token = double(shape.H * shape.d) * shape.b + 4.0 * double(shape.H);
+  CostPhases all;
+  int64_t cached = 0;  // tokens of the bands before this one
+  for (const TokenRange& b : bands_of(n, band)) {
+    RingSpec r;
+    r.R = ranks;
+    r.pass_q = move == RingMove::Queries ||
+               (move == RingMove::Auto && prefer_pass_q(b.size(), cached, int(shape.H), int(shape.G)));
+    for (int j = 0; j < ranks; ++j) {
+      std::vector<TokenRange> keys, queries;
+      for (const TokenRange& t : shard[size_t(j)]) {
+        if (t.begin >= b.end && t.size() > 0) continue;  // a later band
+        keys.push_back(t);
+        if (t.begin >= b.begin || t.size() == 0) queries.push_back(t);
+      }
+      r.held.push_back(std::move(keys));
+      r.queries.push_back(std::move(queries));
+      r.member_of.push_back(j);
+    }
+    r.heads.assign(size_t(ranks), double(shape.H));
+    r.token_bytes.assign(size_t(ranks), r.pass_q ? q_token : kv_token);
+    r.out_bytes.assign(size_t(ranks), out_token);
+    for (CostPhase& p : ring_phases(r)) all.push_back(std::move(p));
+    cached += b.size();
   }
-  r.heads.assign(size_t(ranks), double(shape.H));
-  r.token_bytes.assign(size_t(ranks), 2.0 * double(shape.G * shape.d) * shape.b + kPositionBytes);
-  return ring_phases(r);
+  return all;
+}
+
+CostPhases scheme_parts::pass_kv_cost(const Scheme& s, const CostShape& shape, int64_t n, int ranks) {
+  return ring_cost(s, shape, n, ranks, RingMove::KV);
 }
 
 Scheme parse_scheme(std::string_view text, int ranks, std::string_view flag) {
@@ -110,9 +142,29 @@ std::unique_ptr<SequenceAttention> make_prefill_attention(const Scheme& s, AttnS
   return attn;
 }
 
+int64_t scheme_band(const Scheme& s, int64_t n, int ranks) {
+  TD_CHECK(s.desc != nullptr);
+  if (!s.desc->onto_cache || !s.desc->lockstep || s.chunk <= 0 || ranks <= 1) return n;
+  return std::min(n, s.chunk * ranks);
+}
+
+std::vector<TokenRange> scheme_shard(const Scheme& s, int64_t n, int ranks, int rank) {
+  return shard_ranges(n, ranks, rank, s.placement, scheme_band(s, n, ranks));
+}
+
+int64_t scheme_step_tokens(const Scheme& s, int64_t n, int ranks, int rank) {
+  int64_t most = 0;
+  for (const TokenRange& b : bands_of(n, scheme_band(s, n, ranks))) {
+    int64_t here = 0;
+    for (const TokenRange& t : shard_ranges(b.size(), ranks, rank, s.placement)) here += t.size();
+    most = std::max(most, here);
+  }
+  return most;
+}
+
 int64_t scheme_cache_capacity(const Scheme& s, int64_t n_prompt, int64_t n_decode, int ranks,
                               int rank) {
-  int64_t cap = range_tokens(shard_ranges(n_prompt, ranks, rank, s.placement));
+  int64_t cap = range_tokens(scheme_shard(s, n_prompt, ranks, rank));
   // Positions n_prompt .. n_prompt + n_decode - 1 that are = rank (mod ranks).
   const int64_t first = n_prompt + ((rank - n_prompt % ranks) % ranks + ranks) % ranks;
   const int64_t end = n_prompt + n_decode;

@@ -48,8 +48,12 @@ CostPhases ring_phases(const RingSpec& spec) {
   const size_t ranks = spec.member_of.size();
   TD_CHECK(spec.R >= 1 && int(spec.held.size()) == spec.R && spec.heads.size() == ranks &&
            spec.token_bytes.size() == ranks && (!spec.pass_q || spec.out_bytes.size() == ranks));
+  TD_CHECK(spec.queries.empty() || int(spec.queries.size()) == spec.R);
   const int R = spec.R;
   auto owner_at = [&](size_t r, int s) { return (spec.member_of[r] - s + R) % R; };
+  auto queries = [&](int member) -> const std::vector<TokenRange>& {
+    return spec.queries.empty() ? spec.held[size_t(member)] : spec.queries[size_t(member)];
+  };
   CostPhases phases;
   for (int s = 0; s < R; ++s) {
     CostPhase p;
@@ -59,14 +63,18 @@ CostPhases ring_phases(const RingSpec& spec) {
     p.head_pairs.assign(ranks, 0.0);
     p.bytes.assign(ranks, 0.0);
     for (size_t r = 0; r < ranks; ++r) {
-      const auto& mine = spec.held[size_t(spec.member_of[r])];
-      const auto& theirs = spec.held[size_t(owner_at(r, s))];
-      p.head_pairs[r] = spec.heads[r] * (spec.pass_q ? range_pairs(theirs, mine)
-                                                     : range_pairs(mine, theirs));
-      if (s + 1 < R) p.bytes[r] = double(range_tokens(theirs)) * spec.token_bytes[r];
+      const int me = spec.member_of[r], owner = owner_at(r, s);
+      const auto& mine = spec.held[size_t(me)];
+      const auto& theirs = spec.held[size_t(owner)];
+      // Pass-KV: my queries against their keys, their keys travel. Pass-Q: their queries
+      // against my keys, their queries travel.
+      const auto& moving = spec.pass_q ? queries(owner) : theirs;
+      p.head_pairs[r] = spec.heads[r] * (spec.pass_q ? range_pairs(queries(owner), mine)
+                                                     : range_pairs(queries(me), theirs));
+      if (s + 1 < R) p.bytes[r] = double(range_tokens(moving)) * spec.token_bytes[r];
       // Pass-Q: the partial of the previous step's visiting block goes back meanwhile.
       if (spec.pass_q && s >= 2)
-        p.bytes[r] += double(range_tokens(spec.held[size_t(owner_at(r, s - 1))])) * spec.out_bytes[r];
+        p.bytes[r] += double(range_tokens(queries(owner_at(r, s - 1)))) * spec.out_bytes[r];
     }
     phases.push_back(std::move(p));
   }
@@ -78,7 +86,7 @@ CostPhases ring_phases(const RingSpec& spec) {
     p.head_pairs.assign(ranks, 0.0);
     p.bytes.assign(ranks, 0.0);
     for (size_t r = 0; r < ranks; ++r)
-      p.bytes[r] = double(range_tokens(spec.held[size_t(owner_at(r, R - 1))])) * spec.out_bytes[r];
+      p.bytes[r] = double(range_tokens(queries(owner_at(r, R - 1)))) * spec.out_bytes[r];
     phases.push_back(std::move(p));
   }
   return phases;

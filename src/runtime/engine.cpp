@@ -101,6 +101,7 @@ graph::Executor& Engine::executor(int64_t m, int64_t out_from) {
 
 void Engine::forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,
                            int64_t out_from, float* logits) {
+  ++steps_;
   const int64_t slot = attn_->begin_step(cache, m, pos);
   const int64_t from = logits ? out_from : m;
   graph::Executor& ex = executor(m, from);

@@ -18,15 +18,17 @@ parallel::Scheme resolve_scheme(const std::string& name, int ranks, std::string_
 
 MemoryEstimate estimate_rank_memory(const ModelInfo& info, const parallel::Scheme& scheme,
                                     const EngineOptions& opt, int ranks, int rank, Workload w) {
-  const int64_t shard =
-      parallel::range_tokens(parallel::shard_ranges(w.prompt, ranks, rank, scheme.placement));
+  const std::vector<parallel::TokenRange> ranges =
+      parallel::scheme_shard(scheme, w.prompt, ranks, rank);
+  const int64_t shard = parallel::range_tokens(ranges);
   const int64_t cache = parallel::scheme_cache_capacity(scheme, w.prompt, w.decode, ranks, rank);
-  // One forward step: the whole shard under a lockstep strategy, else a chunk; without
-  // the KV cache the whole sequence so far.
-  const int64_t step = w.recompute            ? w.prompt + w.decode
-                       : scheme.desc->lockstep ? shard
-                                               : std::min(shard, Engine::kDefaultChunk);
-  const uint64_t workspace = parallel::scheme_workspace_bytes(scheme, shape_of(info.hparams), shard,
+  // One forward step: a band's share under a lockstep strategy (the whole shard when it
+  // does not chunk), else a chunk; without the KV cache the whole sequence so far.
+  const int64_t step = w.recompute ? w.prompt + w.decode
+                       : scheme.desc->lockstep
+                           ? parallel::scheme_step_tokens(scheme, w.prompt, ranks, rank)
+                           : std::min(shard, Engine::kDefaultChunk);
+  const uint64_t workspace = parallel::scheme_workspace_bytes(scheme, shape_of(info.hparams), step,
                                                               w.prompt, ranks);
   MemoryEstimate e = estimate_memory(info, step, cache, workspace, opt.kv.type, opt.kv.page_tokens);
   // The prompt's ids on every rank, plus this rank's ids and positions.
@@ -34,7 +36,7 @@ MemoryEstimate estimate_rank_memory(const ModelInfo& info, const parallel::Schem
   // Its rows among the last logit_rows positions; rank 0 of several also gathers them all.
   const int64_t kept = std::clamp<int64_t>(w.logit_rows, 0, w.prompt);
   int64_t mine = 0;
-  for (const parallel::TokenRange& t : parallel::shard_ranges(w.prompt, ranks, rank, scheme.placement))
+  for (const parallel::TokenRange& t : ranges)
     mine += std::max<int64_t>(0, t.end - std::max(t.begin, w.prompt - kept));
   const int64_t rows = mine + (ranks > 1 && rank == 0 ? kept : 0);
   e.logits = uint64_t(rows) * uint64_t(info.hparams.n_vocab) * sizeof(float);
@@ -88,6 +90,8 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o,
       pool_(std::make_unique<kernels::ThreadPool>(o.threads)),
       engine_(std::make_unique<Engine>(*model_, *pool_)) {
   TD_CHECK(model_ != nullptr);
+  if (o.sp_chunk < 0) bad_input("--sp-chunk {}: expected 0 (whole shard) or a token count", o.sp_chunk);
+  scheme_.chunk = o.sp_chunk;
   engine_->set_options(opt_.engine);
 }
 
@@ -118,7 +122,8 @@ PrefillOutput Session::prefill(std::span<const int32_t> ids, int64_t n_logits, i
   TD_CHECK(n_logits >= 0 && n_logits <= n);
   PrefillOutput out;
   out.tokens = n;
-  out.indices = parallel::shard_indices(n, P, r, scheme_.placement);
+  const int64_t band = parallel::scheme_band(scheme_, n, P);
+  out.indices = parallel::shard_indices(n, P, r, scheme_.placement, band);
   const int64_t m = int64_t(out.indices.size());
   std::vector<int32_t> my_ids(static_cast<size_t>(m)), my_pos(static_cast<size_t>(m));
   for (int64_t i = 0; i < m; ++i) {
@@ -137,7 +142,19 @@ PrefillOutput Session::prefill(std::span<const int32_t> ids, int64_t n_logits, i
                                                engine_->attention_kernel());
   AttentionScope scope(*engine_, attn.get());
   const Stopwatch sw;
-  engine_->forward(cache_, my_ids, my_pos, n_out, out.logits.data());
+  // Band after band (one forward step each; one band when the scheme does not chunk):
+  // this rank's tokens of band b are a run of its ascending indices.
+  int64_t i0 = 0;
+  for (const parallel::TokenRange& b : parallel::bands_of(n, band)) {
+    int64_t i1 = i0;
+    while (i1 < m && out.indices[size_t(i1)] < b.end) ++i1;
+    const int64_t from = std::max(i0, out.first_out);  // first row with logits
+    const int64_t k = std::max<int64_t>(0, i1 - from);
+    engine_->forward(cache_, std::span(my_ids).subspan(size_t(i0), size_t(i1 - i0)),
+                     std::span(my_pos).subspan(size_t(i0), size_t(i1 - i0)), k,
+                     k > 0 ? out.logits.data() + (from - out.first_out) * V : nullptr);
+    i0 = i1;
+  }
   out.seconds = sw.seconds();
   last_pairs_ = attn->head_pairs();
   return out;

@@ -100,6 +100,11 @@ void fill_rows(float* dst, int64_t width, const std::vector<int32_t>& pos, uint3
   }
 }
 
+// The bands of the scheme's prefill (one band when it does not chunk).
+std::vector<TokenRange> bands(const Scheme& s, int64_t n, int P) {
+  return bands_of(n, scheme_band(s, n, P));
+}
+
 std::vector<RankCount> count_prefill(const Scheme& s, AttnShape shape, int64_t n, int P) {
   std::vector<RankCount> out(static_cast<size_t>(P));
   comm::run_in_process(P, [&](comm::Communicator& comm) {
@@ -107,38 +112,54 @@ std::vector<RankCount> count_prefill(const Scheme& s, AttnShape shape, int64_t n
     RankCount& c = out[size_t(r)];
     kernels::ThreadPool pool(1);
     std::vector<int32_t> pos;
-    for (int64_t i : shard_indices(n, P, r, s.placement)) pos.push_back(int32_t(i));
-    const int64_t m = int64_t(pos.size());
-    c.tokens = m;
-    std::vector<float> q(size_t(m * shape.q_dim())), k(size_t(m * shape.kv_dim())),
-        v(size_t(m * shape.kv_dim())), o(size_t(m * shape.q_dim()));
-    c.workspace = double(scheme_workspace_bytes(s, shape, m, n, P));
+    for (int64_t i : shard_indices(n, P, r, s.placement, scheme_band(s, n, P)))
+      pos.push_back(int32_t(i));
+    c.tokens = int64_t(pos.size());
+    const int64_t step = scheme_step_tokens(s, n, P, r);
+    std::vector<float> q(size_t(step * shape.q_dim())), k(size_t(step * shape.kv_dim())),
+        v(size_t(step * shape.kv_dim())), o(size_t(step * shape.q_dim()));
+    c.workspace = double(scheme_workspace_bytes(s, shape, step, n, P));
     // Twice: the first run warms the attention kernels' per-thread scratch (sized by
     // their tiles, the same under any scheme); the second is counted.
     for (int run = 0; run < 2; ++run) {
       const bool counted = run == 1;
       KVCache cache(kLayers, scheme_cache_capacity(s, n, 0, P, r), shape.kv_dim());
-      if (counted) count_thread(r);
+      if (counted) {
+        count_thread(r);
+        c.sent.assign(kLayers, 0.0);
+        c.received.assign(kLayers, 0.0);
+        c.chosen.clear();
+      }
       const int64_t before = live_bytes(r);
       auto attn = make_prefill_attention(s, shape, pool, comm);
-      comm.reset_stats();
-      const int64_t slot = attn->begin_step(cache, m, pos.data());
-      if (counted) c.step_sent = double(comm.stats().bytes_sent);
-      for (int layer = 0; layer < kLayers; ++layer) {
-        fill_rows(q.data(), shape.q_dim(), pos, 1u + 3u * uint32_t(layer));
-        fill_rows(k.data(), shape.kv_dim(), pos, 2u + 3u * uint32_t(layer));
-        fill_rows(v.data(), shape.kv_dim(), pos, 3u + 3u * uint32_t(layer));
+      // Band after band: this rank's tokens of each band, one step each.
+      size_t i0 = 0;
+      for (const TokenRange& b : bands(s, n, P)) {
+        size_t i1 = i0;
+        while (i1 < pos.size() && pos[i1] < b.end) ++i1;
+        const std::vector<int32_t> bpos(pos.begin() + ptrdiff_t(i0), pos.begin() + ptrdiff_t(i1));
+        const int64_t m = int64_t(bpos.size());
+        i0 = i1;
         comm.reset_stats();
-        attn->attend(cache, slot,
-                     AttnStep{layer, m, q.data(), k.data(), v.data(), pos.data(), o.data()});
+        const int64_t slot = attn->begin_step(cache, m, bpos.data());
+        if (counted) c.step_sent = std::max(c.step_sent, double(comm.stats().bytes_sent));
+        for (int layer = 0; layer < kLayers; ++layer) {
+          fill_rows(q.data(), shape.q_dim(), bpos, 1u + 3u * uint32_t(layer));
+          fill_rows(k.data(), shape.kv_dim(), bpos, 2u + 3u * uint32_t(layer));
+          fill_rows(v.data(), shape.kv_dim(), bpos, 3u + 3u * uint32_t(layer));
+          comm.reset_stats();
+          attn->attend(cache, slot,
+                       AttnStep{layer, m, q.data(), k.data(), v.data(), bpos.data(), o.data()});
+          if (!counted) continue;
+          c.sent[size_t(layer)] += double(comm.stats().bytes_sent);
+          c.received[size_t(layer)] += double(comm.stats().bytes_received);
+        }
         if (!counted) continue;
-        c.sent.push_back(double(comm.stats().bytes_sent));
-        c.received.push_back(double(comm.stats().bytes_received));
+        if (const auto* a = dynamic_cast<const AutoAttention*>(attn.get()))
+          c.chosen += std::string(c.chosen.empty() ? "" : ",") + std::string(a->chosen().name());
       }
       if (!counted) continue;
       c.held = double(peak_bytes(r) - before);
-      if (const auto* a = dynamic_cast<const AutoAttention*>(attn.get()))
-        c.chosen = std::string(a->chosen().name());
       c.cache_tokens = cache.size();
       c.cache_capacity = cache.capacity();
       t_slot = -1;
@@ -169,23 +190,25 @@ void ring_of_blocks(const std::vector<int64_t>& T, const std::vector<int>& membe
   }
 }
 
-Expect expected(const Scheme& s, AttnShape sh, int64_t n, int P, const std::string& chosen) {
-  Expect e{std::vector<double>(size_t(P)), std::vector<double>(size_t(P))};
-  const std::vector<int64_t> m = shard_sizes(n, P, s.placement);
+// One band of a prefill: every rank's tokens of the band (m) and its cache after it (T).
+void expected_band(const Scheme& s, AttnShape sh, const std::vector<int64_t>& m,
+                   const std::vector<int64_t>& T, bool pass_q, Expect& e) {
+  const int P = int(m.size());
+  int64_t band = 0;
+  for (int64_t x : m) band += x;
   std::vector<int> self(static_cast<size_t>(P));
   for (int r = 0; r < P; ++r) self[size_t(r)] = r;
   const std::string kind(s.kind());
-  const bool pass_q = kind == "pass-q" || (kind == "auto" && chosen == "pass-q");
   if (kind == "ring" || kind == "zigzag" || (kind == "auto" && !pass_q)) {
-    // K and V of every token of the other ranks, with its position.
-    ring_of_blocks(m, self, std::vector<double>(size_t(P), 2 * sh.kv_dim() * kF + kF), e);
+    // K and V of every cached token of the other ranks, with its position.
+    ring_of_blocks(T, self, std::vector<double>(size_t(P), 2 * sh.kv_dim() * kF + kF), e);
   } else if (pass_q) {
-    // Queries (with positions) visit every rank; each visited rank sends a partial
-    // output and log-sum-exp of them back to their owner.
+    // The band's queries (with positions) visit every rank; each visited rank sends a
+    // partial output and log-sum-exp of them back to their owner.
     ring_of_blocks(m, self, std::vector<double>(size_t(P), sh.q_dim() * kF + kF), e);
     const double partial = (sh.q_dim() + sh.H) * kF;
     for (int r = 0; r < P; ++r) {
-      e.sent[size_t(r)] += partial * double(n - m[size_t(r)]);
+      e.sent[size_t(r)] += partial * double(band - m[size_t(r)]);
       e.received[size_t(r)] += partial * double(m[size_t(r)] * (P - 1));
     }
   } else {
@@ -197,12 +220,12 @@ Expect expected(const Scheme& s, AttnShape sh, int64_t n, int P, const std::stri
     const auto heads = split_heads(sh.H, sh.G, U);
     std::vector<double> ring_token(static_cast<size_t>(P));
     std::vector<int> group(static_cast<size_t>(P));
-    std::vector<int64_t> T(static_cast<size_t>(P / U), 0);
+    std::vector<int64_t> G(static_cast<size_t>(P / U), 0);
     for (int r = 0; r < P; ++r) {
       const int first = r / U * U, me = r % U;
       const HeadGroup& mine = heads[size_t(me)];
       group[size_t(r)] = r / U;
-      T[size_t(r / U)] += m[size_t(r)];
+      G[size_t(r / U)] += m[size_t(r)];
       ring_token[size_t(r)] = 2.0 * mine.ng * sh.d * kF + kF;
       for (int j = 0; j < U; ++j) {
         if (j == me) continue;
@@ -213,7 +236,26 @@ Expect expected(const Scheme& s, AttnShape sh, int64_t n, int P, const std::stri
             kF * sh.d * (double(mj) * (mine.nh + 2 * mine.ng) + double(mr) * g.nh);
       }
     }
-    if (P / U > 1) ring_of_blocks(T, group, ring_token, e);
+    if (P / U > 1) ring_of_blocks(G, group, ring_token, e);
+  }
+}
+
+// Every band in turn (one without chunking). chosen: auto's pick per band.
+Expect expected(const Scheme& s, AttnShape sh, int64_t n, int P, const std::string& chosen) {
+  Expect e{std::vector<double>(size_t(P)), std::vector<double>(size_t(P))};
+  const std::vector<TokenRange> bs = bands(s, n, P);
+  std::vector<int64_t> T(static_cast<size_t>(P), 0);
+  size_t at = 0;  // into chosen, a comma-separated list
+  for (const TokenRange& b : bs) {
+    std::vector<int64_t> m = shard_sizes(b.size(), P, s.placement);
+    for (int r = 0; r < P; ++r) T[size_t(r)] += m[size_t(r)];
+    std::string pick;
+    if (at < chosen.size()) {
+      const size_t end = std::min(chosen.find(',', at), chosen.size());
+      pick = chosen.substr(at, end - at);
+      at = end + 1;
+    }
+    expected_band(s, sh, m, T, s.is("pass-q") || pick == "pass-q", e);
   }
   return e;
 }
@@ -238,11 +280,15 @@ const ShapeCase kShapes[] = {{4, 4, 16}, {6, 2, 8}};
 TEST(CommVolume, EverySchemeMovesWhatItMustAndHoldsItsShard) {
   for (const ShapeCase sc : kShapes) {
     const AttnShape shape{sc.H, sc.G, sc.d, 1.0f / std::sqrt(float(sc.d))};
-    for (const auto& [scheme, P] : test::schemes_at({2, 3, 4})) {
+    for (const auto& [plain, P] : test::schemes_at({2, 3, 4}))
+     for (const int64_t chunk : {0, 16}) {  // the whole shard in one step; bands of 16 x P
+      Scheme scheme = plain;
+      scheme.chunk = chunk;
       const Scheme* s = &scheme;
       for (int64_t n : {int64_t(5), int64_t(96), int64_t(301)}) {
         SCOPED_TRACE(s->name + " P=" + std::to_string(P) + " N=" + std::to_string(n) +
-                     " H=" + std::to_string(sc.H) + " G=" + std::to_string(sc.G));
+                     " H=" + std::to_string(sc.H) + " G=" + std::to_string(sc.G) +
+                     " chunk=" + std::to_string(chunk));
         const auto counts = count_prefill(*s, shape, n, P);
         const Expect e = expected(*s, shape, n, P, counts[0].chosen);
         const auto formula = formula_sent(*s, shape, n, P);
@@ -250,6 +296,8 @@ TEST(CommVolume, EverySchemeMovesWhatItMustAndHoldsItsShard) {
         for (int r = 0; r < P; ++r) {
           const RankCount& c = counts[size_t(r)];
           EXPECT_EQ(c.chosen, counts[0].chosen) << "rank " << r;
+          if (s->is("auto") && scheme_band(*s, n, P) < n)  // later bands move queries
+            EXPECT_NE(c.chosen.find("pass-q"), std::string::npos) << c.chosen;
           for (int layer = 0; layer < kLayers; ++layer) {
             EXPECT_EQ(c.sent[size_t(layer)], e.sent[size_t(r)]) << "rank " << r << " layer " << layer;
             EXPECT_EQ(c.received[size_t(layer)], e.received[size_t(r)])

@@ -54,6 +54,7 @@ RankRun run_rank(comm::Communicator& c, const HeadView& hv, const Keys& keys, in
   const std::vector<float> q = random_vec(100 + uint32_t(c.rank()), size_t(n * hv.q_heads * hv.d));
   PassKVRing ring(c, pool);
   if (cap >= 0) ring.set_subblocks(cap);
+  ring.set_chunk_rows(0);  // whole blocks: the sub-block counts below are per block
   ring.begin_step(n);
   RankRun r{std::vector<float>(q.size(), 7.0f), std::vector<float>(q.size(), 0.0f), {}};
   const int32_t* pos = keys.pos.data();

@@ -122,7 +122,8 @@ struct SpRun {
 // (a Session per rank), with the engine options `opt` (KV cache layout, attention kernel).
 SpRun run_sp(const std::shared_ptr<Model>& m, const std::vector<int32_t>& ids,
              const std::vector<int32_t>& more, int P, const std::string& scheme_name,
-             const Reference& ref, const EngineOptions& opt = {}) {
+             const Reference& ref, const EngineOptions& opt = {},
+             int64_t chunk = parallel::kDefaultSpChunk, int64_t* steps = nullptr) {
   const int64_t V = m->hparams().n_vocab, n = int64_t(ids.size());
   std::mutex mu;
   SpRun run;
@@ -130,8 +131,10 @@ SpRun run_sp(const std::shared_ptr<Model>& m, const std::vector<int32_t>& ids,
     SessionOptions so;
     so.scheme = scheme_name;
     so.engine = opt;
+    so.sp_chunk = chunk;
     Session s(m, so, comm);
     auto all = s.gather_logits(s.prefill(ids, n, int64_t(more.size())));
+    if (steps && comm.rank() == 0) *steps = s.engine().steps();
     // Rank 0 holds every row; the others none.
     const double dp = comm.rank() == 0 ? max_rel_diff(all.data(), ref.prefill.data(), n, V)
                                        : (all.empty() ? 0.0 : 1.0);
@@ -284,6 +287,33 @@ TEST(SpExactness, Ulysses) {
 }
 TEST(SpExactness, Hybrid2x2) { check_scheme("hybrid:2x2", kShapes, kLengths, {4}); }
 TEST(SpExactness, PassQ) { check_scheme("pass-q", kShapes, kLengths); }
+
+// A chunked prefill (--sp-chunk): the sequence placed band by band (bands of chunk x P
+// tokens), one forward step per band, equals one rank; schemes that cannot prefill onto
+// caches (ulysses, hybrid) ignore the chunk and run one step.
+TEST(SpExactness, ChunkedShards) {
+  const std::vector<int64_t> lengths = {5, 13, 64, 257};
+  for (const Shape s : {Shape{4, 4}, Shape{8, 2}}) {
+    const auto m = make_model(s);
+    for (int64_t n : lengths) {
+      const auto ids = random_ids(n, m->hparams().n_vocab, uint32_t(n));
+      const auto more = random_ids(8, m->hparams().n_vocab, uint32_t(n + 1));
+      const Reference ref = reference(*m, ids, more);
+      for (const std::string scheme : {"ring", "zigzag", "pass-q", "auto", "ulysses"})
+        for (int P : {2, 3, 4})
+          for (int64_t chunk : {1, 3, 16}) {
+            SCOPED_TRACE(scheme + " H=" + std::to_string(s.H) + " N=" + std::to_string(n) +
+                         " P=" + std::to_string(P) + " chunk=" + std::to_string(chunk));
+            int64_t steps = 0;
+            const SpRun r = run_sp(m, ids, more, P, scheme, ref, {}, chunk, &steps);
+            EXPECT_LE(r.prefill, 1e-4);
+            EXPECT_LE(r.decode, 1e-4);
+            const int64_t bands = (n + chunk * P - 1) / (chunk * P);
+            EXPECT_EQ(steps, scheme == "ulysses" ? 1 : bands);
+          }
+    }
+  }
+}
 
 // hybrid:1x2 is the ring and hybrid:2x1 is Ulysses: same logits (P = 2).
 TEST(SpExactness, HybridDegenerate) {

@@ -74,6 +74,31 @@ TEST(MpiCli, LogitsEqualSingleRankForEveryScheme) {
   }
 }
 
+// A chunked prefill (--sp-chunk 16: bands of 16 x P tokens, one step each) with the
+// pass-KV conveyor in chunks of 32 rows (TANDEM_RING_CHUNK=32: a block of up to ~190
+// cached rows is several messages of 8 KiB, past Open MPI's 4 KiB shared-memory eager
+// limit, so a rank that waited on its sends before posting its receives would deadlock
+// under the rendezvous protocol) still equals one rank.
+TEST(MpiCli, ChunkedPrefillOnTheConveyorEqualsSingleRank) {
+  const std::string ref_path = temp_dir() + "/ref-chunked.f32";
+  const std::string args = " logits -m " + model() + " --random-tokens 383 --seed 9 -t 1 --out ";
+  auto r = run(tandem_bin() + args + ref_path);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto ref = read_f32(ref_path);
+  for (int np : {2, 3}) {
+    for (const std::string scheme : {"ring", "zigzag", "auto", "pass-q"}) {
+      const std::string out = temp_dir() + "/sp-chunked.f32";
+      std::remove(out.c_str());
+      r = run("TANDEM_RING_CHUNK=32 " + mpirun(np) + tandem_bin() + args + out + " --sp " + scheme +
+              " --sp-chunk 16");
+      ASSERT_EQ(r.code, 0) << "np " << np << " " << scheme << ": " << r.out;
+      const auto got = read_f32(out);
+      ASSERT_EQ(got.size(), ref.size()) << "np " << np << " " << scheme;
+      EXPECT_LE(max_rel_diff(got, ref, 500), 1e-4) << "np " << np << " " << scheme;
+    }
+  }
+}
+
 TEST(MpiCli, ShardedGenerationMatchesSingleRank) {
   const std::string args = " generate -m " + shared_path("models/tiny-f16.gguf") +
                            " -p 'Once upon a time' -n 24 --temp 0.9 --seed 11 -t 1 2>/dev/null";

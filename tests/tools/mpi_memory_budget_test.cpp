@@ -101,14 +101,17 @@ TEST(MemoryBudget, PrefillReportsMeasuredMemoryBesideTheAccounting) {
                                 " --random-tokens 4096 -t 1 --json" + (launch.empty() ? "" : " --sp zigzag"));
     ASSERT_EQ(r.code, 0) << r.out;
     const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+    double most = 0;
     for (const auto& x : j.at("per_rank")) {
       const double peak = x.at("peak_rss_bytes").get<double>(), base = x.at("baseline_rss_bytes").get<double>();
       EXPECT_GT(base, 1 * kMiB);
       EXPECT_GT(peak, base + x.at("kv_bytes").get<double>() + 0.5 * x.at("weights_bytes").get<double>());
-      // The process's own figure (/proc VmHWM) and the parent's (wait4 ru_maxrss) agree.
-      EXPECT_NEAR(peak, r.peak_rss_bytes, 2 * kMiB);
       EXPECT_LE(std::abs(x.at("unaccounted_bytes").get<double>()), kMargin) << x.dump();
+      most = std::max(most, peak);
     }
+    // The largest process's own figure (/proc VmHWM) and the parent's (wait4 ru_maxrss of
+    // its largest child) agree.
+    EXPECT_NEAR(most, r.peak_rss_bytes, 2 * kMiB);
   }
 }
 

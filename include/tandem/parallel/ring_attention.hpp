@@ -27,6 +27,19 @@
 // hidden fraction a run reports does not credit a copy done inside a test.
 // TANDEM_RING_SUBBLOCKS=0 turns the sub-blocking off (one call per block, for A/B
 // measurements); TANDEM_RING_SUBBLOCKS=N caps the sub-blocks per block (default 16).
+//
+// Bounded transfer buffers: pass-KV moves each member's block as chunks of at most
+// ring_chunk_rows() rows, each its own message (K, V, positions packed), and reads this
+// rank's own rows chunk by chunk from the KV cache, so the K/V a rank holds beyond its
+// cache is at most three chunks, not copies of a peer's whole shard. The chunks move on a
+// conveyor: at every tick each member sends at most one message to the next and
+// receives at most one from the previous (all posted before any wait, so no send waits
+// on a receive that is posted later); a received chunk is forwarded at the next tick
+// unless the next member owns it, and a member injects its next own chunk when it has
+// nothing to forward. Every member computes the whole schedule from the block sizes, so
+// it knows the size of every message it receives. With one chunk per block the order is
+// that of whole blocks (own, rank-1, rank-2, ...). TANDEM_RING_CHUNK=R sets the rows per
+// chunk (default 512; 0: whole blocks).
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -69,6 +82,22 @@ class RingCirculator {
     void (*call_)(void*, int, const float*, int64_t);
   };
 
+  // Writes `rows` rows of this member's block from row `first` to dst (a chunk).
+  class FillFn {
+   public:
+    template <class F>
+      requires(!std::is_same_v<std::remove_cv_t<F>, FillFn>)
+    FillFn(F& f)  // NOLINT: implicit, like a function_ref
+        : obj_(&f), call_([](void* o, int64_t first, int64_t rows, float* dst) {
+            (*static_cast<F*>(o))(first, rows, dst);
+          }) {}
+    void operator()(int64_t first, int64_t rows, float* dst) const { call_(obj_, first, rows, dst); }
+
+   private:
+    void* obj_;
+    void (*call_)(void*, int64_t, int64_t, float*);
+  };
+
   RingCirculator(comm::Communicator& ring, int tag) : comm_(ring), tag_(tag) {}
   comm::Communicator& comm() const { return comm_; }
   // Collective: every member's block size in rows.
@@ -79,6 +108,10 @@ class RingCirculator {
   // Calls fn for every member's block: this member's first, then those of rank-1,
   // rank-2, ...; the transfer of the next block overlaps fn. Collective.
   void run(BlockFn fn);
+  // The same on the conveyor (see the top of this file), in chunks of at most chunk_rows
+  // rows of row_floats floats: fn is called per chunk, with its owner and rows; this
+  // member's chunks come from fill. Three chunk buffers at most. Collective.
+  void run_chunked(int64_t chunk_rows, int64_t row_floats, FillFn fill, BlockFn fn);
   // Inside fn: whether a transfer is in flight, and a test() of it so MPI moves it.
   // Only the thread that called run() may call progress().
   bool in_flight() const { return send_ != nullptr || recv_ != nullptr; }
@@ -93,9 +126,18 @@ class RingCirculator {
  private:
   comm::Communicator& comm_;
   int tag_;
+  // One message: rows [first, first + n) of owner's block.
+  struct Item {
+    int owner = -1;
+    int64_t first = 0, n = 0;
+    explicit operator bool() const { return owner >= 0; }
+  };
+  void run_items(int64_t chunk_rows, const FillFn* fill, BlockFn fn);
+  float* buffer(int i, size_t floats);
+
   std::vector<int64_t> rows_;
   int64_t max_rows_ = 0, row_floats_ = 0;
-  std::vector<float> buf_[2];
+  std::vector<float> buf_[3];
   std::unique_ptr<comm::Request> send_, recv_;  // the transfers of run() in flight
   int subblocks_ = -1;                          // -1: ring_subblocks()
   RingStats stats_;
@@ -104,6 +146,9 @@ class RingCirculator {
 // Query sub-blocks per block in hand while a transfer is in flight (see the top of
 // this file): TANDEM_RING_SUBBLOCKS, default 16; 0 or 1 means one call per block.
 int ring_subblocks();
+// Rows per pass-KV chunk (see the top of this file): TANDEM_RING_CHUNK, default 512; 0
+// means whole blocks (returned as a huge number).
+int64_t ring_chunk_rows();
 
 // attend_heads (head_split.hpp), split into query sub-blocks of at least 128 queries
 // (at most circ.subblocks() of them) with circ.progress() between them while circ has a
@@ -125,17 +170,19 @@ class PassKVRing {
   // out: hv's layout. Collective.
   void run(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
            const float* k, const float* v, const int32_t* kv_pos, float* out);
-  // The same with this member's rows written by the caller into the block local_block()
-  // returns: K [n_kv][kvw], then V [n_kv][kvw], then n_kv int32 positions
-  // (kvw = hv.kv_heads*d).
-  float* local_block(const HeadView& hv) { return circ_.local_block(2 * int64_t(hv.kv_heads) * hv.d + 1); }
-  void run_local(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q, float* out);
+  // The same with this member's rows written chunk by chunk by fill(first, rows, dst):
+  // K [rows][kvw], then V [rows][kvw], then rows int32 positions (kvw = hv.kv_heads*d).
+  void run_filled(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
+                  RingCirculator::FillFn fill, float* out);
   const RingStats& stats() const { return circ_.stats(); }
   void set_kernel(AttnKernel k) { kernel_ = k; }
   void set_subblocks(int n) { circ_.set_subblocks(n); }
+  // Rows per conveyor chunk: ring_chunk_rows() unless set here (0: whole blocks).
+  void set_chunk_rows(int64_t rows) { chunk_rows_ = rows; }
 
  private:
   RingCirculator circ_;
+  int64_t chunk_rows_ = -1;  // -1: ring_chunk_rows()
   kernels::ThreadPool& pool_;
   AttnKernel kernel_ = AttnKernel::Flash;
   std::vector<float> part_out_, part_lse_, lse_;

@@ -33,6 +33,9 @@ namespace tandem::parallel {
 
 struct SchemeDesc;
 
+// Tokens per rank per forward step of a chunked prefill (--sp-chunk), by default.
+constexpr int64_t kDefaultSpChunk = 1024;
+
 // A scheme as configured for one run.
 struct Scheme {
   const SchemeDesc* desc = nullptr;
@@ -40,6 +43,11 @@ struct Scheme {
   Placement placement = Placement::Contiguous;
   int ulysses = 0, ring = 0;  // hybrid: U x R
   int fixed_ranks = 0;        // the rank count the spelling fixes (hybrid:UxR: U x R); 0: any
+  // Chunked prefill: tokens per rank per forward step, the sequence placed band by band
+  // (bands of chunk x P tokens, sharding.hpp), so a rank's activations are bounded by
+  // the chunk, not by N/P. Only schemes that prefill onto caches (SchemeDesc::onto_cache)
+  // chunk; 0 (as parsed): the whole shard in one step. Sessions set it from --sp-chunk.
+  int64_t chunk = 0;
   // The descriptor's name ("hybrid" for hybrid:2x2).
   std::string_view kind() const;
   bool is(std::string_view kind_name) const { return kind() == kind_name; }
@@ -102,6 +110,14 @@ std::unique_ptr<SequenceAttention> make_prefill_attention(const Scheme& s, AttnS
                                                           comm::Communicator& comm,
                                                           AttnKernel kernel = AttnKernel::Flash);
 
+// Tokens per band of an n-token prefill at `ranks` ranks: chunk x ranks when the scheme
+// chunks (onto_cache, chunk > 0, ranks > 1), else n (one band, one step).
+int64_t scheme_band(const Scheme& s, int64_t n, int ranks);
+// The runs of tokens rank `rank` holds (shard_ranges with the scheme's placement and band).
+std::vector<TokenRange> scheme_shard(const Scheme& s, int64_t n, int ranks, int rank);
+// The most tokens rank `rank` runs in one forward step of the prefill.
+int64_t scheme_step_tokens(const Scheme& s, int64_t n, int ranks, int rank);
+
 // Tokens of this rank's shard plus its share of n_decode round-robin decode tokens
 // (the sharded decode stores the token at position p on rank p mod P).
 int64_t scheme_cache_capacity(const Scheme& s, int64_t n_prompt, int64_t n_decode, int ranks,
@@ -114,7 +130,8 @@ namespace scheme_parts {
 // The scheme exactly as named, at any rank count (SchemeDesc::parse for plain names).
 Scheme named(const SchemeDesc& d);
 // Workspace pieces, in floats (estimates for a prefill onto empty caches; see each
-// strategy's header): two K/V blocks of the largest shard in flight (any placement);
+// strategy's header): the K/V chunks of the pass-KV conveyor (three of at most
+// ring_chunk_rows() rows, no longer than the largest shard of any placement);
 // the partial output and two lse rows of this rank's queries; the all-to-all send and
 // receive buffers of Q, K, V and O for this rank's share.
 int64_t ring_block_floats(AttnShape shape, int64_t n_total, int ranks);
@@ -127,7 +144,13 @@ std::unique_ptr<SequenceAttention> make_strategy(const Scheme&, AttnShape shape,
                                                  kernels::ThreadPool& pool, comm::Communicator& comm) {
   return std::make_unique<Strategy>(shape, pool, comm);
 }
-// The pass-KV ring over all ranks of a placement (ring, zigzag, auto's prefill).
+// A ring over all ranks of the scheme's placement, band after band of a chunked
+// prefill (one band when it does not chunk): in band b every rank's queries are its share
+// of band b and its keys its cache (bands 0..b). What travels: K/V (pass-KV), queries
+// (pass-Q), or per band the one prefer_pass_q picks (auto).
+enum class RingMove { KV, Queries, Auto };
+CostPhases ring_cost(const Scheme& s, const CostShape& shape, int64_t n, int ranks, RingMove move);
+// SchemeDesc::cost of the pass-KV ring (ring, zigzag).
 CostPhases pass_kv_cost(const Scheme& s, const CostShape& shape, int64_t n, int ranks);
 }  // namespace scheme_parts
 

@@ -59,6 +59,9 @@ std::vector<TokenRange> group_ranges(int64_t n, int ranks, Placement placement, 
 struct RingSpec {
   int R = 1, stride = 1;
   std::vector<std::vector<TokenRange>> held;  // [R]
+  // The step's queries of each member, when not all of held (a chunked prefill's band:
+  // the keys are the member's whole cache, the queries its share of the band).
+  std::vector<std::vector<TokenRange>> queries;  // [R] or empty
   std::vector<int> member_of;                 // [ranks]
   std::vector<double> heads, token_bytes, out_bytes;  // [ranks]
   bool pass_q = false;

@@ -80,6 +80,8 @@ class Engine {
   const graph::PassStats& last_passes() const { return last_passes_; }
   // Graphs built so far (one per shape with reuse; one per step without).
   int64_t graphs_built() const { return graphs_built_; }
+  // Forward steps run so far (a chunked prefill runs one per chunk).
+  int64_t steps() const { return steps_; }
 
  private:
   void forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,
@@ -98,6 +100,7 @@ class Engine {
   graph::MemoryStats last_mem_;
   graph::PassStats last_passes_;
   int64_t graphs_built_ = 0;
+  int64_t steps_ = 0;
 };
 
 }  // namespace tandem

@@ -258,16 +258,18 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
   // decoded tokens) and its strategy's workspace (counted in f32 by the runtime, scaled
   // to the profile's element size).
   const parallel::AttnShape ashape{int(c.H), int(c.G), int(c.d), 1.0f};
-  double cache_tokens = 0, workspace = 0;
+  double cache_tokens = 0, workspace = 0, step = 0;
   for (int r = 0; r < c.P; ++r) {
     cache_tokens = std::max(cache_tokens, double(parallel::scheme_cache_capacity(
                                               scheme, n, int64_t(c.dec), c.P, r)));
-    const int64_t shard = parallel::range_tokens(parallel::shard_ranges(n, c.P, r, scheme.placement));
-    workspace = std::max(workspace, double(parallel::scheme_workspace_bytes(scheme, ashape, shard, n, c.P)));
+    // A chunked prefill's step is a band's share, else the whole shard.
+    const int64_t m = parallel::scheme_step_tokens(scheme, n, c.P, r);
+    step = std::max(step, double(m));
+    workspace = std::max(workspace, double(parallel::scheme_workspace_bytes(scheme, ashape, m, n, c.P)));
   }
   s.weight_bytes = c.W;
   s.kv_bytes = kv_cache_bytes(c, cache_tokens, c.G);
-  s.activation_bytes = activations(c, c.N / c.P, 1) + workspace * c.b / 4.0;
+  s.activation_bytes = activations(c, step, 1) + workspace * c.b / 4.0;
   s.bytes_communicated_per_device = c.L * *std::max_element(sent.begin(), sent.end());
   // Decode against the KV cache sharded across the ranks: each reads its shard, then the
   // partial outputs and log-sum-exps of the new token are combined across all P.
@@ -356,7 +358,8 @@ void add_every_strategy(const Ctx& c, const PlanRequest& req, int K, std::vector
       continue;
     }
     std::string why;
-    const auto scheme = parallel::configure_scheme(d->name, req.gpus, K, &why);
+    auto scheme = parallel::configure_scheme(d->name, req.gpus, K, &why);
+    if (scheme) scheme->chunk = req.sp_chunk;
     v.push_back(scheme ? scheme_plan(c, *scheme) : not_applicable(name, why));
   }
   v.push_back(req.gpus > 1 ? tp_ring(c) : not_applicable("tp+ring", "needs --gpus >= 2"));
@@ -407,7 +410,8 @@ Plan make_plan(PlanRequest req, std::string_view strategy) {
     if (strategy == "single" || strategy == "local") {
       v.push_back(single(c));
     } else {
-      const auto scheme = parallel::parse_scheme(strategy, req.gpus, "--schemes");
+      auto scheme = parallel::parse_scheme(strategy, req.gpus, "--schemes");
+      scheme.chunk = req.sp_chunk;
       v.push_back(scheme.is("local") ? single(c) : scheme_plan(c, scheme));
     }
   } else {
