@@ -15,6 +15,7 @@
 #include "common.hpp"
 #include "session_cli.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/process_memory.hpp"
 #include "tandem/core/size.hpp"
 #include "tandem/core/timer.hpp"
 
@@ -128,7 +129,9 @@ void run(const Opts& o) {
   // run (from the model's metadata; every rank computes the same).
   auto tokens = [&](const parallel::Scheme& scheme, const EngineOptions& eo, int ranks) {
     if (!o.fit) return int64_t(0);
-    const int64_t n = max_prompt_tokens(ModelInfo::of(*model), scheme, eo, ranks, budget);
+    mark_baseline_rss();  // the first figure is kept: every call sees the same baseline
+    const int64_t n =
+        max_prompt_tokens(ModelInfo::of(*model), scheme, eo, ranks, budget, baseline_rss());
     if (n == 0)
       fail(ErrorKind::Resource, "--max-memory {}: not even one token fits", format_size(double(budget)));
     return n;

@@ -106,8 +106,11 @@ void run_sessions(const std::shared_ptr<Model>& model, const SessionFlags& f, co
     so.threads = f.threads;
     so.max_memory = f.sp.max_memory;
     const Workload w = wfn(scheme, so.engine, comm.size());
+    // The budget holds what this process already holds (measured once, before anything
+    // large is allocated) beside the estimate.
+    mark_baseline_rss();
     check_rank_memory(info, scheme, so.engine, comm.size(), comm.rank(), w, so.max_memory,
-                      comm.who());
+                      comm.who(), baseline_rss());
     std::call_once(laid_out, [&] {
       mark_baseline_rss();  // what the process holds before its first large allocation
       lay_out_weights(*model);

@@ -8,11 +8,15 @@
 namespace tandem {
 
 std::string MemoryEstimate::describe() const {
-  return fmt::format("{} (weights {}, KV {}, activations {}, workspace {}, tokens {}, logits {})",
-                     format_size(double(total())), format_size(double(weights)),
+  return fmt::format("{} ({}weights {}, KV {}, activations {}, workspace {}, tokens {}, logits {}, "
+                     "slack {})",
+                     format_size(double(total())),
+                     baseline ? fmt::format("baseline {} measured, ", format_size(double(baseline)))
+                              : std::string(),
+                     format_size(double(weights)),
                      format_size(double(kv)), format_size(double(activations)),
                      format_size(double(workspace)), format_size(double(tokens)),
-                     format_size(double(logits)));
+                     format_size(double(logits)), format_size(double(slack)));
 }
 
 uint64_t activation_bytes(const HParams& h, int64_t m) {
@@ -42,6 +46,7 @@ MemoryEstimate estimate_memory(const ModelInfo& model, int64_t step_tokens, int6
   e.kv = kv_bytes(model.hparams, cache_tokens, kv_type, page_tokens);
   e.activations = activation_bytes(model.hparams, step_tokens);
   e.workspace = workspace;
+  e.slack = MemoryEstimate::kSlack;
   return e;
 }
 

@@ -4,6 +4,7 @@
 
 #include "tandem/comm/in_process.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/process_memory.hpp"
 #include "tandem/core/timer.hpp"
 #include "tandem/parallel/sharded_decode.hpp"
 
@@ -45,15 +46,18 @@ MemoryEstimate estimate_rank_memory(const ModelInfo& info, const parallel::Schem
 
 void check_rank_memory(const ModelInfo& info, const parallel::Scheme& scheme,
                        const EngineOptions& opt, int ranks, int rank, Workload w, uint64_t budget,
-                       const std::string& who) {
-  check_memory_budget(estimate_rank_memory(info, scheme, opt, ranks, rank, w), budget, who);
+                       const std::string& who, uint64_t baseline) {
+  MemoryEstimate e = estimate_rank_memory(info, scheme, opt, ranks, rank, w);
+  e.baseline = baseline;
+  check_memory_budget(e, budget, who);
 }
 
 int64_t max_prompt_tokens(const ModelInfo& info, const parallel::Scheme& scheme,
-                          const EngineOptions& opt, int ranks, uint64_t budget) {
+                          const EngineOptions& opt, int ranks, uint64_t budget, uint64_t baseline) {
   auto fits = [&](int64_t n) {
     for (int r = 0; r < ranks; ++r)
-      if (estimate_rank_memory(info, scheme, opt, ranks, r, Workload{n, 0, false}).total() > budget)
+      if (estimate_rank_memory(info, scheme, opt, ranks, r, Workload{n, 0, false}).total() +
+              baseline > budget)
         return false;
     return true;
   };
@@ -107,8 +111,10 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o,
 Session::~Session() = default;
 
 MemoryEstimate Session::estimate(Workload w) const {
-  return estimate_rank_memory(ModelInfo::of(*model_), scheme_, opt_.engine, comm_->size(),
-                              comm_->rank(), w);
+  MemoryEstimate e = estimate_rank_memory(ModelInfo::of(*model_), scheme_, opt_.engine,
+                                          comm_->size(), comm_->rank(), w);
+  e.baseline = baseline_rss();  // measured where the command marked it (0 otherwise)
+  return e;
 }
 
 void Session::check_memory(Workload w) const {

@@ -18,6 +18,8 @@ std::string shared_dir() {
 
 std::string shared_path(const std::string& rel) { return shared_dir() + "/" + rel; }
 
+std::string script_path(const std::string& name) { return std::string(TANDEM_SCRIPTS_DIR) + "/" + name; }
+
 std::string tandem_bin() { return TANDEM_BIN; }
 
 namespace {

@@ -8,6 +8,8 @@ std::string shared_dir();
 std::string shared_path(const std::string& rel);
 // The built `tandem` program.
 std::string tandem_bin();
+// A script of this source tree's scripts/ folder.
+std::string script_path(const std::string& name);
 // A fresh temporary directory for this test process (removed at exit).
 std::string temp_dir();
 // Runs a shell command; returns its exit code and stdout+stderr.

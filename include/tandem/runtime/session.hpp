@@ -52,13 +52,16 @@ struct Workload {
 MemoryEstimate estimate_rank_memory(const ModelInfo& info, const parallel::Scheme& scheme,
                                     const EngineOptions& opt, int ranks, int rank, Workload w);
 // Throws Error(Resource) "<who>: needs X (...) but --max-memory is Y" when rank `rank`
-// does not fit `budget` (0: no limit).
+// does not fit `budget` (0: no limit) with `baseline` bytes already resident (the
+// process's measured resident set before the run; MemoryEstimate::baseline).
 void check_rank_memory(const ModelInfo& info, const parallel::Scheme& scheme,
                        const EngineOptions& opt, int ranks, int rank, Workload w, uint64_t budget,
-                       const std::string& who);
-// The longest prompt whose estimate fits `budget` on every rank (0 when one token does not).
+                       const std::string& who, uint64_t baseline = 0);
+// The longest prompt whose estimate plus `baseline` fits `budget` on every rank (0 when
+// one token does not).
 int64_t max_prompt_tokens(const ModelInfo& info, const parallel::Scheme& scheme,
-                          const EngineOptions& opt, int ranks, uint64_t budget);
+                          const EngineOptions& opt, int ranks, uint64_t budget,
+                          uint64_t baseline = 0);
 
 // The rows of logits a prefill gives this rank.
 struct PrefillOutput {
