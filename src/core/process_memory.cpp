@@ -38,14 +38,16 @@ ProcessMemory process_memory() {
 }
 
 namespace {
-std::atomic<uint64_t> g_baseline{0};
+std::atomic<uint64_t> g_baseline{0}, g_baseline_file{0};
 }
 
 void mark_baseline_rss() {
+  const ProcessMemory m = process_memory();
   uint64_t expected = 0;
-  g_baseline.compare_exchange_strong(expected, process_memory().rss);
+  if (g_baseline.compare_exchange_strong(expected, m.rss)) g_baseline_file.store(m.rss_file);
 }
 
 uint64_t baseline_rss() { return g_baseline.load(); }
+uint64_t baseline_file_rss() { return g_baseline_file.load(); }
 
 }  // namespace tandem

@@ -135,14 +135,14 @@ void Model::adopt_weight_copies(uint8_t* arena, size_t copied_bytes) {
   copied_bytes_ += copied_bytes;
 }
 
-void Model::drop_file_range(const void* data, size_t bytes) {
+void Model::drop_file_range(const void* data, size_t bytes, bool count) {
   const long pg = ::sysconf(_SC_PAGESIZE);
   if (!file_.mapped() || pg <= 0) return;
   const uintptr_t page = uintptr_t(pg), a = reinterpret_cast<uintptr_t>(data);
   const uintptr_t lo = (a + page - 1) / page * page, hi = (a + bytes) / page * page;
   if (hi <= lo) return;
   ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-  dropped_bytes_ += hi - lo;
+  if (count) dropped_bytes_ += hi - lo;
 }
 
 size_t Model::resident_weight_bytes() const {

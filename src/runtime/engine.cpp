@@ -1,5 +1,6 @@
 #include "tandem/runtime/engine.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "tandem/core/error.hpp"
@@ -26,18 +27,6 @@ Engine::Engine(const Model& model, kernels::ThreadPool& pool, int64_t chunk)
 }
 
 parallel::AttnShape Engine::attn_shape() const { return shape_of(model_.hparams()); }
-
-size_t Engine::activation_bytes() const {
-  size_t n = 0;
-  for (const auto& [shape, ex] : graphs_) n += ex->memory().arena_bytes;
-  return n;
-}
-
-size_t Engine::activation_unplanned_bytes() const {
-  size_t n = 0;
-  for (const auto& [shape, ex] : graphs_) n += ex->memory().unplanned_bytes;
-  return n;
-}
 
 parallel::AttnKernel Engine::attention_kernel() const {
   if (opt_.reference_kernels) return parallel::AttnKernel::Reference;
@@ -81,8 +70,12 @@ graph::Executor& Engine::executor(int64_t m, int64_t out_from) {
   const auto key = std::make_pair(m, out_from);
   auto it = graphs_.find(key);
   if (it != graphs_.end()) return *it->second;
-  // Shapes seen: prefill chunks, the last chunk, decode. Many shapes (sequence-parallel
-  // steps of varying size) would pile up: start over past a few.
+  // Shapes seen: prefill chunks, the last chunk (with logits rows), decode. One prefill
+  // graph is kept beside the decode graphs: a new multi-token shape replaces the old one
+  // (its arena is freed before the new one is allocated, so activation memory is that of
+  // the largest step, not the sum of every shape seen). Many decode shapes would pile up:
+  // start over past a few.
+  if (m > 1) std::erase_if(graphs_, [](const auto& g) { return g.first.first > 1; });
   if (graphs_.size() >= 8) graphs_.clear();
   graph::Graph g = build_forward_graph(model_, m, out_from);
   last_passes_ = {};
@@ -96,7 +89,15 @@ graph::Executor& Engine::executor(int64_t m, int64_t out_from) {
   eo.threads = pool_.size();
   ++graphs_built_;
   auto ex = std::make_unique<graph::Executor>(std::move(g), eo);
-  return *graphs_.emplace(key, std::move(ex)).first->second;
+  graph::Executor& made = *graphs_.emplace(key, std::move(ex)).first->second;
+  size_t held = 0, unplanned = 0;
+  for (const auto& [shape, e] : graphs_) {
+    held += e->memory().arena_bytes;
+    unplanned += e->memory().unplanned_bytes;
+  }
+  activation_peak_ = std::max(activation_peak_, held);
+  unplanned_peak_ = std::max(unplanned_peak_, unplanned);
+  return made;
 }
 
 void Engine::forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,

@@ -42,6 +42,7 @@ constexpr RankField kRankFields[] = {
     {"workspace_bytes", &RankReport::workspace_bytes, true},
     {"peak_rss_bytes", &RankReport::peak_rss_bytes, true},
     {"baseline_rss_bytes", &RankReport::baseline_rss_bytes, true},
+    {"baseline_file_rss_bytes", &RankReport::baseline_file_rss_bytes, true},
     {"file_rss_bytes", &RankReport::file_rss_bytes, true},
     {"process_ranks", &RankReport::process_ranks, false},
 };

@@ -47,12 +47,16 @@ PrefillReport Session::measure_prefill(std::span<const int32_t> ids) {
   rep.comm_wait_seconds = traffic.wait_seconds;
   rep.comm_alone_seconds = comm_alone_seconds(comm, traffic.bytes_sent, traffic.messages);
   rep.head_pairs = double(last_pairs_);
+  // The strategy's buffers for its largest step (a band's share when the prefill chunks).
+  const int64_t n = int64_t(ids.size());
   rep.workspace_bytes = double(parallel::scheme_workspace_bytes(
-      scheme_, engine_->attn_shape(), rep.tokens, int64_t(ids.size()), comm.size()));
+      scheme_, engine_->attn_shape(), parallel::scheme_step_tokens(scheme_, n, comm.size(), comm.rank()),
+      n, comm.size()));
   const ProcessMemory mem = process_memory();
   if (mem.known) {
     rep.peak_rss_bytes = double(mem.peak_rss);
     rep.baseline_rss_bytes = double(baseline_rss());
+    rep.baseline_file_rss_bytes = double(baseline_file_rss());
     rep.file_rss_bytes = double(mem.rss_file);
   }
   rep.process_ranks = comm.backend() == "in-process" ? double(comm.size()) : 1.0;

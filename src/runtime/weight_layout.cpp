@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "tandem/core/error.hpp"
 #include "tandem/kernels/ops.hpp"
@@ -30,6 +32,7 @@ void lay_out_weights(Model& model) {
   if (!arena) fail(ErrorKind::Resource, "out of memory repacking {} bytes of weights", total);
   ::madvise(arena, total, MADV_HUGEPAGE);  // advice only: 4 KiB pages where refused
   size_t used = 0, copied = 0;
+  std::vector<std::pair<const void*, size_t>> originals;
   for (MatrixView* w : mats) {
     const size_t n = arena_size(*w);
     if (n == 0) continue;
@@ -50,7 +53,13 @@ void lay_out_weights(Model& model) {
     // process never holds more than one matrix beyond the copies (they come back from
     // the file if read).
     model.drop_file_range(original, w->nbytes());
+    originals.emplace_back(original, w->nbytes());
   }
+  // Reading a matrix faults in the file pages after it too (the kernel reads ahead), and
+  // matrices are not copied in file order: pages of a matrix dropped earlier may be back.
+  // Drop every original range once more (measured on small-q8_0: 15 MiB of dropped
+  // pages were resident again after the first pass).
+  for (const auto& [p, n] : originals) model.drop_file_range(p, n, /*count=*/false);
   model.adopt_weight_copies(arena, copied);
 }
 

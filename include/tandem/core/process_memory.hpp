@@ -21,5 +21,8 @@ ProcessMemory process_memory();
 // command is about to lay out the weights; 0 until marked.
 void mark_baseline_rss();
 uint64_t baseline_rss();
+// The part of that baseline in pages of mapped files (the program and its libraries,
+// MPI's included); the rest is anonymous memory (heap, stacks, the MPI runtime's state).
+uint64_t baseline_file_rss();
 
 }  // namespace tandem

@@ -40,7 +40,8 @@ class Model {
   // holds copies of copied_bytes, and drops a range of the file's mapping from the
   // process once its matrix has a copy (a later read faults it in again from the file).
   void adopt_weight_copies(uint8_t* arena, size_t copied_bytes);
-  void drop_file_range(const void* data, size_t bytes);
+  // count false: a range dropped before, dropped again (not counted twice).
+  void drop_file_range(const void* data, size_t bytes, bool count = true);
 
   const gguf::File& file() const { return file_; }
   const HParams& hparams() const { return hp_; }

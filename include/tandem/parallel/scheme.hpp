@@ -34,7 +34,7 @@ namespace tandem::parallel {
 struct SchemeDesc;
 
 // Tokens per rank per forward step of a chunked prefill (--sp-chunk), by default.
-constexpr int64_t kDefaultSpChunk = 1024;
+constexpr int64_t kDefaultSpChunk = 512;
 
 // A scheme as configured for one run.
 struct Scheme {

@@ -71,10 +71,11 @@ class Engine {
 
   const Model& model() const { return model_; }
   kernels::ThreadPool& pool() const { return pool_; }
-  // Bytes of activation buffers held (the arenas of the graphs kept for reuse).
-  size_t activation_bytes() const;
-  // What the same graphs would hold with one buffer per value (no memory plan).
-  size_t activation_unplanned_bytes() const;
+  // Bytes of activation buffers held at once, at most (the arenas of the graphs kept for
+  // reuse; the largest sum since the engine was made).
+  size_t activation_bytes() const { return activation_peak_; }
+  // What the same graphs would hold with one buffer per value (no memory plan), at most.
+  size_t activation_unplanned_bytes() const { return unplanned_peak_; }
   // The graph of the last step: its memory (planned vs unplanned) and what the passes did.
   const graph::MemoryStats& last_memory() const { return last_mem_; }
   const graph::PassStats& last_passes() const { return last_passes_; }
@@ -101,6 +102,7 @@ class Engine {
   graph::PassStats last_passes_;
   int64_t graphs_built_ = 0;
   int64_t steps_ = 0;
+  size_t activation_peak_ = 0, unplanned_peak_ = 0;
 };
 
 }  // namespace tandem

@@ -31,6 +31,7 @@ struct RankReport {
   double peak_rss_bytes = 0;      // the process's peak resident set
   double baseline_rss_bytes = 0;  // resident before the weights were laid out: program,
                                   // libraries, MPI runtime, thread stacks
+  double baseline_file_rss_bytes = 0;  // of the baseline, pages of mapped files (program, libraries)
   double file_rss_bytes = 0;      // resident pages of mapped files at the end (model, libraries)
   double process_ranks = 1;       // ranks in this process
   // Share of the communication that compute hid: 1 - waited / (time it takes alone).
