@@ -9,6 +9,7 @@
 
 using tandem::test::mpirun;
 using tandem::test::run;
+using tandem::test::RunResult;
 using tandem::test::shared_path;
 using tandem::test::tandem_bin;
 using tandem::test::temp_dir;
@@ -48,15 +49,29 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& ref, 
   return worst;
 }
 
+// The logits command of the tests (every row of 383 random tokens), up to its --out path.
+std::string logits_args() {
+  return " logits -m " + model() + " --random-tokens 383 --seed 9 -t 1 --out ";
+}
+
+// Its one-rank logits, made once.
+const std::vector<float>& single_rank_logits() {
+  static const std::vector<float> ref = [] {
+    const std::string path = temp_dir() + "/ref.f32";
+    const auto r = run(tandem_bin() + logits_args() + path);
+    EXPECT_EQ(r.code, 0) << r.out;
+    return read_f32(path);
+  }();
+  return ref;
+}
+
 }  // namespace
 
 TEST(MpiCli, LogitsEqualSingleRankForEveryScheme) {
-  const std::string ref_path = temp_dir() + "/ref.f32";
-  const std::string args = " logits -m " + model() + " --random-tokens 383 --seed 9 -t 1 --out ";
-  auto r = run(tandem_bin() + args + ref_path);
-  ASSERT_EQ(r.code, 0) << r.out;
-  const auto ref = read_f32(ref_path);
+  const std::string args = logits_args();
+  const auto& ref = single_rank_logits();
   ASSERT_EQ(ref.size(), 383u * 500u);
+  RunResult r;
   for (int np : {2, 3, 4}) {
     for (std::string scheme : {"ring", "zigzag", "ulysses", "pass-q", "auto", "hybrid"}) {
       if (scheme == "hybrid") {
@@ -80,11 +95,10 @@ TEST(MpiCli, LogitsEqualSingleRankForEveryScheme) {
 // limit, so a rank that waited on its sends before posting its receives would deadlock
 // under the rendezvous protocol) still equals one rank.
 TEST(MpiCli, ChunkedPrefillOnTheConveyorEqualsSingleRank) {
-  const std::string ref_path = temp_dir() + "/ref-chunked.f32";
-  const std::string args = " logits -m " + model() + " --random-tokens 383 --seed 9 -t 1 --out ";
-  auto r = run(tandem_bin() + args + ref_path);
-  ASSERT_EQ(r.code, 0) << r.out;
-  const auto ref = read_f32(ref_path);
+  const std::string args = logits_args();
+  const auto& ref = single_rank_logits();
+  ASSERT_EQ(ref.size(), 383u * 500u);
+  RunResult r;
   for (int np : {2, 3}) {
     for (const std::string scheme : {"ring", "zigzag", "auto", "pass-q"}) {
       const std::string out = temp_dir() + "/sp-chunked.f32";
