@@ -50,18 +50,23 @@ void RingCirculator::run_items(int64_t chunk_rows, const FillFn* fill, BlockFn f
   const int next = (r + 1) % P, prev = (r + P - 1) % P;
   const size_t chunk_floats = size_t(chunk_rows * row_floats_);
   // The schedule of every member: the next own row to inject, and what it received at
-  // the last tick (sent[j] at this tick is received by j+1 at the next).
-  std::vector<int64_t> own_next(static_cast<size_t>(P), 0);
-  std::vector<Item> got(static_cast<size_t>(P)), sent(static_cast<size_t>(P));
+  // the last tick (sent[j] at this tick is received by j+1 at the next). Kept in members:
+  // no allocation per run once sized.
+  std::vector<int64_t>& own_next = own_next_;
+  std::vector<Item>& got = got_;
+  std::vector<Item>& sent = sent_;
+  own_next.assign(size_t(P), 0);
+  got.assign(size_t(P), Item{});
+  sent.assign(size_t(P), Item{});
   auto plan_tick = [&] {
     bool any = false;
     for (int j = 0; j < P; ++j) {
       const Item& in = got[size_t(j)];
       Item& out = sent[size_t(j)];
       out = Item{};
-      if (P > 1 && in && in.owner != (j + 1) % P) {
+      if (in && in.owner != (j + 1) % P) {
         out = in;  // forward what arrived
-      } else if (P > 1 && own_next[size_t(j)] < rows_[size_t(j)]) {
+      } else if (own_next[size_t(j)] < rows_[size_t(j)]) {
         const int64_t f = own_next[size_t(j)];
         out = Item{j, f, std::min(chunk_rows, rows_[size_t(j)] - f)};
         own_next[size_t(j)] += out.n;
@@ -149,7 +154,7 @@ int64_t ring_chunk_rows() {
     if (end == e || *end != '\0' || v < 0 || v > (int64_t{1} << 30))
       fail(ErrorKind::BadInput,
            "TANDEM_RING_CHUNK={}: expected a whole number of rows in [0, 2^30] (0: whole blocks)", e);
-    return v == 0 ? std::numeric_limits<int64_t>::max() / 4 : int64_t(v);
+    return v == 0 ? kWholeBlocks : int64_t(v);
   }();
   return n;
 }
@@ -237,9 +242,7 @@ void PassKVRing::run_filled(const HeadView& hv, const float* q, const int32_t* q
     if (!first) kernels::attention_merge(out, lse_.data(), o, l, rows_q, 1, hv.d);
     first = false;
   };
-  const int64_t rows = chunk_rows_ < 0    ? ring_chunk_rows()
-                       : chunk_rows_ == 0 ? std::numeric_limits<int64_t>::max() / 4
-                                          : chunk_rows_;
+  const int64_t rows = chunk_rows_ < 0 ? ring_chunk_rows() : chunk_rows_ == 0 ? kWholeBlocks : chunk_rows_;
   circ_.run_chunked(rows, 2 * kvw + 1, fill, on_block);
 }
 

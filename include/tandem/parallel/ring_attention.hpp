@@ -138,6 +138,8 @@ class RingCirculator {
   std::vector<int64_t> rows_;
   int64_t max_rows_ = 0, row_floats_ = 0;
   std::vector<float> buf_[3];
+  std::vector<int64_t> own_next_;  // run_items' schedule, reused between runs
+  std::vector<Item> got_, sent_;
   std::unique_ptr<comm::Request> send_, recv_;  // the transfers of run() in flight
   int subblocks_ = -1;                          // -1: ring_subblocks()
   RingStats stats_;
@@ -147,7 +149,8 @@ class RingCirculator {
 // this file): TANDEM_RING_SUBBLOCKS, default 16; 0 or 1 means one call per block.
 int ring_subblocks();
 // Rows per pass-KV chunk (see the top of this file): TANDEM_RING_CHUNK, default 512; 0
-// means whole blocks (returned as a huge number).
+// means whole blocks (returned as kWholeBlocks, more rows than any block has).
+constexpr int64_t kWholeBlocks = int64_t{1} << 60;
 int64_t ring_chunk_rows();
 
 // attend_heads (head_split.hpp), split into query sub-blocks of at least 128 queries
