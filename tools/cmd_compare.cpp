@@ -265,7 +265,7 @@ struct Runner {
     if (!request) {
       request = analysis::plan_request(model, analysis::load_profile(hardware, "--hardware"), 1, 1,
                                        hosts ? 1 : 0, o.decode_tokens);
-      request->sp_chunk = parallel::kDefaultSpChunk;  // the prefill runs use the default chunk
+      request->sp_chunk = parallel::kAutoSpChunk;  // the prefill runs use the default chunk
     }
     run.predicted = analysis::predict_run(*request, run);
   }

@@ -31,8 +31,9 @@ void add_sp_options(CLI::App* sub, SpOptions& o) {
                   fmt::format("Tokens per rank per prefill step under ring, zigzag, pass-q and auto "
                               "(the sequence is placed band by band, so activations and buffers "
                               "are bounded by the chunk; 0: each rank's whole shard in one step; "
-                              "default {})",
-                              parallel::kDefaultSpChunk))
+                              "default {} / P, at least {}: a step of all ranks together is the "
+                              "single pipeline's)",
+                              parallel::kDefaultSpChunk, parallel::kMinSpChunk))
       ->check(int_in(0, 1 << 30));
   sub->add_option_function<std::string>(
          "--max-memory",
@@ -99,7 +100,7 @@ void run_sessions(const std::shared_ptr<Model>& model, const SessionFlags& f, co
   run_world(f.sp, [&](comm::Communicator& comm) {
     SessionOptions so;
     parallel::Scheme scheme = resolve_scheme(f.sp.sp, comm.size());
-    scheme.chunk = f.sp.sp_chunk;
+    scheme.chunk = parallel::resolve_sp_chunk(f.sp.sp_chunk, comm.size());
     so.scheme = scheme.name;
     so.sp_chunk = f.sp.sp_chunk;
     so.engine = f.engine.options(scheme.is("local"));

@@ -18,7 +18,7 @@ struct SpOptions {
   std::string sp;  // scheme name; empty: local on one rank, ring on more
   int ranks = 1;   // in-process ranks when not under mpirun
   uint64_t max_memory = 0;  // per-rank budget in bytes (--max-memory); 0 = none
-  int64_t sp_chunk = parallel::kDefaultSpChunk;  // --sp-chunk
+  int64_t sp_chunk = parallel::kAutoSpChunk;  // --sp-chunk
 };
 
 void add_sp_options(CLI::App* sub, SpOptions& o);

@@ -288,6 +288,13 @@ const Value* File::find(std::string_view key) const {
   return nullptr;
 }
 
+void File::forget_arrays(std::string_view prefix) {
+  std::erase_if(kv_, [&](const auto& e) {
+    return std::string_view(e.first).starts_with(prefix) && e.second.as_array() != nullptr;
+  });
+  kv_.shrink_to_fit();
+}
+
 std::string File::get_string(std::string_view key) const {
   const Value* v = find(key);
   if (!v) fault(fmt::format("missing metadata key '{}'", key));

@@ -86,12 +86,14 @@ const SchemeDesc& hybrid_scheme() {
     };
     x.make = [](const Scheme& s, AttnShape shape, kernels::ThreadPool& pool,
                 comm::Communicator& comm) -> std::unique_ptr<SequenceAttention> {
-      return std::make_unique<HybridAttention>(shape, pool, comm, s.ulysses, s.ring);
+      auto h = std::make_unique<HybridAttention>(shape, pool, comm, s.ulysses, s.ring);
+      h->set_step_chunk(s.chunk);
+      return h;
     };
-    x.workspace_bytes = [](const Scheme&, AttnShape shape, int64_t m_local, int64_t n_total,
+    x.workspace_bytes = [](const Scheme& s, AttnShape shape, int64_t m_local, int64_t n_total,
                            int ranks) {
       return scheme_parts::bytes_of(scheme_parts::exchange_floats(shape, m_local, n_total, ranks) +
-                                    scheme_parts::ring_block_floats(shape, n_total, ranks) +
+                                    scheme_parts::ring_block_floats(s, shape, n_total, ranks) +
                                     scheme_parts::partial_floats(shape, m_local));
     };
     x.cost = [](const Scheme& s, const CostShape& shape, int64_t n, int ranks) {

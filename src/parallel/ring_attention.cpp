@@ -145,10 +145,10 @@ void RingCirculator::progress() {
   ++stats_.progress_calls;
 }
 
-int64_t ring_chunk_rows() {
-  static const int64_t n = [] {
+int64_t ring_chunk_rows(int64_t sp_chunk) {
+  static const int64_t env = [] {
     const char* e = std::getenv("TANDEM_RING_CHUNK");
-    if (!e || !*e) return int64_t{512};
+    if (!e || !*e) return int64_t{-1};
     char* end = nullptr;
     const long long v = std::strtoll(e, &end, 10);
     if (end == e || *end != '\0' || v < 0 || v > (int64_t{1} << 30))
@@ -156,7 +156,8 @@ int64_t ring_chunk_rows() {
            "TANDEM_RING_CHUNK={}: expected a whole number of rows in [0, 2^30] (0: whole blocks)", e);
     return v == 0 ? kWholeBlocks : int64_t(v);
   }();
-  return n;
+  if (env > 0) return env;
+  return sp_chunk > 0 ? sp_chunk : int64_t{512};
 }
 
 int RingCirculator::subblocks() const { return subblocks_ >= 0 ? subblocks_ : ring_subblocks(); }
@@ -284,9 +285,9 @@ SchemeDesc pass_kv_desc(std::string_view name, Placement placement, std::string_
   x.placement = placement;
   x.onto_cache = true;
   x.make = scheme_parts::make_strategy<RingAttention>;
-  x.workspace_bytes = [](const Scheme&, AttnShape shape, int64_t m_local, int64_t n_total,
+  x.workspace_bytes = [](const Scheme& s, AttnShape shape, int64_t m_local, int64_t n_total,
                          int ranks) {
-    return scheme_parts::bytes_of(scheme_parts::ring_block_floats(shape, n_total, ranks) +
+    return scheme_parts::bytes_of(scheme_parts::ring_block_floats(s, shape, n_total, ranks) +
                                   scheme_parts::partial_floats(shape, m_local));
   };
   x.cost = scheme_parts::pass_kv_cost;

@@ -60,10 +60,19 @@ Scheme scheme_parts::named(const SchemeDesc& d) {
   return s;
 }
 
-int64_t scheme_parts::ring_block_floats(AttnShape shape, int64_t n_total, int ranks) {
+int64_t scheme_parts::ring_block_floats(const Scheme& s, AttnShape shape, int64_t n_total,
+                                        int ranks) {
   const int64_t max_shard = n_total / ranks + 2;  // largest shard, any placement
   // Up to three conveyor chunks (ring_attention.hpp), none longer than a shard.
-  return 3 * std::min(max_shard, ring_chunk_rows()) * (2 * shape.kv_dim() + 1);
+  return 3 * std::min(max_shard, ring_chunk_rows(s.chunk)) * (2 * shape.kv_dim() + 1);
+}
+
+int64_t default_sp_chunk(int ranks) {
+  return std::max(kMinSpChunk, kDefaultSpChunk / std::max(ranks, 1));
+}
+
+int64_t resolve_sp_chunk(int64_t chunk, int ranks) {
+  return chunk == kAutoSpChunk ? default_sp_chunk(ranks) : chunk;
 }
 
 int64_t scheme_parts::partial_floats(AttnShape shape, int64_t m_local) {

@@ -4,6 +4,7 @@
 
 #include "tandem/core/error.hpp"
 #include "tandem/core/size.hpp"
+#include "tandem/runtime/weight_layout.hpp"
 
 namespace tandem {
 
@@ -32,17 +33,17 @@ uint64_t kv_bytes(const HParams& h, int64_t n, DType kv_type, int64_t page_token
 
 ModelInfo ModelInfo::read(const std::string& path) {
   const gguf::File f = gguf::File::open(path);
-  return ModelInfo{path, HParams::from_gguf(f), f.file_size()};
+  return ModelInfo{path, HParams::from_gguf(f), laid_out_weight_bytes(f)};
 }
 
 ModelInfo ModelInfo::of(const Model& model) {
-  return ModelInfo{model.file().path(), model.hparams(), model.file().file_size()};
+  return ModelInfo{model.file().path(), model.hparams(), laid_out_weight_bytes(model.file())};
 }
 
 MemoryEstimate estimate_memory(const ModelInfo& model, int64_t step_tokens, int64_t cache_tokens,
                                uint64_t workspace, DType kv_type, int64_t page_tokens) {
   MemoryEstimate e;
-  e.weights = model.file_bytes;
+  e.weights = model.weight_bytes;
   e.kv = kv_bytes(model.hparams, cache_tokens, kv_type, page_tokens);
   e.activations = activation_bytes(model.hparams, step_tokens);
   e.workspace = workspace;

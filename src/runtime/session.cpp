@@ -94,8 +94,9 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& o,
       pool_(std::make_unique<kernels::ThreadPool>(o.threads)),
       engine_(std::make_unique<Engine>(*model_, *pool_)) {
   TD_CHECK(model_ != nullptr);
-  if (o.sp_chunk < 0) bad_input("--sp-chunk {}: expected 0 (whole shard) or a token count", o.sp_chunk);
-  scheme_.chunk = o.sp_chunk;
+  if (o.sp_chunk < 0 && o.sp_chunk != parallel::kAutoSpChunk)
+    bad_input("--sp-chunk {}: expected 0 (whole shard) or a token count", o.sp_chunk);
+  scheme_.chunk = parallel::resolve_sp_chunk(o.sp_chunk, comm.size());
   engine_->set_options(opt_.engine);
 }
 

@@ -1,9 +1,12 @@
 #include "tandem/runtime/weight_layout.hpp"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -12,56 +15,141 @@
 
 namespace tandem {
 
+namespace {
+
+// The f32 vectors the forward pass reads (norms, biases), with their lengths.
+std::vector<std::pair<const float**, int64_t>> model_vectors(Model& model) {
+  const HParams& h = model.hparams();
+  std::vector<std::pair<const float**, int64_t>> v{{&model.output_norm, h.n_embd}};
+  for (LayerWeights& l : model.layers) {
+    v.push_back({&l.attn_norm, h.n_embd});
+    v.push_back({&l.ffn_norm, h.n_embd});
+    for (const float** b : {&l.bq}) v.push_back({b, h.q_dim()});
+    for (const float** b : {&l.bk, &l.bv}) v.push_back({b, h.kv_dim()});
+  }
+  std::erase_if(v, [](const auto& e) { return *e.first == nullptr; });
+  return v;
+}
+
+bool repack_enabled() {
+  const char* e = std::getenv("TANDEM_NO_REPACK");
+  return !(e && *e && std::strcmp(e, "0") != 0);
+}
+
+size_t aligned64(size_t n) { return (n + 63) / 64 * 64; }
+
+// Bytes of [p, p + n) resident in memory (mincore; p page-aligned); n where unknown.
+size_t resident_bytes(const void* p, size_t n) {
+  const long pg = ::sysconf(_SC_PAGESIZE);
+  if (pg <= 0) return n;
+  std::vector<unsigned char> v((n + size_t(pg) - 1) / size_t(pg));
+  if (::mincore(const_cast<void*>(p), n, v.data()) != 0) return n;
+  size_t pages = 0;
+  for (unsigned char c : v) pages += c & 1;
+  return pages * size_t(pg);
+}
+
+}  // namespace
+
 void lay_out_weights(Model& model) {
-  if (const char* e = std::getenv("TANDEM_NO_REPACK"); e && *e && std::strcmp(e, "0") != 0)
-    return;
-  const std::vector<MatrixView*> mats = model.matrices();
-  // One arena for every matrix, in 2 MiB huge pages where the kernel gives them (fewer TLB
-  // misses on the decode stream; F32 decode 3-6% faster than without the copy, measured
-  // with tandem bench -p 0 -n 128 against TANDEM_NO_REPACK=1 on a quiet machine).
+  if (!repack_enabled()) return;
+  // Copies a range of the mapping a slice at a time, dropping each slice once copied, so
+  // the copy never holds much of the original beside it.
+  auto copy_dropping = [&model](uint8_t* dst, const void* src, size_t n) {
+    constexpr size_t kSlice = size_t(4) << 20;
+    const auto* from = static_cast<const uint8_t*>(src);
+    for (size_t off = 0; off < n; off += kSlice) {
+      const size_t len = std::min(kSlice, n - off);
+      std::memcpy(dst + off, from + off, len);
+      model.drop_file_range(from + off, len, /*count=*/false);
+    }
+  };
+  // Everything the forward pass reads gets a place in one arena: every matrix (packed for
+  // the kernels in use where they have a layout of their own, else as stored), the
+  // embedding (its rows are read by get_rows as stored: a copy of its own unless it is
+  // the tied output and that keeps the stored layout), the norm and bias vectors.
+  struct Job {
+    size_t bytes = 0;
+    std::function<void(uint8_t*)> copy;
+  };
+  std::vector<Job> jobs;
+  for (MatrixView* w : model.matrices()) {
+    const size_t packed = kernels::packed_size(*w);
+    if (packed > 0) {
+      jobs.push_back({packed, [&model, w, packed](uint8_t* p) {
+                        w->packed_layout = kernels::pack_weight(*w, p);
+                        w->packed = p;
+                        w->packed_bytes = packed;
+                        model.drop_file_range(w->data, w->nbytes(), /*count=*/false);
+                      }});
+    } else if (w->nbytes() > 0) {
+      jobs.push_back({w->nbytes(), [w, &copy_dropping](uint8_t* p) {
+                        copy_dropping(p, w->data, w->nbytes());  // same layout, better pages
+                        w->data = p;
+                      }});
+    }
+  }
+  MatrixView& embd = model.tok_embd;
+  const bool embd_shares_output = model.output_tied && kernels::packed_size(model.output) == 0;
+  if (!embd_shares_output && embd.nbytes() > 0)
+    jobs.push_back({embd.nbytes(), [&embd, &copy_dropping](uint8_t* p) {
+                      copy_dropping(p, embd.data, embd.nbytes());
+                      embd.data = p;
+                    }});
+  for (const auto& [ptr, n] : model_vectors(model))
+    jobs.push_back({size_t(n) * sizeof(float), [ptr, n](uint8_t* p) {
+                      std::memcpy(p, *ptr, size_t(n) * sizeof(float));
+                      *ptr = reinterpret_cast<const float*>(p);
+                    }});
+  if (jobs.empty()) return;
+  // Largest first, each at the arena's next place: while a job runs the process holds the
+  // arena written so far plus that job's original, which is at most the whole arena plus
+  // the smallest originals (the peak of loading stays at the arena's size).
+  std::stable_sort(jobs.begin(), jobs.end(),
+                   [](const Job& a, const Job& b) { return a.bytes > b.bytes; });
+  // One arena in 2 MiB huge pages where the kernel gives them (fewer TLB misses on the
+  // decode stream; F32 decode 3-6% faster than without the copy, measured with tandem
+  // bench -p 0 -n 128 against TANDEM_NO_REPACK=1 on a quiet machine).
   constexpr size_t kHuge = size_t(2) << 20;
   size_t total = 0;
-  auto arena_size = [](const MatrixView& w) {
-    const size_t p = kernels::packed_size(w);
-    return p ? p : w.nbytes();
-  };
-  for (const MatrixView* w : mats) total += (arena_size(*w) + 63) / 64 * 64;
-  if (total == 0) return;
+  for (const Job& j : jobs) total += aligned64(j.bytes);
   total = (total + kHuge - 1) / kHuge * kHuge;
   auto* arena = static_cast<uint8_t*>(std::aligned_alloc(kHuge, total));
-  if (!arena) fail(ErrorKind::Resource, "out of memory repacking {} bytes of weights", total);
+  if (!arena) fail(ErrorKind::Resource, "out of memory copying {} bytes of weights", total);
   ::madvise(arena, total, MADV_HUGEPAGE);  // advice only: 4 KiB pages where refused
-  size_t used = 0, copied = 0;
-  std::vector<std::pair<const void*, size_t>> originals;
-  for (MatrixView* w : mats) {
-    const size_t n = arena_size(*w);
-    if (n == 0) continue;
-    uint8_t* p = arena + used;
-    used += (n + 63) / 64 * 64;
-    const void* original = w->data;
-    if (kernels::packed_size(*w) > 0) {
-      w->packed_layout = kernels::pack_weight(*w, p);
-      w->packed = p;
-      w->packed_bytes = n;
-    } else {
-      std::memcpy(p, w->data, n);  // same layout, better pages
-      w->data = p;
-    }
-    copied += n;
-    // The original pages are read only by the reference kernels and get_rows (a tied
-    // embedding) from now on: drop them at once, so no matrix is resident twice and the
-    // process never holds more than one matrix beyond the copies (they come back from
-    // the file if read).
-    model.drop_file_range(original, w->nbytes());
-    originals.emplace_back(original, w->nbytes());
+  size_t used = 0;
+  for (const Job& j : jobs) {
+    j.copy(arena + used);
+    used += aligned64(j.bytes);
   }
-  // Reading a matrix faults in the file pages after it too (the kernel reads ahead), and
-  // matrices are not copied in file order: pages of a matrix dropped earlier may be back.
-  // Drop every original range once more. Measured on small-q8_0 (/proc/PID/pagemap during
-  // a prefill): 14 MiB of dropped matrix pages resident with one pass, 8 MiB with two; the
-  // rest is not explained yet.
-  for (const auto& [p, n] : originals) model.drop_file_range(p, n, /*count=*/false);
-  model.adopt_weight_copies(arena, copied);
+  if (embd_shares_output) embd.data = model.output.data;
+  size_t matrix_bytes = 0, other_bytes = 0;
+  for (const MatrixView* w : model.matrices())
+    matrix_bytes += w->packed ? w->packed_bytes : w->nbytes();
+  for (const Job& j : jobs) other_bytes += j.bytes;
+  other_bytes -= std::min(other_bytes, matrix_bytes);
+  // Nothing the forward pass reads is in the file's mapping now: drop all of it. Dropping
+  // only the matrices' ranges left pages of them resident: the page cache holds the file
+  // in large folios (2 and 4 MiB runs, seen in /proc/PID/pagemap), and a read of a norm
+  // vector between two matrices, or of an embedding row, mapped its whole folio again
+  // (about 25 MiB on small-q8_0). Only the reference kernels (packed matrices' originals)
+  // and the tokenizer's load read the mapping now.
+  model.drop_mapping();
+  // What the arena holds is its resident pages: a huge page is resident whole, the last
+  // one past the copies too.
+  model.adopt_weight_copies(arena, matrix_bytes, other_bytes, resident_bytes(arena, total));
+}
+
+uint64_t laid_out_weight_bytes(const gguf::File& f) {
+  const gguf::TensorInfo* e = f.find_tensor("token_embd.weight");
+  if (!e || e->ne.size() != 2 || f.find_tensor("output.weight") || !repack_enabled())
+    return f.file_size();
+  MatrixView w;
+  w.type = e->type;
+  w.rows = e->ne[1];
+  w.cols = e->ne[0];
+  w.row_stride = row_bytes(e->type, w.cols);
+  return f.file_size() + (kernels::packed_size(w) > 0 ? e->nbytes : 0);
 }
 
 std::unique_ptr<Model> load_model(const std::string& path) {

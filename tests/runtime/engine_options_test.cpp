@@ -4,7 +4,9 @@
 // value, graphs are built once per shape unless reuse is off.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
+#include <fstream>
 #include <cstdlib>
 #include <numeric>
 
@@ -143,6 +145,49 @@ TEST(EngineOptions, RepackedWeightsGiveTheSameLogits) {
       EXPECT_LT(max_rel_diff(a.prefill, b.prefill), 1e-4) << "threads " << threads;
       EXPECT_LT(max_rel_diff(a.decode, b.decode), 1e-4) << "threads " << threads;
       EXPECT_GT(std::fabs(a.decode[0]) + std::fabs(a.decode[1]), 0.0);  // not all zero
+    }
+  }
+}
+
+// Resident bytes of this process's mappings of `path` (/proc/self/smaps).
+size_t mapped_rss(const std::string& path) {
+  std::ifstream in("/proc/self/smaps");
+  std::string line;
+  bool ours = false;
+  size_t kb = 0;
+  while (std::getline(in, line)) {
+    if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) &&
+        line.find('-') < line.find(' '))
+      ours = line.size() >= path.size() && line.compare(line.size() - path.size(), path.size(), path) == 0;
+    else if (ours && line.rfind("Rss:", 0) == 0)
+      kb += std::stoul(line.substr(4));
+  }
+  return kb * 1024;
+}
+
+// After the layout step nothing the forward pass reads is in the file's mapping (norm
+// vectors and embedding rows included: a read there mapped whole page-cache folios of
+// the matrices around them again), for untied, tied and biased models, packed or not; the
+// weights reported are what the arena holds.
+TEST(EngineOptions, LaidOutModelReadsNothingFromTheFile) {
+  for (DType type : {DType::F16, DType::Q8_0}) {
+    for (bool tied : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(type)) + (tied ? " tied" : " untied"));
+      const std::string path = test::write_test_model(
+          "opts_mapping_" + std::string(dtype_name(type)) + (tied ? "_tied" : ""),
+          {.n_embd = 64, .n_layer = 3, .n_head = 4, .n_head_kv = 2, .n_ff = 160, .n_ctx = 1024,
+           .type = type, .seed = 11, .n_vocab = 260, .qkv_bias = true, .tied_output = tied});
+      const auto m = load_model(path);
+      kernels::ThreadPool pool(2);
+      const Logits a = run(*m, pool, EngineOptions{});
+      EXPECT_EQ(mapped_rss(path), 0u);
+      EXPECT_GE(m->resident_weight_bytes(), m->weight_bytes());
+      ::setenv("TANDEM_NO_REPACK", "1", 1);
+      const auto plain = load_model(path);
+      ::unsetenv("TANDEM_NO_REPACK");
+      const Logits b = run(*plain, pool, EngineOptions{});
+      EXPECT_LT(max_rel_diff(a.prefill, b.prefill), 1e-4);
+      EXPECT_LT(max_rel_diff(a.decode, b.decode), 1e-4);
     }
   }
 }

@@ -123,7 +123,7 @@ struct SpRun {
 SpRun run_sp(const std::shared_ptr<Model>& m, const std::vector<int32_t>& ids,
              const std::vector<int32_t>& more, int P, const std::string& scheme_name,
              const Reference& ref, const EngineOptions& opt = {},
-             int64_t chunk = parallel::kDefaultSpChunk, int64_t* steps = nullptr) {
+             int64_t chunk = parallel::kAutoSpChunk, int64_t* steps = nullptr) {
   const int64_t V = m->hparams().n_vocab, n = int64_t(ids.size());
   std::mutex mu;
   SpRun run;

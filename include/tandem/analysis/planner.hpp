@@ -68,7 +68,8 @@ struct PlanRequest {
   std::string dtype = "auto"; // weight type, or "auto"
   int64_t decode_tokens = 0;  // tokens generated after the prompt (counted in `seconds`)
   // Tokens per rank per prefill step of a chunked prefill (Scheme::chunk; compare passes
-  // the runtime's); 0: each rank's whole shard in one step, as the schemes are usually run.
+  // the runtime's default, parallel::kAutoSpChunk); 0: each rank's whole shard in one
+  // step, as the schemes are usually run.
   int64_t sp_chunk = 0;
 };
 

@@ -92,9 +92,14 @@ class File {
   uint64_t file_size() const { return size_; }
   // Whether the data is the file's read-only private mapping (File::open).
   bool mapped() const { return mapped_; }
+  // The whole image: file_size() bytes from its first (the mapping when mapped()).
+  const uint8_t* bytes() const { return data_; }
 
   const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }
   const Value* find(std::string_view key) const;
+  // Forgets every array-valued key whose name starts with `prefix` (a reader that has
+  // taken its own copy, e.g. the tokenizer's vocabulary, frees the parsed values).
+  void forget_arrays(std::string_view prefix);
 
   // Typed getters: throw Error(BadInput) naming the file and key when the key is
   // missing or has the wrong type.

@@ -37,12 +37,17 @@ class Model {
   // layer's, then the output; a tied output is the embedding's view, left as it is)...
   std::vector<MatrixView*> matrices();
   // ...the model takes ownership of an arena (allocated with std::aligned_alloc) that
-  // holds copies of copied_bytes, and drops a range of the file's mapping from the
-  // process once its matrix has a copy (a later read faults it in again from the file).
-  void adopt_weight_copies(uint8_t* arena, size_t copied_bytes);
+  // holds copies of matrix_bytes of matrices and other_bytes of the rest (embedding,
+  // vectors) in held_bytes of resident memory, and drops a range of the file's mapping,
+  // or all of it, from the process once what lies there has a copy (a later read faults
+  // it in again from the file).
+  void adopt_weight_copies(uint8_t* arena, size_t matrix_bytes, size_t other_bytes,
+                           size_t held_bytes);
   // count false: a range dropped before, dropped again (not counted twice).
   void drop_file_range(const void* data, size_t bytes, bool count = true);
+  void drop_mapping();
 
+  // The file's metadata, less the tokenizer's arrays (tokenizer() holds them).
   const gguf::File& file() const { return file_; }
   const HParams& hparams() const { return hp_; }
   // nullptr when the file has no tokenizer metadata.
@@ -61,10 +66,10 @@ class Model {
   // step, runtime/weight_layout.hpp: packed for the kernels, or copied as they are; 0
   // when nothing was copied, e.g. TANDEM_NO_REPACK=1).
   size_t packed_bytes() const { return copied_bytes_; }
-  // Bytes of the file's mapping dropped after their matrix was copied.
+  // Bytes of the file's mapping dropped after what lies there was copied.
   size_t dropped_bytes() const { return dropped_bytes_; }
   // Weight memory of this process: the file's mapping less what was dropped, plus the
-  // arena (counts a tied embedding's original and copy both).
+  // arena (a tied embedding whose output is packed is held twice: packed and plain).
   size_t resident_weight_bytes() const;
 
  private:
@@ -75,7 +80,8 @@ class Model {
     void operator()(uint8_t* p) const;
   };
   std::vector<std::unique_ptr<uint8_t[], FreeAligned>> weight_arenas_;
-  size_t copied_bytes_ = 0;
+  size_t copied_bytes_ = 0;  // matrices
+  size_t arena_held_bytes_ = 0;
   size_t dropped_bytes_ = 0;
 
   gguf::File file_;

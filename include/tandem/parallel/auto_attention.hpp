@@ -34,6 +34,7 @@ class AutoAttention : public SequenceAttention {
     pass_kv_.set_kernel(k);
     pass_q_.set_kernel(k);
   }
+  void set_step_chunk(int64_t chunk) override { pass_kv_.set_step_chunk(chunk); }
   uint64_t head_pairs() const override { return pass_kv_.head_pairs() + pass_q_.head_pairs(); }
   // The strategy of the last step (pass-KV before the first).
   const SequenceAttention& chosen() const { return *chosen_; }

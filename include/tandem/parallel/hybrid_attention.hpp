@@ -35,6 +35,7 @@ class HybridAttention : public SequenceAttention {
     SequenceAttention::set_kernel(k);
     ring_->set_kernel(k);
   }
+  void set_step_chunk(int64_t chunk) override { ring_->set_chunk_rows(ring_chunk_rows(chunk)); }
   uint64_t head_pairs() const override { return ring_->stats().head_pairs; }
 
  private:

@@ -148,10 +148,12 @@ class RingCirculator {
 // Query sub-blocks per block in hand while a transfer is in flight (see the top of
 // this file): TANDEM_RING_SUBBLOCKS, default 16; 0 or 1 means one call per block.
 int ring_subblocks();
-// Rows per pass-KV chunk (see the top of this file): TANDEM_RING_CHUNK, default 512; 0
-// means whole blocks (returned as kWholeBlocks, more rows than any block has).
+// Rows per pass-KV chunk (see the top of this file) for a scheme chunk of sp_chunk tokens
+// per rank per step: TANDEM_RING_CHUNK when set (0 means whole blocks, returned as
+// kWholeBlocks, more rows than any block has), else sp_chunk, or 512 when that is 0
+// (whole shards): a message is no larger than the rows a step computes.
 constexpr int64_t kWholeBlocks = int64_t{1} << 60;
-int64_t ring_chunk_rows();
+int64_t ring_chunk_rows(int64_t sp_chunk = 0);
 
 // attend_heads (head_split.hpp), split into query sub-blocks of at least 128 queries
 // (at most circ.subblocks() of them) with circ.progress() between them while circ has a
@@ -180,7 +182,8 @@ class PassKVRing {
   const RingStats& stats() const { return circ_.stats(); }
   void set_kernel(AttnKernel k) { kernel_ = k; }
   void set_subblocks(int n) { circ_.set_subblocks(n); }
-  // Rows per conveyor chunk: ring_chunk_rows() unless set here (0: whole blocks).
+  // Rows per conveyor chunk: ring_chunk_rows() unless set here (0 or kWholeBlocks: whole
+  // blocks).
   void set_chunk_rows(int64_t rows) { chunk_rows_ = rows; }
 
  private:
@@ -203,6 +206,7 @@ class RingAttention : public SequenceAttention {
     SequenceAttention::set_kernel(k);
     ring_.set_kernel(k);
   }
+  void set_step_chunk(int64_t chunk) override { ring_.set_chunk_rows(ring_chunk_rows(chunk)); }
   uint64_t head_pairs() const override { return ring_.stats().head_pairs; }
   const RingStats& stats() const { return ring_.stats(); }
 

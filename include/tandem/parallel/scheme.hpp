@@ -33,8 +33,17 @@ namespace tandem::parallel {
 
 struct SchemeDesc;
 
-// Tokens per rank per forward step of a chunked prefill (--sp-chunk), by default.
+// Tokens per forward step of a chunked prefill by default, over all ranks together: the
+// single pipeline's chunk, so a rank's step holds 1/P of the single pipeline's
+// activations and scratch. Per rank that is kDefaultSpChunk / P tokens, at least
+// kMinSpChunk (smaller matrix products lose efficiency). --sp-chunk sets the per-rank
+// count itself; kAutoSpChunk asks for this default.
 constexpr int64_t kDefaultSpChunk = 512;
+constexpr int64_t kMinSpChunk = 128;
+constexpr int64_t kAutoSpChunk = -1;
+int64_t default_sp_chunk(int ranks);
+// chunk as given (0: whole shard), or default_sp_chunk(ranks) for kAutoSpChunk.
+int64_t resolve_sp_chunk(int64_t chunk, int ranks);
 
 // A scheme as configured for one run.
 struct Scheme {
@@ -134,15 +143,17 @@ Scheme named(const SchemeDesc& d);
 // ring_chunk_rows() rows, no longer than the largest shard of any placement);
 // the partial output and two lse rows of this rank's queries; the all-to-all send and
 // receive buffers of Q, K, V and O for this rank's share.
-int64_t ring_block_floats(AttnShape shape, int64_t n_total, int ranks);
+int64_t ring_block_floats(const Scheme& s, AttnShape shape, int64_t n_total, int ranks);
 int64_t partial_floats(AttnShape shape, int64_t m_local);
 int64_t exchange_floats(AttnShape shape, int64_t m_local, int64_t n_total, int ranks);
 inline uint64_t bytes_of(int64_t floats) { return uint64_t(floats) * sizeof(float); }
 // SchemeDesc::make for a strategy constructed from (shape, pool, comm).
 template <class Strategy>
-std::unique_ptr<SequenceAttention> make_strategy(const Scheme&, AttnShape shape,
+std::unique_ptr<SequenceAttention> make_strategy(const Scheme& s, AttnShape shape,
                                                  kernels::ThreadPool& pool, comm::Communicator& comm) {
-  return std::make_unique<Strategy>(shape, pool, comm);
+  auto p = std::make_unique<Strategy>(shape, pool, comm);
+  p->set_step_chunk(s.chunk);
+  return p;
 }
 // A ring over all ranks of the scheme's placement, band after band of a chunked
 // prefill (one band when it does not chunk): in band b every rank's queries are its share

@@ -59,6 +59,9 @@ class SequenceAttention {
   virtual void attend(KVCache& cache, int64_t slot, const AttnStep& s) = 0;
 
   const AttnShape& shape() const { return shape_; }
+  // The scheme's chunk (Scheme::chunk: tokens per rank per step, 0: whole shard): a
+  // strategy that moves K/V in chunks sizes its messages by it (ring_chunk_rows).
+  virtual void set_step_chunk(int64_t) {}
   // The kernel of every attention call (default flash).
   virtual void set_kernel(AttnKernel k) { kernel_ = k; }
   AttnKernel kernel() const { return kernel_; }

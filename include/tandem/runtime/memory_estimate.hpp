@@ -13,7 +13,7 @@ namespace tandem {
 struct ModelInfo {
   std::string path;
   HParams hparams;
-  uint64_t file_bytes = 0;
+  uint64_t weight_bytes = 0;  // weight bytes a process holds (runtime/weight_layout.hpp: laid_out_weight_bytes)
   static ModelInfo read(const std::string& path);
   static ModelInfo of(const Model& model);
 };

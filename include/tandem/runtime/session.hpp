@@ -28,7 +28,9 @@ struct SessionOptions {
   EngineOptions engine;       // kernels, attention kernel, memory plan, fusion, reuse, KV layout
   int threads = 1;            // per rank
   std::string scheme;         // a registered spelling (--sp); empty: local on one rank, ring on more
-  int64_t sp_chunk = parallel::kDefaultSpChunk;  // tokens per rank per prefill step (--sp-chunk; 0: whole shard)
+  // Tokens per rank per prefill step (--sp-chunk; 0: whole shard; kAutoSpChunk: 512 / P,
+  // at least 128: parallel::default_sp_chunk).
+  int64_t sp_chunk = parallel::kAutoSpChunk;
   uint64_t max_memory = 0;    // per-rank budget in bytes; 0 = none
 };
 

@@ -359,7 +359,7 @@ void add_every_strategy(const Ctx& c, const PlanRequest& req, int K, std::vector
     }
     std::string why;
     auto scheme = parallel::configure_scheme(d->name, req.gpus, K, &why);
-    if (scheme) scheme->chunk = req.sp_chunk;
+    if (scheme) scheme->chunk = parallel::resolve_sp_chunk(req.sp_chunk, req.gpus);
     v.push_back(scheme ? scheme_plan(c, *scheme) : not_applicable(name, why));
   }
   v.push_back(req.gpus > 1 ? tp_ring(c) : not_applicable("tp+ring", "needs --gpus >= 2"));
@@ -411,7 +411,7 @@ Plan make_plan(PlanRequest req, std::string_view strategy) {
       v.push_back(single(c));
     } else {
       auto scheme = parallel::parse_scheme(strategy, req.gpus, "--schemes");
-      scheme.chunk = req.sp_chunk;
+      scheme.chunk = parallel::resolve_sp_chunk(req.sp_chunk, req.gpus);
       v.push_back(scheme.is("local") ? single(c) : scheme_plan(c, scheme));
     }
   } else {
