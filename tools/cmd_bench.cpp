@@ -245,8 +245,10 @@ void run(const Opts& o) {
   } else {
     print_table(o, *model, rows, roof);
     std::fflush(stdout);  // the table, then the memory line on stderr
-    const ProcessMemory mem = process_memory();
-    print_memory_line(0, mem.known ? double(mem.peak_rss) : 0, double(baseline_rss()));
+    // One test's cache at a time: the largest is what the process held at most.
+    RankReport mem = session.memory_report(0);
+    for (const BenchResult& r : rows) mem.kv_bytes = std::max(mem.kv_bytes, r.kv_bytes);
+    print_memory_line(0, mem);
   }
 }
 

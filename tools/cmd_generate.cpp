@@ -108,10 +108,9 @@ void run(const Opts& o) {
     report = GenerateReport{o.model, s.scheme().name, s.comm().size(), o.session.threads, seed, st,
                             std::move(ids)};
     report.estimate_bytes = double(s.estimate(w).total());
-    if (const ProcessMemory mem = process_memory(); mem.known) {
-      report.peak_rss_bytes = double(mem.peak_rss);
-      report.baseline_rss_bytes = double(baseline_rss());
-    }
+    report.memory = s.memory_report(int64_t(prompt.size()));
+    report.peak_rss_bytes = report.memory.peak_rss_bytes;
+    report.baseline_rss_bytes = report.memory.baseline_rss_bytes;
     root = true;
   });
   if (!root) return;  // this process is not rank 0 (or --parallel printed its own report)
@@ -127,7 +126,7 @@ void run(const Opts& o) {
              st.n_prompt, st.prompt_seconds, st.prompt_tokens_per_s(), st.n_generated,
              st.gen_tokens_per_s(), st.n_decode_steps, st.decode_seconds, st.ttft_seconds,
              o.session.threads, report.seed);
-  print_memory_line(report.estimate_bytes, report.peak_rss_bytes, report.baseline_rss_bytes);
+  print_memory_line(report.estimate_bytes, report.memory);
 }
 
 }  // namespace

@@ -44,6 +44,7 @@ void run(const Opts& o) {
   // Every rank computes its shard's rows; rank 0 writes them all.
   std::vector<float> logits;
   double secs = 0, estimate = 0;
+  RankReport memory;
   bool root = false;
   const Workload w{n, 0, false, n_out};
   run_sessions(model, o.session, w, [&](Session& s) {
@@ -52,7 +53,9 @@ void run(const Opts& o) {
     if (s.comm().rank() == 0) {
       secs = sw.seconds();
       estimate = double(s.estimate(w).total());
+      memory = s.memory_report(n);
       logits = std::move(all);
+      memory.logits_bytes = double(logits.size() * sizeof(float));
       root = true;
     }
   });
@@ -76,8 +79,8 @@ void run(const Opts& o) {
   }
   fmt::print(stderr, "{} tokens in {:.3f} s ({:.1f} tokens/s); wrote [{}][{}] float32 to {}\n", n,
              secs, double(n) / secs, n_out, V, o.out);
-  const ProcessMemory mem = process_memory();
-  print_memory_line(estimate, mem.known ? double(mem.peak_rss) : 0, double(baseline_rss()));
+  memory.measure_process();  // the peak after writing
+  print_memory_line(estimate, memory);
 }
 
 }  // namespace

@@ -70,16 +70,7 @@ void print_report(const Opts& o, const PrefillReport& r) {
     const std::string who = x.process_ranks > 1
                                 ? fmt::format("process of {:.0f} ranks", x.process_ranks)
                                 : fmt::format("rank {}", x.rank);
-    fmt::print("{}: peak RSS {:.1f} MiB = baseline {:.1f} (program and libraries mapped {:.1f}, "
-               "heap, stacks and MPI runtime {:.1f}) + weights {:.1f} "
-               "+ KV {:.1f} + activations {:.1f} + workspace {:.1f} + unaccounted {:.1f} MiB "
-               "(mapped-file pages resident at the end: {:.1f} MiB)\n",
-               who, x.peak_rss_bytes / MiB, x.baseline_rss_bytes / MiB,
-               x.baseline_file_rss_bytes / MiB,
-               (x.baseline_rss_bytes - x.baseline_file_rss_bytes) / MiB, x.weights_bytes / MiB,
-               x.process_ranks * x.kv_bytes / MiB, x.process_ranks * x.activation_bytes / MiB,
-               x.process_ranks * x.workspace_bytes / MiB, x.unaccounted_bytes() / MiB,
-               x.file_rss_bytes / MiB);
+    fmt::print("{}: {}\n", who, x.describe_memory());
     if (x.process_ranks > 1) break;  // the same process for every rank
   }
 }

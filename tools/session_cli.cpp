@@ -121,17 +121,14 @@ void run_sessions(const std::shared_ptr<Model>& model, const SessionFlags& f, co
   });
 }
 
-void print_memory_line(double estimate, double peak_rss, double baseline) {
+void print_memory_line(double estimate, const RankReport& mem) {
   constexpr double MiB = 1 << 20;
-  if (peak_rss <= 0) {
+  if (mem.peak_rss_bytes <= 0) {
     fmt::print(stderr, "memory: estimate {:.1f} MiB per rank (peak RSS not measured here)\n",
                estimate / MiB);
     return;
   }
-  fmt::print(stderr,
-             "memory: peak RSS {:.1f} MiB (rank 0's process) = baseline {:.1f} (program, "
-             "libraries, MPI) + {:.1f}{}\n",
-             peak_rss / MiB, baseline / MiB, (peak_rss - baseline) / MiB,
+  fmt::print(stderr, "memory (rank 0's process): {}{}\n", mem.describe_memory(),
              estimate > 0 ? fmt::format("; the --max-memory estimate is {:.1f} MiB", estimate / MiB)
                           : std::string());
 }

@@ -49,9 +49,9 @@ using WorkloadFn = std::function<Workload(const parallel::Scheme&, const EngineO
 void run_sessions(const std::shared_ptr<Model>& model, const SessionFlags& f, const WorkloadFn& w,
                   const std::function<void(Session&)>& fn);
 
-// One stderr line: this process's measured peak RSS beside the run's --max-memory
-// estimate (left out when 0) and the runtime baseline (or the estimate alone where RSS is
-// unknown).
-void print_memory_line(double estimate_bytes, double peak_rss_bytes, double baseline_rss_bytes);
+// One stderr line: this process's measured peak RSS itemized by the accounting
+// (RankReport::describe_memory) beside the run's --max-memory estimate (left out when 0),
+// or the estimate alone where RSS is unknown.
+void print_memory_line(double estimate_bytes, const RankReport& memory);
 
 }  // namespace tandem::cli

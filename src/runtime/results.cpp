@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include <fmt/format.h>
+
 #include "tandem/core/error.hpp"
+#include "tandem/core/process_memory.hpp"
 
 namespace tandem {
 
@@ -14,11 +17,36 @@ double RankReport::hidden_fraction() const {
 
 double RankReport::accounted_bytes() const {
   // Every rank of a process maps the same file; its other figures add up per rank.
-  return weights_bytes + process_ranks * (kv_bytes + activation_bytes + workspace_bytes);
+  return weights_bytes + logits_bytes +
+         process_ranks * (kv_bytes + activation_bytes + workspace_bytes);
 }
 
 double RankReport::unaccounted_bytes() const {
   return peak_rss_bytes > 0 ? peak_rss_bytes - baseline_rss_bytes - accounted_bytes() : 0;
+}
+
+void RankReport::measure_process() {
+  const ProcessMemory mem = process_memory();
+  if (!mem.known) return;
+  peak_rss_bytes = double(mem.peak_rss);
+  baseline_rss_bytes = double(baseline_rss());
+  baseline_file_rss_bytes = double(baseline_file_rss());
+  file_rss_bytes = double(mem.rss_file);
+}
+
+std::string RankReport::describe_memory() const {
+  if (peak_rss_bytes <= 0) return {};
+  constexpr double MiB = 1 << 20;
+  return fmt::format(
+      "peak RSS {:.1f} MiB = baseline {:.1f} (program and libraries mapped {:.1f}, heap, stacks "
+      "and MPI runtime {:.1f}) + weights {:.1f} + KV {:.1f} + activations {:.1f} + workspace "
+      "{:.1f}{} + unaccounted {:.1f} MiB (mapped-file pages resident at the end: {:.1f} MiB)",
+      peak_rss_bytes / MiB, baseline_rss_bytes / MiB, baseline_file_rss_bytes / MiB,
+      (baseline_rss_bytes - baseline_file_rss_bytes) / MiB, weights_bytes / MiB,
+      process_ranks * kv_bytes / MiB, process_ranks * activation_bytes / MiB,
+      process_ranks * workspace_bytes / MiB,
+      logits_bytes > 0 ? fmt::format(" + logits {:.1f}", logits_bytes / MiB) : std::string(),
+      unaccounted_bytes() / MiB, file_rss_bytes / MiB);
 }
 
 namespace {
@@ -40,6 +68,7 @@ constexpr RankField kRankFields[] = {
     {"comm_alone_seconds", &RankReport::comm_alone_seconds, false},
     {"head_pairs", &RankReport::head_pairs, false},
     {"workspace_bytes", &RankReport::workspace_bytes, true},
+    {"logits_bytes", &RankReport::logits_bytes, true},
     {"peak_rss_bytes", &RankReport::peak_rss_bytes, true},
     {"baseline_rss_bytes", &RankReport::baseline_rss_bytes, true},
     {"baseline_file_rss_bytes", &RankReport::baseline_file_rss_bytes, true},
@@ -89,6 +118,7 @@ nlohmann::json to_json(const GenerateReport& r) {
           {"estimate_bytes", uint64_t(r.estimate_bytes)},
           {"peak_rss_bytes", uint64_t(r.peak_rss_bytes)},
           {"baseline_rss_bytes", uint64_t(r.baseline_rss_bytes)},
+          {"memory", to_json(r.memory)},
           {"tokens", r.tokens}};
 }
 
@@ -148,6 +178,7 @@ GenerateReport generate_report_from_json(const nlohmann::json& j, const std::str
     r.estimate_bytes = j.at("estimate_bytes").get<double>();
     r.peak_rss_bytes = j.at("peak_rss_bytes").get<double>();
     r.baseline_rss_bytes = j.at("baseline_rss_bytes").get<double>();
+    if (j.contains("memory")) r.memory = rank_report_from_json(j.at("memory"), what + ": memory");
     return r;
   });
 }

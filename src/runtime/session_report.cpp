@@ -25,6 +25,24 @@ double comm_alone_seconds(comm::Communicator& comm, uint64_t bytes, uint64_t mes
   return per_msg * double(bytes) / double(msg_bytes);
 }
 
+RankReport Session::memory_report(int64_t n) const {
+  const comm::Communicator& comm = *comm_;
+  RankReport rep;
+  rep.rank = comm.rank();
+  // The file's mapping less what was dropped, plus the weight arena's resident pages.
+  rep.weights_bytes = double(model_->resident_weight_bytes());
+  rep.kv_bytes = double(cache_.bytes());
+  rep.activation_bytes = double(engine_->activation_bytes());
+  // The strategy's buffers for its largest step (a band's share when the prefill chunks).
+  if (n > 0)
+    rep.workspace_bytes = double(parallel::scheme_workspace_bytes(
+        scheme_, engine_->attn_shape(),
+        parallel::scheme_step_tokens(scheme_, n, comm.size(), comm.rank()), n, comm.size()));
+  rep.process_ranks = comm.backend() == "in-process" ? double(comm.size()) : 1.0;
+  rep.measure_process();
+  return rep;
+}
+
 PrefillReport Session::measure_prefill(std::span<const int32_t> ids) {
   comm::Communicator& comm = *comm_;
   comm.barrier();
@@ -32,14 +50,10 @@ PrefillReport Session::measure_prefill(std::span<const int32_t> ids) {
   const Stopwatch sw;
   const PrefillOutput part = prefill(ids, 1);
   (void)last_row(part);  // on every rank, as generation needs it
-  RankReport rep;
-  rep.seconds = sw.seconds();
-  rep.rank = comm.rank();
+  const double seconds = sw.seconds();
+  RankReport rep = memory_report(int64_t(ids.size()));
+  rep.seconds = seconds;
   rep.tokens = int64_t(part.indices.size());
-  // The file's mapping less the ranges dropped after copying, plus the weight arena.
-  rep.weights_bytes = double(model_->resident_weight_bytes());
-  rep.kv_bytes = double(cache_.bytes());
-  rep.activation_bytes = double(engine_->activation_bytes());
   rep.activation_unplanned_bytes = double(engine_->activation_unplanned_bytes());
   const comm::CommStats traffic = comm.stats();
   rep.bytes_sent = double(traffic.bytes_sent);
@@ -47,19 +61,6 @@ PrefillReport Session::measure_prefill(std::span<const int32_t> ids) {
   rep.comm_wait_seconds = traffic.wait_seconds;
   rep.comm_alone_seconds = comm_alone_seconds(comm, traffic.bytes_sent, traffic.messages);
   rep.head_pairs = double(last_pairs_);
-  // The strategy's buffers for its largest step (a band's share when the prefill chunks).
-  const int64_t n = int64_t(ids.size());
-  rep.workspace_bytes = double(parallel::scheme_workspace_bytes(
-      scheme_, engine_->attn_shape(), parallel::scheme_step_tokens(scheme_, n, comm.size(), comm.rank()),
-      n, comm.size()));
-  const ProcessMemory mem = process_memory();
-  if (mem.known) {
-    rep.peak_rss_bytes = double(mem.peak_rss);
-    rep.baseline_rss_bytes = double(baseline_rss());
-    rep.baseline_file_rss_bytes = double(baseline_file_rss());
-    rep.file_rss_bytes = double(mem.rss_file);
-  }
-  rep.process_ranks = comm.backend() == "in-process" ? double(comm.size()) : 1.0;
   // Every rank's report, on every rank (the same binary: the struct's bytes travel).
   static_assert(std::is_trivially_copyable_v<RankReport>);
   PrefillReport out;

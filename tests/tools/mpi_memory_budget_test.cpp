@@ -126,6 +126,29 @@ TEST(MemoryBudget, GenerateReportsMeasuredMemory) {
   EXPECT_NEAR(peak, r.peak_rss_bytes, 2 * kMiB);
   EXPECT_GT(est, 40 * kMiB);  // the weights alone are 47 MiB
   EXPECT_LE(peak, est + j.at("baseline_rss_bytes").get<double>() + kMargin);
+  // The peak itemized: the accounting names all but a few MiB of it.
+  const auto m = j.at("memory");
+  EXPECT_DOUBLE_EQ(m.at("peak_rss_bytes").get<double>(), peak);
+  EXPECT_GT(m.at("weights_bytes").get<double>(), 40 * kMiB);
+  EXPECT_GT(m.at("kv_bytes").get<double>(), 0);
+  EXPECT_GT(m.at("activation_bytes").get<double>(), 0);
+  const double unaccounted = peak - m.at("baseline_rss_bytes").get<double>() -
+                             m.at("weights_bytes").get<double>() - m.at("kv_bytes").get<double>() -
+                             m.at("activation_bytes").get<double>() -
+                             m.at("workspace_bytes").get<double>();
+  EXPECT_LT(std::fabs(unaccounted), 8 * kMiB) << r.out;
+}
+
+// logits and bench print the same itemized line; logits counts the rows it holds.
+TEST(MemoryBudget, LogitsAndBenchItemizeTheirPeak) {
+  const auto l = run_measured(tandem_bin() + " logits -m " + tiny() +
+                              " --random-tokens 512 -t 1 --out /dev/null");
+  ASSERT_EQ(l.code, 0) << l.out;
+  EXPECT_NE(l.out.find("+ logits 62.5 + unaccounted"), std::string::npos) << l.out;
+  const auto b = run_measured(tandem_bin() + " bench -m " + tiny() + " -p 64 -n 4 -r 1 -t 1");
+  ASSERT_EQ(b.code, 0) << b.out;
+  for (const auto* item : {"= baseline ", " + weights ", " + KV ", " + activations ", " + unaccounted "})
+    EXPECT_NE(b.out.find(item), std::string::npos) << item << "\n" << b.out;
 }
 
 // The budget under a hard limit the kernel enforces: each process (each rank under

@@ -29,6 +29,7 @@ struct BenchResult {
   BenchTest test;
   std::vector<double> tokens_per_s;
   double median = 0, min = 0, max = 0, mean = 0, stddev = 0;
+  double kv_bytes = 0;  // the test's KV cache as allocated
 };
 
 // Runs the test on `engine`: pre-fills `depth` random tokens once (untimed), then a

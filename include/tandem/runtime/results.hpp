@@ -26,6 +26,7 @@ struct RankReport {
   double comm_alone_seconds = 0; // its traffic when nothing overlaps it
   double head_pairs = 0;         // visible (query, key, head) triples its attention computed
   double workspace_bytes = 0;    // its attention strategy's buffers (the scheme's estimate)
+  double logits_bytes = 0;       // rows of logits the command holds (logits: all it writes)
   // Measured: the process as the operating system counts it (0 where unknown). A process
   // holds every in-process rank (--ranks P): its figures are then the whole process's.
   double peak_rss_bytes = 0;      // the process's peak resident set
@@ -41,6 +42,12 @@ struct RankReport {
   // Peak RSS less the baseline and the accounting (negative where the mapped file's pages
   // were never all resident); 0 where RSS is unknown.
   double unaccounted_bytes() const;
+  // Fills the measured fields (peak RSS, baseline, mapped-file pages) from this process.
+  void measure_process();
+  // "peak RSS X MiB = baseline B (...) + weights W + KV K + activations A + workspace S +
+  // unaccounted U MiB (mapped-file pages resident at the end: F MiB)"; empty where the
+  // peak is unknown.
+  std::string describe_memory() const;
 };
 
 struct PrefillReport {
@@ -59,8 +66,10 @@ struct GenerateReport {
   GenerateStats stats;
   std::vector<int32_t> tokens;  // the generated ids
   // Rank 0's process: its --max-memory estimate, and measured (0 where unknown) its
-  // peak resident set and the baseline before the weights were laid out.
+  // peak resident set and the baseline before the weights were laid out...
   double estimate_bytes = 0, peak_rss_bytes = 0, baseline_rss_bytes = 0;
+  // ...and its accounting beside them (the memory fields of a RankReport; JSON "memory").
+  RankReport memory;
 };
 
 nlohmann::json to_json(const RankReport& r);

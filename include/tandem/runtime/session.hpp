@@ -123,6 +123,10 @@ class Session {
   // A measured prefill of ids: every rank's report gathered to every rank (time, memory,
   // traffic, hidden communication). Collective.
   PrefillReport measure_prefill(std::span<const int32_t> ids);
+  // This rank's memory now: the accounting (weights, KV cache, activations, the strategy's
+  // workspace for the largest step of an n_prompt-token prefill) beside what its process
+  // measures (RankReport::measure_process).
+  RankReport memory_report(int64_t n_prompt) const;
 
  private:
   Session(std::shared_ptr<const Model> model, const SessionOptions& o,

@@ -86,6 +86,7 @@ BenchResult run_bench(Engine& engine, const BenchTest& test, int repeats, uint64
   const auto pos = positions(test.depth, test.n);
   BenchResult r;
   r.test = test;
+  r.kv_bytes = double(cache.bytes());
   run_once(engine, cache, test, ids, pos, logits);  // warm-up
   for (int i = 0; i < repeats; ++i) {
     const double s = run_once(engine, cache, test, ids, pos, logits);
