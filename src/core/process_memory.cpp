@@ -1,11 +1,32 @@
 #include "tandem/core/process_memory.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 namespace tandem {
+
+int64_t resident_bytes_of(const void* p, size_t n) {
+  const long pg = ::sysconf(_SC_PAGESIZE);
+  if (pg <= 0 || n == 0) return pg <= 0 ? -1 : 0;
+  const uint64_t page = uint64_t(pg), a = reinterpret_cast<uintptr_t>(p);
+  const uint64_t first = a / page, last = (a + n - 1) / page;
+  const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  std::vector<uint64_t> entries(size_t(last - first + 1));
+  const size_t want = entries.size() * sizeof(uint64_t);
+  const ssize_t got = ::pread(fd, entries.data(), want, off_t(first * sizeof(uint64_t)));
+  ::close(fd);
+  if (got != ssize_t(want)) return -1;
+  int64_t present = 0;
+  for (uint64_t e : entries) present += int64_t((e >> 63) & 1);
+  return present * int64_t(page);
+}
 
 ProcessMemory process_memory() {
   ProcessMemory m;

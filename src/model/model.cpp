@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "tandem/core/error.hpp"
+#include "tandem/core/process_memory.hpp"
 
 namespace tandem {
 namespace {
@@ -150,17 +151,28 @@ void Model::drop_file_range(const void* data, size_t bytes, bool count) {
   if (count) dropped_bytes_ += hi - lo;
 }
 
-void Model::drop_mapping() {
-  if (!file_.mapped() || dropped_bytes_ >= file_.file_size()) return;
+void Model::drop_mapping_except(const void* keep, size_t keep_bytes) {
+  if (!file_.mapped()) return;
   // The mapping is whole pages: its last partial page goes too.
-  const size_t page = size_t(std::max(::sysconf(_SC_PAGESIZE), 1L));
-  const size_t len = (file_.file_size() + page - 1) / page * page;
-  ::madvise(const_cast<uint8_t*>(file_.bytes()), len, MADV_DONTNEED);
-  dropped_bytes_ = file_.file_size();
+  const uintptr_t page = uintptr_t(std::max(::sysconf(_SC_PAGESIZE), 1L));
+  const uintptr_t base = reinterpret_cast<uintptr_t>(file_.bytes());
+  const uintptr_t end = base + (file_.file_size() + page - 1) / page * page;
+  uintptr_t lo = reinterpret_cast<uintptr_t>(keep), hi = lo + keep_bytes;
+  if (keep_bytes == 0 || lo < base || hi > end) lo = hi = base;
+  lo = lo / page * page;
+  hi = std::min(end, (hi + page - 1) / page * page);
+  if (lo > base) ::madvise(reinterpret_cast<void*>(base), lo - base, MADV_DONTNEED);
+  if (end > hi) ::madvise(reinterpret_cast<void*>(hi), end - hi, MADV_DONTNEED);
+  dropped_bytes_ = std::min<size_t>(file_.file_size(), (lo - base) + (end - hi));
 }
 
 size_t Model::resident_weight_bytes() const {
-  return file_.file_size() - std::min(dropped_bytes_, file_.file_size()) + arena_held_bytes_;
+  // The mapping's pages resident now, where the process can tell (e.g. the embedding's
+  // rows a prompt read), else the mapping less what was dropped.
+  const int64_t mapped = file_.mapped() ? resident_bytes_of(file_.bytes(), file_.file_size()) : -1;
+  return (mapped >= 0 ? size_t(mapped)
+                      : file_.file_size() - std::min(dropped_bytes_, file_.file_size())) +
+         arena_held_bytes_;
 }
 
 size_t Model::weight_bytes() const {

@@ -4,7 +4,6 @@
 
 #include "tandem/core/error.hpp"
 #include "tandem/core/size.hpp"
-#include "tandem/runtime/weight_layout.hpp"
 
 namespace tandem {
 
@@ -33,11 +32,11 @@ uint64_t kv_bytes(const HParams& h, int64_t n, DType kv_type, int64_t page_token
 
 ModelInfo ModelInfo::read(const std::string& path) {
   const gguf::File f = gguf::File::open(path);
-  return ModelInfo{path, HParams::from_gguf(f), laid_out_weight_bytes(f)};
+  return ModelInfo{path, HParams::from_gguf(f), f.file_size()};
 }
 
 ModelInfo ModelInfo::of(const Model& model) {
-  return ModelInfo{model.file().path(), model.hparams(), laid_out_weight_bytes(model.file())};
+  return ModelInfo{model.file().path(), model.hparams(), model.file().file_size()};
 }
 
 MemoryEstimate estimate_memory(const ModelInfo& model, int64_t step_tokens, int64_t cache_tokens,

@@ -89,13 +89,10 @@ void lay_out_weights(Model& model) {
                       }});
     }
   }
-  MatrixView& embd = model.tok_embd;
-  const bool embd_shares_output = model.output_tied && kernels::packed_size(model.output) == 0;
-  if (!embd_shares_output && embd.nbytes() > 0)
-    jobs.push_back({embd.nbytes(), [&embd, &copy_dropping](uint8_t* p) {
-                      copy_dropping(p, embd.data, embd.nbytes());
-                      embd.data = p;
-                    }});
+  // The embedding stays in the mapping (get_rows reads only the rows of the prompt's
+  // tokens, and the pages are the page cache's: shared by every rank of a node and, under
+  // a memory cgroup, charged to whoever read the file first). A tied output keeps it too.
+  const MatrixView embd = model.tok_embd;
   for (const auto& [ptr, n] : model_vectors(model))
     jobs.push_back({size_t(n) * sizeof(float), [ptr, n](uint8_t* p) {
                       std::memcpy(p, *ptr, size_t(n) * sizeof(float));
@@ -122,34 +119,22 @@ void lay_out_weights(Model& model) {
     j.copy(arena + used);
     used += aligned64(j.bytes);
   }
-  if (embd_shares_output) embd.data = model.output.data;
   size_t matrix_bytes = 0, other_bytes = 0;
   for (const MatrixView* w : model.matrices())
     matrix_bytes += w->packed ? w->packed_bytes : w->nbytes();
   for (const Job& j : jobs) other_bytes += j.bytes;
   other_bytes -= std::min(other_bytes, matrix_bytes);
-  // Nothing the forward pass reads is in the file's mapping now: drop all of it. Dropping
-  // only the matrices' ranges left pages of them resident: the page cache holds the file
-  // in large folios (2 and 4 MiB runs, seen in /proc/PID/pagemap), and a read of a norm
-  // vector between two matrices, or of an embedding row, mapped its whole folio again
-  // (about 25 MiB on small-q8_0). Only the reference kernels (packed matrices' originals)
-  // and the tokenizer's load read the mapping now.
-  model.drop_mapping();
+  // Nothing but the embedding's rows is read from the mapping now: drop all the rest.
+  // Dropping only the matrices' ranges left pages of them resident: the page cache holds
+  // the file in large folios (2 and 4 MiB runs, seen in /proc/PID/pagemap), and a read of
+  // a norm vector between two matrices mapped its whole folio again (about 25 MiB on
+  // small-q8_0). An embedding row next to either end of the embedding can still map the
+  // folio it shares with the neighbouring tensor. The reference kernels read packed
+  // matrices' originals from the mapping (faulted in again).
+  model.drop_mapping_except(embd.data, embd.nbytes());
   // What the arena holds is its resident pages: a huge page is resident whole, the last
   // one past the copies too.
   model.adopt_weight_copies(arena, matrix_bytes, other_bytes, resident_bytes(arena, total));
-}
-
-uint64_t laid_out_weight_bytes(const gguf::File& f) {
-  const gguf::TensorInfo* e = f.find_tensor("token_embd.weight");
-  if (!e || e->ne.size() != 2 || f.find_tensor("output.weight") || !repack_enabled())
-    return f.file_size();
-  MatrixView w;
-  w.type = e->type;
-  w.rows = e->ne[1];
-  w.cols = e->ne[0];
-  w.row_stride = row_bytes(e->type, w.cols);
-  return f.file_size() + (kernels::packed_size(w) > 0 ? e->nbytes : 0);
 }
 
 std::unique_ptr<Model> load_model(const std::string& path) {

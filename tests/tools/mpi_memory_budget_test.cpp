@@ -129,7 +129,7 @@ TEST(MemoryBudget, GenerateReportsMeasuredMemory) {
   // The peak itemized: the accounting names all but a few MiB of it.
   const auto m = j.at("memory");
   EXPECT_DOUBLE_EQ(m.at("peak_rss_bytes").get<double>(), peak);
-  EXPECT_GT(m.at("weights_bytes").get<double>(), 40 * kMiB);
+  EXPECT_GT(m.at("weights_bytes").get<double>(), 25 * kMiB);  // the matrices: 29 MiB
   EXPECT_GT(m.at("kv_bytes").get<double>(), 0);
   EXPECT_GT(m.at("activation_bytes").get<double>(), 0);
   const double unaccounted = peak - m.at("baseline_rss_bytes").get<double>() -

@@ -2,6 +2,7 @@
 // The memory of this process as the operating system counts it (Linux /proc/self/status):
 // what a rank's figures of weights, KV and activations are checked against. Under mpirun a
 // process is one rank; with in-process ranks (--ranks P) it holds all of them.
+#include <cstddef>
 #include <cstdint>
 
 namespace tandem {
@@ -15,6 +16,10 @@ struct ProcessMemory {
 };
 
 ProcessMemory process_memory();
+
+// Bytes of [p, p + n) mapped and resident in this process now (/proc/self/pagemap's
+// present bits, whole pages); -1 where that cannot be read.
+int64_t resident_bytes_of(const void* p, size_t n);
 
 // The process's resident set before the run's first large allocation (program, libraries,
 // MPI runtime, thread stacks): marked once (later calls keep the first figure) where the

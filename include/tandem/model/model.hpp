@@ -45,7 +45,8 @@ class Model {
                            size_t held_bytes);
   // count false: a range dropped before, dropped again (not counted twice).
   void drop_file_range(const void* data, size_t bytes, bool count = true);
-  void drop_mapping();
+  // The whole mapping but [keep, keep + keep_bytes) (rounded out to pages).
+  void drop_mapping_except(const void* keep, size_t keep_bytes);
 
   // The file's metadata, less the tokenizer's arrays (tokenizer() holds them).
   const gguf::File& file() const { return file_; }
@@ -68,8 +69,10 @@ class Model {
   size_t packed_bytes() const { return copied_bytes_; }
   // Bytes of the file's mapping dropped after what lies there was copied.
   size_t dropped_bytes() const { return dropped_bytes_; }
-  // Weight memory of this process: the file's mapping less what was dropped, plus the
-  // arena (a tied embedding whose output is packed is held twice: packed and plain).
+  // Weight memory of this process: the file's mapping's resident pages (or, where those
+  // cannot be read, the mapping less what was dropped), plus the
+  // arena's resident pages (a tied embedding whose output is packed: the mapping's and the
+  // packed copy).
   size_t resident_weight_bytes() const;
 
  private:

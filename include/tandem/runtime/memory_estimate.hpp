@@ -13,7 +13,7 @@ namespace tandem {
 struct ModelInfo {
   std::string path;
   HParams hparams;
-  uint64_t weight_bytes = 0;  // weight bytes a process holds (runtime/weight_layout.hpp: laid_out_weight_bytes)
+  uint64_t weight_bytes = 0;  // the model file's size: what a process holds of weights at most
   static ModelInfo read(const std::string& path);
   static ModelInfo of(const Model& model);
 };

@@ -9,16 +9,11 @@
 namespace tandem {
 
 // Every Q8_0/Q4_0 matrix the kernels in use read faster from a layout of their own gets
-// a packed copy (kernels::pack_weight); every other matrix, the embedding and the norm
-// and bias vectors a plain copy, so that all of them live in one arena of huge pages.
-// The mapping stays, dropped from the process. TANDEM_NO_REPACK=1 turns it off (A/B
-// measurement).
+// a packed copy (kernels::pack_weight); every other matrix and the norm and bias vectors
+// a plain copy, so that all of them live in one arena of huge pages. The mapping stays,
+// dropped from the process but for the embedding (get_rows reads it there).
+// TANDEM_NO_REPACK=1 turns it off (A/B measurement).
 void lay_out_weights(Model& model);
-
-// The weight bytes a process holds once lay_out_weights has run on the model in f: the
-// file's tensors, plus the embedding a second time where it is the tied output and the
-// output is packed (get_rows reads a plain copy).
-uint64_t laid_out_weight_bytes(const gguf::File& f);
 
 // Model::load, then lay_out_weights: a model ready for the engine.
 std::unique_ptr<Model> load_model(const std::string& path);
