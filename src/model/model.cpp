@@ -130,7 +130,7 @@ std::vector<MatrixView*> Model::matrices() {
   std::vector<MatrixView*> mats;
   for (auto& l : layers)
     for (MatrixView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) mats.push_back(w);
-  mats.push_back(&output);  // tied: the embedding's view (tok_embd is laid out on its own)
+  mats.push_back(&output);  // tied: the embedding's view (tok_embd itself stays in the mapping)
   return mats;
 }
 
@@ -141,14 +141,13 @@ void Model::adopt_weight_copies(uint8_t* arena, size_t matrix_bytes, size_t othe
   arena_held_bytes_ += std::max(held_bytes, matrix_bytes + other_bytes);
 }
 
-void Model::drop_file_range(const void* data, size_t bytes, bool count) {
+void Model::drop_file_range(const void* data, size_t bytes) {
   const long pg = ::sysconf(_SC_PAGESIZE);
   if (!file_.mapped() || pg <= 0) return;
   const uintptr_t page = uintptr_t(pg), a = reinterpret_cast<uintptr_t>(data);
   const uintptr_t lo = (a + page - 1) / page * page, hi = (a + bytes) / page * page;
   if (hi <= lo) return;
   ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-  if (count) dropped_bytes_ += hi - lo;
 }
 
 void Model::drop_mapping_except(const void* keep, size_t keep_bytes) {

@@ -61,13 +61,12 @@ void lay_out_weights(Model& model) {
     for (size_t off = 0; off < n; off += kSlice) {
       const size_t len = std::min(kSlice, n - off);
       std::memcpy(dst + off, from + off, len);
-      model.drop_file_range(from + off, len, /*count=*/false);
+      model.drop_file_range(from + off, len);
     }
   };
-  // Everything the forward pass reads gets a place in one arena: every matrix (packed for
-  // the kernels in use where they have a layout of their own, else as stored), the
-  // embedding (its rows are read by get_rows as stored: a copy of its own unless it is
-  // the tied output and that keeps the stored layout), the norm and bias vectors.
+  // Everything the forward pass reads but the embedding gets a place in one arena: every
+  // matrix (packed for the kernels in use where they have a layout of their own, else as
+  // stored) and the norm and bias vectors.
   struct Job {
     size_t bytes = 0;
     std::function<void(uint8_t*)> copy;
@@ -80,7 +79,7 @@ void lay_out_weights(Model& model) {
                         w->packed_layout = kernels::pack_weight(*w, p);
                         w->packed = p;
                         w->packed_bytes = packed;
-                        model.drop_file_range(w->data, w->nbytes(), /*count=*/false);
+                        model.drop_file_range(w->data, w->nbytes());
                       }});
     } else if (w->nbytes() > 0) {
       jobs.push_back({w->nbytes(), [w, &copy_dropping](uint8_t* p) {
@@ -100,8 +99,8 @@ void lay_out_weights(Model& model) {
                     }});
   if (jobs.empty()) return;
   // Largest first, each at the arena's next place: while a job runs the process holds the
-  // arena written so far plus that job's original, which is at most the whole arena plus
-  // the smallest originals (the peak of loading stays at the arena's size).
+  // arena written so far plus (part of) that job's original, so the large originals are
+  // read while little of the arena is written.
   std::stable_sort(jobs.begin(), jobs.end(),
                    [](const Job& a, const Job& b) { return a.bytes > b.bytes; });
   // One arena in 2 MiB huge pages where the kernel gives them (fewer TLB misses on the

@@ -37,14 +37,13 @@ class Model {
   // layer's, then the output; a tied output is the embedding's view, left as it is)...
   std::vector<MatrixView*> matrices();
   // ...the model takes ownership of an arena (allocated with std::aligned_alloc) that
-  // holds copies of matrix_bytes of matrices and other_bytes of the rest (embedding,
+  // holds copies of matrix_bytes of matrices and other_bytes of the rest (norm and bias
   // vectors) in held_bytes of resident memory, and drops a range of the file's mapping,
-  // or all of it, from the process once what lies there has a copy (a later read faults
-  // it in again from the file).
+  // or all of it but one range, from the process once what lies there has a copy (a
+  // later read faults it in again from the file).
   void adopt_weight_copies(uint8_t* arena, size_t matrix_bytes, size_t other_bytes,
                            size_t held_bytes);
-  // count false: a range dropped before, dropped again (not counted twice).
-  void drop_file_range(const void* data, size_t bytes, bool count = true);
+  void drop_file_range(const void* data, size_t bytes);
   // The whole mapping but [keep, keep + keep_bytes) (rounded out to pages).
   void drop_mapping_except(const void* keep, size_t keep_bytes);
 
@@ -67,7 +66,7 @@ class Model {
   // step, runtime/weight_layout.hpp: packed for the kernels, or copied as they are; 0
   // when nothing was copied, e.g. TANDEM_NO_REPACK=1).
   size_t packed_bytes() const { return copied_bytes_; }
-  // Bytes of the file's mapping dropped after what lies there was copied.
+  // Bytes of the file's mapping dropped by drop_mapping_except.
   size_t dropped_bytes() const { return dropped_bytes_; }
   // Weight memory of this process: the file's mapping's resident pages (or, where those
   // cannot be read, the mapping less what was dropped), plus the
