@@ -86,9 +86,7 @@ const SchemeDesc& hybrid_scheme() {
     };
     x.make = [](const Scheme& s, AttnShape shape, kernels::ThreadPool& pool,
                 comm::Communicator& comm) -> std::unique_ptr<SequenceAttention> {
-      auto h = std::make_unique<HybridAttention>(shape, pool, comm, s.ulysses, s.ring);
-      h->set_step_chunk(s.chunk);
-      return h;
+      return std::make_unique<HybridAttention>(shape, pool, comm, s.ulysses, s.ring);
     };
     x.workspace_bytes = [](const Scheme& s, AttnShape shape, int64_t m_local, int64_t n_total,
                            int ranks) {

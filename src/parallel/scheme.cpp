@@ -148,6 +148,7 @@ std::unique_ptr<SequenceAttention> make_prefill_attention(const Scheme& s, AttnS
   TD_CHECK(s.desc != nullptr);
   auto attn = s.desc->make(s, shape, pool, comm);
   attn->set_kernel(kernel);
+  attn->set_step_chunk(s.chunk);
   return attn;
 }
 

@@ -36,7 +36,7 @@ struct SchemeDesc;
 // Tokens per forward step of a chunked prefill by default, over all ranks together: the
 // single pipeline's chunk, so a rank's step holds 1/P of the single pipeline's
 // activations and scratch. Per rank that is kDefaultSpChunk / P tokens, at least
-// kMinSpChunk (smaller matrix products lose efficiency). --sp-chunk sets the per-rank
+// kMinSpChunk (a floor; steps below it are not measured). --sp-chunk sets the per-rank
 // count itself; kAutoSpChunk asks for this default.
 constexpr int64_t kDefaultSpChunk = 512;
 constexpr int64_t kMinSpChunk = 128;
@@ -149,11 +149,9 @@ int64_t exchange_floats(AttnShape shape, int64_t m_local, int64_t n_total, int r
 inline uint64_t bytes_of(int64_t floats) { return uint64_t(floats) * sizeof(float); }
 // SchemeDesc::make for a strategy constructed from (shape, pool, comm).
 template <class Strategy>
-std::unique_ptr<SequenceAttention> make_strategy(const Scheme& s, AttnShape shape,
+std::unique_ptr<SequenceAttention> make_strategy(const Scheme&, AttnShape shape,
                                                  kernels::ThreadPool& pool, comm::Communicator& comm) {
-  auto p = std::make_unique<Strategy>(shape, pool, comm);
-  p->set_step_chunk(s.chunk);
-  return p;
+  return std::make_unique<Strategy>(shape, pool, comm);
 }
 // A ring over all ranks of the scheme's placement, band after band of a chunked
 // prefill (one band when it does not chunk): in band b every rank's queries are its share
