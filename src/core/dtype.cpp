@@ -34,16 +34,22 @@ using namespace detail;
 //     type without a tile in some kernels table fails them.
 // Not derived from this table: a hardware profile's FLOP/s per type (profiles name the
 // types they have rates for; others compute at the bf16 rate, analysis/plan/hardware.cpp).
-constexpr std::array<DTypeInfo, 8> kTypes{{
+constexpr DTypeInfo kTypes[] = {
     {DType::F32, "f32", 1, 4, true, &f32_row_to_f32, &f32_row_from_f32, 0},
     {DType::F16, "f16", 1, 2, true, &f16_row_to_f32, &f16_row_from_f32, 1},
     {DType::BF16, "bf16", 1, 2, true, &bf16_row_to_f32, &bf16_row_from_f32, 32},
     {DType::Q8_0, "q8_0", kQBlock, sizeof(BlockQ8_0), true, &q8_0_row_to_f32, &q8_0_row_from_f32, 7},
     {DType::Q4_0, "q4_0", kQBlock, sizeof(BlockQ4_0), true, &q4_0_row_to_f32, &q4_0_row_from_f32, 2},
+    // Blocks of 32 (quant_rows_legacy.cpp): Q4_1, Q5_0, Q5_1, IQ4_NL.
+
+    // (separator: the two families' entries are added apart)
+
+    // K-quants (quant_rows_k.cpp): Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
+
     {DType::I8, "i8", 1, 1, false, nullptr, nullptr, 0},
     {DType::I16, "i16", 1, 2, false, nullptr, nullptr, 0},
     {DType::I32, "i32", 1, 4, false, nullptr, nullptr, 0},
-}};
+};
 static_assert([] {
   for (const DTypeInfo& t : kTypes)
     if ((t.to_f32 == nullptr) != (t.from_f32 == nullptr) || (t.matrix && !t.to_f32))

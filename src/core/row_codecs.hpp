@@ -16,4 +16,10 @@ void q8_0_row_from_f32(const float* src, void* dst, int64_t n);
 void q4_0_row_to_f32(const void* src, float* dst, int64_t n);
 void q4_0_row_from_f32(const float* src, void* dst, int64_t n);
 
+// Blocks of 32 (quant_rows_legacy.cpp).
+
+// (separator: the two families' declarations are added apart)
+
+// K-quants (quant_rows_k.cpp).
+
 }  // namespace tandem::detail
