@@ -14,7 +14,7 @@ namespace {
 
 struct Opts {
   std::string model, prompt, file;
-  bool no_bos = false;
+  bool no_bos = false, parse_special = false;
 };
 
 void run(const Opts& o) {
@@ -22,7 +22,7 @@ void run(const Opts& o) {
   const std::string text = o.file.empty() ? o.prompt : read_text_flag(o.file, "--file");
   const auto f = gguf::File::open(o.model);
   const auto tok = Tokenizer::from_gguf(f);
-  const auto ids = tok.encode(text, !o.no_bos);
+  const auto ids = tok.encode(text, !o.no_bos, o.parse_special);
   std::string line;
   for (size_t i = 0; i < ids.size(); ++i) line += (i ? " " : "") + std::to_string(ids[i]);
   fmt::print("{}\n", line);
@@ -39,6 +39,8 @@ void add_tokenize(CLI::App& app) {
                 ->check(CLI::ExistingFile);
   p->excludes(f);
   sub->add_flag("--no-bos", o->no_bos, "Do not add the BOS token");
+  sub->add_flag("--parse-special", o->parse_special,
+                "Match control tokens (chat markers such as <|eot_id|>) in the text");
   sub->callback([o, p, f] {
     if (p->count() == 0 && f->count() == 0) bad_input("tokenize: give -p TEXT or -f FILE");
     run(*o);

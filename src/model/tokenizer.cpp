@@ -73,6 +73,7 @@ struct Tokenizer::Impl {
   std::vector<int32_t> eog;
   std::unique_ptr<detail::SpmEncoder> spm_enc;
   std::unique_ptr<detail::BpeEncoder> bpe_enc;
+  std::vector<int32_t> matchable;  // detail::matchable_tokens
 };
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -179,19 +180,33 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
     t.add_bos = find_bool(f, "tokenizer.ggml.add_bos_token").value_or(pre_bos);
   }
   if (t.bos < 0) t.add_bos = false;
+  t.matchable = detail::matchable_tokens(v);
   return Tokenizer(std::move(impl));
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos,
+                                       bool parse_special) const {
   if (text.size() > kMaxTextBytes)
     bad_input("text of {} bytes is too long to tokenize (limit {})", text.size(), kMaxTextBytes);
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   if (add_bos && impl_->add_bos) out.push_back(impl_->bos);
-  if (impl_->spm)
-    impl_->spm_enc->encode(text, out);
-  else
-    impl_->bpe_enc->encode(text, out);
+  std::vector<detail::Fragment> frags;
+  detail::split_on_tokens(text, impl_->vocab, impl_->matchable, parse_special, frags);
+  bool after_token = true;  // the input's start counts as following a token
+  for (const detail::Fragment& f : frags) {
+    if (f.token >= 0) {
+      out.push_back(f.token);
+      after_token = true;
+      continue;
+    }
+    const std::string_view part = text.substr(f.begin, f.size);
+    if (impl_->spm)
+      impl_->spm_enc->encode(part, out, after_token && impl_->spm_enc->add_space_prefix());
+    else
+      impl_->bpe_enc->encode(part, out);
+    after_token = false;
+  }
   return out;
 }
 

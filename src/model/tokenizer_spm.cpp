@@ -61,13 +61,14 @@ int32_t SpmEncoder::mergeable(std::string_view text) const {
   }
 }
 
-void SpmEncoder::encode(std::string_view text, std::vector<int32_t>& out) const {
+void SpmEncoder::encode(std::string_view text, std::vector<int32_t>& out,
+                        bool space_prefix) const {
   if (text.empty()) return;
 
   // Escape spaces (and add the space prefix).
   std::string s;
   s.reserve(text.size() + 8 + 2 * static_cast<size_t>(std::count(text.begin(), text.end(), ' ')));
-  if (add_space_prefix_) s += kSpace;
+  if (space_prefix) s += kSpace;
   for (char c : text) {
     if (c == ' ')
       s += kSpace;

@@ -43,11 +43,29 @@ struct Vocab {
   int32_t size() const { return static_cast<int32_t>(tokens.size()); }
 };
 
+// Raw text split on the tokens that are matched in it before any encoder runs: a
+// fragment is text to encode (token -1) or one such token.
+struct Fragment {
+  size_t begin = 0, size = 0;
+  int32_t token = -1;
+};
+// The ids of a vocabulary's matchable tokens (user-defined, control and unknown, with
+// non-empty text), longest text first (ties by id).
+std::vector<int32_t> matchable_tokens(const Vocab& v);
+// Splits `text` on the matchable tokens, one token at a time in the order given: every
+// occurrence in a text fragment, left to right, becomes a token fragment, so a longer
+// token takes precedence over a shorter one it overlaps wherever either lies.
+// User-defined tokens always match; control and unknown tokens only with parse_special.
+void split_on_tokens(std::string_view text, const Vocab& v, const std::vector<int32_t>& matchable,
+                     bool parse_special, std::vector<Fragment>& out);
+
 // SentencePiece-style encoder ("llama").
 class SpmEncoder {
  public:
   SpmEncoder(const Vocab& vocab, bool add_space_prefix);
-  void encode(std::string_view text, std::vector<int32_t>& out) const;
+  // space_prefix: put a space in front of the text (when the vocabulary adds one and
+  // the text starts the input or follows a matched token).
+  void encode(std::string_view text, std::vector<int32_t>& out, bool space_prefix) const;
   bool add_space_prefix() const { return add_space_prefix_; }
 
  private:

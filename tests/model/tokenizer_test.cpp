@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -293,6 +294,80 @@ TEST(Tokenizer, SmallBpeVocab) {
   EXPECT_EQ(tok.encode("azb", false), (std::vector<int32_t>{0, 1}));
   EXPECT_FALSE(tok.is_eog(5));
   EXPECT_EQ(tok.eos(), -1);
+}
+
+// A shared vocabulary with tokens appended (text, token_type), written and loaded.
+Tokenizer with_added_tokens(const std::string& name,
+                            const std::vector<std::pair<std::string, int>>& added) {
+  const gguf::File src = gguf::File::open(vocab_path(name));
+  gguf::Writer w;
+  w.copy_metadata(src);
+  std::vector<gguf::Value> tokens = src.get_array("tokenizer.ggml.tokens").items;
+  std::vector<gguf::Value> types = src.get_array("tokenizer.ggml.token_type").items;
+  for (const auto& [text, type] : added) {
+    tokens.push_back(gguf::Value::str(text));
+    types.push_back(gguf::Value::i32(type));
+  }
+  w.set("tokenizer.ggml.tokens", gguf::Value::array(gguf::ValueType::STRING, tokens));
+  w.set("tokenizer.ggml.token_type", gguf::Value::array(gguf::ValueType::I32, types));
+  if (src.find("tokenizer.ggml.scores")) {
+    std::vector<gguf::Value> scores = src.get_array("tokenizer.ggml.scores").items;
+    scores.resize(tokens.size(), gguf::Value::f32(0.0f));
+    w.set("tokenizer.ggml.scores", gguf::Value::array(gguf::ValueType::F32, scores));
+  }
+  const std::string path = test::temp_dir() + "/added-" + name + ".gguf";
+  w.write(path);
+  return Tokenizer::from_gguf(gguf::File::open(path));
+}
+
+std::vector<int32_t> cat(std::initializer_list<std::vector<int32_t>> parts) {
+  std::vector<int32_t> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+// Tokens marked user-defined (type 4) are matched in the raw text before the encoder
+// runs; the text around them is encoded as if alone (SPM: a space prefix after a
+// matched token, as at the start of the input).
+TEST(Tokenizer, UserDefinedTokensMatchFirstSpm) {
+  const Tokenizer plain = load("llama-spm");
+  const int32_t tool = plain.n_vocab(), spaces = tool + 1;
+  const Tokenizer tok = with_added_tokens("llama-spm", {{"<tool>", 4}, {"   ", 4}});
+  EXPECT_EQ(tok.encode("Hello<tool>world", false),
+            cat({plain.encode("Hello", false), {tool}, plain.encode("world", false)}));
+  EXPECT_EQ(tok.encode("<tool><tool>", false), (std::vector<int32_t>{tool, tool}));
+  // Three spaces are one token wherever they occur in the raw text.
+  EXPECT_EQ(tok.encode("a   b", false),
+            cat({plain.encode("a", false), {spaces}, plain.encode("b", false)}));
+  // Without the mark the same texts are plain text.
+  const Tokenizer normal = with_added_tokens("llama-spm", {{"<tool>", 1}, {"   ", 1}});
+  EXPECT_EQ(normal.encode("Hello<tool>world", false), plain.encode("Hello<tool>world", false));
+  // The space put in front of the text after the token stays in the decoded text.
+  EXPECT_EQ(tok.decode(tok.encode("Hello<tool>world", false)), "Hello<tool> world");
+}
+
+// A longer matched token takes precedence over a shorter one it overlaps, wherever
+// the shorter one starts; control tokens match only when special text is parsed.
+TEST(Tokenizer, UserDefinedLongestFirstAndControlOnRequest) {
+  const Tokenizer plain = load("gpt-2");
+  const int32_t xa = plain.n_vocab(), abc = xa + 1, ctl = xa + 2;
+  const Tokenizer tok = with_added_tokens("gpt-2", {{"xa", 4}, {"abc", 4}, {"<c>", 3}});
+  EXPECT_EQ(tok.encode("xabc", false), cat({plain.encode("x", false), {abc}}));
+  EXPECT_EQ(tok.encode("xa bc", false), cat({{xa}, plain.encode(" bc", false)}));
+  EXPECT_EQ(tok.encode("1<c>2", false), plain.encode("1<c>2", false));
+  EXPECT_EQ(tok.encode("1<c>2", false, true),
+            cat({plain.encode("1", false), {ctl}, plain.encode("2", false)}));
+}
+
+// The control tokens of a chat template, parsed from its rendered text (Llama 3 ids).
+TEST(Tokenizer, ParsesControlTokensOfChatMarkup) {
+  const Tokenizer tok = load("llama-bpe");
+  const std::string text = "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>";
+  EXPECT_EQ(tok.encode(text, false, true),
+            (std::vector<int32_t>{128006, 882, 128007, 271, 6151, 128009}));
+  const std::vector<int32_t> as_text = tok.encode(text, false);
+  EXPECT_EQ(std::count(as_text.begin(), as_text.end(), 128006), 0);
+  EXPECT_EQ(tok.decode(as_text), text);
 }
 
 // Long inputs cost work in proportion to their length: the encoders count what they do

@@ -26,8 +26,12 @@ class Tokenizer {
   ~Tokenizer();
 
   // Token ids of `text`. add_bos: prepend BOS when the vocabulary asks for it
-  // (tokenizer.ggml.add_bos_token, default true for llama, false for gpt2).
-  std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
+  // (tokenizer.ggml.add_bos_token, default true for llama, false for gpt2). Tokens the
+  // vocabulary marks user-defined are matched in the raw text before the pre-tokenizer
+  // and encoder see it (longest first); with parse_special, control tokens too (the
+  // text of a chat template's markers becomes those tokens).
+  std::vector<int32_t> encode(std::string_view text, bool add_bos,
+                              bool parse_special = false) const;
 
   // Raw bytes of one token as it appears in text (SPM: U+2581 -> space, <0xNN> byte
   // tokens -> that byte; BPE: byte-level mapping undone). Control tokens (BOS, EOS,
