@@ -38,6 +38,10 @@ constexpr const char* kLlama3 =
 constexpr const char* kQwen2 =
     R"re((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re";
 
+// Qwen 3.5: Qwen2's rule with combining marks counted as letters.
+constexpr const char* kQwen35 =
+    R"re((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re";
+
 // Tekken (Mistral NeMo): case-aware letter runs (an upper-case run ends where a
 // lower-case run starts), single digits, '/' joins trailing newlines.
 constexpr const char* kTekken =
@@ -83,6 +87,7 @@ const std::vector<Family>& families() {
       Family{{"llama3", "llama-v3", "llama-bpe", "falcon3"}, {kLlama3}, true, true},
       Family{{"dbrx", "smaug-bpe", "chatglm-bpe"}, {kLlama3}},
       Family{{"qwen2", "stablelm2", "megrez", "deepseek-r1-qwen"}, {kQwen2}},
+      Family{{"qwen35"}, {kQwen35}},
       Family{{"deepseek-llm"},
              {R"re([\r\n])re", kDeepseekLetters, kDeepseekPunct, R"re(\s+$)re", kDeepseekCjk,
               R"re(\p{N}+)re"}},

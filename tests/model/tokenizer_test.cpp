@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -103,6 +106,39 @@ void check_vectors(const std::string& name) {
   }
   std::printf("%s: %zu/%zu cases match, %zu round-trip\n", name.c_str(), passed, cases.size(),
               round_trips);
+}
+
+// Further vocabularies with test vectors from the peer's source tree (not shipped):
+// TANDEM_PEER_VOCAB names its folder of ggml-vocab-*.gguf files with .inp/.out beside
+// them. Each vocabulary tandem loads must match every case; one it refuses (a tokenizer
+// model it does not implement) is listed with the reason.
+TEST(TokenizerVectors, PeerVocabularies) {
+  const char* dir = std::getenv("TANDEM_PEER_VOCAB");
+  if (!dir) GTEST_SKIP() << "TANDEM_PEER_VOCAB is not set (a folder of ggml-vocab-*.gguf files)";
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().extension() == ".gguf" &&
+        std::filesystem::exists(e.path().string() + ".out"))
+      files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  ASSERT_FALSE(files.empty()) << "no vocabulary with test vectors in " << dir;
+  for (const auto& path : files) {
+    std::optional<Tokenizer> tok;
+    try {
+      tok.emplace(Tokenizer::from_gguf(gguf::File::open(path.string())));
+    } catch (const Error& e) {
+      std::printf("%s: not loaded: %s\n", path.filename().c_str(), e.what());
+      continue;
+    }
+    const std::vector<Case> cases = load_cases(path.string());
+    size_t passed = 0;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const std::vector<int32_t> got = tok->encode(cases[i].text, false);
+      EXPECT_EQ(got, cases[i].ids) << path.filename() << " case " << i << ": " << show(cases[i].text);
+      passed += got == cases[i].ids;
+    }
+    std::printf("%s: %zu/%zu cases match\n", path.filename().c_str(), passed, cases.size());
+  }
 }
 
 TEST(TokenizerVectors, LlamaSpm) { check_vectors("llama-spm"); }
