@@ -100,7 +100,7 @@ std::vector<Shape> shapes_for(DType t) {
   if (bs == 1) return kPlainShapes;
   std::vector<Shape> v;
   for (Shape s : kBlockShapes) {
-    s.cols = s.cols / 32 * bs;
+    s.cols = test::block_cols(t, s.cols);
     v.push_back(s);
   }
   return v;
