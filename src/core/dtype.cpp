@@ -45,6 +45,11 @@ constexpr DTypeInfo kTypes[] = {
     // (separator: the two families' entries are added apart)
 
     // K-quants (quant_rows_k.cpp): Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
+    {DType::Q2_K, "q2_k", kKBlock, sizeof(BlockQ2_K), true, &q2_k_row_to_f32, &q2_k_row_from_f32, 10},
+    {DType::Q3_K, "q3_k", kKBlock, sizeof(BlockQ3_K), true, &q3_k_row_to_f32, &q3_k_row_from_f32, 11},
+    {DType::Q4_K, "q4_k", kKBlock, sizeof(BlockQ4_K), true, &q4_k_row_to_f32, &q4_k_row_from_f32, 14},
+    {DType::Q5_K, "q5_k", kKBlock, sizeof(BlockQ5_K), true, &q5_k_row_to_f32, &q5_k_row_from_f32, 16},
+    {DType::Q6_K, "q6_k", kKBlock, sizeof(BlockQ6_K), true, &q6_k_row_to_f32, &q6_k_row_from_f32, 18},
 
     {DType::I8, "i8", 1, 1, false, nullptr, nullptr, 0},
     {DType::I16, "i16", 1, 2, false, nullptr, nullptr, 0},

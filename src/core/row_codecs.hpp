@@ -21,5 +21,15 @@ void q4_0_row_from_f32(const float* src, void* dst, int64_t n);
 // (separator: the two families' declarations are added apart)
 
 // K-quants (quant_rows_k.cpp).
+void q2_k_row_to_f32(const void* src, float* dst, int64_t n);
+void q2_k_row_from_f32(const float* src, void* dst, int64_t n);
+void q3_k_row_to_f32(const void* src, float* dst, int64_t n);
+void q3_k_row_from_f32(const float* src, void* dst, int64_t n);
+void q4_k_row_to_f32(const void* src, float* dst, int64_t n);
+void q4_k_row_from_f32(const float* src, void* dst, int64_t n);
+void q5_k_row_to_f32(const void* src, float* dst, int64_t n);
+void q5_k_row_from_f32(const float* src, void* dst, int64_t n);
+void q6_k_row_to_f32(const void* src, float* dst, int64_t n);
+void q6_k_row_from_f32(const float* src, void* dst, int64_t n);
 
 }  // namespace tandem::detail

@@ -17,15 +17,16 @@ using test::random_vec;
 TEST(GetRows, MatchesReferenceAndDequantizedRows) {
   std::mt19937 rng(9);
   for (DType t : test::all_weight_types()) {
-    const test::TestWeight tw = test::make_weight(rng, t, 50, 64);
+    const int64_t cols = test::block_cols(t, 64);
+    const test::TestWeight tw = test::make_weight(rng, t, 50, cols);
     const std::vector<int32_t> ids{0, 49, 7, 7, 23};
-    std::vector<float> got(ids.size() * 64), want(ids.size() * 64);
+    std::vector<float> got(ids.size() * size_t(cols)), want(ids.size() * size_t(cols));
     get_rows(tw.w, ids.data(), int64_t(ids.size()), got.data());
     ref::get_rows(tw.w, ids.data(), int64_t(ids.size()), want.data());
     EXPECT_EQ(got, want) << dtype_name(t);
     for (size_t i = 0; i < ids.size(); ++i) {
       const std::vector<float> row = tw.row(ids[i]);
-      EXPECT_TRUE(std::equal(row.begin(), row.end(), got.begin() + long(i * 64)));
+      EXPECT_TRUE(std::equal(row.begin(), row.end(), got.begin() + long(i) * cols));
     }
   }
 }

@@ -102,6 +102,14 @@ inline bool has_packed(DType t) {
   return e && e->pack;
 }
 
+// A column count written for blocks of 32 (a multiple of 32) as the same number of
+// blocks of t: unchanged for plain types and blocks of 32, cols / 32 super-blocks of
+// 256 for the K-quants.
+inline int64_t block_cols(DType t, int64_t cols) {
+  const int bs = info(t).block_size;
+  return bs == 1 ? cols : cols / 32 * bs;
+}
+
 // Runs body(name) once per instruction set the CPU supports, with that set in use;
 // restores the default afterwards.
 template <typename Body>

@@ -92,14 +92,17 @@ const std::vector<Shape> kBlockShapes{
     {130, 256, 7}, {64, 1024, 1}, {257, 64, 17}, {3, 512, 50}, {2, 320, 130},
     {700, 32, 1},  {9, 2048, 6}};
 
-// The shapes for weights of t: kPlainShapes for plain types, else the kBlockShapes
-// whose cols are whole blocks of t (all of them for blocks of 32).
+// The shapes for weights of t: kPlainShapes for plain types, else kBlockShapes with
+// their cols counted in blocks of t (written for blocks of 32: cols / 32 blocks of
+// block_size values each, so super-blocks of 256 get the same block counts).
 std::vector<Shape> shapes_for(DType t) {
   const int bs = info(t).block_size;
   if (bs == 1) return kPlainShapes;
   std::vector<Shape> v;
-  for (const Shape& s : kBlockShapes)
-    if (s.cols % bs == 0) v.push_back(s);
+  for (Shape s : kBlockShapes) {
+    s.cols = test::block_cols(t, s.cols);
+    v.push_back(s);
+  }
   return v;
 }
 
