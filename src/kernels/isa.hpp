@@ -25,8 +25,8 @@ using TileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const float
                         int64_t x_stride, int mt, int64_t cols, float* y, int64_t y_stride,
                         const float* bias);
 
-// Activations quantized to 8 bits for the integer matmul of Q8_0/Q4_0 weights (the
-// quantize_x of the weight type's TypeKernels, once per activation row). Rule per block
+// Activations quantized to 8 bits for the integer matmul of weights with integer tiles
+// (the quantize_x of the weight type's TypeKernels, once per activation row). Rule per block
 // of 32: d = max|x| / 127, q = nearest integer to x / d (0 when d is 0), so
 // |x - d*q| <= d/2. Row layouts:
 //   plain (quantize_x_plain; generic, AVX2): cols int8 q, then cols/32 f32 d.
@@ -34,10 +34,11 @@ using TileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const float
 //     zeros) one QxPair: 64 bytes of q, the f32 d of each int32 lane (4 bytes of q), and
 //     per lane corr, zero except in the first lane of each block (Q8_0: lanes 0 and 8, Q4_0:
 //     lanes 0 and 4), which holds -k * (sum of the block's 32 q) (k = 128 for Q8_0, 8
-//     for Q4_0: the unsigned-weight offset of the integer product); d and corr of
-//     block b (b + 1) are thus at lane 0 (8 for Q8_0, 4 for Q4_0). Q8_0: q of b then
-//     of b+1. Q4_0: b[0..15], b+1[0..15], b[16..31], b+1[16..31] (the order of
-//     unpacked nibbles).
+//     for Q4_0, 16 for Q5_0, 128 for IQ4_NL: the unsigned-weight offset of the integer
+//     product; 1 for Q4_1 and Q5_1, whose tiles also take the sum from it); d and corr
+//     of block b (b + 1) are thus at lane 0 (8 for Q8_0, 4 for the others). Q8_0: q of
+//     b then of b+1. The others: b[0..15], b+1[0..15], b[16..31], b+1[16..31] (the
+//     order of unpacked nibbles).
 struct QxPair {
   int8_t q[64];
   float d[16];
@@ -185,7 +186,7 @@ bool force_isa(std::string_view name);
 // One row of RMSNorm: y = x / sqrt(mean(x^2) + eps) * w (y may equal x).
 void rmsnorm_row(const float* x, const float* w, float* y, int64_t n, float eps);
 
-// Whether matmul of weights with integer tiles (TypeKernels::qtile: Q8_0/Q4_0) quantizes
+// Whether matmul of weights with integer tiles (TypeKernels::qtile) quantizes
 // the activations to 8 bits and uses integer dot products (default) or keeps them f32
 // (dequantized weights, the reference behaviour). Tests switch it to cover both.
 bool int8_activations();
