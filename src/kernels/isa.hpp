@@ -60,17 +60,22 @@ using QTileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const uint
 
 // Weights repacked once at load (kernels::pack_weight) into the PackFormat of their
 // type's TypeKernels, by layout id:
-//   kPackVnni16 (Q8_0, Q4_0; kVnni16Q8, kVnni16Q4): rows in panels of 16 (the last padded with zero rows), a
-//   panel's pairs of blocks (b, b+1; a missing b+1 is zeros) one after another, each
-//   pair: 64 bytes of scales (the 16 fp16 d of block b, then of b+1, row i at [i]), then
-//   per block its values, 64 bytes per vector, int32 lane i = row i:
-//     Q8_0: 8 vectors, vector j = values 4j..4j+3 plus 128 (unsigned);
-//     Q4_0: 4 vectors, vector j = the block's bytes 4j..4j+3 (low nibbles values
-//     4j..4j+3, high nibbles values 16+4j..16+4j+3, as stored).
+//   kPackVnni16 (every type with integer tiles, AVX-512): rows in panels of 16 (the last
+//   padded with zero rows), a panel's pairs of blocks (b, b+1; a missing b+1 is zeros)
+//   one after another, each pair: 64 bytes of scales (the 16 fp16 d of block b, then of
+//   b+1, row i at [i]), for types with a minimum 64 more of their fp16 m in the same
+//   order, then per block its values, 64 bytes per vector, int32 lane i = row i:
+//     Q4_0 (nibbles): 4 vectors, vector j = the block's bytes 4j..4j+3 (low nibbles
+//     values 4j..4j+3, high nibbles values 16+4j..16+4j+3, as stored);
+//     the others (bytes): 8 vectors, vector j = values 4j..4j+3 as the unsigned bytes
+//     the type's integer tiles multiply (Q8_0: q + 128; Q4_1, Q5_0, Q5_1: the codes;
+//     IQ4_NL: the table entry + 128).
 //   A panel (vnni16_pair_bytes per pair) is panel_bytes apart from the next.
 enum PackLayout { kPackNone = 0, kPackVnni16 = 1 };
 inline constexpr int kPackRows = 16;  // rows per panel, every layout
-inline constexpr int64_t vnni16_pair_bytes(bool q4) { return q4 ? 64 + 2 * 256 : 64 + 2 * 512; }
+inline constexpr int64_t vnni16_pair_bytes(bool nibbles, bool min = false) {
+  return (min ? 128 : 64) + 2 * (nibbles ? 256 : 512);
+}
 // A packed layout of one type: its id (MatrixView::packed_layout, never kPackNone),
 // the bytes of one panel of kPackRows rows of cols values, and the function writing w
 // (of that type, rows > 0) there: panels * panel_bytes(cols) bytes at out.
@@ -79,7 +84,14 @@ struct PackFormat {
   int64_t (*panel_bytes)(int64_t cols);
   void (*pack)(const Weight& w, uint8_t* out);
 };
-extern const PackFormat kVnni16Q8, kVnni16Q4;  // matmul.cpp
+// What a kPackVnni16 panel holds of one block of a type: values writes its fp16 d, its
+// fp16 m (min) and its codes (16 bytes where nibbles, else 32).
+struct Vnni16Values {
+  bool nibbles, min;
+  void (*values)(const uint8_t* blk, uint8_t* codes, uint16_t& d, uint16_t& m);
+};
+// Writes w in kPackVnni16 (matmul.cpp; the formats are the vector layer's).
+void pack_vnni16(const Weight& w, uint8_t* out, const Vnni16Values& v);
 
 // QTileFn over weights in the table's packed layout: pk points at the panel of row 0
 // (a multiple of kPackRows), panels panel_stride bytes apart.

@@ -1,9 +1,11 @@
 // The kernels of isa.hpp compiled for AVX-512 F, BW, VL and VNNI (with AVX2, FMA,
 // F16C).
 // GCC 12 warns inside its own AVX-512 intrinsics (their _mm512_undefined_* operands,
-// GCC bug 105593); the pragma must precede <immintrin.h> to reach those lines.
+// GCC bug 105593; -Wuninitialized where one is inlined into a small function); the
+// pragmas must precede <immintrin.h> to reach those lines.
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <algorithm>
 #include <cmath>
