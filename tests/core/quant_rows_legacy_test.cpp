@@ -205,9 +205,9 @@ TEST(QuantRowsLegacy, Q5_0RoundTripError) {
 }
 
 // IQ4_NL: every value decodes to the table entry nearest to it at the block's scale (up
-// to what rounding the scale to F16 moves: 127 * that error, twice), and the scale found fits the block at
-// least as well (in the weighted error sum x^2 (x - value)^2 it minimizes) as the plain
-// one, max|x| / 127 with nearest entries.
+// to what rounding the scale to F16 moves: 127 * that error, twice), and the scale
+// found fits the block at least as well (in the weighted error sum x^2 (x - value)^2 it
+// minimizes) as the plain one, max|x| / 127 with nearest entries.
 TEST(QuantRowsLegacy, IQ4_NLNearestEntriesAndAFittedScale) {
   auto nearest = [](double x, double d) {
     double best = 1e300;
