@@ -65,16 +65,17 @@ using QTileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const uint
 //   one after another, each pair: 64 bytes of scales (the 16 fp16 d of block b, then of
 //   b+1, row i at [i]), for types with a minimum 64 more of their fp16 m in the same
 //   order, then per block its values, 64 bytes per vector, int32 lane i = row i:
-//     Q4_0 (nibbles): 4 vectors, vector j = the block's bytes 4j..4j+3 (low nibbles
-//     values 4j..4j+3, high nibbles values 16+4j..16+4j+3, as stored);
-//     the others (bytes): 8 vectors, vector j = values 4j..4j+3 as the unsigned bytes
-//     the type's integer tiles multiply (Q8_0: q + 128; Q4_1, Q5_0, Q5_1: the codes;
-//     IQ4_NL: the table entry + 128).
+//     Q8_0: 8 vectors, vector j = values 4j..4j+3 plus 128 (unsigned);
+//     the nibble types (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL): 4 vectors, vector j = the
+//     block's bytes 4j..4j+3 of qs (low nibbles values 4j..4j+3, high nibbles values
+//     16+4j..16+4j+3, as stored); Q5_0 and Q5_1 a fifth vector of their fifth bits,
+//     byte k of a lane holding in bit g that of value 4g + k.
 //   A panel (vnni16_pair_bytes per pair) is panel_bytes apart from the next.
 enum PackLayout { kPackNone = 0, kPackVnni16 = 1 };
 inline constexpr int kPackRows = 16;  // rows per panel, every layout
-inline constexpr int64_t vnni16_pair_bytes(bool nibbles, bool min = false) {
-  return (min ? 128 : 64) + 2 * (nibbles ? 256 : 512);
+// vectors: per block (4 or 5 for nibbles, 8 for Q8_0).
+inline constexpr int64_t vnni16_pair_bytes(int vectors, bool min) {
+  return (min ? 128 : 64) + 2 * 64 * vectors;
 }
 // A packed layout of one type: its id (MatrixView::packed_layout, never kPackNone),
 // the bytes of one panel of kPackRows rows of cols values, and the function writing w
@@ -85,9 +86,10 @@ struct PackFormat {
   void (*pack)(const Weight& w, uint8_t* out);
 };
 // What a kPackVnni16 panel holds of one block of a type: values writes its fp16 d, its
-// fp16 m (min) and its codes (16 bytes where nibbles, else 32).
+// fp16 m (min) and the 4 * vectors bytes of its vectors (row i's int32 of each, in order).
 struct Vnni16Values {
-  bool nibbles, min;
+  int vectors;
+  bool min;
   void (*values)(const uint8_t* blk, uint8_t* codes, uint16_t& d, uint16_t& m);
 };
 // Writes w in kPackVnni16 (matmul.cpp; the formats are the vector layer's).

@@ -50,9 +50,10 @@ void pack_vnni16(const Weight& w, uint8_t* out, const Vnni16Values& v) {
   const int64_t nb = w.cols / kQBlock;
   const int64_t panels = (w.rows + kPackRows - 1) / kPackRows;
   const size_t bb = info(w.type).block_bytes;
-  const int nv = v.nibbles ? 4 : 8;  // vectors per block
+  const int nv = v.vectors;
+  TD_CHECK(nv >= 1 && nv <= 8);  // 4 * nv bytes of codes a block
   const int scales = v.min ? 128 : 64;
-  const int64_t pair_bytes = vnni16_pair_bytes(v.nibbles, v.min);
+  const int64_t pair_bytes = vnni16_pair_bytes(nv, v.min);
   const int64_t panel_bytes = (nb + 1) / 2 * pair_bytes;
   const auto* base = static_cast<const uint8_t*>(w.data);
   for (int64_t p = 0; p < panels; ++p) {
@@ -62,7 +63,7 @@ void pack_vnni16(const Weight& w, uint8_t* out, const Vnni16Values& v) {
     for (int i = 0; i < n; ++i) {
       const uint8_t* row = base + size_t(p * kPackRows + i) * w.row_stride;
       for (int64_t b = 0; b < nb; ++b) {
-        uint8_t codes[kQBlock];
+        uint8_t codes[kQBlock];  // 4 * nv bytes
         uint16_t d, m;
         v.values(row + size_t(b) * bb, codes, d, m);
         uint8_t* pair = po + (b / 2) * pair_bytes;
