@@ -41,8 +41,11 @@ constexpr DTypeInfo kTypes[] = {
     {DType::Q8_0, "q8_0", kQBlock, sizeof(BlockQ8_0), true, &q8_0_row_to_f32, &q8_0_row_from_f32, 7},
     {DType::Q4_0, "q4_0", kQBlock, sizeof(BlockQ4_0), true, &q4_0_row_to_f32, &q4_0_row_from_f32, 2},
     // Blocks of 32 (quant_rows_legacy.cpp): Q4_1, Q5_0, Q5_1, IQ4_NL.
-
-    // (separator: the two families' entries are added apart)
+    {DType::Q4_1, "q4_1", kQBlock, sizeof(BlockQ4_1), true, &q4_1_row_to_f32, &q4_1_row_from_f32, 3},
+    {DType::Q5_0, "q5_0", kQBlock, sizeof(BlockQ5_0), true, &q5_0_row_to_f32, &q5_0_row_from_f32, 8},
+    {DType::Q5_1, "q5_1", kQBlock, sizeof(BlockQ5_1), true, &q5_1_row_to_f32, &q5_1_row_from_f32, 9},
+    {DType::IQ4_NL, "iq4_nl", kQBlock, sizeof(BlockIQ4_NL), true, &iq4_nl_row_to_f32,
+     &iq4_nl_row_from_f32, 25},
 
     // K-quants (quant_rows_k.cpp): Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
     {DType::Q2_K, "q2_k", kKBlock, sizeof(BlockQ2_K), true, &q2_k_row_to_f32, &q2_k_row_from_f32, 10},

@@ -7,6 +7,7 @@
 
 #include "tandem/core/error.hpp"
 #include "tandem/core/fp16.hpp"
+#include "core/block_codes.hpp"
 #include "core/row_codecs.hpp"
 
 namespace tandem {
@@ -41,32 +42,16 @@ void encode_q8_0(const float* x, uint8_t* out, int64_t blocks) {
   }
 }
 
-uint8_t q4_code(float x, float id) {
-  const float scaled = x * id;  // separate statement: no fused multiply-add
-  const float shifted = scaled + 8.5f;
-  const int q = static_cast<int8_t>(shifted);
-  return static_cast<uint8_t>(q < 15 ? q : 15);
-}
-
 void encode_q4_0(const float* x, uint8_t* out, int64_t blocks) {
-  constexpr int kHalf = kQBlock / 2;
   for (int64_t b = 0; b < blocks; ++b) {
     const float* v = x + b * kQBlock;
-    float amax = 0.0f;
-    float m = 0.0f;
-    for (int j = 0; j < kQBlock; ++j) {
-      const float a = std::fabs(v[j]);
-      if (a > amax) {
-        amax = a;
-        m = v[j];
-      }
-    }
-    const float d = m / -8.0f;
+    const float d = detail::signed_absmax(v, kQBlock) / -8.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint8_t q[kQBlock];
+    for (int j = 0; j < kQBlock; ++j) q[j] = detail::biased_code(v[j], id, 8.5f, 15);
     BlockQ4_0 blk{};
     blk.d = f32_to_fp16(d);
-    for (int j = 0; j < kHalf; ++j)
-      blk.qs[j] = static_cast<uint8_t>(q4_code(v[j], id) | (q4_code(v[j + kHalf], id) << 4));
+    detail::pack_codes(q, blk.qs);
     std::memcpy(out + b * sizeof(BlockQ4_0), &blk, sizeof blk);
   }
 }

@@ -17,8 +17,14 @@ void q4_0_row_to_f32(const void* src, float* dst, int64_t n);
 void q4_0_row_from_f32(const float* src, void* dst, int64_t n);
 
 // Blocks of 32 (quant_rows_legacy.cpp).
-
-// (separator: the two families' declarations are added apart)
+void q4_1_row_to_f32(const void* src, float* dst, int64_t n);
+void q4_1_row_from_f32(const float* src, void* dst, int64_t n);
+void q5_0_row_to_f32(const void* src, float* dst, int64_t n);
+void q5_0_row_from_f32(const float* src, void* dst, int64_t n);
+void q5_1_row_to_f32(const void* src, float* dst, int64_t n);
+void q5_1_row_from_f32(const float* src, void* dst, int64_t n);
+void iq4_nl_row_to_f32(const void* src, float* dst, int64_t n);
+void iq4_nl_row_from_f32(const float* src, void* dst, int64_t n);
 
 // K-quants (quant_rows_k.cpp).
 void q2_k_row_to_f32(const void* src, float* dst, int64_t n);

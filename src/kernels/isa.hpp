@@ -25,8 +25,8 @@ using TileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const float
                         int64_t x_stride, int mt, int64_t cols, float* y, int64_t y_stride,
                         const float* bias);
 
-// Activations quantized to 8 bits for the integer matmul of Q8_0/Q4_0 weights (the
-// quantize_x of the weight type's TypeKernels, once per activation row). Rule per block
+// Activations quantized to 8 bits for the integer matmul of weights with integer tiles
+// (the quantize_x of the weight type's TypeKernels, once per activation row). Rule per block
 // of 32: d = max|x| / 127, q = nearest integer to x / d (0 when d is 0), so
 // |x - d*q| <= d/2. Row layouts:
 //   plain (quantize_x_plain; generic, AVX2): cols int8 q, then cols/32 f32 d.
@@ -34,10 +34,11 @@ using TileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const float
 //     zeros) one QxPair: 64 bytes of q, the f32 d of each int32 lane (4 bytes of q), and
 //     per lane corr, zero except in the first lane of each block (Q8_0: lanes 0 and 8, Q4_0:
 //     lanes 0 and 4), which holds -k * (sum of the block's 32 q) (k = 128 for Q8_0, 8
-//     for Q4_0: the unsigned-weight offset of the integer product); d and corr of
-//     block b (b + 1) are thus at lane 0 (8 for Q8_0, 4 for Q4_0). Q8_0: q of b then
-//     of b+1. Q4_0: b[0..15], b+1[0..15], b[16..31], b+1[16..31] (the order of
-//     unpacked nibbles).
+//     for Q4_0, 16 for Q5_0, 128 for IQ4_NL: the unsigned-weight offset of the integer
+//     product; 1 for Q4_1 and Q5_1, whose tiles also take the sum from it); d and corr
+//     of block b (b + 1) are thus at lane 0 (8 for Q8_0, 4 for the others). Q8_0: q of
+//     b then of b+1. The others: b[0..15], b+1[0..15], b[16..31], b+1[16..31] (the
+//     order of unpacked nibbles).
 struct QxPair {
   int8_t q[64];
   float d[16];
@@ -59,17 +60,23 @@ using QTileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const uint
 
 // Weights repacked once at load (kernels::pack_weight) into the PackFormat of their
 // type's TypeKernels, by layout id:
-//   kPackVnni16 (Q8_0, Q4_0; kVnni16Q8, kVnni16Q4): rows in panels of 16 (the last padded with zero rows), a
-//   panel's pairs of blocks (b, b+1; a missing b+1 is zeros) one after another, each
-//   pair: 64 bytes of scales (the 16 fp16 d of block b, then of b+1, row i at [i]), then
-//   per block its values, 64 bytes per vector, int32 lane i = row i:
+//   kPackVnni16 (every type with integer tiles, AVX-512): rows in panels of 16 (the last
+//   padded with zero rows), a panel's pairs of blocks (b, b+1; a missing b+1 is zeros)
+//   one after another, each pair: 64 bytes of scales (the 16 fp16 d of block b, then of
+//   b+1, row i at [i]), for types with a minimum 64 more of their fp16 m in the same
+//   order, then per block its values, 64 bytes per vector, int32 lane i = row i:
 //     Q8_0: 8 vectors, vector j = values 4j..4j+3 plus 128 (unsigned);
-//     Q4_0: 4 vectors, vector j = the block's bytes 4j..4j+3 (low nibbles values
-//     4j..4j+3, high nibbles values 16+4j..16+4j+3, as stored).
+//     the nibble types (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL): 4 vectors, vector j = the
+//     block's bytes 4j..4j+3 of qs (low nibbles values 4j..4j+3, high nibbles values
+//     16+4j..16+4j+3, as stored); Q5_0 and Q5_1 a fifth vector of their fifth bits,
+//     byte k of a lane holding in bit g that of value 4g + k.
 //   A panel (vnni16_pair_bytes per pair) is panel_bytes apart from the next.
 enum PackLayout { kPackNone = 0, kPackVnni16 = 1 };
 inline constexpr int kPackRows = 16;  // rows per panel, every layout
-inline constexpr int64_t vnni16_pair_bytes(bool q4) { return q4 ? 64 + 2 * 256 : 64 + 2 * 512; }
+// vectors: per block (4 or 5 for nibbles, 8 for Q8_0).
+inline constexpr int64_t vnni16_pair_bytes(int vectors, bool min) {
+  return (min ? 128 : 64) + 2 * 64 * vectors;
+}
 // A packed layout of one type: its id (MatrixView::packed_layout, never kPackNone),
 // the bytes of one panel of kPackRows rows of cols values, and the function writing w
 // (of that type, rows > 0) there: panels * panel_bytes(cols) bytes at out.
@@ -78,7 +85,15 @@ struct PackFormat {
   int64_t (*panel_bytes)(int64_t cols);
   void (*pack)(const Weight& w, uint8_t* out);
 };
-extern const PackFormat kVnni16Q8, kVnni16Q4;  // matmul.cpp
+// What a kPackVnni16 panel holds of one block of a type: values writes its fp16 d, its
+// fp16 m (min) and the 4 * vectors bytes of its vectors (row i's int32 of each, in order).
+struct Vnni16Values {
+  int vectors;
+  bool min;
+  void (*values)(const uint8_t* blk, uint8_t* codes, uint16_t& d, uint16_t& m);
+};
+// Writes w in kPackVnni16 (matmul.cpp; the formats are the vector layer's).
+void pack_vnni16(const Weight& w, uint8_t* out, const Vnni16Values& v);
 
 // QTileFn over weights in the table's packed layout: pk points at the panel of row 0
 // (a multiple of kPackRows), panels panel_stride bytes apart.
@@ -185,7 +200,7 @@ bool force_isa(std::string_view name);
 // One row of RMSNorm: y = x / sqrt(mean(x^2) + eps) * w (y may equal x).
 void rmsnorm_row(const float* x, const float* w, float* y, int64_t n, float eps);
 
-// Whether matmul of weights with integer tiles (TypeKernels::qtile: Q8_0/Q4_0) quantizes
+// Whether matmul of weights with integer tiles (TypeKernels::qtile) quantizes
 // the activations to 8 bits and uses integer dot products (default) or keeps them f32
 // (dequantized weights, the reference behaviour). Tests switch it to cover both.
 bool int8_activations();

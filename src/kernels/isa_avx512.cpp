@@ -1,8 +1,8 @@
 // The kernels of isa.hpp compiled for AVX-512 F, BW, VL and VNNI (with AVX2, FMA,
 // F16C).
 // GCC 12 warns inside its own AVX-512 intrinsics (their _mm512_undefined_* operands,
-// GCC bug 105593; as "maybe" or, inlined into some tiles, as certain); the pragmas must
-// precede <immintrin.h> to reach those lines.
+// GCC bug 105593; -Wuninitialized where one is inlined into a small function); the
+// pragmas must precede <immintrin.h> to reach those lines.
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"

@@ -46,24 +46,15 @@ void quantize_x_plain(const float* x, int64_t cols, uint8_t* out) {
     ds[b] = quant_block(x + b * kQBlock, reinterpret_cast<int8_t*>(out) + b * kQBlock);
 }
 
-namespace {
-
-template <bool Q4>
-int64_t vnni16_panel_bytes(int64_t cols) {
-  return (cols / 32 + 1) / 2 * vnni16_pair_bytes(Q4);
-}
-
-// Writes w (Q4_0 when Q4, else Q8_0) in the kPackVnni16 layout.
-template <bool Q4>
-void pack_vnni16(const Weight& w, uint8_t* out) {
-  TD_CHECK(w.type == (Q4 ? DType::Q4_0 : DType::Q8_0));
+void pack_vnni16(const Weight& w, uint8_t* out, const Vnni16Values& v) {
   const int64_t nb = w.cols / kQBlock;
   const int64_t panels = (w.rows + kPackRows - 1) / kPackRows;
-  const size_t bb = Q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
-  const int nv = Q4 ? 4 : 8;  // vectors per block
-  const uint32_t flip = Q4 ? 0u : 0x80808080u;  // Q8_0: int8 -> int8 + 128
-  const int64_t pair_bytes = vnni16_pair_bytes(Q4);
-  const int64_t panel_bytes = vnni16_panel_bytes<Q4>(w.cols);
+  const size_t bb = info(w.type).block_bytes;
+  const int nv = v.vectors;
+  TD_CHECK(nv >= 1 && nv <= 8);  // 4 * nv bytes of codes a block
+  const int scales = v.min ? 128 : 64;
+  const int64_t pair_bytes = vnni16_pair_bytes(nv, v.min);
+  const int64_t panel_bytes = (nb + 1) / 2 * pair_bytes;
   const auto* base = static_cast<const uint8_t*>(w.data);
   for (int64_t p = 0; p < panels; ++p) {
     const int n = int(std::min<int64_t>(kPackRows, w.rows - p * kPackRows));
@@ -72,26 +63,19 @@ void pack_vnni16(const Weight& w, uint8_t* out) {
     for (int i = 0; i < n; ++i) {
       const uint8_t* row = base + size_t(p * kPackRows + i) * w.row_stride;
       for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = row + size_t(b) * bb;
+        uint8_t codes[kQBlock];  // 4 * nv bytes
+        uint16_t d, m;
+        v.values(row + size_t(b) * bb, codes, d, m);
         uint8_t* pair = po + (b / 2) * pair_bytes;
         const int h = int(b & 1);
-        std::memcpy(pair + 32 * h + 2 * i, blk, 2);
-        uint8_t* q = pair + 64 + h * 64 * nv + 4 * i;
-        for (int j = 0; j < nv; ++j) {
-          uint32_t v;
-          std::memcpy(&v, blk + 2 + 4 * j, 4);
-          v ^= flip;
-          std::memcpy(q + 64 * j, &v, 4);
-        }
+        std::memcpy(pair + 32 * h + 2 * i, &d, 2);
+        if (v.min) std::memcpy(pair + 64 + 32 * h + 2 * i, &m, 2);
+        uint8_t* q = pair + scales + h * 64 * nv + 4 * i;
+        for (int j = 0; j < nv; ++j) std::memcpy(q + 64 * j, codes + 4 * j, 4);
       }
     }
   }
 }
-
-}  // namespace
-
-const PackFormat kVnni16Q8{kPackVnni16, &vnni16_panel_bytes<false>, &pack_vnni16<false>};
-const PackFormat kVnni16Q4{kPackVnni16, &vnni16_panel_bytes<true>, &pack_vnni16<true>};
 
 }  // namespace detail
 

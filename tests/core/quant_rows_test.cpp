@@ -288,9 +288,10 @@ TEST(DTypeTable, EntriesAreConsistent) {
     if (t.matrix) names += (names.empty() ? "" : ", ") + std::string(t.name);
   }
   EXPECT_EQ(matrix_type_names(), names);
-  EXPECT_EQ(matrix_type_names(), "f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k");
+  EXPECT_EQ(matrix_type_names(),
+            "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k");
   EXPECT_FALSE(dtype_info(99));
-  EXPECT_FALSE(parse_dtype("q4_1"));
+  EXPECT_FALSE(parse_dtype("q4_2"));
 }
 
 // Every type with row conversions: rows of random values come back within half the

@@ -220,8 +220,8 @@ const std::vector<int64_t> kPackedRows{1, 15, 16, 17, 31, 33, 100};
 const std::vector<int64_t> kPackedCols{32, 64, 96, 768};  // 96: an odd block count
 const std::vector<int64_t> kPackedTokens{1, 2, 3, 5, 64, 129};
 
-// Every instruction set and weight type with a packed layout (Q8_0 and Q4_0 on
-// AVX-512), the shapes above (cols: whole blocks): body(packed weight, its TestWeight,
+// Every instruction set and weight type with a packed layout (on AVX-512 every type
+// with integer tiles), the shapes above (cols: whole blocks): body(packed weight, its TestWeight,
 // tokens).
 template <typename Body>
 void for_each_packed_case(Body&& body) {

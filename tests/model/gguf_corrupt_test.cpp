@@ -565,7 +565,7 @@ TEST(GgufCorrupt, TensorTypesAndOffsets) {
   const auto& q = l.tensor("blk.0.attn_q.weight");
   const auto& last = l.tensors.back();
   run_cases({
-      field<uint32_t>("tensor-type-3", q.type_pos, 3, true),
+      field<uint32_t>("tensor-type-4", q.type_pos, 4, true),  // a GGUF id no type has
       field<uint32_t>("tensor-type-1000", q.type_pos, 1000),
       field<uint32_t>("tensor-type-max", q.type_pos, 0xFFFFFFFFu),
       field<uint32_t>("tensor-type-i32", q.type_pos, uint32_t(DType::I32)),

@@ -1,5 +1,5 @@
 #pragma once
-// Conversion of rows between f32 and the storage types (F32, F16, BF16, Q8_0, Q4_0).
+// Conversion of rows between f32 and the storage types (tandem/core/quant_rows.hpp).
 #include <cstdint>
 
 #include "tandem/core/dtype.hpp"
