@@ -8,7 +8,8 @@
 # type names: q4_0 q8_0 q4_1 q5_0 q5_1 iq4_nl, the K-quants, ...; default: q8_0 q4_0 q4_1
 # q5_0 q5_1 iq4_nl) quantizes it twice: with `llama-quantize --pure F32 OUT TYPE` (every
 # matrix to TYPE, no importance matrix) and with `tandem make-model --type TYPE` (same
-# seed and shape, so the same f32 values). Then compares the two files tensor by tensor:
+# seed and shape, so the same f32 values). A TYPE written mix:NAME (mix:q4_k_m, ...) is a
+# recipe: `llama-quantize F32 OUT NAME` against `tandem make-model --recipe NAME`. Then compares the two files tensor by tensor:
 # the same names, GGUF types and shapes, and the same data bytes. Prints one line per
 # type (how many tensors are byte-identical) and, for the first 8 tensors that differ,
 # how many of their blocks differ and the first one. Exit 0 when every tensor of every type is
@@ -172,16 +173,25 @@ PY
 status=0
 for t in "${TYPES[@]}"; do
   lt=${t,,}
-  peer_type=${t^^}
-  if ! "$TANDEM" make-model "${model_args[@]}" --type "$lt" -o "$WORK/tandem-$lt.gguf" \
+  # mix:NAME: a recipe (tandem --recipe NAME; the peer without --pure); else a type.
+  if [[ $lt == mix:* ]]; then
+    lt=${lt#mix:}
+    ours=(--recipe "$lt")
+    pure=()
+  else
+    ours=(--type "$lt")
+    pure=(--pure)
+  fi
+  peer_type=${lt^^}
+  if ! "$TANDEM" make-model "${model_args[@]}" "${ours[@]}" -o "$WORK/tandem-$lt.gguf" \
       >"$WORK/make-$lt.log" 2>&1; then
-    echo "$lt: tandem make-model --type $lt failed: $(tail -1 "$WORK/make-$lt.log")"
+    echo "$lt: tandem make-model ${ours[*]} failed: $(tail -1 "$WORK/make-$lt.log")"
     status=2
     continue
   fi
-  if ! "$LLAMA_QUANTIZE" --pure "$WORK/f32.gguf" "$WORK/peer-$lt.gguf" "$peer_type" "$THREADS" \
+  if ! "$LLAMA_QUANTIZE" "${pure[@]}" "$WORK/f32.gguf" "$WORK/peer-$lt.gguf" "$peer_type" "$THREADS" \
       >"$WORK/peer-$lt.log" 2>&1; then
-    echo "$lt: llama-quantize --pure ... $peer_type failed: $(tail -1 "$WORK/peer-$lt.log")"
+    echo "$lt: llama-quantize ${pure[*]} ... $peer_type failed: $(tail -1 "$WORK/peer-$lt.log")"
     status=2
     continue
   fi

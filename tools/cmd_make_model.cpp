@@ -14,13 +14,14 @@
 #include "tandem/core/error.hpp"
 #include "tandem/core/size.hpp"
 #include "tandem/model/gguf.hpp"
+#include "tandem/model/quant_recipe.hpp"
 #include "tandem/model/synth.hpp"
 
 namespace tandem::cli {
 namespace {
 
 struct Opts {
-  std::string preset, type, vocab, out, arch = "llama";
+  std::string preset, type, recipe, vocab, out, arch = "llama";
   int64_t vocab_size = 0;
   uint64_t seed = 1234;
   int64_t dim = 0, layers = 0, heads = 0, kv_heads = 0, ff = 0, ctx = 0;
@@ -68,11 +69,17 @@ SynthSpec make_spec(const Opts& o) {
   if ((s.n_embd / s.n_head) % 2 != 0)
     bad_input("--dim / --heads = {} must be even (the head dimension holds rotary pairs)",
               s.n_embd / s.n_head);
-  const auto t = parse_dtype(o.type);
-  if (!t || !info(*t).matrix)
+  if (!o.recipe.empty()) {
+    const auto r = find_quant_recipe(o.recipe);
+    if (!r) bad_input("--recipe '{}' is not one of {}", o.recipe, quant_recipe_names());
+    s.recipe = r->name;  // rows its types' blocks do not divide fall back per tensor
+    s.type = r->base;
+  } else if (const auto t = parse_dtype(o.type); !t || !info(*t).matrix) {
     bad_input("--type '{}' is not one of {}", o.type, matrix_type_names());
-  s.type = *t;
-  if (info(s.type).block_size > 1) {
+  } else {
+    s.type = *t;
+  }
+  if (o.recipe.empty() && info(s.type).block_size > 1) {
     const int b = info(s.type).block_size;
     if (s.n_embd % b != 0) bad_input("--type {} needs --dim to be a multiple of {}", o.type, b);
     if (s.n_ff % b != 0) bad_input("--type {} needs --ff to be a multiple of {}", o.type, b);
@@ -145,7 +152,7 @@ void run(const Opts& o) {
   for (const auto& t : f.tensors()) params += t.nelements();
   fmt::print("wrote {}: {} bytes ({:.1f} MiB), {} parameters ({:.1f}M), {} tensors, {}\n", o.out,
              f.file_size(), double(f.file_size()) / (1 << 20), params, double(params) / 1e6,
-             f.tensors().size(), dtype_name(spec.type));
+             f.tensors().size(), spec.recipe.empty() ? dtype_name(spec.type) : spec.recipe);
 }
 
 }  // namespace
@@ -156,8 +163,14 @@ void add_make_model(CLI::App& app) {
       "make-model", "Write a synthetic model with reproducible random weights (N(0, 0.02^2))");
   sub->add_option("--preset", o->preset, "Shape preset: tiny or small (default shape: tiny)")
       ->check(CLI::IsMember({"tiny", "small"}));
-  sub->add_option("--type", o->type, "Matrix type: " + matrix_type_names() + " (norms stay f32)")
-      ->required();
+  auto* type = sub->add_option("--type", o->type,
+                                "Matrix type: " + matrix_type_names() +
+                                    " (every matrix that type, norms f32)");
+  auto* recipe = sub->add_option("--recipe", o->recipe,
+                                  "Quantization mix: " + quant_recipe_names() +
+                                      " (the type of each tensor by its role and layer, as "
+                                      "GGUF quantizers pick them without an importance matrix)");
+  type->excludes(recipe);
   auto* vocab = sub->add_option("--vocab", o->vocab,
                                 "GGUF file whose tokenizer.* metadata is copied (sets V)")
                    ->check(CLI::ExistingFile);
@@ -185,7 +198,9 @@ void add_make_model(CLI::App& app) {
   o->o_rope = sub->add_option("--rope-base", o->rope_base, "RoPE frequency base");
   sub->add_flag("--qkv-bias", o->qkv_bias, "Add Q/K/V bias vectors (qwen2-style)");
   sub->add_flag("--tied-output", o->tied_output, "Omit output.weight (tied to token_embd)");
-  sub->callback([o] {
+  sub->callback([o, type, recipe] {
+    if (type->count() == 0 && recipe->count() == 0)
+      bad_input("one of --type TYPE or --recipe MIX is required (see --help)");
     if (o->vocab.empty() && o->vocab_size == 0)
       bad_input("one of --vocab FILE or --vocab-size N is required (see --help)");
     run(*o);

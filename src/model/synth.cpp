@@ -11,6 +11,7 @@
 #include "tandem/core/error.hpp"
 #include "tandem/core/quant_rows.hpp"
 #include "tandem/model/gguf.hpp"
+#include "tandem/model/quant_recipe.hpp"
 #include "tandem/model/hparams.hpp"
 
 namespace tandem {
@@ -147,12 +148,15 @@ std::optional<gguf::File> check_spec(SynthSpec& s) {
     bad_input("synthetic model: rope base {} must be > 0", s.rope_freq_base);
   if (!(s.rms_eps > 0.0f) || !std::isfinite(s.rms_eps))
     bad_input("synthetic model: RMS norm epsilon {} must be > 0", s.rms_eps);
+  if (!s.recipe.empty() && !find_quant_recipe(s.recipe))
+    bad_input("synthetic model: quantization recipe '{}' is not one of {}", s.recipe,
+              quant_recipe_names());
   const DType t = s.type;
   if (!info(t).matrix)
     bad_input("synthetic model: matrix type {} is not supported ({})", dtype_name(t),
               matrix_type_names());
   const int block = info(t).block_size;
-  if (s.n_embd % block != 0 || s.n_ff % block != 0)
+  if (s.recipe.empty() && (s.n_embd % block != 0 || s.n_ff % block != 0))
     bad_input("synthetic model: {} needs the embedding length ({}) and feed-forward length ({}) "
               "to be multiples of {}",
               dtype_name(t), s.n_embd, s.n_ff, block);
@@ -191,14 +195,28 @@ void set_metadata(gguf::Writer& w, const SynthSpec& s, const gguf::File* vocab) 
   if (vocab) w.copy_metadata(*vocab, "tokenizer.");
   w.set(a + "vocab_size", u32(s.n_vocab));
   w.set("general.quantization_version", Value::u32(2));
-  w.set("general.file_type", Value::u32(info(s.type).file_type));
+  w.set("general.file_type", Value::u32(s.recipe.empty() ? info(s.type).file_type
+                                                          : find_quant_recipe(s.recipe)->file_type));
 }
 
-std::vector<uint8_t> make_tensor(const SynthSpec& s, const TensorPlan& p, DType& type) {
+// The type of each planned tensor: the spec's matrix type, or its recipe's choice per
+// tensor; vectors stay F32.
+std::vector<DType> tensor_types(const SynthSpec& s, const std::vector<TensorPlan>& plan) {
+  if (s.recipe.empty()) {
+    std::vector<DType> out;
+    for (const TensorPlan& p : plan) out.push_back(p.kind == TensorPlan::Matrix ? s.type : DType::F32);
+    return out;
+  }
+  std::vector<RecipeTensor> ts;
+  for (const TensorPlan& p : plan)
+    ts.push_back({p.name, DType::F32, p.cols, p.kind == TensorPlan::Matrix ? 2 : 1});
+  return recipe_types(*find_quant_recipe(s.recipe), ts, s.n_layer, s.n_head / s.n_head_kv);
+}
+
+std::vector<uint8_t> make_tensor(const SynthSpec& s, const TensorPlan& p, DType type) {
   const int64_t n = p.rows * p.cols;
   std::vector<float> values(size_t(n), 1.0f);
   if (p.kind != TensorPlan::Ones) fill_normal(s.seed, p.name, values.data(), n);
-  type = p.kind == TensorPlan::Matrix ? s.type : DType::F32;
   const size_t row = row_bytes(type, p.cols);
   std::vector<uint8_t> bytes(row * size_t(p.rows));
   parallel_ranges(p.rows, p.cols, [&](int64_t r0, int64_t r1) {
@@ -248,8 +266,11 @@ SynthFootprint synthetic_model_footprint(const SynthSpec& spec) {
   // 9 x 4096 + 3 tensors: the sums stay far below 2^64.
   SynthFootprint f;
   uint64_t largest = 0;
-  for (const TensorPlan& p : plan_tensors(s)) {
-    const DType type = p.kind == TensorPlan::Matrix ? s.type : DType::F32;
+  const auto plan = plan_tensors(s);
+  const auto types = tensor_types(s, plan);
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const TensorPlan& p = plan[i];
+    const DType type = types[i];
     f.file_bytes += uint64_t(row_bytes(type, p.cols)) * uint64_t(p.rows);
     largest = std::max(largest, uint64_t(p.rows) * uint64_t(p.cols));
   }
@@ -264,10 +285,11 @@ void write_synthetic_model(const SynthSpec& spec, const std::string& path,
   gguf::Writer w(3);
   set_metadata(w, s, vocab ? &*vocab : nullptr);
   const auto plan = plan_tensors(s);
+  const auto types = tensor_types(s, plan);
   const int total = int(plan.size());
   for (int k = 0; k < total; ++k) {
     const auto& p = plan[size_t(k)];
-    DType type = DType::F32;
+    const DType type = types[size_t(k)];
     std::vector<uint8_t> bytes = make_tensor(s, p, type);
     std::vector<int64_t> ne = p.rows == 1 && p.kind != TensorPlan::Matrix
                                   ? std::vector<int64_t>{p.cols}

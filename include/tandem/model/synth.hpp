@@ -22,6 +22,8 @@ struct SynthSpec {
   float rope_freq_base = 10000.0f;
   float rms_eps = 1e-5f;
   DType type = DType::F16;     // type of every matrix (norms stay F32)
+  std::string recipe = {};     // or, when set, the types a quantization recipe picks per
+                               // tensor (model/quant_recipe.hpp: "q4_k_m", ...)
   uint64_t seed = 1234;
   std::string vocab_path = {}; // GGUF file whose tokenizer.* keys are copied; or
   int64_t n_vocab = 0;         // with no vocab file: V tokens, no tokenizer metadata
