@@ -22,6 +22,9 @@
 #   REPEATS        timed repeats per test (default 5)
 #   KEEP_ROOFLINE  set to 1 to use the cached roofline instead of measuring it again
 #   ONLY           run only the models whose name contains this (e.g. "tiny")
+#   SET            k-quants: the models of issue 14's speed table instead (small preset
+#                  written with the recipes q4_k_m, q5_k_m, q6_k and q3_k_m; targets pp512
+#                  >= 1.5x and tg128 >= 1.1x llama.cpp, judged only where LLAMA_BENCH ran)
 #   LLAMA_BENCH    a llama-bench binary (llama.cpp, built outside this repository): runs it
 #                  on the same files with the same tests right after tandem on each model
 #                  (-fa on, same threads and repeats) and adds its measured median t/s
@@ -49,12 +52,18 @@ trap 'rm -rf "$OUT"' EXIT
 
 # name preset type: the models of the target table.
 MODELS=("small-f32 small f32" "small-q8_0 small q8_0" "small-q4_0 small q4_0" "tiny-f16 tiny f16")
+if [[ ${SET:-} == k-quants ]]; then
+  MODELS=("small-q4_k_m small mix:q4_k_m" "small-q5_k_m small mix:q5_k_m"
+          "small-q6_k small mix:q6_k" "small-q3_k_m small mix:q3_k_m")
+fi
 
 make_model() {  # name preset type
   local path=$MODELS_DIR/$1.gguf
   if [[ ! -s $path ]]; then
     echo "making $path" >&2
-    "$TANDEM" make-model --preset "$2" --type "$3" --vocab "$VOCAB" -o "$path.tmp" >&2
+    local how=(--type "$3")
+    [[ $3 == mix:* ]] && how=(--recipe "${3#mix:}")
+    "$TANDEM" make-model --preset "$2" "${how[@]}" --vocab "$VOCAB" -o "$path.tmp" >&2
     mv "$path.tmp" "$path"
   fi
   echo "$path"
@@ -103,6 +112,9 @@ TARGET = {
     ("small-f32", "pp512"): 1.15, ("small-q8_0", "pp512"): 1.5, ("small-q4_0", "pp512"): 1.5,
     ("tiny-f16", "pp8192"): 1.8, ("tiny-f16", "tg64@d8192"): 1.3,
 }
+# Issue 14: the K-quant mixes (no typed llama.cpp figures: judged against LLAMA_BENCH).
+for mix in ("small-q4_k_m", "small-q5_k_m", "small-q6_k", "small-q3_k_m"):
+    TARGET[(mix, "pp512")], TARGET[(mix, "tg128")] = 1.5, 1.1
 rows = []
 measured = {}  # (model, test) -> llama-bench's median t/s, where it ran
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
@@ -122,7 +134,8 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.llama")):
             test += f"@d{depth}"
         samples = sorted(r.get("samples_ts") or [r["avg_ts"]])
         measured[(name, test)] = samples[len(samples) // 2]
-order = ["small-f32", "small-q8_0", "small-q4_0", "tiny-f16"]
+order = ["small-f32", "small-q8_0", "small-q4_0", "tiny-f16", "small-q4_k_m", "small-q5_k_m",
+         "small-q6_k", "small-q3_k_m"]
 rows.sort(key=lambda x: (order.index(x[0]) if x[0] in order else 99, x[1]["n_gen"] > 0,
                          x[1]["depth"], x[1]["test"]))
 # The target is judged against llama.cpp measured here and now (LLAMA_BENCH) where that
