@@ -39,3 +39,33 @@ TEST(CliKQuant, WholeSuperBlocksWriteALoadableModel) {
   EXPECT_EQ(b.code, 0) << b.out;
   EXPECT_NE(b.out.find("pp16"), std::string::npos) << b.out;
 }
+
+// --recipe: each tensor's type by its role and layer, falling back to blocks of 32 where
+// super-blocks do not divide the rows (the tiny preset: D 288, F 768); the model loads.
+TEST(CliKQuant, RecipeMixesTypesPerTensor) {
+  const std::string path = temp_dir() + "/mix.gguf";
+  const auto w = run(tandem_bin() + " make-model --recipe q4_k_m --vocab-size 64 -o " + path +
+                     " 2>/dev/null");
+  ASSERT_EQ(w.code, 0) << w.out;
+  const auto info = run(tandem_bin() + " info -m " + path + " 2>&1");
+  ASSERT_EQ(info.code, 0) << info.out;
+  const auto type_of = [&](const std::string& tensor) {
+    const size_t at = info.out.find("  " + tensor + " ");
+    if (at == std::string::npos) return std::string("missing");
+    const size_t b = info.out.find_first_not_of(' ', at + tensor.size() + 2);
+    return info.out.substr(b, info.out.find(' ', b) - b);
+  };
+  EXPECT_EQ(type_of("output.weight"), "q8_0");          // Q6_K rows of 288
+  EXPECT_EQ(type_of("blk.0.attn_v.weight"), "q5_0");    // Q4_K rows of 288
+  EXPECT_EQ(type_of("blk.2.attn_v.weight"), "q8_0");    // a layer with more bits
+  EXPECT_EQ(type_of("blk.2.ffn_down.weight"), "q6_k");  // rows of F = 768
+  EXPECT_EQ(type_of("blk.1.ffn_down.weight"), "q4_k");
+  EXPECT_EQ(type_of("blk.1.attn_norm.weight"), "f32");
+  const auto g = run(tandem_bin() + " generate -m " + path + " --ids 1,2,3 -n 4 -t 1 2>&1");
+  EXPECT_EQ(g.code, 0) << g.out;
+  const auto bad = run(tandem_bin() + " make-model --recipe q4_k_x --vocab-size 64 -o " + path +
+                       " 2>&1");
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("--recipe 'q4_k_x'"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("q5_k_m"), std::string::npos) << bad.out;
+}
