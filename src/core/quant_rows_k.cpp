@@ -45,6 +45,7 @@
 
 #include "tandem/core/dtype.hpp"
 #include "tandem/core/fp16.hpp"
+#include "core/block_codes.hpp"
 #include "core/row_codecs.hpp"
 
 #if defined(__clang__)
@@ -70,15 +71,8 @@ int clamp_int(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 // The value of largest magnitude of x[0..n) (the first one on a tie), and its magnitude.
 float largest(const float* x, int n, float& amax) {
-  float m = 0.0f;
-  amax = 0.0f;
-  for (int i = 0; i < n; ++i) {
-    const float a = std::fabs(x[i]);
-    if (a > amax) {
-      amax = a;
-      m = x[i];
-    }
-  }
+  const float m = detail::signed_absmax(x, n);
+  amax = std::fabs(m);
   return m;
 }
 
