@@ -28,6 +28,9 @@ constexpr ArchTraits kArchs[] = {
     {"llama",   false, false, false, false, false, false, false, 0,  0,     false,  0.0f, 0.0f, false, false},
     {"mistral", false, false, false, false, false, false, false, 0,  0,     false,  0.0f, 0.0f, false, false},
     {"qwen2",   true,  false, false, false, false, false, false, 0,  0,     false,  0.0f, 0.0f, false, false},
+    {"qwen3",   true,  true,  false, false, false, false, false, 0,  0,     false,  0.0f, 0.0f, false, false},
+    // phi3: attention.sliding_window is in its files but not applied (as llama.cpp does)
+    {"phi3",    true,  false, false, false, false, true,  false, 0,  0,     false,  0.0f, 0.0f, false, true},
 };
 
 const ArchTraits* find_arch(const std::string& name) {

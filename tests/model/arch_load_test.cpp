@@ -96,7 +96,8 @@ TEST(ArchLoad, TraitsPerArchitecture) {
     bool neox, qk_norm;
   };
   for (const Want w : {Want{"llama", false, false}, Want{"mistral", false, false},
-                       Want{"qwen2", true, false}}) {
+                       Want{"qwen2", true, false}, Want{"qwen3", true, true},
+                       Want{"phi3", true, false}}) {
     const auto m = Model::load(test::write_test_model(std::string("traits-") + w.arch, spec(w.arch)));
     const HParams& h = m->hparams();
     EXPECT_EQ(h.rope_neox, w.neox) << w.arch;
@@ -104,6 +105,38 @@ TEST(ArchLoad, TraitsPerArchitecture) {
     EXPECT_EQ(m->layers[1].q_norm != nullptr, w.qk_norm) << w.arch;
     EXPECT_TRUE(h.local_layers.empty()) << w.arch;
     EXPECT_EQ(h.final_softcap, 0.0f) << w.arch;
+  }
+}
+
+TEST(ArchLoad, Qwen3HeadDimFromKeyLength) {
+  SynthSpec s = spec("qwen3");
+  s.head_dim = 12;
+  const auto m = Model::load(test::write_test_model("qwen3-d12", s));
+  EXPECT_EQ(m->hparams().head_dim, 12);
+  EXPECT_EQ(m->hparams().q_dim(), 48);
+  EXPECT_EQ(m->layers[0].wq.rows, 48);
+  EXPECT_EQ(m->layers[0].wo.cols, 48);
+  EXPECT_EQ(m->layers[0].wk.rows, 24);
+}
+
+// phi3's attn_qkv and [2F] ffn_up are bound as row ranges of the one matrix.
+TEST(ArchLoad, Phi3FusedTensorsAreViews) {
+  const auto m = Model::load(test::write_test_model("phi3-views", spec("phi3")));
+  const auto& f = m->file();
+  for (int l = 0; l < 2; ++l) {
+    const LayerWeights& w = m->layers[size_t(l)];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const uint8_t* qkv = f.tensor_data(*f.find_tensor(p + "attn_qkv.weight"));
+    const uint8_t* up = f.tensor_data(*f.find_tensor(p + "ffn_up.weight"));
+    const size_t row = 32 * sizeof(float);
+    EXPECT_EQ(w.wq.data, qkv);
+    EXPECT_EQ(w.wk.data, qkv + 32 * row);
+    EXPECT_EQ(w.wv.data, qkv + 48 * row);
+    EXPECT_EQ(w.wq.rows, 32);
+    EXPECT_EQ(w.wv.rows, 16);
+    EXPECT_EQ(w.w_gate.data, up);
+    EXPECT_EQ(w.w_up.data, up + 64 * row);
+    EXPECT_EQ(w.w_up.rows, 64);
   }
 }
 
@@ -165,6 +198,17 @@ TEST(ArchLoad, RefusesWhatItDoesNotRunByName) {
                  {"blk.0.attn_q_norm.weight"});
   expect_refused(rewrite(llama, "llama-longrope", with_vectors({{"rope_factors_short.weight", 4}})),
                  {"rope_factors_short.weight"});
+  // qwen3 without its Q/K norms.
+  const std::string qwen3 = test::write_test_model("refuse-qwen3", spec("qwen3"));
+  expect_refused(rewrite(qwen3, "no-knorm", without({"blk.1.attn_k_norm.weight"})),
+                 {"blk.1.attn_k_norm.weight"});
+  // phi3 with long-context rope factors.
+  const std::string phi3 = test::write_test_model("refuse-phi3", spec("phi3"));
+  expect_refused(rewrite(phi3, "longrope", with_vectors({{"rope_factors_long.weight", 4}})),
+                 {"rope_factors_long.weight"});
+  // phi3's window is read and not applied (its files carry one).
+  EXPECT_NO_THROW(Model::load(
+      rewrite(phi3, "phi3-window", with_keys({{"phi3.attention.sliding_window", gguf::Value::u32(2047)}}))));
 }
 
 }  // namespace

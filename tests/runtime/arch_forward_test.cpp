@@ -53,6 +53,10 @@ std::vector<Case> cases() {
   Case q2{"qwen2", base_spec("qwen2", 15)};
   q2.spec.qkv_bias = true;
   c.push_back(q2);
+  Case q3{"qwen3", base_spec("qwen3", 16)};
+  q3.spec.head_dim = 12;  // d differs from D/H = 8
+  c.push_back(q3);
+  c.push_back({"phi3", base_spec("phi3", 17)});
   return c;
 }
 
