@@ -110,12 +110,15 @@ void attention(const AttentionArgs& args) {
       const int64_t kv_off = int64_t(h / group) * a.d;
       double mx = -std::numeric_limits<double>::infinity();
       for (int64_t j = 0; j < a.n_kv; ++j) {
-        visible[size_t(j)] = !a.causal || a.kv_pos[j] <= a.q_pos[i];
+        const int64_t behind = a.causal ? int64_t(a.q_pos[i]) - a.kv_pos[j] : 0;
+        visible[size_t(j)] = behind >= 0 && (a.window <= 0 || behind < a.window);
         if (!visible[size_t(j)]) continue;
         const float* k = a.k + j * a.kv_stride + kv_off;
         double s = 0.0;
         for (int c = 0; c < a.d; ++c) s += double(q[c]) * k[c];
-        score[size_t(j)] = s * a.scale;
+        s *= a.scale;
+        if (a.softcap > 0.0f) s = a.softcap * std::tanh(s / a.softcap);
+        score[size_t(j)] = s;
         mx = std::max(mx, score[size_t(j)]);
       }
       std::vector<double> acc(size_t(a.d), 0.0);

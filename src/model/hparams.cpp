@@ -17,20 +17,26 @@ struct ArchTraits {
   bool rope_neox, qk_norm, post_norms, gelu_ffn, embed_scale, fused_layout, tied_embedding;
   int swa_period;          // sliding-window layers: period - 1 local, then one global (0: none)
   int64_t window_default;  // attention.sliding_window when absent (0: no local layers)
-  bool softcaps;           // reads the soft-capping keys
+  bool attn_cap_key, final_cap_key;  // reads attn_ / final_logit_softcapping
   float attn_softcap_default, final_softcap_default;
   bool local_rope_is_global;  // local layers' rope base and scale default to the global ones
   bool window_ignored;        // attention.sliding_window is read but not applied
 };
 
 constexpr ArchTraits kArchs[] = {
-    // name     neox   qknorm post   gelu   embsc  fused  tied   swa window softcap a     f     lrg    ign
-    {"llama",   false, false, false, false, false, false, false, 0,  0,     false,  0.0f, 0.0f, false, false},
-    {"mistral", false, false, false, false, false, false, false, 0,  0,     false,  0.0f, 0.0f, false, false},
-    {"qwen2",   true,  false, false, false, false, false, false, 0,  0,     false,  0.0f, 0.0f, false, false},
-    {"qwen3",   true,  true,  false, false, false, false, false, 0,  0,     false,  0.0f, 0.0f, false, false},
+    // name     neox   qknorm post   gelu   embsc  fused  tied   swa window capkeys (a, f)  a      f      lrg    ign
+    {"llama",   false, false, false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false},
+    {"mistral", false, false, false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false},
+    {"qwen2",   true,  false, false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false},
+    {"qwen3",   true,  true,  false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false},
     // phi3: attention.sliding_window is in its files but not applied (as llama.cpp does)
-    {"phi3",    true,  false, false, false, false, true,  false, 0,  0,     false,  0.0f, 0.0f, false, true},
+    {"phi3",    true,  false, false, false, false, true,  false, 0,  0,     false, false,  0.0f,  0.0f,  false, true},
+    // gemma2: every other layer local (window 4096 unless the key says), soft-capped
+    // attention scores (50) and logits (30) unless the keys say
+    {"gemma2",  true,  false, true,  true,  true,  false, true,  2,  4096,  true,  true,   50.0f, 30.0f, true,  false},
+    // gemma3: 5 local layers then a global one when the file gives a window; local layers
+    // rotate with base rope.freq_base_swa (10000) and no scaling; logits capped if keyed
+    {"gemma3",  true,  true,  true,  true,  true,  false, true,  6,  0,     false, true,   0.0f,  0.0f,  false, false},
 };
 
 const ArchTraits* find_arch(const std::string& name) {
@@ -69,6 +75,7 @@ void HParams::set_arch(const std::string& name, const std::string& where) {
   attn_softcap = t->attn_softcap_default;
   final_softcap = t->final_softcap_default;
   sliding_window = t->window_default;
+  swa_period = t->swa_period;
   local_layers.clear();
   if (t->swa_period > 0 && sliding_window > 0)
     for (int64_t l = 0; l < n_layer; ++l)
@@ -173,14 +180,17 @@ HParams HParams::from_gguf(const gguf::File& f) {
     log(LogLevel::Info, "{}: {} = {} is not applied: {} attends over the whole prefix", f.path(),
         window_key, *window, arch);
   }
-  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
-    const auto v = f.find_float(a + key);
+  for (const bool attn : {true, false}) {
+    const std::string key = a + (attn ? "attn_logit_softcapping" : "final_logit_softcapping");
+    const auto v = f.find_float(key);
     if (!v) continue;
-    if (!t->softcaps && *v != 0.0)
-      bad_input("{}: {}{} = {} is not supported for {}", f.path(), a, key, *v, arch);
+    if (!(attn ? t->attn_cap_key : t->final_cap_key)) {
+      if (*v != 0.0) bad_input("{}: {} = {} is not supported for {}", f.path(), key, *v, arch);
+      continue;
+    }
     if (!(*v >= 0.0) || !std::isfinite(*v))
-      bad_input("{}: {}{} = {} must be >= 0", f.path(), a, key, *v);
-    (std::string(key) == "attn_logit_softcapping" ? h.attn_softcap : h.final_softcap) = float(*v);
+      bad_input("{}: {} = {} must be >= 0", f.path(), key, *v);
+    (attn ? h.attn_softcap : h.final_softcap) = float(*v);
   }
   h.validate(f.path());
   return h;
@@ -201,6 +211,9 @@ void HParams::validate(const std::string& where) const {
   in_range("vocab_size (V)", n_vocab, 1, int64_t{1} << 24);
   in_range("context_length", n_ctx_train, 1, int64_t{1} << 26);
   in_range("attention.sliding_window", sliding_window, 0, int64_t{1} << 30);
+  if (!(attn_softcap >= 0.0f) || !std::isfinite(attn_softcap) || !(final_softcap >= 0.0f) ||
+      !std::isfinite(final_softcap))
+    bad_input("{}: soft-capping values must be finite and >= 0", where);
   if (n_head % n_head_kv != 0)
     bad_input("{}: attention.head_count {} is not a multiple of head_count_kv {}", where, n_head,
               n_head_kv);

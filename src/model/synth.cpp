@@ -245,7 +245,7 @@ void set_metadata(gguf::Writer& w, const SynthSpec& s, const gguf::File* vocab) 
   }
   w.set(a + "attention.layer_norm_rms_epsilon", Value::f32(s.rms_eps));
   const HParams t = traits_of(s);
-  if (!t.local_layers.empty()) w.set(a + "attention.sliding_window", u32(window_of(s)));
+  if (t.swa_period > 0) w.set(a + "attention.sliding_window", u32(window_of(s)));
   if (t.attn_softcap > 0.0f)
     w.set(a + "attn_logit_softcapping", Value::f32(t.attn_softcap));
   if (t.final_softcap > 0.0f)

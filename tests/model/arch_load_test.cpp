@@ -108,6 +108,65 @@ TEST(ArchLoad, TraitsPerArchitecture) {
   }
 }
 
+// gemma2: local layers 0, 2, ... (window from the file, else 4096), rope of the local
+// layers the global one, caps 50 / 30 unless the keys say; gemma3: 5 local then 1 global
+// when the file has a window, local rope base 10000 without scaling, no attention cap.
+TEST(ArchLoad, GemmaTraits) {
+  SynthSpec s = spec("gemma2");
+  s.n_layer = 4;
+  s.sliding_window = 7;
+  s.rope_scaling = "linear:2";
+  const auto g2 = Model::load(test::write_test_model("gemma2-traits", s));
+  const HParams& h2 = g2->hparams();
+  EXPECT_TRUE(h2.rope_neox && h2.post_norms && h2.gelu_ffn && h2.embed_scale && !h2.qk_norm);
+  EXPECT_EQ(h2.local_layers, (std::vector<uint8_t>{1, 0, 1, 0}));
+  EXPECT_EQ(h2.layer_window(0), 7);
+  EXPECT_EQ(h2.layer_window(1), 0);
+  EXPECT_EQ(h2.rope_freq_base_local, h2.rope_freq_base);
+  EXPECT_FLOAT_EQ(h2.rope_freq_scale_local, 0.5f);
+  EXPECT_EQ(h2.attn_softcap, 50.0f);
+  EXPECT_EQ(h2.final_softcap, 30.0f);
+  EXPECT_TRUE(g2->output_tied);
+  EXPECT_NE(g2->layers[3].post_ffn_norm, nullptr);
+  const auto g2b = Model::load(rewrite(test::write_test_model("gemma2-keys", s), "gemma2-nokeys",
+                                       without({"gemma2.attention.sliding_window",
+                                                "gemma2.attn_logit_softcapping"})));
+  EXPECT_EQ(g2b->hparams().sliding_window, 4096);
+  EXPECT_EQ(g2b->hparams().attn_softcap, 50.0f);
+
+  s = spec("gemma3");
+  s.n_layer = 8;
+  s.sliding_window = 9;
+  s.rope_freq_base = 1e6f;
+  s.rope_scaling = "linear:8";
+  const std::string g3path = test::write_test_model("gemma3-traits", s);
+  const auto g3 = Model::load(g3path);
+  const HParams& h3 = g3->hparams();
+  EXPECT_TRUE(h3.qk_norm && h3.post_norms && h3.gelu_ffn && h3.embed_scale);
+  EXPECT_EQ(h3.local_layers, (std::vector<uint8_t>{1, 1, 1, 1, 1, 0, 1, 1}));
+  EXPECT_EQ(h3.rope_freq_base_local, 10000.0f);
+  EXPECT_EQ(h3.rope_freq_scale_local, 1.0f);
+  EXPECT_FLOAT_EQ(h3.rope_freq_scale, 0.125f);
+  EXPECT_EQ(h3.attn_softcap, 0.0f);
+  EXPECT_EQ(h3.final_softcap, 0.0f);
+  // The file's own pattern and local base win; no window: no local layer.
+  std::vector<gguf::Value> pattern;
+  for (int l = 0; l < 8; ++l) pattern.push_back(gguf::Value::boolean(l % 2 == 0));
+  const auto g3p = Model::load(rewrite(
+      g3path, "gemma3-pattern",
+      with_keys({{"gemma3.attention.sliding_window_pattern",
+                  gguf::Value::array(gguf::ValueType::BOOL, pattern)},
+                 {"gemma3.rope.freq_base_swa", gguf::Value::f32(5000.0f)}})));
+  EXPECT_EQ(g3p->hparams().local_layers, (std::vector<uint8_t>{1, 0, 1, 0, 1, 0, 1, 0}));
+  EXPECT_EQ(g3p->hparams().rope_freq_base_local, 5000.0f);
+  const auto g3n = Model::load(rewrite(g3path, "gemma3-nowindow",
+                                       without({"gemma3.attention.sliding_window"})));
+  EXPECT_TRUE(g3n->hparams().local_layers.empty());
+  expect_refused(rewrite(g3path, "gemma3-attn-cap",
+                         with_keys({{"gemma3.attn_logit_softcapping", gguf::Value::f32(50.0f)}})),
+                 {"gemma3.attn_logit_softcapping"});
+}
+
 TEST(ArchLoad, Qwen3HeadDimFromKeyLength) {
   SynthSpec s = spec("qwen3");
   s.head_dim = 12;

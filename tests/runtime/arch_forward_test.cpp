@@ -57,6 +57,18 @@ std::vector<Case> cases() {
   q3.spec.head_dim = 12;  // d differs from D/H = 8
   c.push_back(q3);
   c.push_back({"phi3", base_spec("phi3", 17)});
+  // Windows of 5 keys over 20 tokens: the local layers see a fraction of the prefix.
+  Case g2{"gemma2", base_spec("gemma2", 18)};
+  g2.spec.n_layer = 3;  // local, global, local
+  g2.spec.sliding_window = 5;
+  c.push_back(g2);
+  Case g3{"gemma3", base_spec("gemma3", 19)};
+  g3.spec.n_layer = 7;  // 5 local, global, local
+  g3.spec.sliding_window = 5;
+  g3.spec.head_dim = 12;
+  g3.spec.rope_freq_base = 1000000.0f;  // the global layers'; local ones use 10000
+  g3.spec.rope_scaling = "linear:4";     // global layers only
+  c.push_back(g3);
   return c;
 }
 

@@ -26,11 +26,15 @@ std::shared_ptr<Model> make_arch_model(const std::string& arch) {
   s.seed = 21;
   s.random_norms = true;
   s.weight_scale = 4.0f;
-  if (arch == "qwen3") s.head_dim = 12;
+  if (arch == "qwen3" || arch == "gemma3") s.head_dim = 12;
+  if (arch == "gemma2" || arch == "gemma3") {
+    s.n_layer = arch == "gemma2" ? 2 : 6;  // local and global layers
+    s.sliding_window = 5;                 // far shorter than the sequences: across ranks
+  }
   return load_model(write_test_model("sp-arch-" + arch, s));
 }
 
-const char* kArchs[] = {"qwen2", "qwen3", "phi3"};
+const char* kArchs[] = {"qwen2", "qwen3", "phi3", "gemma2", "gemma3"};
 
 TEST(SpArch, EverySchemeEqualsOneRank) {
   for (const char* arch : kArchs) {

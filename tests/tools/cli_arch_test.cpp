@@ -10,7 +10,7 @@ using tandem::test::temp_dir;
 
 namespace {
 
-const char* kArchs[] = {"llama", "mistral", "qwen2", "qwen3", "phi3"};
+const char* kArchs[] = {"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"};
 
 std::string make(const std::string& arch, const std::string& extra) {
   const std::string out = temp_dir() + "/cli-" + arch + ".gguf";

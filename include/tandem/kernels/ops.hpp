@@ -92,10 +92,12 @@ struct AttentionArgs {
   int64_t kv_stride = 0;         // floats between consecutive tokens in k and v (>= G*d)
   int H = 0, G = 0, d = 0;       // G divides H; query head h reads KV head h / (H/G)
   float scale = 0.0f;            // usually 1/sqrt(d)
+  float softcap = 0.0f;          // > 0: scores s = scale*q.k become softcap*tanh(s/softcap)
   bool causal = true;            // key j is visible to query i iff kv_pos[j] <= q_pos[i]
+  int32_t window = 0;            // > 0 (with causal): and q_pos[i] - kv_pos[j] < window
   float* out = nullptr;          // [n_q][H][d]
-  float* lse = nullptr;          // optional [n_q][H]: natural log of sum_j exp(scale*q.k_j)
-                                 // over visible keys; -inf (and out row 0) when none visible
+  float* lse = nullptr;          // optional [n_q][H]: natural log of sum_j exp(s_j) over
+                                 // visible keys; -inf (and out row 0) when none visible
   KvPages pages;                 // set (tokens > 0): keys come from pages; k, v, kv_pos and
                                  // kv_stride are then ignored
 };

@@ -44,6 +44,7 @@ struct HParams {
   // (p - sliding_window, p]; local_layers[l] != 0 marks them ([L], empty: none local).
   int64_t sliding_window = 0;
   std::vector<uint8_t> local_layers;
+  int swa_period = 0;  // the architecture's pattern: period - 1 local layers, then a global one
   float rope_freq_base_local = 10000.0f;  // rotary base and scale of the local layers
   float rope_freq_scale_local = 1.0f;
 

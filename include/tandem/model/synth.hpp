@@ -32,7 +32,7 @@ struct SynthSpec {
   // Rope scaling: "" none; "linear:F" (rope.scaling.type linear, factor F); "llama3" (a
   // rope_freqs tensor of Llama 3.1's recipe: factor 8, low/high frequency factors 1 and 4,
   // original context 8192).
-  std::string rope_scaling;
+  std::string rope_scaling = {};
   int64_t sliding_window = 0;  // architectures with local layers (0: gemma2 4096, gemma3 1024)
   bool random_norms = false;   // norm weights 1 + N(0, 0.1^2) (tests) instead of 1.0
   float weight_scale = 1.0f;   // multiplies the matrices and biases (tests: peakier attention)
