@@ -1,5 +1,5 @@
-// tandem make-model: writes a synthetic Llama-family model with reproducible random
-// weights (the generator of shared/models/README.md).
+// tandem make-model: writes a synthetic model of any supported architecture with
+// reproducible random weights (the generator of shared/models/README.md).
 #include <fmt/format.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -15,16 +15,17 @@
 #include "tandem/core/size.hpp"
 #include "tandem/model/gguf.hpp"
 #include "tandem/model/quant_recipe.hpp"
+#include "tandem/model/hparams.hpp"
 #include "tandem/model/synth.hpp"
 
 namespace tandem::cli {
 namespace {
 
 struct Opts {
-  std::string preset, type, recipe, vocab, out, arch = "llama";
+  std::string preset, type, recipe, vocab, out, arch = "llama", rope_scaling;
   int64_t vocab_size = 0;
   uint64_t seed = 1234;
-  int64_t dim = 0, layers = 0, heads = 0, kv_heads = 0, ff = 0, ctx = 0;
+  int64_t dim = 0, layers = 0, heads = 0, kv_heads = 0, ff = 0, ctx = 0, head_dim = 0, window = 0;
   float rope_base = 0.0f;
   bool qkv_bias = false, tied_output = false;
   // Set when the flag was given (it then overrides the preset).
@@ -60,15 +61,23 @@ SynthSpec make_spec(const Opts& o) {
     return given(opt) ? fmt::format("{} {}", flag, v)
                       : fmt::format("{} {} (the {} preset's value)", flag, v, preset);
   };
-  if (s.n_embd % s.n_head != 0)
-    bad_input("{} does not divide {}", val(o.o_heads, "--heads", s.n_head),
+  if (o.head_dim != 0) positive("--head-dim", s.head_dim = o.head_dim, 4096);
+  if (o.window != 0) positive("--window", s.sliding_window = o.window, int64_t{1} << 30);
+  if (!o.rope_scaling.empty()) {
+    if (o.rope_scaling != "llama3" && o.rope_scaling.rfind("linear:", 0) != 0)
+      bad_input("--rope-scaling '{}' is not one of llama3, linear:F", o.rope_scaling);
+    s.rope_scaling = o.rope_scaling;
+  }
+  const int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head;
+  if (s.n_embd % s.n_head != 0 && s.head_dim == 0)
+    bad_input("{} does not divide {} (or give --head-dim)", val(o.o_heads, "--heads", s.n_head),
               val(o.o_dim, "--dim", s.n_embd));
   if (s.n_head_kv > s.n_head || s.n_head % s.n_head_kv != 0)
     bad_input("{} does not divide {}", val(o.o_kv_heads, "--kv-heads", s.n_head_kv),
               val(o.o_heads, "--heads", s.n_head));
-  if ((s.n_embd / s.n_head) % 2 != 0)
-    bad_input("--dim / --heads = {} must be even (the head dimension holds rotary pairs)",
-              s.n_embd / s.n_head);
+  if (head_dim % 2 != 0)
+    bad_input("the head dimension {} ({}) must be even (it holds rotary pairs)", head_dim,
+              s.head_dim > 0 ? "--head-dim" : "--dim / --heads");
   if (!o.recipe.empty()) {
     const auto r = find_quant_recipe(o.recipe);
     if (!r) bad_input("--recipe '{}' is not one of {}", o.recipe, quant_recipe_names());
@@ -187,8 +196,14 @@ void add_make_model(CLI::App& app) {
           },
           "UINT64"));
   sub->add_option("-o,--output", o->out, "Output GGUF file")->required();
-  o->o_arch = sub->add_option("--arch", o->arch, "Architecture: llama, qwen2 or mistral")
-                  ->check(CLI::IsMember({"llama", "qwen2", "mistral"}));
+  o->o_arch = sub->add_option("--arch", o->arch, "Architecture: " + supported_arch_names())
+                  ->check(CLI::Validator(
+                      [](std::string& v) {
+                        return supported_arch(v) ? std::string()
+                                                 : "'" + v + "' is not one of " +
+                                                       supported_arch_names();
+                      },
+                      "ARCH"));
   o->o_dim = sub->add_option("--dim", o->dim, "Embedding length D");
   o->o_layers = sub->add_option("--layers", o->layers, "Layer count L");
   o->o_heads = sub->add_option("--heads", o->heads, "Query heads H");
@@ -196,6 +211,14 @@ void add_make_model(CLI::App& app) {
   o->o_ff = sub->add_option("--ff", o->ff, "Feed-forward length F");
   o->o_ctx = sub->add_option("--ctx", o->ctx, "Context length (metadata)");
   o->o_rope = sub->add_option("--rope-base", o->rope_base, "RoPE frequency base");
+  sub->add_option("--rope-scaling", o->rope_scaling,
+                  "RoPE scaling: llama3 (a rope_freqs tensor of Llama 3.1's recipe: factor 8, "
+                  "low/high frequency factors 1 and 4, original context 8192) or linear:F "
+                  "(rope.scaling.type linear, factor F)");
+  sub->add_option("--head-dim", o->head_dim,
+                  "Head dimension d, written as attention.key_length (default D/H)");
+  sub->add_option("--window", o->window,
+                  "Sliding window of the local layers (gemma2, gemma3; default 4096, 1024)");
   sub->add_flag("--qkv-bias", o->qkv_bias, "Add Q/K/V bias vectors (qwen2-style)");
   sub->add_flag("--tied-output", o->tied_output, "Omit output.weight (tied to token_embd)");
   sub->callback([o, type, recipe] {

@@ -29,8 +29,9 @@ std::vector<BufferSpec> buffer_specs(const Graph& g) {
       s.first_use = s.last_use = int32_t(i);
     }
     for (ValueId v : n.in) specs[size_t(v)].last_use = int32_t(i);
-    const bool in_place_op =
-        n.kind == OpKind::Add || n.kind == OpKind::SwiGlu || n.kind == OpKind::Rope;
+    const bool in_place_op = n.kind == OpKind::Add || n.kind == OpKind::SwiGlu ||
+                             n.kind == OpKind::GeGlu || n.kind == OpKind::Rope ||
+                             n.kind == OpKind::SoftCap;
     if (in_place_op && !g.values[size_t(n.out)].external) {
       const Value& a = g.values[size_t(n.in[0])];
       const Value& o = g.values[size_t(n.out)];
@@ -81,6 +82,8 @@ Executor::Executor(Graph g, ExecOptions opt) : g_(std::move(g)), opt_(opt) {
     if (g_.values[v].external) externals_.push_back(ValueId(v));
 
   // Kernel specs of the matmuls, fixed once: only external outputs are bound per step.
+  rope_tables_.resize(g_.ropes.size());
+  needs_table_.assign(g_.ropes.size(), false);
   mm_.resize(g_.nodes.size());
   for (size_t i = 0; i < g_.nodes.size(); ++i) {
     const Node& n = g_.nodes[i];
@@ -90,10 +93,10 @@ Executor::Executor(Graph g, ExecOptions opt) : g_(std::move(g)), opt_(opt) {
     f.norm_w = n.norm_w;
     f.eps = n.eps;
     f.glu = n.glu;
-    f.rope = &rope_;
+    f.rope = size_t(n.rope_id) < rope_tables_.size() ? &rope_tables_[size_t(n.rope_id)] : nullptr;
     for (const MatSpec& s : n.mats) {
-      f.outs.push_back({s.w, nullptr, s.bias, s.rope ? g_.rope.d : 0});
-      needs_rope_table_ |= s.rope;
+      f.outs.push_back({s.w, nullptr, s.bias, s.rope ? g_.ropes[size_t(n.rope_id)].d : 0});
+      if (s.rope) needs_table_[size_t(n.rope_id)] = true;
     }
     // Kernel choices for this node's rows, made now and not per step.
     if (!opt_.reference && opt_.threads > 0) k::plan_matmul(f, g_.m - n.row_from, opt_.threads, f.plan);
@@ -111,7 +114,8 @@ void Executor::run(const int32_t* ids, const int32_t* pos, std::span<float* cons
                    const AttendFn& attend, kernels::ThreadPool& pool, Trace* trace) {
   TD_CHECK(outputs.size() == externals_.size());
   for (size_t i = 0; i < externals_.size(); ++i) bound_[size_t(externals_[i])] = outputs[i];
-  if (needs_rope_table_) rope_.build(pos, g_.m, g_.rope.n_rot, g_.rope.freq_base);
+  for (size_t r = 0; r < rope_tables_.size(); ++r)
+    if (needs_table_[r]) rope_tables_[r].build(pos, g_.m, g_.ropes[r].spec);
   // One trace span per run of consecutive nodes of the same phase.
   const char* phase = nullptr;
   double begin = 0;
@@ -139,15 +143,21 @@ void Executor::run_node(const Node& n, size_t index, const int32_t* ids, const i
   const int64_t rows = n.kind == OpKind::Attention ? g_.m : g_.m - r0;
   if (rows <= 0 && n.kind != OpKind::Attention) return;
   switch (n.kind) {
-    case OpKind::Embed:
-      (ref ? k::ref::get_rows : k::get_rows)(n.mats[0].w, ids + r0, rows, ptr(n.out, r0));
+    case OpKind::Embed: {
+      float* out = ptr(n.out, r0);
+      (ref ? k::ref::get_rows : k::get_rows)(n.mats[0].w, ids + r0, rows, out);
+      if (n.scale != 1.0f)
+        (ref ? k::ref::scale : k::scale)(out, rows * g_.values[size_t(n.out)].cols, n.scale);
       return;
+    }
     case OpKind::RmsNorm: {
-      const int64_t cols = g_.values[size_t(n.out)].cols;
+      const int64_t width = g_.values[size_t(n.out)].cols;
+      const int64_t cols = n.norm_cols > 0 ? n.norm_cols : width;
+      const int64_t runs = rows * (width / cols);  // rows of `cols` values each
       if (ref)
-        k::ref::rmsnorm(ptr(n.in[0], r0), n.norm_w, ptr(n.out, r0), rows, cols, n.eps);
+        k::ref::rmsnorm(ptr(n.in[0], r0), n.norm_w, ptr(n.out, r0), runs, cols, n.eps);
       else
-        k::rmsnorm(ptr(n.in[0], r0), n.norm_w, ptr(n.out, r0), rows, cols, n.eps, pool);
+        k::rmsnorm(ptr(n.in[0], r0), n.norm_w, ptr(n.out, r0), runs, cols, n.eps, pool);
       return;
     }
     case OpKind::MatMul: {
@@ -167,11 +177,11 @@ void Executor::run_node(const Node& n, size_t index, const int32_t* ids, const i
       const float* in = ptr(n.in[0], r0);
       const int64_t cols = g_.values[size_t(n.out)].cols;
       if (out != in) std::memcpy(out, in, size_t(rows * cols) * sizeof(float));
-      const RopeParams& rp = g_.rope;
+      const RopeParams& rp = g_.ropes[size_t(n.rope_id)];
       if (ref)
-        k::ref::rope(out, rows, n.rope_heads, rp.d, rp.n_rot, pos + r0, rp.freq_base);
+        k::ref::rope(out, rows, n.rope_heads, rp.d, rp.spec, pos + r0);
       else
-        k::rope(out, rows, n.rope_heads, rp.d, rp.n_rot, pos + r0, rp.freq_base, pool);
+        k::rope(out, rows, n.rope_heads, rp.d, rp.spec, pos + r0, pool);
       return;
     }
     case OpKind::Add: {
@@ -185,6 +195,16 @@ void Executor::run_node(const Node& n, size_t index, const int32_t* ids, const i
     case OpKind::SwiGlu: {
       const int64_t len = rows * g_.values[size_t(n.out)].cols;
       (ref ? k::ref::swiglu : k::swiglu)(ptr(n.in[0], r0), ptr(n.in[1], r0), ptr(n.out, r0), len);
+      return;
+    }
+    case OpKind::GeGlu: {
+      const int64_t len = rows * g_.values[size_t(n.out)].cols;
+      (ref ? k::ref::geglu : k::geglu)(ptr(n.in[0], r0), ptr(n.in[1], r0), ptr(n.out, r0), len);
+      return;
+    }
+    case OpKind::SoftCap: {
+      const int64_t len = rows * g_.values[size_t(n.out)].cols;
+      (ref ? k::ref::softcap : k::softcap)(ptr(n.in[0], r0), ptr(n.out, r0), len, n.cap);
       return;
     }
     case OpKind::Attention:

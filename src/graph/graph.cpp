@@ -14,6 +14,8 @@ const char* op_name(OpKind k) {
     case OpKind::Rope: return "rope";
     case OpKind::Add: return "add";
     case OpKind::SwiGlu: return "swiglu";
+    case OpKind::GeGlu: return "geglu";
+    case OpKind::SoftCap: return "softcap";
     case OpKind::Attention: return "attention";
   }
   return "?";
@@ -78,6 +80,15 @@ void Graph::validate() const {
         fail(ErrorKind::Internal, "graph: node {} writes rows of {} from {}, stored from {}",
              n.name, values[size_t(v)].name, n.row_from, values[size_t(v)].row0);
     }
+    bool rotates = n.kind == OpKind::Rope;
+    for (const MatSpec& s : n.mats) rotates |= n.kind == OpKind::MatMul && s.rope;
+    if (rotates && (n.rope_id < 0 || size_t(n.rope_id) >= ropes.size()))
+      fail(ErrorKind::Internal, "graph: node {} names rope {} of {}", n.name, n.rope_id,
+           ropes.size());
+    if (n.kind == OpKind::RmsNorm && n.norm_cols != 0 &&
+        (n.norm_cols < 0 || values[size_t(n.out)].cols % n.norm_cols != 0))
+      fail(ErrorKind::Internal, "graph: node {} normalizes runs of {} of rows of {}", n.name,
+           n.norm_cols, values[size_t(n.out)].cols);
     if (n.kind == OpKind::MatMul)
       for (const MatSpec& s : n.mats)
         if (s.out >= 0 && s.w.rows != values[size_t(s.out)].cols)

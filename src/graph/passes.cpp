@@ -102,17 +102,24 @@ void fuse(Graph& g, PassStats& stats) {
       gone[i] = true;
       ++stats.fused_glu;
     }
-    // 3. RoPE of a matmul's output, read by nothing else, folded into its write.
+    // 3. RoPE of a matmul's output, read by nothing else, folded into its write (the
+    // write rotates adjacent pairs: a Neox rope stays a node of its own).
     if (n.kind == OpKind::Rope) {
+      const RopeParams& rp = g.ropes[size_t(n.rope_id)];
       const auto [w, k] = matmul_writer(g, n.in[0]);
-      if (w < 0 || gone[size_t(w)] || g.readers(n.in[0]).size() != 1 || g.rope.d % 2 != 0)
+      if (w < 0 || gone[size_t(w)] || g.readers(n.in[0]).size() != 1 || rp.d % 2 != 0 ||
+          rp.spec.style != kernels::RopeStyle::Adjacent)
         continue;
       Node& mm = g.nodes[size_t(w)];
       if (mm.glu || mm.row_from != n.row_from) continue;
+      bool other_rope = false;  // one rope table per node
+      for (const MatSpec& o : mm.mats) other_rope |= o.rope && mm.rope_id != n.rope_id;
+      if (other_rope) continue;
       MatSpec& s = mm.mats[size_t(k)];
       s.out = n.out;
       s.rope = true;
       s.rope_heads = n.rope_heads;
+      mm.rope_id = n.rope_id;
       gone[i] = true;
       ++stats.fused_rope;
     }
@@ -122,7 +129,7 @@ void fuse(Graph& g, PassStats& stats) {
   gone.assign(g.nodes.size(), false);
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
-    if (n.kind != OpKind::RmsNorm) continue;
+    if (n.kind != OpKind::RmsNorm || n.norm_cols != 0) continue;
     const auto r = g.readers(n.out);
     if (r.size() != 1) continue;
     Node& mm = g.nodes[size_t(r[0])];

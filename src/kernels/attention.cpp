@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/attention_flash.hpp"
 #include "kernels/isa.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/quant_rows.hpp"
@@ -100,7 +101,7 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
   const bool paged = a.pages.tokens > 0;
   TD_CHECK(a.n_q >= 0 && a.n_kv >= 0 && (paged || a.kv_stride >= int64_t(a.G) * a.d));
   if (a.n_q == 0) return;
-  TD_CHECK(a.q && a.out && (a.q_pos || !a.causal));
+  TD_CHECK(a.q && a.out && (a.q_pos || !a.causal) && a.window >= 0 && a.softcap >= 0.0f);
   if (paged && a.n_kv > 0) check_pages(a.pages, a.G, a.d);
   TD_CHECK(a.n_kv == 0 || paged || (a.k && a.v && (a.kv_pos || !a.causal)));
   const int64_t kv_floats = detail::kv_scratch_floats(a);
@@ -115,20 +116,20 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
     splits = std::max<int64_t>(1, std::min<int64_t>((nth + a.n_q - 1) / a.n_q,
                                                     a.n_kv / kMinKeysPerSplit));
   const int64_t units = a.n_q * splits;
-  const detail::IsaKernels& isa = detail::isa();
-  const detail::AttnFn fn = isa.attn;
+  const detail::FlashKernels& flash = detail::flash_kernels();
+  const detail::AttnFn fn = flash.unit;
 
   // Prefill: flash-attention tiles of attn_tile_q queries (all heads), dealt round
   // robin (under a causal mask later tiles see more keys); used when there are at
   // least as many tiles as threads, else per-query units keep every thread busy.
-  const int lanes = isa.attn_tile_q;
+  const int lanes = flash.tile_q;
   const int64_t tiles = (a.n_q + lanes - 1) / lanes;
   if (splits == 1 && a.n_q > 1 && tiles >= nth && g_flash.load(std::memory_order_relaxed)) {
     auto tile_body = [&](int tid, int n) {
       const detail::AttnTileScratch sc = t_tile_scratch.get(a.H, a.d, lanes, kv_floats);
       for (int64_t u = tid; u < tiles; u += n) {
         const int64_t i0 = u * lanes;
-        isa.attn_tile(a, i0, int(std::min<int64_t>(lanes, a.n_q - i0)), sc);
+        flash.tile(a, i0, int(std::min<int64_t>(lanes, a.n_q - i0)), sc);
       }
     };
     if (tiles == 1 || a.n_q * a.n_kv * hd < (int64_t(1) << 14))

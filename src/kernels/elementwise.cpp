@@ -1,6 +1,6 @@
-// get_rows, rmsnorm, rope and add: cheap next to matmul and attention, so plain loops
-// the compiler vectorizes (several partial sums where order matters); swiglu uses the
-// vector exp of the instruction-set kernels.
+// get_rows, rmsnorm, rope, geglu, softcap, scale and add: cheap next to matmul and
+// attention, so plain loops the compiler vectorizes (several partial sums where order
+// matters); swiglu uses the vector exp of the instruction-set kernels.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -27,24 +27,28 @@ float sum_squares(const float* x, int64_t n) {
   return float(s);
 }
 
-// cos and sin of the angles of pairs [i0, i0 + np) at position p. The angle is formed in
-// double (as the reference does) so large positions keep their precision.
-void rope_angles(int32_t p, int i0, int np, int n_rot, float freq_base, float* c, float* s) {
+// cos and sin of the angles of pairs [i0, i0 + np) at position p.
+void rope_angles(const RopeSpec& r, int32_t p, int i0, int np, float* c, float* s) {
   for (int i = 0; i < np; ++i) {
-    const double theta = double(p) * std::pow(double(freq_base), -2.0 * (i0 + i) / n_rot);
+    const double theta = rope_angle(r, p, i0 + i);
     c[i] = float(std::cos(theta));
     s[i] = float(std::sin(theta));
   }
 }
 
-// Rotates pairs [i0, i0 + np) of every head of one token's row x [heads][d].
-void rotate_pairs(float* x, int heads, int d, int i0, int np, const float* c, const float* s) {
+// Rotates pairs [i0, i0 + np) of every head of one token's row x [heads][d]: pair i joins
+// dims (2i, 2i + 1) (Adjacent) or (i, i + half) (Neox).
+void rotate_pairs(float* x, int heads, int d, RopeStyle style, int half, int i0, int np,
+                  const float* c, const float* s) {
+  const int64_t step = style == RopeStyle::Neox ? 1 : 2;
+  const int64_t other = style == RopeStyle::Neox ? half : 1;
   for (int h = 0; h < heads; ++h) {
-    float* v = x + int64_t(h) * d + 2 * i0;
+    float* v = x + int64_t(h) * d + step * i0;
     for (int i = 0; i < np; ++i) {
-      const float a0 = v[2 * i], a1 = v[2 * i + 1];
-      v[2 * i] = a0 * c[i] - a1 * s[i];
-      v[2 * i + 1] = a0 * s[i] + a1 * c[i];
+      float* a = v + step * i;
+      const float a0 = a[0], a1 = a[other];
+      a[0] = a0 * c[i] - a1 * s[i];
+      a[other] = a0 * s[i] + a1 * c[i];
     }
   }
 }
@@ -92,34 +96,59 @@ void rmsnorm(const float* x, const float* w, float* y, int64_t m, int64_t n, flo
   });
 }
 
-void rope(float* x, int64_t m, int heads, int d, int n_rot, const int32_t* pos,
-          float freq_base, ThreadPool& pool) {
-  TD_CHECK(n_rot >= 0 && n_rot <= d && n_rot % 2 == 0 && heads > 0);
-  parallel_rows(pool, m, m * heads * n_rot, [&](int64_t b, int64_t e) {
+double rope_angle(const RopeSpec& r, int32_t p, int i) {
+  double theta = double(p) * double(r.freq_scale) *
+                 std::pow(double(r.freq_base), -2.0 * i / r.n_rot);
+  if (r.freq_factors) theta /= double(r.freq_factors[i]);
+  return theta;
+}
+
+void rope(float* x, int64_t m, int heads, int d, const RopeSpec& r, const int32_t* pos,
+          ThreadPool& pool) {
+  TD_CHECK(r.n_rot >= 0 && r.n_rot <= d && r.n_rot % 2 == 0 && heads > 0);
+  const int half = r.n_rot / 2;
+  parallel_rows(pool, m, m * heads * r.n_rot, [&](int64_t b, int64_t e) {
     float c[kMaxPairs], s[kMaxPairs];
     for (int64_t t = b; t < e; ++t) {
-      for (int i0 = 0; i0 < n_rot / 2; i0 += kMaxPairs) {
-        const int np = std::min(kMaxPairs, n_rot / 2 - i0);
-        rope_angles(pos[t], i0, np, n_rot, freq_base, c, s);
-        rotate_pairs(x + t * int64_t(heads) * d, heads, d, i0, np, c, s);
+      for (int i0 = 0; i0 < half; i0 += kMaxPairs) {
+        const int np = std::min(kMaxPairs, half - i0);
+        rope_angles(r, pos[t], i0, np, c, s);
+        rotate_pairs(x + t * int64_t(heads) * d, heads, d, r.style, half, i0, np, c, s);
       }
     }
   });
 }
 
-void RopeTable::build(const int32_t* pos, int64_t rows, int rot, float freq_base) {
-  TD_CHECK(rot >= 0 && rot % 2 == 0 && rows >= 0);
+void RopeTable::build(const int32_t* pos, int64_t rows, const RopeSpec& r) {
+  TD_CHECK(r.n_rot >= 0 && r.n_rot % 2 == 0 && rows >= 0);
   m = rows;
-  n_rot = rot;
-  const int half = rot / 2;
+  n_rot = r.n_rot;
+  const int half = r.n_rot / 2;
   cos.resize(size_t(rows * half));
   sin.resize(size_t(rows * half));
   for (int64_t t = 0; t < rows; ++t)
-    rope_angles(pos[t], 0, half, rot, freq_base, cos.data() + t * half, sin.data() + t * half);
+    rope_angles(r, pos[t], 0, half, cos.data() + t * half, sin.data() + t * half);
 }
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   detail::isa().swiglu(gate, up, out, n);
+}
+
+void geglu(const float* gate, const float* up, float* out, int64_t n) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = 0.5f * g * (1.0f + std::tanh(kSqrt2OverPi * g * (1.0f + 0.044715f * g * g))) * up[i];
+  }
+}
+
+void softcap(const float* x, float* y, int64_t n, float cap) {
+  const float inv = 1.0f / cap;
+  for (int64_t i = 0; i < n; ++i) y[i] = cap * std::tanh(x[i] * inv);
+}
+
+void scale(float* x, int64_t n, float s) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
 void add(float* y, const float* x, int64_t n) {

@@ -119,7 +119,7 @@ struct AttnScratch {
 using AttnFn = void (*)(const AttentionArgs& a, int64_t i, int64_t j0, int64_t j1, float* out,
                         float* lse, const AttnScratch& scratch);
 
-// Per-thread buffers of a flash-attention tile (lanes = the table's attn_tile_q):
+// Per-thread buffers of a flash-attention tile (lanes = FlashKernels::tile_q):
 // qt [H][d][lanes], s [kAttnBlock][lanes] (+ 8 floats), mx and l [H][lanes]; kbuf and
 // vbuf as in AttnScratch.
 struct AttnTileScratch {
@@ -136,7 +136,7 @@ inline int64_t kv_scratch_floats(const AttentionArgs& a) {
   return a.pages.tokens > 0 && a.pages.type != DType::F32 ? int64_t(kAttnBlock) * a.G * a.d : 0;
 }
 
-// Queries [i0, i0 + nq) (nq <= attn_tile_q) against all keys, every head: out and
+// Queries [i0, i0 + nq) (nq <= FlashKernels::tile_q) against all keys, every head: out and
 // (when set) lse of those queries, as AttnFn over all keys.
 using AttnTileFn = void (*)(const AttentionArgs& a, int64_t i0, int nq,
                             const AttnTileScratch& scratch);
@@ -169,9 +169,6 @@ struct IsaKernels {
   const char* name;
   int tile_rows;  // weight rows per matmul tile
   std::array<TypeKernels, kTypeSlots> types;  // by GGUF type id (see type_kernels)
-  AttnFn attn;
-  AttnTileFn attn_tile;
-  int attn_tile_q;  // queries per attention tile
   SwigluFn swiglu;
   // Integer matmul tiles (qtile, packed): most weight rows and tokens per call.
   // Larger than tile_rows x kTileTokens where the tile reuses work across them

@@ -48,16 +48,22 @@ void rmsnorm(const float* x, const float* w, float* y, int64_t m, int64_t n, flo
   }
 }
 
-void rope(float* x, int64_t m, int heads, int d, int n_rot, const int32_t* pos, float freq_base) {
+void rope(float* x, int64_t m, int heads, int d, const RopeSpec& r, const int32_t* pos) {
+  const int half = r.n_rot / 2;
+  // Pair i joins dims (a(i), b(i)) of a head.
+  const bool neox = r.style == RopeStyle::Neox;
   for (int64_t t = 0; t < m; ++t) {
     for (int h = 0; h < heads; ++h) {
       float* v = x + (t * heads + h) * d;
-      for (int i = 0; i < n_rot / 2; ++i) {
-        const double theta = double(pos[t]) * std::pow(double(freq_base), -2.0 * i / n_rot);
+      for (int i = 0; i < half; ++i) {
+        double theta = double(pos[t]) * double(r.freq_scale) *
+                       std::pow(double(r.freq_base), -2.0 * i / r.n_rot);
+        if (r.freq_factors) theta /= double(r.freq_factors[i]);
         const double c = std::cos(theta), s = std::sin(theta);
-        const double a = v[2 * i], b = v[2 * i + 1];
-        v[2 * i] = float(a * c - b * s);
-        v[2 * i + 1] = float(a * s + b * c);
+        const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+        const double a = v[ia], b = v[ib];
+        v[ia] = float(a * c - b * s);
+        v[ib] = float(a * s + b * c);
       }
     }
   }
@@ -68,6 +74,22 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
     const double g = gate[i];
     out[i] = float(g / (1.0 + std::exp(-g)) * up[i]);
   }
+}
+
+void geglu(const float* gate, const float* up, float* out, int64_t n) {
+  const double k = std::sqrt(2.0 / 3.14159265358979323846);
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = gate[i];
+    out[i] = float(0.5 * g * (1.0 + std::tanh(k * (g + 0.044715 * g * g * g))) * up[i]);
+  }
+}
+
+void softcap(const float* x, float* y, int64_t n, float cap) {
+  for (int64_t i = 0; i < n; ++i) y[i] = float(double(cap) * std::tanh(double(x[i]) / cap));
+}
+
+void scale(float* x, int64_t n, float s) {
+  for (int64_t i = 0; i < n; ++i) x[i] = float(double(x[i]) * s);
 }
 
 void add(float* y, const float* x, int64_t n) {
@@ -88,12 +110,15 @@ void attention(const AttentionArgs& args) {
       const int64_t kv_off = int64_t(h / group) * a.d;
       double mx = -std::numeric_limits<double>::infinity();
       for (int64_t j = 0; j < a.n_kv; ++j) {
-        visible[size_t(j)] = !a.causal || a.kv_pos[j] <= a.q_pos[i];
+        const int64_t behind = a.causal ? int64_t(a.q_pos[i]) - a.kv_pos[j] : 0;
+        visible[size_t(j)] = behind >= 0 && (a.window <= 0 || behind < a.window);
         if (!visible[size_t(j)]) continue;
         const float* k = a.k + j * a.kv_stride + kv_off;
         double s = 0.0;
         for (int c = 0; c < a.d; ++c) s += double(q[c]) * k[c];
-        score[size_t(j)] = s * a.scale;
+        s *= a.scale;
+        if (a.softcap > 0.0f) s = a.softcap * std::tanh(s / a.softcap);
+        score[size_t(j)] = s;
         mx = std::max(mx, score[size_t(j)]);
       }
       std::vector<double> acc(size_t(a.d), 0.0);

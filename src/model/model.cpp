@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 
 #include "tandem/core/error.hpp"
 #include "tandem/core/process_memory.hpp"
@@ -19,11 +20,32 @@ bool is_matrix_type(DType t) {
   return i && i->matrix;
 }
 
+// Binds tensors by name and remembers which it bound, so that a tensor the architecture
+// does not read (a feature tandem does not run) is refused rather than ignored.
 class Binder {
  public:
   explicit Binder(const gguf::File& f) : f_(f) {}
 
-  const gguf::TensorInfo* find(const std::string& name) const { return f_.find_tensor(name); }
+  const gguf::TensorInfo* find(const std::string& name) const {
+    const auto* t = f_.find_tensor(name);
+    if (t) used_.insert(t->name);
+    return t;
+  }
+
+  // Rows [r0, r0 + n) of m, a view of the same bytes.
+  static MatrixView rows(const MatrixView& m, int64_t r0, int64_t n) {
+    MatrixView v = m;
+    v.rows = n;
+    v.data = m.row(r0);
+    return v;
+  }
+
+  // The first tensor of the file that nothing bound, or null.
+  const gguf::TensorInfo* unused() const {
+    for (const auto& t : f_.tensors())
+      if (!used_.count(t.name)) return &t;
+    return nullptr;
+  }
 
   MatrixView matrix(const std::string& name, int64_t rows, int64_t cols) const {
     const auto* t = find(name);
@@ -72,6 +94,7 @@ class Binder {
 
  private:
   const gguf::File& f_;
+  mutable std::set<std::string> used_;
 };
 
 }  // namespace
@@ -97,7 +120,11 @@ void Model::bind_weights() {
   const Binder b(file_);
   const auto& h = hp_;
   const int64_t D = h.n_embd, V = h.n_vocab, F = h.n_ff, Q = h.q_dim(), K = h.kv_dim();
+  for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight"})
+    if (file_.find_tensor(name))
+      bad_input("{}: tensor '{}' (long-context rope factors) is not supported", file_.path(), name);
   tok_embd = b.matrix("token_embd.weight", V, D);
+  rope_freqs = b.vector("rope_freqs.weight", h.n_rot / 2, false);
   output_norm = b.vector("output_norm.weight", D);
   if (const auto* t = b.find("output.weight")) {
     output = b.matrix(*t, V, D);
@@ -110,18 +137,42 @@ void Model::bind_weights() {
     const std::string p = "blk." + std::to_string(i) + ".";
     auto& l = layers[size_t(i)];
     l.attn_norm = b.vector(p + "attn_norm.weight", D);
-    l.wq = b.matrix(p + "attn_q.weight", Q, D);
-    l.wk = b.matrix(p + "attn_k.weight", K, D);
-    l.wv = b.matrix(p + "attn_v.weight", K, D);
+    if (const auto* qkv = b.find(p + "attn_qkv.weight")) {
+      const MatrixView all = b.matrix(*qkv, Q + 2 * K, D);
+      l.wq = Binder::rows(all, 0, Q);
+      l.wk = Binder::rows(all, Q, K);
+      l.wv = Binder::rows(all, Q + K, K);
+    } else {
+      l.wq = b.matrix(p + "attn_q.weight", Q, D);
+      l.wk = b.matrix(p + "attn_k.weight", K, D);
+      l.wv = b.matrix(p + "attn_v.weight", K, D);
+    }
     l.bq = b.vector(p + "attn_q.bias", Q, false);
     l.bk = b.vector(p + "attn_k.bias", K, false);
     l.bv = b.vector(p + "attn_v.bias", K, false);
+    if (h.qk_norm) {
+      l.q_norm = b.vector(p + "attn_q_norm.weight", h.head_dim);
+      l.k_norm = b.vector(p + "attn_k_norm.weight", h.head_dim);
+    }
     l.wo = b.matrix(p + "attn_output.weight", D, Q);
     l.ffn_norm = b.vector(p + "ffn_norm.weight", D);
-    l.w_gate = b.matrix(p + "ffn_gate.weight", F, D);
-    l.w_up = b.matrix(p + "ffn_up.weight", F, D);
+    if (b.find(p + "ffn_gate.weight")) {
+      l.w_gate = b.matrix(p + "ffn_gate.weight", F, D);
+      l.w_up = b.matrix(p + "ffn_up.weight", F, D);
+    } else {  // fused: the first F rows of ffn_up are the gate, the rest the up projection
+      const MatrixView gate_up = b.matrix(p + "ffn_up.weight", 2 * F, D);
+      l.w_gate = Binder::rows(gate_up, 0, F);
+      l.w_up = Binder::rows(gate_up, F, F);
+    }
     l.w_down = b.matrix(p + "ffn_down.weight", D, F);
+    if (h.post_norms) {
+      l.post_attn_norm = b.vector(p + "post_attention_norm.weight", D);
+      l.post_ffn_norm = b.vector(p + "post_ffw_norm.weight", D);
+    }
   }
+  if (const auto* t = b.unused())
+    bad_input("{}: tensor '{}' is not part of the {} architecture as tandem runs it (unsupported)",
+              file_.path(), t->name, h.arch);
 }
 
 void Model::FreeAligned::operator()(uint8_t* p) const { std::free(p); }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numbers>
 #include <string_view>
 #include <thread>
@@ -81,42 +82,82 @@ struct TensorPlan {
   std::string name;
   int64_t rows = 0;  // 1 for vectors
   int64_t cols = 0;
-  enum Kind { Matrix, Ones, Bias } kind = Matrix;
+  enum Kind { Matrix, Ones, Bias, RopeFreqs } kind = Matrix;
 };
+
+// The architecture's traits (what its converter writes).
+HParams traits_of(const SynthSpec& s) {
+  HParams h;
+  h.n_layer = s.n_layer;
+  h.set_arch(s.arch, "synthetic model");
+  return h;
+}
+
+int64_t head_dim_of(const SynthSpec& s) { return s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head; }
 
 // Tensor order of the reference files: output, output_norm, token_embd, then each
 // block's tensors sorted by name.
 std::vector<TensorPlan> plan_tensors(const SynthSpec& s) {
-  const int64_t D = s.n_embd, F = s.n_ff, V = s.n_vocab;
-  const int64_t d = s.n_embd / s.n_head;
+  const HParams t = traits_of(s);
+  const int64_t D = s.n_embd, F = s.n_ff, V = s.n_vocab, d = head_dim_of(s);
   const int64_t Q = s.n_head * d, K = s.n_head_kv * d;
   std::vector<TensorPlan> out;
-  if (!s.tied_output) out.push_back({"output.weight", V, D, TensorPlan::Matrix});
+  if (!s.tied_output && !t.tied_embedding) out.push_back({"output.weight", V, D, TensorPlan::Matrix});
   out.push_back({"output_norm.weight", 1, D, TensorPlan::Ones});
   out.push_back({"token_embd.weight", V, D, TensorPlan::Matrix});
+  if (s.rope_scaling == "llama3") out.push_back({"rope_freqs.weight", 1, d / 2, TensorPlan::RopeFreqs});
   for (int64_t l = 0; l < s.n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     std::vector<TensorPlan> blk = {
         {p + "attn_norm.weight", 1, D, TensorPlan::Ones},
-        {p + "attn_q.weight", Q, D, TensorPlan::Matrix},
-        {p + "attn_k.weight", K, D, TensorPlan::Matrix},
-        {p + "attn_v.weight", K, D, TensorPlan::Matrix},
         {p + "attn_output.weight", D, Q, TensorPlan::Matrix},
         {p + "ffn_norm.weight", 1, D, TensorPlan::Ones},
-        {p + "ffn_gate.weight", F, D, TensorPlan::Matrix},
-        {p + "ffn_up.weight", F, D, TensorPlan::Matrix},
         {p + "ffn_down.weight", D, F, TensorPlan::Matrix},
     };
+    if (t.fused_layout) {
+      blk.push_back({p + "attn_qkv.weight", Q + 2 * K, D, TensorPlan::Matrix});
+      blk.push_back({p + "ffn_up.weight", 2 * F, D, TensorPlan::Matrix});
+    } else {
+      blk.push_back({p + "attn_q.weight", Q, D, TensorPlan::Matrix});
+      blk.push_back({p + "attn_k.weight", K, D, TensorPlan::Matrix});
+      blk.push_back({p + "attn_v.weight", K, D, TensorPlan::Matrix});
+      blk.push_back({p + "ffn_gate.weight", F, D, TensorPlan::Matrix});
+      blk.push_back({p + "ffn_up.weight", F, D, TensorPlan::Matrix});
+    }
     if (s.qkv_bias) {
       blk.push_back({p + "attn_q.bias", 1, Q, TensorPlan::Bias});
       blk.push_back({p + "attn_k.bias", 1, K, TensorPlan::Bias});
       blk.push_back({p + "attn_v.bias", 1, K, TensorPlan::Bias});
+    }
+    if (t.qk_norm) {
+      blk.push_back({p + "attn_q_norm.weight", 1, d, TensorPlan::Ones});
+      blk.push_back({p + "attn_k_norm.weight", 1, d, TensorPlan::Ones});
+    }
+    if (t.post_norms) {
+      blk.push_back({p + "post_attention_norm.weight", 1, D, TensorPlan::Ones});
+      blk.push_back({p + "post_ffw_norm.weight", 1, D, TensorPlan::Ones});
     }
     std::sort(blk.begin(), blk.end(),
               [](const TensorPlan& a, const TensorPlan& b) { return a.name < b.name; });
     out.insert(out.end(), blk.begin(), blk.end());
   }
   return out;
+}
+
+// The linear factor of rope_scaling "linear:F"; 0 for the others.
+double linear_factor(const std::string& scaling) {
+  if (scaling.rfind("linear:", 0) != 0) return 0.0;
+  const std::string v = scaling.substr(7);
+  char* end = nullptr;
+  const double f = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !(f > 0.0) || !std::isfinite(f))
+    bad_input("synthetic model: rope scaling '{}' needs a factor > 0 (linear:F)", scaling);
+  return f;
+}
+
+int64_t window_of(const SynthSpec& s) {
+  if (s.sliding_window > 0) return s.sliding_window;
+  return s.arch == "gemma2" ? 4096 : 1024;
 }
 
 void check_positive(const char* field, int64_t v, int64_t limit) {
@@ -127,25 +168,31 @@ void check_positive(const char* field, int64_t v, int64_t limit) {
 // file; returns the vocab file when one is given.
 std::optional<gguf::File> check_spec(SynthSpec& s) {
   if (!supported_arch(s.arch))
-    bad_input("synthetic model: architecture '{}' is not supported (llama, qwen2, mistral)",
-              s.arch);
+    bad_input("synthetic model: architecture '{}' is not supported ({})", s.arch,
+              supported_arch_names());
   check_positive("embedding length (D)", s.n_embd, int64_t{1} << 20);
   check_positive("layer count (L)", s.n_layer, 4096);
   check_positive("head count (H)", s.n_head, 4096);
   check_positive("KV head count (G)", s.n_head_kv, 4096);
   check_positive("feed-forward length (F)", s.n_ff, int64_t{1} << 20);
   check_positive("context length", s.n_ctx, int64_t{1} << 26);
-  if (s.n_embd % s.n_head != 0)
+  if (s.n_embd % s.n_head != 0 && s.head_dim == 0)
     bad_input("synthetic model: embedding length {} is not a multiple of the head count {}",
               s.n_embd, s.n_head);
+  check_positive("head dimension (d)", head_dim_of(s), int64_t{1} << 20);
   if (s.n_head % s.n_head_kv != 0)
     bad_input("synthetic model: head count {} is not a multiple of the KV head count {}",
               s.n_head, s.n_head_kv);
-  if ((s.n_embd / s.n_head) % 2 != 0)
-    bad_input("synthetic model: head dimension {} must be even (rotary pairs)",
-              s.n_embd / s.n_head);
+  if (head_dim_of(s) % 2 != 0)
+    bad_input("synthetic model: head dimension {} must be even (rotary pairs)", head_dim_of(s));
+  if (!s.rope_scaling.empty() && s.rope_scaling != "llama3" && linear_factor(s.rope_scaling) == 0.0)
+    bad_input("synthetic model: rope scaling '{}' is not one of llama3, linear:F", s.rope_scaling);
+  if (s.sliding_window < 0 || s.sliding_window > (int64_t{1} << 30))
+    bad_input("synthetic model: sliding window {} is out of range [0, 2^30]", s.sliding_window);
   if (!(s.rope_freq_base > 0.0f) || !std::isfinite(s.rope_freq_base))
     bad_input("synthetic model: rope base {} must be > 0", s.rope_freq_base);
+  if (!(s.weight_scale > 0.0f) || !std::isfinite(s.weight_scale))
+    bad_input("synthetic model: weight scale {} must be > 0", s.weight_scale);
   if (!(s.rms_eps > 0.0f) || !std::isfinite(s.rms_eps))
     bad_input("synthetic model: RMS norm epsilon {} must be > 0", s.rms_eps);
   if (!s.recipe.empty() && !find_quant_recipe(s.recipe))
@@ -189,9 +236,24 @@ void set_metadata(gguf::Writer& w, const SynthSpec& s, const gguf::File* vocab) 
   w.set(a + "feed_forward_length", u32(s.n_ff));
   w.set(a + "attention.head_count", u32(s.n_head));
   w.set(a + "attention.head_count_kv", u32(s.n_head_kv));
-  w.set(a + "rope.dimension_count", u32(s.n_embd / s.n_head));
+  const int64_t d = head_dim_of(s);
+  if (s.head_dim > 0) {
+    w.set(a + "attention.key_length", u32(d));
+    w.set(a + "attention.value_length", u32(d));
+  }
+  w.set(a + "rope.dimension_count", u32(d));
   w.set(a + "rope.freq_base", Value::f32(s.rope_freq_base));
+  if (const double f = linear_factor(s.rope_scaling); f > 0.0) {
+    w.set(a + "rope.scaling.type", Value::str("linear"));
+    w.set(a + "rope.scaling.factor", Value::f32(float(f)));
+  }
   w.set(a + "attention.layer_norm_rms_epsilon", Value::f32(s.rms_eps));
+  const HParams t = traits_of(s);
+  if (t.swa_period > 0) w.set(a + "attention.sliding_window", u32(window_of(s)));
+  if (t.attn_softcap > 0.0f)
+    w.set(a + "attn_logit_softcapping", Value::f32(t.attn_softcap));
+  if (t.final_softcap > 0.0f)
+    w.set(a + "final_logit_softcapping", Value::f32(t.final_softcap));
   if (vocab) w.copy_metadata(*vocab, "tokenizer.");
   w.set(a + "vocab_size", u32(s.n_vocab));
   w.set("general.quantization_version", Value::u32(2));
@@ -216,7 +278,16 @@ std::vector<DType> tensor_types(const SynthSpec& s, const std::vector<TensorPlan
 std::vector<uint8_t> make_tensor(const SynthSpec& s, const TensorPlan& p, DType type) {
   const int64_t n = p.rows * p.cols;
   std::vector<float> values(size_t(n), 1.0f);
-  if (p.kind != TensorPlan::Ones) fill_normal(s.seed, p.name, values.data(), n);
+  if (p.kind == TensorPlan::RopeFreqs) {
+    values = llama3_rope_factors(2 * p.cols, s.rope_freq_base);
+  } else if (p.kind != TensorPlan::Ones) {
+    fill_normal(s.seed, p.name, values.data(), n);
+    if (s.weight_scale != 1.0f)
+      for (float& v : values) v *= s.weight_scale;
+  } else if (s.random_norms) {
+    fill_normal(s.seed, p.name, values.data(), n);
+    for (float& v : values) v = 1.0f + 5.0f * v;
+  }
   const size_t row = row_bytes(type, p.cols);
   std::vector<uint8_t> bytes(row * size_t(p.rows));
   parallel_ranges(p.rows, p.cols, [&](int64_t r0, int64_t r1) {
@@ -242,6 +313,25 @@ SynthSpec synth_preset(const std::string& name) {
   bad_input("unknown model preset '{}' (tiny, small)", name);
 }
 
+std::vector<float> llama3_rope_factors(int64_t n_rot, float base) {
+  constexpr double kFactor = 8.0, kLow = 1.0, kHigh = 4.0, kOldContext = 8192.0;
+  const double low_wavelen = kOldContext / kLow, high_wavelen = kOldContext / kHigh;
+  std::vector<float> out;
+  for (int64_t i = 0; i < n_rot / 2; ++i) {
+    const double freq = std::pow(double(base), -2.0 * double(i) / double(n_rot));
+    const double wavelen = 2.0 * std::numbers::pi / freq;
+    if (wavelen < high_wavelen) {
+      out.push_back(1.0f);
+    } else if (wavelen > low_wavelen) {
+      out.push_back(float(kFactor));
+    } else {
+      const double smooth = (kOldContext / wavelen - kLow) / (kHigh - kLow);
+      out.push_back(float(1.0 / ((1.0 - smooth) / kFactor + smooth)));
+    }
+  }
+  return out;
+}
+
 uint64_t synth_key(uint64_t seed, const std::string& tensor_name) {
   const std::string text = std::to_string(seed) + ":" + tensor_name;
   uint64_t h = 0xCBF29CE484222325ull;
@@ -263,7 +353,7 @@ SynthFootprint synthetic_model_footprint(const SynthSpec& spec) {
   SynthSpec s = spec;
   check_spec(s);
   // Each count is at most 2^44 elements (V 2^24 x D 2^20) and there are at most
-  // 9 x 4096 + 3 tensors: the sums stay far below 2^64.
+  // 16 x 4096 + 4 tensors: the sums stay far below 2^64.
   SynthFootprint f;
   uint64_t largest = 0;
   const auto plan = plan_tensors(s);

@@ -16,7 +16,8 @@ HeadExchange::HeadExchange(AttnShape shape, comm::Communicator& group)
     : shape_(shape),
       comm_(group),
       groups_(split_heads(shape.H, shape.G, group.size())),
-      view_(head_view(groups_[size_t(group.rank())], shape.H, shape.G, shape.d, shape.scale)) {
+      view_(head_view(groups_[size_t(group.rank())], shape.H, shape.G, shape.d, shape.scale,
+                      shape.softcap)) {
   const size_t U = size_t(comm_.size());
   counts_.resize(U);
   first_.resize(U);

@@ -26,12 +26,13 @@ std::vector<HeadGroup> split_heads(int H, int G, int parts) {
   return groups;
 }
 
-HeadView head_view(const HeadGroup& g, int H, int G, int d, float scale) {
+HeadView head_view(const HeadGroup& g, int H, int G, int d, float scale, float softcap) {
   TD_CHECK(H >= 1 && G >= 1 && H % G == 0 && g.h0 >= 0 && g.nh >= 0 && g.h0 + g.nh <= H);
   const int gs = H / G;
   HeadView hv;
   hv.d = d;
   hv.scale = scale;
+  hv.softcap = softcap;
   hv.q_heads = g.nh;
   hv.kv_heads = g.ng;
   // One segment per KV head; consecutive KV heads whose whole group of query heads is
@@ -61,8 +62,8 @@ HeadView head_view(const HeadGroup& g, int H, int G, int d, float scale) {
   return hv;
 }
 
-HeadView full_head_view(int H, int G, int d, float scale) {
-  return head_view(HeadGroup{0, H, 0, G}, H, G, d, scale);
+HeadView full_head_view(int H, int G, int d, float scale, float softcap) {
+  return head_view(HeadGroup{0, H, 0, G}, H, G, d, scale, softcap);
 }
 
 void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
@@ -113,6 +114,8 @@ void attend_head_rows(const HeadView& hv, const float* q, const int32_t* q_pos, 
     a.G = s.nkv;
     a.d = hv.d;
     a.scale = hv.scale;
+    a.softcap = hv.softcap;
+    a.window = hv.window;
     a.out = o;
     a.lse = l;
     run_attention(a, kernel, pool);

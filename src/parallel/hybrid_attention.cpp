@@ -37,8 +37,8 @@ void HybridAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   exchange_->to_heads(t.q, t.k, t.v);
   const int64_t n = exchange_->tokens();
   const int32_t* pos = exchange_->positions();
-  ring_->run(exchange_->view(), exchange_->q(), pos, n, exchange_->k(), exchange_->v(), pos,
-             exchange_->out());
+  ring_->run(with_window(exchange_->view(), s.window), exchange_->q(), pos, n, exchange_->k(),
+             exchange_->v(), pos, exchange_->out());
   exchange_->to_tokens(s.out);
 }
 

@@ -16,7 +16,7 @@ constexpr int kTagQ = 12, kTagPartial = 13;
 PassQAttention::PassQAttention(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
     : SequenceAttention(shape, pool),
       circ_(comm, kTagQ),
-      view_(full_head_view(shape.H, shape.G, shape.d, shape.scale)) {}
+      view_(full_head_view(shape.H, shape.G, shape.d, shape.scale, shape.softcap)) {}
 
 int64_t PassQAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos) {
   circ_.set_rows(m);  // collective: every rank's query block size
@@ -61,6 +61,7 @@ void PassQAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   lse_.resize(size_t(s.m * H));
   const int64_t n_kv = cache.size();
   const KvRows rows = cache_rows(cache, s.layer);  // this rank's keys, through the page table
+  const HeadView view = with_window(view_, s.window);
   auto on_block = [&](int owner, const float* blk, int64_t n) {
     if (n == 0) return;
     float* out = owner == me ? s.out : send_.data() + send_off_[size_t(owner)];
@@ -72,7 +73,7 @@ void PassQAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
       // In query sub-blocks with MPI progress between them (ring_attention.hpp).
       circ_.stats().head_pairs +=
           visible_pairs(pos_.data(), n, cache_pos_.data(), n_kv) * uint64_t(shape_.H);
-      attend_heads_progress(circ_, view_, blk, pos_.data(), n, rows, out, lse, pool_, kernel_);
+      attend_heads_progress(circ_, view, blk, pos_.data(), n, rows, out, lse, pool_, kernel_);
     } else {  // nothing visible here: an empty partial
       if (n_kv > 0) ++circ_.stats().blocks_skipped;
       std::fill(out, out + n * qd, 0.0f);

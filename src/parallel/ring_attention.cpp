@@ -225,13 +225,16 @@ void PassKVRing::run_filled(const HeadView& hv, const float* q, const int32_t* q
   lse_.assign(size_t(rows_q), -std::numeric_limits<float>::infinity());
   std::fill(out, out + rows_q * hv.d, 0.0f);
   const int32_t q_max = n_q > 0 ? *std::max_element(q_pos, q_pos + n_q) : 0;
+  const int32_t q_min = n_q > 0 ? *std::min_element(q_pos, q_pos + n_q) : 0;
   bool first = true;  // nothing merged yet: the first partial goes straight to out
   auto on_block = [&](int, const float* blk, int64_t n) {
     if (rows_q == 0 || n == 0) return;
     pos_.resize(size_t(n));
     std::memcpy(pos_.data(), blk + 2 * n * kvw, size_t(n) * sizeof(int32_t));
-    // Causal skip: a block whose first key lies after every query contributes nothing.
-    if (*std::min_element(pos_.begin(), pos_.end()) > q_max) {
+    // Causal skip: a block whose first key lies after every query contributes nothing;
+    // nor does one whose last key has left every query's window.
+    const auto [k_min, k_max] = std::minmax_element(pos_.begin(), pos_.end());
+    if (*k_min > q_max || (hv.window > 0 && int64_t(q_min) - *k_max >= hv.window)) {
       ++circ_.stats().blocks_skipped;
       return;
     }
@@ -252,7 +255,7 @@ void PassKVRing::run_filled(const HeadView& hv, const float* q, const int32_t* q
 RingAttention::RingAttention(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
     : SequenceAttention(shape, pool),
       ring_(comm, pool),
-      view_(full_head_view(shape.H, shape.G, shape.d, shape.scale)) {}
+      view_(full_head_view(shape.H, shape.G, shape.d, shape.scale, shape.softcap)) {}
 
 int64_t RingAttention::begin_step(KVCache& cache, int64_t m, const int32_t* pos) {
   // Every rank learns every block size (collective, once per step).
@@ -269,7 +272,7 @@ void RingAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
     cache.read(s.layer, first, n, dst, dst + n * kvw);
     cache.read_positions(first, n, reinterpret_cast<int32_t*>(dst + 2 * n * kvw));
   };
-  ring_.run_filled(view_, s.q, s.pos, s.m, fill, s.out);
+  ring_.run_filled(with_window(view_, s.window), s.q, s.pos, s.m, fill, s.out);
 }
 
 }  // namespace tandem::parallel

@@ -64,6 +64,8 @@ kernels::AttentionArgs SequenceAttention::kernel_args(const AttnStep& s, const f
   a.G = shape_.G;
   a.d = shape_.d;
   a.scale = shape_.scale;
+  a.softcap = shape_.softcap;
+  a.window = s.window;
   return a;
 }
 

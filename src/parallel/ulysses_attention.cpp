@@ -20,8 +20,8 @@ void UlyssesAttention::attend(KVCache& cache, int64_t slot, const AttnStep& s) {
   const int64_t n = exchange_.tokens();
   const int32_t* pos = exchange_.positions();
   count_pairs(pos, n, pos, n, exchange_.view().q_heads);
-  attend_heads(exchange_.view(), exchange_.q(), pos, n, exchange_.k(), exchange_.v(), pos, n,
-               exchange_.out(), nullptr, pool_, kernel_);
+  attend_heads(with_window(exchange_.view(), s.window), exchange_.q(), pos, n, exchange_.k(),
+               exchange_.v(), pos, n, exchange_.out(), nullptr, pool_, kernel_);
   exchange_.to_tokens(s.out);
 }
 

@@ -14,6 +14,7 @@ parallel::AttnShape shape_of(const HParams& h) {
   s.G = int(h.n_head_kv);
   s.d = int(h.head_dim);
   s.scale = 1.0f / std::sqrt(float(h.head_dim));
+  s.softcap = h.attn_softcap;
   return s;
 }
 
@@ -115,6 +116,7 @@ void Engine::forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* po
     step.v = v;
     step.pos = pos;
     step.out = out;
+    step.window = int32_t(model_.hparams().layer_window(layer));
     attn_->attend(cache, slot, step);
   };
   float* outputs[1] = {logits};

@@ -20,10 +20,12 @@ namespace {
 // The f32 vectors the forward pass reads (norms, biases), with their lengths.
 std::vector<std::pair<const float**, int64_t>> model_vectors(Model& model) {
   const HParams& h = model.hparams();
-  std::vector<std::pair<const float**, int64_t>> v{{&model.output_norm, h.n_embd}};
+  std::vector<std::pair<const float**, int64_t>> v{{&model.output_norm, h.n_embd},
+                                                   {&model.rope_freqs, h.n_rot / 2}};
   for (LayerWeights& l : model.layers) {
-    v.push_back({&l.attn_norm, h.n_embd});
-    v.push_back({&l.ffn_norm, h.n_embd});
+    for (const float** n : {&l.attn_norm, &l.ffn_norm, &l.post_attn_norm, &l.post_ffn_norm})
+      v.push_back({n, h.n_embd});
+    for (const float** n : {&l.q_norm, &l.k_norm}) v.push_back({n, h.head_dim});
     for (const float** b : {&l.bq}) v.push_back({b, h.q_dim()});
     for (const float** b : {&l.bk, &l.bv}) v.push_back({b, h.kv_dim()});
   }

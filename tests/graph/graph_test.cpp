@@ -30,7 +30,9 @@ struct Toy {
   Graph build(int64_t m, int64_t out_from) {
     Graph g;
     g.m = m;
-    g.rope = {4, 4, 10000.0f};
+    kernels::RopeSpec rs;
+    rs.n_rot = 4;
+    g.ropes.push_back({4, rs});
     const ValueId x = g.add_value("x", m, 8), h = g.add_value("h", m, 8);
     const ValueId a = g.add_value("a", m, 8), b = g.add_value("b", m, 8);
     const ValueId c = g.add_value("c", m, 4), ar = g.add_value("a_rope", m, 8);

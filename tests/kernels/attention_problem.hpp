@@ -28,6 +28,8 @@ struct Problem {
   bool causal;
   std::vector<float> q, k, v;
   std::vector<int32_t> q_pos, kv_pos;
+  int32_t window = 0;    // sliding window (AttentionArgs::window)
+  float softcap = 0.0f;  // score soft-capping (AttentionArgs::softcap)
 
   AttentionArgs args(float* out, float* lse) const {
     AttentionArgs a;
@@ -44,6 +46,8 @@ struct Problem {
     a.d = d;
     a.scale = 1.0f / std::sqrt(float(d));
     a.causal = causal;
+    a.window = window;
+    a.softcap = softcap;
     a.out = out;
     a.lse = lse;
     return a;
@@ -56,7 +60,7 @@ struct Problem {
 inline Problem make_problem(std::mt19937& rng, int H, int G, int d, int64_t n_q, int64_t n_kv,
                      bool causal, int64_t stride_pad, int32_t first_pos, int32_t q_shift = 0,
                      int32_t pos_step = 1, bool shuffled = false) {
-  Problem p{H, G, d, n_q, n_kv, int64_t(G) * d + stride_pad, causal, {}, {}, {}, {}, {}};
+  Problem p{H, G, d, n_q, n_kv, int64_t(G) * d + stride_pad, causal, {}, {}, {}, {}, {}, 0, 0.0f};
   p.q = random_vec(rng, size_t(n_q * H * d), -2.0f, 2.0f);
   p.k = random_vec(rng, size_t(std::max<int64_t>(n_kv, 1) * p.kv_stride), -2.0f, 2.0f);
   p.v = random_vec(rng, p.k.size());

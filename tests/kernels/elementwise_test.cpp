@@ -1,4 +1,6 @@
-// get_rows, rmsnorm, rope, swiglu and add against the scalar references.
+// get_rows, rmsnorm (whole rows and per-head runs), rope (adjacent and Neox pairs,
+// frequency factors and scale), swiglu, geglu, softcap, scale and add against the scalar
+// references.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -73,25 +75,43 @@ TEST(Rope, MatchesReferenceUpToLongPositions) {
   for (ThreadPool* pool : {&p1, &p2, &p4}) {
     for (const Case& c : {Case{1, 1, 2, 2, 10000.0f}, Case{3, 4, 16, 16, 10000.0f},
                           Case{7, 6, 64, 64, 500000.0f}, Case{5, 2, 48, 32, 10000.0f},
-                          Case{64, 8, 128, 128, 10000.0f}}) {
+                          Case{64, 8, 128, 128, 10000.0f}, Case{3, 2, 512, 512, 10000.0f}}) {
       std::vector<int32_t> pos(size_t(c.m));
       std::uniform_int_distribution<int32_t> up(0, 32768);
       for (auto& p : pos) p = up(rng);
       pos[0] = 32768;
       if (c.m > 1) pos[1] = 0;
       const std::vector<float> x = random_vec(rng, size_t(c.m * c.heads * c.d), -2.0f, 2.0f);
-      std::vector<float> got = x, want = x;
-      rope(got.data(), c.m, c.heads, c.d, c.n_rot, pos.data(), c.base, *pool);
-      ref::rope(want.data(), c.m, c.heads, c.d, c.n_rot, pos.data(), c.base);
-      for (size_t k = 0; k < x.size(); k += 2) {
-        const double mag = std::fabs(x[k]) + std::fabs(x[k + 1]);
-        ASSERT_NEAR(got[k], want[k], 1e-5 * mag + 1e-30) << k;
-        ASSERT_NEAR(got[k + 1], want[k + 1], 1e-5 * mag + 1e-30) << k;
+      const std::vector<float> factors = random_vec(rng, size_t(c.n_rot / 2), 1.0f, 8.0f);
+      for (RopeStyle style : {RopeStyle::Adjacent, RopeStyle::Neox}) {
+        for (bool scaled : {false, true}) {
+          RopeSpec r;
+          r.n_rot = c.n_rot;
+          r.freq_base = c.base;
+          r.style = style;
+          if (scaled) {
+            r.freq_scale = 0.25f;
+            r.freq_factors = factors.data();
+          }
+          std::vector<float> got = x, want = x;
+          rope(got.data(), c.m, c.heads, c.d, r, pos.data(), *pool);
+          ref::rope(want.data(), c.m, c.heads, c.d, r, pos.data());
+          // Pair i of each head: dims (2i, 2i+1) or (i, i + n_rot/2).
+          const int half = c.n_rot / 2;
+          for (int64_t t = 0; t < c.m * c.heads; ++t)
+            for (int i = 0; i < half; ++i) {
+              const size_t a = size_t(t * c.d) + size_t(style == RopeStyle::Neox ? i : 2 * i);
+              const size_t b = a + size_t(style == RopeStyle::Neox ? half : 1);
+              const double mag = std::fabs(x[a]) + std::fabs(x[b]);
+              ASSERT_NEAR(got[a], want[a], 1e-5 * mag + 1e-30) << t << " " << i;
+              ASSERT_NEAR(got[b], want[b], 1e-5 * mag + 1e-30) << t << " " << i;
+            }
+          // dims past n_rot are untouched
+          for (int64_t t = 0; t < c.m * c.heads; ++t)
+            for (int i = c.n_rot; i < c.d; ++i)
+              ASSERT_EQ(got[size_t(t * c.d + i)], x[size_t(t * c.d + i)]);
+        }
       }
-      // dims past n_rot are untouched
-      for (int64_t t = 0; t < c.m * c.heads; ++t)
-        for (int i = c.n_rot; i < c.d; ++i)
-          ASSERT_EQ(got[size_t(t * c.d + i)], x[size_t(t * c.d + i)]);
     }
   }
 }
@@ -101,11 +121,41 @@ TEST(Rope, KnownRotation) {
   std::vector<float> x{1, 0, 0, 1};
   const int32_t pos = 2;
   ThreadPool pool(1);
-  rope(x.data(), 1, 1, 4, 4, &pos, 100.0f, pool);
+  RopeSpec r;
+  r.n_rot = 4;
+  r.freq_base = 100.0f;
+  rope(x.data(), 1, 1, 4, r, &pos, pool);
   EXPECT_NEAR(x[0], std::cos(2.0), 1e-6);
   EXPECT_NEAR(x[1], std::sin(2.0), 1e-6);
   EXPECT_NEAR(x[2], -std::sin(0.2), 1e-6);
   EXPECT_NEAR(x[3], std::cos(0.2), 1e-6);
+}
+
+// Neox pairs dim i with dim i + n_rot/2; the factors divide, freq_scale multiplies the angle.
+TEST(Rope, KnownNeoxRotationWithFactorsAndScale) {
+  for (bool ref_kernel : {false, true}) {
+    // d 6, n_rot 4: pairs (0, 2) by pos * 0.5 / 2 and (1, 3) by pos * 0.5 / 10 / 4; 4, 5 stay.
+    std::vector<float> x{1, 1, 0, 0, 7, 9};
+    const int32_t pos = 2;
+    const float factors[2] = {2.0f, 4.0f};
+    RopeSpec r;
+    r.n_rot = 4;
+    r.freq_base = 100.0f;
+    r.freq_scale = 0.5f;
+    r.freq_factors = factors;
+    r.style = RopeStyle::Neox;
+    ThreadPool pool(1);
+    if (ref_kernel)
+      ref::rope(x.data(), 1, 1, 6, r, &pos);
+    else
+      rope(x.data(), 1, 1, 6, r, &pos, pool);
+    EXPECT_NEAR(x[0], std::cos(0.5), 1e-6) << ref_kernel;
+    EXPECT_NEAR(x[2], std::sin(0.5), 1e-6) << ref_kernel;
+    EXPECT_NEAR(x[1], std::cos(0.025), 1e-6) << ref_kernel;
+    EXPECT_NEAR(x[3], std::sin(0.025), 1e-6) << ref_kernel;
+    EXPECT_EQ(x[4], 7.0f);
+    EXPECT_EQ(x[5], 9.0f);
+  }
 }
 
 TEST(Swiglu, MatchesReference) {
@@ -133,6 +183,90 @@ TEST(Swiglu, MatchesReference) {
     for (size_t i = 0; i < g.size(); ++i)
       EXPECT_NEAR(out[i], 2.0 * g[i] / (1.0 + std::exp(-double(g[i]))), 1e-6) << i;
   });
+}
+
+// gelu(g) * u with the tanh approximation, written out here.
+double gelu_tanh(double g) {
+  return 0.5 * g * (1.0 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+}
+
+TEST(GeGlu, MatchesReferenceAndFormula) {
+  std::mt19937 rng(10);
+  for (float range : {0.5f, 6.0f, 40.0f}) {
+    for (int64_t n : {1, 7, 64, 1001}) {
+      const std::vector<float> g = random_vec(rng, static_cast<size_t>(n), -range, range);
+      const std::vector<float> u = random_vec(rng, g.size(), -2.0f, 2.0f);
+      std::vector<float> got(g.size()), want(g.size());
+      geglu(g.data(), u.data(), got.data(), n);
+      ref::geglu(g.data(), u.data(), want.data(), n);
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double exact = gelu_tanh(g[i]) * u[i];
+        ASSERT_NEAR(want[i], exact, 1e-6 * std::fabs(exact) + 1e-30) << g[i];
+        ASSERT_NEAR(got[i], want[i], 2e-6 * (std::fabs(g[i] * u[i])) + 1e-30) << g[i];
+      }
+      std::vector<float> inplace = g;
+      geglu(inplace.data(), u.data(), inplace.data(), n);
+      EXPECT_EQ(inplace, got);
+    }
+  }
+  // gelu(0) = 0, gelu(x) ~ x for large x, ~ 0 for very negative x
+  const std::vector<float> g{0.0f, 10.0f, -10.0f}, u{1.0f, 1.0f, 1.0f};
+  std::vector<float> out(3);
+  geglu(g.data(), u.data(), out.data(), 3);
+  EXPECT_EQ(out[0], 0.0f);
+  EXPECT_NEAR(out[1], 10.0f, 1e-5);
+  EXPECT_NEAR(out[2], 0.0f, 1e-5);
+}
+
+TEST(SoftCap, MatchesReferenceAndBound) {
+  std::mt19937 rng(11);
+  for (float cap : {5.0f, 30.0f, 50.0f}) {
+    const std::vector<float> x = random_vec(rng, 999, -400.0f, 400.0f);
+    std::vector<float> got(x.size()), want(x.size());
+    softcap(x.data(), got.data(), int64_t(x.size()), cap);
+    ref::softcap(x.data(), want.data(), int64_t(x.size()), cap);
+    for (size_t i = 0; i < x.size(); ++i) {
+      ASSERT_NEAR(want[i], cap * std::tanh(double(x[i]) / cap), 1e-6 * cap) << x[i];
+      ASSERT_NEAR(got[i], want[i], 2e-6 * cap) << x[i];
+      ASSERT_LE(std::fabs(got[i]), cap);
+    }
+    // small values pass nearly unchanged
+    const float small = 0.01f;
+    float y = 0;
+    softcap(&small, &y, 1, cap);
+    EXPECT_NEAR(y, small, 1e-7);
+  }
+}
+
+TEST(Scale, MatchesReference) {
+  std::mt19937 rng(12);
+  const std::vector<float> x = random_vec(rng, 100);
+  std::vector<float> got = x, want = x;
+  scale(got.data(), 100, 5.656854f);
+  ref::scale(want.data(), 100, 5.656854f);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6 * std::fabs(want[i]));
+}
+
+// The per-head norm of Q and K is RMSNorm over runs of d values (m tokens x heads runs,
+// one weight vector of d): each head normalized on its own, written out here.
+TEST(RmsNorm, PerHeadRunsNormalizeEachHead) {
+  ThreadPool pool(2);
+  std::mt19937 rng(13);
+  const int64_t m = 5, heads = 3, d = 12;
+  const std::vector<float> x = random_vec(rng, size_t(m * heads * d), -3.0f, 3.0f);
+  const std::vector<float> w = random_vec(rng, size_t(d), 0.5f, 1.5f);
+  std::vector<float> got(x.size()), plain(x.size());
+  rmsnorm(x.data(), w.data(), got.data(), m * heads, d, 1e-6f, pool);
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* v = x.data() + (t * heads + h) * d;
+      double ss = 0;
+      for (int64_t c = 0; c < d; ++c) ss += double(v[c]) * v[c];
+      const double inv = 1.0 / std::sqrt(ss / double(d) + 1e-6);
+      for (int64_t c = 0; c < d; ++c)
+        plain[size_t((t * heads + h) * d + c)] = float(v[c] * inv * w[size_t(c)]);
+    }
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(got[i], plain[i], 2e-6 * std::fabs(plain[i]) + 1e-7);
 }
 
 TEST(Add, MatchesReference) {

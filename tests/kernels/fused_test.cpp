@@ -57,12 +57,14 @@ void check_qkv(DType t, const Case& c, ThreadPool& pool, std::mt19937& rng) {
   matmul(wq.w, h.data(), n, q.data(), pool, bq.data());
   matmul(wk.w, h.data(), n, k.data(), pool);
   matmul(wv.w, h.data(), n, v.data(), pool);
-  rope(q.data(), n, int(c.heads_q), int(c.d), int(c.n_rot), pos.data() + c.row_from, 10000.0f, pool);
-  rope(k.data(), n, int(c.heads_k), int(c.d), int(c.n_rot), pos.data() + c.row_from, 10000.0f, pool);
+  RopeSpec rs;
+  rs.n_rot = int(c.n_rot);
+  rope(q.data(), n, int(c.heads_q), int(c.d), rs, pos.data() + c.row_from, pool);
+  rope(k.data(), n, int(c.heads_k), int(c.d), rs, pos.data() + c.row_from, pool);
 
   // Fused.
   RopeTable rt;
-  rt.build(pos.data(), c.m, int(c.n_rot), 10000.0f);
+  rt.build(pos.data(), c.m, rs);
   std::vector<float> fq(q.size(), -7.0f), fk(k.size(), -7.0f), fv(v.size(), -7.0f);
   FusedMatmul f;
   f.norm_w = norm.data();

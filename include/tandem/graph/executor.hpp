@@ -64,8 +64,8 @@ class Executor {
   std::vector<float*> bound_;            // per value: external pointer for this step
   std::vector<kernels::FusedMatmul> mm_;  // per node (MatMul nodes only)
   std::vector<std::vector<ValueId>> dies_after_;  // per node: buffers free after it (poison)
-  kernels::RopeTable rope_;
-  bool needs_rope_table_ = false;
+  std::vector<kernels::RopeTable> rope_tables_;  // per Graph::ropes entry
+  std::vector<bool> needs_table_;                // read by a fused rope
 };
 
 }  // namespace tandem::graph

@@ -27,12 +27,14 @@ struct Value {
 };
 
 enum class OpKind {
-  Embed,      // out = rows of the embedding matrix at the step's token ids
-  RmsNorm,    // out = RMSNorm(in[0]) * norm_w
+  Embed,      // out = rows of the embedding matrix at the step's token ids, times scale
+  RmsNorm,    // out = RMSNorm(in[0]) * norm_w (each run of norm_cols values when set)
   MatMul,     // outs[k] = in[0] (optionally RMSNorm'ed) x mats[k]^T, see kernels::FusedMatmul
   Rope,       // out = rotary embedding of in[0] ([rows][heads][d])
   Add,        // out = in[0] + in[1]
   SwiGlu,     // out = silu(in[0]) * in[1]
+  GeGlu,      // out = gelu(in[0]) * in[1] (tanh approximation)
+  SoftCap,    // out = cap * tanh(in[0] / cap)
   Attention,  // out = attention of queries in[0] over the cache after storing K/V in[1], in[2]
 };
 
@@ -56,8 +58,13 @@ struct Node {
   std::vector<MatSpec> mats;  // MatMul only
   const float* norm_w = nullptr;  // RmsNorm, or MatMul with a folded RMSNorm
   float eps = 0.0f;
+  int64_t norm_cols = 0;      // RmsNorm: normalize each run of this many values of a row
+                              // (per-head norm; norm_w has norm_cols values); 0: whole rows
+  float scale = 1.0f;         // Embed: multiplier of the rows
+  float cap = 0.0f;           // SoftCap
   bool glu = false;           // MatMul of {gate, up} writing silu(gate)*up to mats[0].out
   int rope_heads = 0;         // Rope
+  int rope_id = 0;            // Rope, or MatMul with a fused rope: index into Graph::ropes
   int layer = -1;             // Attention
   int64_t row_from = 0;       // rows computed: [row_from, rows of the output)
   bool side_effect = false;   // kept even when nothing reads its output (stores K/V)
@@ -65,16 +72,17 @@ struct Node {
   std::vector<ValueId> outputs() const;
 };
 
-// The rotary embedding every Rope node and every fused rope applies.
+// A rotary embedding of heads of dim d (Rope nodes and fused ropes name theirs by index
+// into Graph::ropes).
 struct RopeParams {
-  int d = 0, n_rot = 0;
-  float freq_base = 10000.0f;
+  int d = 0;
+  kernels::RopeSpec spec;
 };
 
 struct Graph {
   std::vector<Value> values;
   std::vector<Node> nodes;  // execution order
-  RopeParams rope;
+  std::vector<RopeParams> ropes;
   int64_t m = 0;            // tokens per step (rows of per-token values)
 
   ValueId add_value(std::string name, int64_t rows, int64_t cols);

@@ -17,9 +17,9 @@
 
 namespace tandem::kernels {
 
-// Same contract as attention() (ops.hpp): GQA mapping h -> h / (H/G), kv_stride, causal
-// mask by positions, out [n_q][H][d], optional lse [n_q][H] (-inf and a zero out row
-// where no key is visible).
+// Same contract as attention() (ops.hpp): GQA mapping h -> h / (H/G), kv_stride, the
+// mask by positions (causal, window), soft-capping, out [n_q][H][d], optional lse [n_q][H]
+// (-inf and a zero out row where no key is visible).
 void attention_materialized(const AttentionArgs& a, ThreadPool& pool);
 
 // The most bytes of score, K^T and normalizer buffers one call of attention_materialized

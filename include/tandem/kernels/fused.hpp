@@ -13,14 +13,15 @@
 namespace tandem::kernels {
 
 // cos/sin of the rotary angle of every token and pair: [m][n_rot/2] each, computed once
-// per step and shared by every layer's Q and K (angle in double, as kernels::rope).
+// per step and shared by every layer's Q and K (angle in double, as kernels::rope). A
+// fused write rotates adjacent pairs only (RopeStyle::Adjacent).
 struct RopeTable {
   int64_t m = 0;
   int n_rot = 0;
   std::vector<float> cos, sin;
 
-  // Rotating with the table gives the same floats as rope().
-  void build(const int32_t* pos, int64_t m, int n_rot, float freq_base);
+  // Rotating with the table gives the same floats as rope() with r.
+  void build(const int32_t* pos, int64_t m, const RopeSpec& r);
 };
 
 // One weight of a fused product: y[i][r] = sum_c xin[i][c] * w[r][c] (+ bias[r]) for

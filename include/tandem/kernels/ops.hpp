@@ -38,14 +38,41 @@ void get_rows(const Weight& w, const int32_t* ids, int64_t m, float* out);
 void rmsnorm(const float* x, const float* w, float* y, int64_t m, int64_t n, float eps,
              ThreadPool& pool);
 
-// Rotary embedding in place on x [m][heads][d] (row stride heads*d), GGUF llama
-// style: for i < n_rot/2 the adjacent pair (x[2i], x[2i+1]) of each head is rotated by
-// angle pos[t] * freq_base^(-2i/n_rot). Dims >= n_rot are left unchanged.
-void rope(float* x, int64_t m, int heads, int d, int n_rot, const int32_t* pos,
-          float freq_base, ThreadPool& pool);
+// Which dims of a head a rotary pair joins: pair i is (x[2i], x[2i+1]) (Adjacent: GGUF
+// llama, mistral) or (x[i], x[i + n_rot/2]) (Neox: qwen2, qwen3, phi3, gemma2, gemma3).
+enum class RopeStyle : uint8_t { Adjacent, Neox };
+
+// A rotary embedding: for i < n_rot/2, pair i of each head is rotated by the angle
+// pos * freq_scale * freq_base^(-2i/n_rot) / freq_factors[i] (freq_factors optional,
+// [n_rot/2], e.g. a Llama 3 rope_freqs tensor; freq_scale 1/factor of linear scaling).
+struct RopeSpec {
+  int n_rot = 0;
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
+  const float* freq_factors = nullptr;
+  RopeStyle style = RopeStyle::Adjacent;
+};
+
+// The angle of pair i at position p, in double (large positions keep their precision).
+double rope_angle(const RopeSpec& r, int32_t p, int i);
+
+// Rotary embedding in place on x [m][heads][d] (row stride heads*d) at positions pos[t].
+// Dims >= n_rot are left unchanged.
+void rope(float* x, int64_t m, int heads, int d, const RopeSpec& r, const int32_t* pos,
+          ThreadPool& pool);
 
 // out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)). out may equal gate.
 void swiglu(const float* gate, const float* up, float* out, int64_t n);
+
+// out[i] = gelu(gate[i]) * up[i], gelu(g) = g/2 * (1 + tanh(sqrt(2/pi) * (g + 0.044715 g^3)))
+// (the tanh approximation). out may equal gate.
+void geglu(const float* gate, const float* up, float* out, int64_t n);
+
+// y[i] = cap * tanh(x[i] / cap) (soft-capping, cap > 0). y may equal x.
+void softcap(const float* x, float* y, int64_t n, float cap);
+
+// x[i] *= s
+void scale(float* x, int64_t n, float s);
 
 // y[i] += x[i]
 void add(float* y, const float* x, int64_t n);
@@ -65,10 +92,12 @@ struct AttentionArgs {
   int64_t kv_stride = 0;         // floats between consecutive tokens in k and v (>= G*d)
   int H = 0, G = 0, d = 0;       // G divides H; query head h reads KV head h / (H/G)
   float scale = 0.0f;            // usually 1/sqrt(d)
+  float softcap = 0.0f;          // > 0: scores s = scale*q.k become softcap*tanh(s/softcap)
   bool causal = true;            // key j is visible to query i iff kv_pos[j] <= q_pos[i]
+  int32_t window = 0;            // > 0 (with causal): and q_pos[i] - kv_pos[j] < window
   float* out = nullptr;          // [n_q][H][d]
-  float* lse = nullptr;          // optional [n_q][H]: natural log of sum_j exp(scale*q.k_j)
-                                 // over visible keys; -inf (and out row 0) when none visible
+  float* lse = nullptr;          // optional [n_q][H]: natural log of sum_j exp(s_j) over
+                                 // visible keys; -inf (and out row 0) when none visible
   KvPages pages;                 // set (tokens > 0): keys come from pages; k, v, kv_pos and
                                  // kv_stride are then ignored
 };

@@ -1,6 +1,6 @@
 #pragma once
-// A loaded Llama-family model: GGUF file (memory-mapped), shape, weights (views into
-// the mapping), and tokenizer when the file has one.
+// A loaded model of one of the architectures HParams knows: GGUF file (memory-mapped),
+// shape, weights (views into the mapping), and tokenizer when the file has one.
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,22 +13,30 @@
 
 namespace tandem {
 
+// One block's weights. A file that fuses Q/K/V (blk.N.attn_qkv) or gate/up (a [2F][D]
+// blk.N.ffn_up) is bound as row ranges of the one matrix: wq, wk, wv (and w_gate, w_up)
+// are then views into it, not copies.
 struct LayerWeights {
   const float* attn_norm = nullptr;  // [D]
   MatrixView wq, wk, wv;             // [H*d][D], [G*d][D], [G*d][D]
   const float* bq = nullptr;         // optional biases (qwen2): [H*d], [G*d], [G*d]
   const float* bk = nullptr;
   const float* bv = nullptr;
+  const float* q_norm = nullptr;     // per-head RMSNorm weights [d] (HParams::qk_norm)
+  const float* k_norm = nullptr;
   MatrixView wo;                     // [D][H*d]
+  const float* post_attn_norm = nullptr;  // [D] (HParams::post_norms)
   const float* ffn_norm = nullptr;   // [D]
   MatrixView w_gate, w_up;           // [F][D]
   MatrixView w_down;                 // [D][F]
+  const float* post_ffn_norm = nullptr;   // [D] (HParams::post_norms)
 };
 
 class Model {
  public:
   // Opens and validates a model file; throws Error(BadInput) naming the file and the
-  // fault (missing tensor, wrong shape or type, bad metadata). Weights are views of the
+  // fault (missing tensor, wrong shape or type, bad metadata, a tensor the architecture
+  // does not use). Weights are views of the
   // file's mapping as it stores them; where the kernels want them laid out is the
   // runtime's decision (runtime/weight_layout.hpp, runtime::load_model).
   static std::unique_ptr<Model> load(const std::string& path);
@@ -54,6 +62,7 @@ class Model {
   const Tokenizer* tokenizer() const { return tokenizer_ ? &*tokenizer_ : nullptr; }
 
   MatrixView tok_embd;             // [V][D]
+  const float* rope_freqs = nullptr;  // optional [n_rot/2] divisors of the rotary frequencies
   const float* output_norm = nullptr;
   MatrixView output;               // [V][D] (the embedding when output.weight is absent)
   bool output_tied = false;

@@ -1,7 +1,8 @@
 #pragma once
-// Synthetic Llama-family models with reproducible random weights (the generator of
+// Synthetic models with reproducible random weights (the generator of
 // shared/models/README.md): every matrix N(0, 0.02^2) from a stream keyed by the seed
-// and the tensor name, every norm weight 1.0.
+// and the tensor name, every norm weight 1.0; the tensors and keys each architecture's
+// converter writes (supported_arch_names()).
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -28,8 +29,20 @@ struct SynthSpec {
   std::string vocab_path = {}; // GGUF file whose tokenizer.* keys are copied; or
   int64_t n_vocab = 0;         // with no vocab file: V tokens, no tokenizer metadata
   bool qkv_bias = false;       // Q/K/V biases (qwen2-style), N(0, 0.02^2)
-  bool tied_output = false;    // omit output.weight (tied to token_embd)
+  bool tied_output = false;    // omit output.weight (tied to token_embd; always for gemma2/3)
+  int64_t head_dim = 0;        // d, written as attention.key_length/value_length (0: D/H)
+  // Rope scaling: "" none; "linear:F" (rope.scaling.type linear, factor F); "llama3" (a
+  // rope_freqs tensor of Llama 3.1's recipe: factor 8, low/high frequency factors 1 and 4,
+  // original context 8192).
+  std::string rope_scaling = {};
+  int64_t sliding_window = 0;  // architectures with local layers (0: gemma2 4096, gemma3 1024)
+  bool random_norms = false;   // norm weights 1 + N(0, 0.1^2) (tests) instead of 1.0
+  float weight_scale = 1.0f;   // multiplies the matrices and biases (tests: peakier attention)
 };
+
+// The rope_freqs values of Llama 3.1's recipe for head dim n_rot and base `base`:
+// [n_rot/2] divisors of the rotary frequencies.
+std::vector<float> llama3_rope_factors(int64_t n_rot, float base);
 
 // "tiny" or "small" (shapes in shared/models/README.md); throws Error(BadInput).
 SynthSpec synth_preset(const std::string& name);

@@ -41,17 +41,25 @@ struct HeadSegment {
 struct HeadView {
   int d = 0;
   float scale = 0.0f;
+  float softcap = 0.0f;  // scores soft-capped (0: none)
+  int32_t window = 0;    // sliding window of the layer being attended (0: none)
   int q_heads = 0;   // query heads of the subset
   int kv_heads = 0;  // KV heads per K/V row
   std::vector<HeadSegment> segs;
 };
 
 // Layout of a subset of heads of a model with H query and G KV heads.
-HeadView head_view(const HeadGroup& g, int H, int G, int d, float scale);
+HeadView head_view(const HeadGroup& g, int H, int G, int d, float scale, float softcap = 0.0f);
 // All heads: one segment, token-major layout.
-HeadView full_head_view(int H, int G, int d, float scale);
+HeadView full_head_view(int H, int G, int d, float scale, float softcap = 0.0f);
+// v attending with a layer's sliding window (AttnStep::window).
+inline HeadView with_window(HeadView v, int32_t window) {
+  v.window = window;
+  return v;
+}
 
-// Causal attention (by position) of n_q queries against the K/V rows `kv`, both in
+// Causal attention (by position; within hv.window when set, scores soft-capped by
+// hv.softcap when set) of n_q queries against the K/V rows `kv`, both in
 // `hv`'s layout (pages only with a view of all heads: one segment); lse (optional) in the
 // same segment-major order as out; computed by `kernel`.
 void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,

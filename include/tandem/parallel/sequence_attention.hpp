@@ -24,6 +24,7 @@ namespace tandem::parallel {
 struct AttnShape {
   int H = 0, G = 0, d = 0;  // query heads, KV heads, head dim
   float scale = 0.0f;
+  float softcap = 0.0f;     // > 0: scores soft-capped, s -> softcap * tanh(s / softcap)
   int64_t q_dim() const { return int64_t(H) * d; }
   int64_t kv_dim() const { return int64_t(G) * d; }
 };
@@ -37,6 +38,8 @@ struct AttnStep {
   const float* v = nullptr;      // [m][G*d]
   const int32_t* pos = nullptr;  // [m] global positions
   float* out = nullptr;          // [m][H*d]
+  int32_t window = 0;            // > 0: this layer's sliding window (a query at p sees
+                                 // keys at (p - window, p]); 0: every key at <= p
 };
 
 // Every strategy reads the KV cache through its page table (any page size, f32 or Q8_0
