@@ -30,6 +30,8 @@ using TileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const float
 // of 32: d = max|x| / 127, q = nearest integer to x / d (0 when d is 0), so
 // |x - d*q| <= d/2. Row layouts:
 //   plain (quantize_x_plain; generic, AVX2): cols int8 q, then cols/32 f32 d.
+//   K-quants on generic and AVX2 (kquant_int_plain.inc): per super-block of 256, its
+//     256 q, its 8 d, then 16 f32 sums d * (sum of q) per 16 values.
 //   pairs (AVX-512, its quantize_pairs): per pair of blocks (b, b+1; a missing b+1 is
 //     zeros) one QxPair: 64 bytes of q, the f32 d of each int32 lane (4 bytes of q), and
 //     per lane corr, zero except in the first lane of each block (Q8_0: lanes 0 and 8, Q4_0:
