@@ -32,61 +32,15 @@ struct PlainKernels {
 }  // namespace
 }  // namespace tandem::kernels
 
-namespace tandem::kernels::detail::plain_generic {
-namespace {
-#include "kernels/simd_generic.inc"
-#include "kernels/attention_plain_body.inc"
-}  // namespace
-}  // namespace tandem::kernels::detail::plain_generic
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
-namespace tandem::kernels::detail::plain_avx2 {
-namespace {
-#include "kernels/simd_avx2.inc"
-#include "kernels/attention_plain_body.inc"
-}  // namespace
-}  // namespace tandem::kernels::detail::plain_avx2
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-
-#if defined(__clang__)
-#pragma clang attribute push(                                                   \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))), \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
-#endif
-namespace tandem::kernels::detail::plain_avx512 {
-namespace {
-#include "kernels/simd_avx512.inc"
-#include "kernels/attention_plain_body.inc"
-}  // namespace
-}  // namespace tandem::kernels::detail::plain_avx512
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#define TANDEM_PLAIN_X86 1
-#endif
+#define TANDEM_PER_ISA_BODY "kernels/attention_plain_body.inc"
+#define TANDEM_PER_ISA_PREFIX plain
+#include "kernels/per_isa.inc"
 
 namespace tandem::kernels {
 namespace {
 
 const PlainKernels& plain_kernels() {
-#ifdef TANDEM_PLAIN_X86
+#ifdef TANDEM_PER_ISA_X86
   const std::string_view name = detail::isa().name;
   if (name == "avx512") return detail::plain_avx512::kPlainTable;
   if (name == "avx2") return detail::plain_avx2::kPlainTable;

@@ -17,18 +17,7 @@ using namespace tandem;
 
 namespace {
 
-SynthSpec spec(const std::string& arch) {
-  SynthSpec s;
-  s.arch = arch;
-  s.n_embd = 32;
-  s.n_head = 4;
-  s.n_head_kv = 2;
-  s.n_ff = 64;
-  s.n_layer = 2;
-  s.n_vocab = 40;
-  s.type = DType::F32;
-  return s;
-}
+SynthSpec spec(const std::string& arch) { return test::tiny_arch_spec(arch, 64, 40); }
 
 // A copy of the file at `path` with edits to its metadata and tensor list.
 struct Edit {

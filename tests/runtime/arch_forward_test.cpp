@@ -24,16 +24,7 @@ struct Case {
 // misplaced norm, a wrong rotary pair or a wrong mask moves the logits well past the
 // tolerance.
 SynthSpec base_spec(const std::string& arch, uint64_t seed) {
-  SynthSpec s;
-  s.arch = arch;
-  s.n_embd = 32;
-  s.n_head = 4;
-  s.n_head_kv = 2;
-  s.n_ff = 48;
-  s.n_layer = 2;
-  s.n_vocab = 64;
-  s.type = DType::F32;
-  s.seed = seed;
+  SynthSpec s = test::tiny_arch_spec(arch, 48, 64, seed);
   s.random_norms = true;
   s.weight_scale = 8.0f;
   return s;

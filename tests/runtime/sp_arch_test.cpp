@@ -14,16 +14,7 @@ using namespace tandem::test;
 namespace {
 
 std::shared_ptr<Model> make_arch_model(const std::string& arch) {
-  SynthSpec s;
-  s.arch = arch;
-  s.n_embd = 32;
-  s.n_head = 4;
-  s.n_head_kv = 2;
-  s.n_ff = 48;
-  s.n_layer = 2;
-  s.n_vocab = 96;
-  s.type = DType::F32;
-  s.seed = 21;
+  SynthSpec s = tiny_arch_spec(arch, 48, 96, 21);
   s.random_norms = true;
   s.weight_scale = 4.0f;
   if (arch == "qwen3" || arch == "gemma3") s.head_dim = 12;
