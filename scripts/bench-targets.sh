@@ -25,6 +25,8 @@
 #   SET            k-quants: the models of issue 14's speed table instead (small preset
 #                  written with the recipes q4_k_m, q5_k_m, q6_k and q3_k_m; targets pp512
 #                  >= 1.5x and tg128 >= 1.1x llama.cpp, judged only where LLAMA_BENCH ran)
+#   ARCH           with SET=k-quants: the architecture of those models (make-model --arch;
+#                  default llama); the models are then named small-ARCH-q4_k_m, ...
 #   LLAMA_BENCH    a llama-bench binary (llama.cpp, built outside this repository): runs it
 #                  on the same files with the same tests right after tandem on each model
 #                  (-fa on, same threads and repeats) and adds its measured median t/s
@@ -52,9 +54,15 @@ trap 'rm -rf "$OUT"' EXIT
 
 # name preset type: the models of the target table.
 MODELS=("small-f32 small f32" "small-q8_0 small q8_0" "small-q4_0 small q4_0" "tiny-f16 tiny f16")
+ARCH=${ARCH:-llama}
 if [[ ${SET:-} == k-quants ]]; then
-  MODELS=("small-q4_k_m small mix:q4_k_m" "small-q5_k_m small mix:q5_k_m"
-          "small-q6_k small mix:q6_k" "small-q3_k_m small mix:q3_k_m")
+  tag=small
+  [[ $ARCH == llama ]] || tag=small-$ARCH
+  MODELS=()
+  for mix in q4_k_m q5_k_m q6_k q3_k_m; do MODELS+=("$tag-$mix small mix:$mix"); done
+elif [[ $ARCH != llama ]]; then
+  echo "bench-targets: ARCH applies to SET=k-quants only" >&2
+  exit 2
 fi
 
 make_model() {  # name preset type
@@ -63,7 +71,7 @@ make_model() {  # name preset type
     echo "making $path" >&2
     local how=(--type "$3")
     [[ $3 == mix:* ]] && how=(--recipe "${3#mix:}")
-    "$TANDEM" make-model --preset "$2" "${how[@]}" --vocab "$VOCAB" -o "$path.tmp" >&2
+    "$TANDEM" make-model --preset "$2" --arch "$ARCH" "${how[@]}" --vocab "$VOCAB" -o "$path.tmp" >&2
     mv "$path.tmp" "$path"
   fi
   echo "$path"
@@ -95,7 +103,7 @@ for entry in "${MODELS[@]}"; do
 done
 echo "load after: $(uptime | sed 's/.*load average/load average/')"
 
-python3 - "$OUT" <<'EOF'
+python3 - "$OUT" "$ARCH" <<'EOF'
 import json, pathlib, sys
 
 # llama.cpp (CPU build, flash attention on, 2 threads) on this machine kind: issue 3's table.
@@ -115,6 +123,10 @@ TARGET = {
 # Issue 14: the K-quant mixes (no typed llama.cpp figures: judged against LLAMA_BENCH).
 for mix in ("small-q4_k_m", "small-q5_k_m", "small-q6_k", "small-q3_k_m"):
     TARGET[(mix, "pp512")], TARGET[(mix, "tg128")] = 1.5, 1.1
+# Another architecture's models (small-ARCH-q4_k_m) have the targets of the llama ones.
+ARCH_TAG = "" if sys.argv[2] == "llama" else "-" + sys.argv[2]
+def base(name):
+    return name.replace("small" + ARCH_TAG + "-", "small-", 1) if ARCH_TAG else name
 rows = []
 measured = {}  # (model, test) -> llama-bench's median t/s, where it ran
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
@@ -136,7 +148,7 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.llama")):
         measured[(name, test)] = samples[len(samples) // 2]
 order = ["small-f32", "small-q8_0", "small-q4_0", "tiny-f16", "small-q4_k_m", "small-q5_k_m",
          "small-q6_k", "small-q3_k_m"]
-rows.sort(key=lambda x: (order.index(x[0]) if x[0] in order else 99, x[1]["n_gen"] > 0,
+rows.sort(key=lambda x: (order.index(base(x[0])) if base(x[0]) in order else 99, x[1]["n_gen"] > 0,
                          x[1]["depth"], x[1]["test"]))
 # The target is judged against llama.cpp measured here and now (LLAMA_BENCH) where that
 # row was measured, else against the figure typed above from issue 3; the "judged against"
@@ -151,7 +163,7 @@ for name, r in rows:
     m = measured.get((name, r["test"]))
     tps = r["tokens_per_s"]
     ratio = f"{tps / ref:.2f}x" if ref else "-"
-    tgt = TARGET.get((name, r["test"]))
+    tgt = TARGET.get((base(name), r["test"]))
     basis = "-"
     if tgt is not None:
         judge = m if m else ref
