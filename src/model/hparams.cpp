@@ -21,22 +21,23 @@ struct ArchTraits {
   float attn_softcap_default, final_softcap_default;
   bool local_rope_is_global;  // local layers' rope base and scale default to the global ones
   bool window_ignored;        // attention.sliding_window is read but not applied
+  int64_t wide_query_layers;  // a model of this block count scales queries by 1/sqrt(D/H) (0: none)
 };
 
 constexpr ArchTraits kArchs[] = {
-    // name     neox   qknorm post   gelu   embsc  fused  tied   swa window capkeys (a, f)  a      f      lrg    ign
-    {"llama",   false, false, false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false},
-    {"mistral", false, false, false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false},
-    {"qwen2",   true,  false, false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false},
-    {"qwen3",   true,  true,  false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false},
+    // name     neox   qknorm post   gelu   embsc  fused  tied   swa window capkeys (a, f)  a      f      lrg    ign    wq
+    {"llama",   false, false, false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false,  0},
+    {"mistral", false, false, false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false,  0},
+    {"qwen2",   true,  false, false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false,  0},
+    {"qwen3",   true,  true,  false, false, false, false, false, 0,  0,     false, false,  0.0f,  0.0f,  false, false,  0},
     // phi3: attention.sliding_window is in its files but not applied (as llama.cpp does)
-    {"phi3",    true,  false, false, false, false, true,  false, 0,  0,     false, false,  0.0f,  0.0f,  false, true},
+    {"phi3",    true,  false, false, false, false, true,  false, 0,  0,     false, false,  0.0f,  0.0f,  false, true,  0},
     // gemma2: every other layer local (window 4096 unless the key says), soft-capped
     // attention scores (50) and logits (30) unless the keys say
-    {"gemma2",  true,  false, true,  true,  true,  false, true,  2,  4096,  true,  true,   50.0f, 30.0f, true,  false},
+    {"gemma2",  true,  false, true,  true,  true,  false, true,  2,  4096,  true,  true,   50.0f, 30.0f, true,  false, 46},
     // gemma3: 5 local layers then a global one when the file gives a window; local layers
     // rotate with base rope.freq_base_swa (10000) and no scaling; logits capped if keyed
-    {"gemma3",  true,  true,  true,  true,  true,  false, true,  6,  0,     false, true,   0.0f,  0.0f,  false, false},
+    {"gemma3",  true,  true,  true,  true,  true,  false, true,  6,  0,     false, true,   0.0f,  0.0f,  false, false, 62},
 };
 
 const ArchTraits* find_arch(const std::string& name) {
@@ -155,6 +156,10 @@ HParams HParams::from_gguf(const gguf::File& f) {
   if (h.n_layer < 1 || h.n_layer > 4096)  // before sizing per-layer arrays
     bad_input("{}: {}block_count = {} is out of range [1, 4096]", f.path(), a, h.n_layer);
   h.set_arch(arch, f.path());
+  // gemma2 27B (46 layers) and gemma3 27B (62): queries scaled by 1/sqrt(D/H), as their
+  // reference implementations and llama.cpp do (D/H = 144 and 168 against d = 128).
+  if (t->wide_query_layers > 0 && h.n_layer == t->wide_query_layers)
+    h.attn_scale = 1.0f / std::sqrt(float(h.n_embd / h.n_head));
 
   const std::string window_key = a + "attention.sliding_window";
   const auto window = f.find_int(window_key);
@@ -194,6 +199,10 @@ HParams HParams::from_gguf(const gguf::File& f) {
   }
   h.validate(f.path());
   return h;
+}
+
+float HParams::query_scale() const {
+  return attn_scale > 0.0f ? attn_scale : 1.0f / std::sqrt(float(head_dim));
 }
 
 void HParams::validate(const std::string& where) const {

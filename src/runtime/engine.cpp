@@ -13,7 +13,7 @@ parallel::AttnShape shape_of(const HParams& h) {
   s.H = int(h.n_head);
   s.G = int(h.n_head_kv);
   s.d = int(h.head_dim);
-  s.scale = 1.0f / std::sqrt(float(h.head_dim));
+  s.scale = h.query_scale();
   s.softcap = h.attn_softcap;
   return s;
 }

@@ -156,6 +156,24 @@ TEST(ArchLoad, GemmaTraits) {
                  {"gemma3.attn_logit_softcapping"});
 }
 
+// gemma2 of 46 layers and gemma3 of 62 (their 27B models) scale queries by 1/sqrt(D/H);
+// other block counts, and other architectures of those counts, by 1/sqrt(d).
+TEST(ArchLoad, GemmaQueryScaleOfThe27BModels) {
+  for (const auto& [arch, wide] : {std::pair<std::string, int64_t>{"gemma2", 46}, {"gemma3", 62}}) {
+    for (const int64_t layers : {wide, wide - 1}) {
+      for (const std::string& a : {arch, std::string("llama")}) {
+        SynthSpec s = spec(a);
+        s.n_layer = layers;
+        s.head_dim = 12;  // D/H = 8
+        const auto m = Model::load(test::write_test_model(a + "-scale-" + std::to_string(layers), s));
+        const bool scaled = a == arch && layers == wide;
+        EXPECT_FLOAT_EQ(m->hparams().query_scale(), 1.0f / std::sqrt(scaled ? 8.0f : 12.0f))
+            << a << " with " << layers << " layers";
+      }
+    }
+  }
+}
+
 TEST(ArchLoad, Qwen3HeadDimFromKeyLength) {
   SynthSpec s = spec("qwen3");
   s.head_dim = 12;

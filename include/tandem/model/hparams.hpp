@@ -38,6 +38,9 @@ struct HParams {
   // attn_q/k/v and ffn_gate/ffn_up.
   bool fused_layout = false;
   bool tied_embedding = false;  // no output.weight: the output is the embedding (gemma2, gemma3)
+  // Query scale of the attention scores (0: 1/sqrt(d)). gemma2's and gemma3's 27B models
+  // (46 and 62 layers) scale by 1/sqrt(D/H), D/H differing from d there; no key says so.
+  float attn_scale = 0.0f;
   float attn_softcap = 0.0f;   // attention scores s -> c*tanh(s/c) (0: none)
   float final_softcap = 0.0f;  // logits likewise
   // Sliding-window layers: a local layer's query at position p sees keys at positions
@@ -50,6 +53,7 @@ struct HParams {
 
   int64_t q_dim() const { return n_head * head_dim; }
   int64_t kv_dim() const { return n_head_kv * head_dim; }
+  float query_scale() const;  // attn_scale, or 1/sqrt(d) without one
   bool layer_local(int64_t l) const {
     return size_t(l) < local_layers.size() && local_layers[size_t(l)] != 0;
   }
