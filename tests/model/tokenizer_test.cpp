@@ -332,9 +332,12 @@ TEST(Tokenizer, SmallBpeVocab) {
   EXPECT_EQ(tok.eos(), -1);
 }
 
-// A shared vocabulary with tokens appended (text, token_type), written and loaded.
+// A shared vocabulary with tokens appended (text, token_type) and metadata keys set,
+// written and loaded.
 Tokenizer with_added_tokens(const std::string& name,
-                            const std::vector<std::pair<std::string, int>>& added) {
+                            const std::vector<std::pair<std::string, int>>& added,
+                            const std::vector<std::pair<std::string, gguf::Value>>& keys = {}) {
+  static int serial = 0;
   const gguf::File src = gguf::File::open(vocab_path(name));
   gguf::Writer w;
   w.copy_metadata(src);
@@ -351,7 +354,8 @@ Tokenizer with_added_tokens(const std::string& name,
     scores.resize(tokens.size(), gguf::Value::f32(0.0f));
     w.set("tokenizer.ggml.scores", gguf::Value::array(gguf::ValueType::F32, scores));
   }
-  const std::string path = test::temp_dir() + "/added-" + name + ".gguf";
+  for (const auto& [k, v] : keys) w.set(k, v);
+  const std::string path = test::temp_dir() + "/added-" + name + "-" + std::to_string(serial++) + ".gguf";
   w.write(path);
   return Tokenizer::from_gguf(gguf::File::open(path));
 }
@@ -380,6 +384,24 @@ TEST(Tokenizer, UserDefinedTokensMatchFirstSpm) {
   EXPECT_EQ(normal.encode("Hello<tool>world", false), plain.encode("Hello<tool>world", false));
   // The space put in front of the text after the token stays in the decoded text.
   EXPECT_EQ(tok.decode(tok.encode("Hello<tool>world", false)), "Hello<tool> world");
+}
+
+// SentencePiece without the space prefix (gemma's vocabularies: add_space_prefix false):
+// the text is encoded as written, a leading space is a token of its own text, nothing is
+// put in front after a matched token, and decoding keeps every space.
+TEST(Tokenizer, SpmWithoutSpacePrefix) {
+  const Tokenizer plain = load("llama-spm");
+  const int32_t tool = plain.n_vocab();
+  const Tokenizer bare = with_added_tokens(
+      "llama-spm", {{"<tool>", 4}}, {{"tokenizer.ggml.add_space_prefix", gguf::Value::boolean(false)}});
+  EXPECT_EQ(bare.encode(" Hello world", false), plain.encode("Hello world", false));
+  EXPECT_NE(bare.encode("Hello world", false), plain.encode("Hello world", false));
+  EXPECT_EQ(bare.decode(bare.encode("Hello world", false)), "Hello world");
+  EXPECT_EQ(bare.decode(bare.encode(" Hi there", false)), " Hi there");
+  EXPECT_EQ(plain.decode(plain.encode(" Hi there", false)), " Hi there");
+  EXPECT_EQ(bare.encode("Hello<tool>world", false),
+            cat({bare.encode("Hello", false), {tool}, bare.encode("world", false)}));
+  EXPECT_EQ(bare.decode(bare.encode("Hello<tool>world", false)), "Hello<tool>world");
 }
 
 // A longer matched token takes precedence over a shorter one it overlaps, wherever
