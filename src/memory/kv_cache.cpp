@@ -9,6 +9,32 @@
 
 namespace tandem {
 
+namespace {
+
+PagedKVConfig pool_config(int64_t n_layer, int64_t tokens, int64_t kv_dim, int64_t page,
+                          DType type) {
+  PagedKVConfig cfg;
+  cfg.n_layer = n_layer;
+  cfg.kv_dim = kv_dim;
+  cfg.block_size = page;
+  cfg.n_blocks = std::max<int64_t>((tokens + page - 1) / page, 1);
+  cfg.storage = type;
+  return cfg;
+}
+
+}  // namespace
+
+std::shared_ptr<PagedKVCache> make_kv_pool(int64_t n_layer, int64_t tokens, int64_t kv_dim,
+                                           const KVCacheOptions& opt) {
+  TD_CHECK(n_layer > 0 && kv_dim > 0);
+  if (tokens <= 0) bad_input("KV pool: size must be > 0 tokens (got {})", tokens);
+  if (opt.page_tokens <= 0)
+    bad_input("KV pool: a pool shared by sequences needs pages of > 0 tokens (got {})",
+              opt.page_tokens);
+  return std::make_shared<PagedKVCache>(
+      pool_config(n_layer, tokens, kv_dim, opt.page_tokens, opt.type));
+}
+
 KVCache::KVCache(int64_t n_layer, int64_t capacity, int64_t kv_dim, const KVCacheOptions& opt)
     : n_layer_(n_layer), capacity_(capacity), kv_dim_(kv_dim), type_(opt.type) {
   TD_CHECK(n_layer > 0 && capacity >= 0 && kv_dim > 0);
@@ -17,13 +43,19 @@ KVCache::KVCache(int64_t n_layer, int64_t capacity, int64_t kv_dim, const KVCach
   const int64_t pool_tokens = std::max(opt.pool_tokens, capacity);
   page_ = opt.page_tokens > 0 ? opt.page_tokens : std::max<int64_t>(pool_tokens, 1);
   contiguous_ = opt.page_tokens == 0 && opt.pool_tokens <= capacity && type_ == DType::F32;
-  PagedKVConfig cfg;
-  cfg.n_layer = n_layer;
-  cfg.kv_dim = kv_dim;
-  cfg.block_size = page_;
-  cfg.n_blocks = std::max<int64_t>((pool_tokens + page_ - 1) / page_, 1);
-  cfg.storage = type_;
-  pool_ = std::make_shared<PagedKVCache>(cfg);
+  pool_ = std::make_shared<PagedKVCache>(pool_config(n_layer, pool_tokens, kv_dim, page_, type_));
+  seq_ = pool_->create_sequence();
+}
+
+KVCache::KVCache(std::shared_ptr<PagedKVCache> pool, int64_t capacity) : pool_(std::move(pool)) {
+  TD_CHECK(pool_);
+  const int64_t pool_tokens = pool_->n_blocks() * pool_->block_size();
+  if (capacity < 0) bad_input("KV cache: capacity must be >= 0 tokens (got {})", capacity);
+  n_layer_ = pool_->n_layer();
+  capacity_ = capacity > 0 ? capacity : pool_tokens;
+  kv_dim_ = pool_->kv_dim();
+  page_ = pool_->block_size();
+  type_ = pool_->storage();
   seq_ = pool_->create_sequence();
 }
 

@@ -41,12 +41,30 @@ void Engine::set_attention(parallel::SequenceAttention* attn) {
 
 KVCache Engine::make_cache(int64_t capacity) const { return make_cache(capacity, opt_.kv); }
 
-KVCache Engine::make_cache(int64_t capacity, const KVCacheOptions& kv) const {
-  const auto& h = model_.hparams();
+namespace {
+
+void check_kv_type(const HParams& h, const KVCacheOptions& kv) {
   if (kv.type == DType::Q8_0 && h.kv_dim() % kQBlock != 0)
     bad_input("--kv-type q8_0 needs the KV row width (KV heads x head dim = {}) to be a "
               "multiple of {}", h.kv_dim(), kQBlock);
+}
+
+}  // namespace
+
+KVCache Engine::make_cache(int64_t capacity, const KVCacheOptions& kv) const {
+  const auto& h = model_.hparams();
+  check_kv_type(h, kv);
   return KVCache(h.n_layer, capacity, h.kv_dim(), kv);
+}
+
+std::shared_ptr<PagedKVCache> Engine::make_pool(int64_t tokens) const {
+  return make_pool(tokens, opt_.kv);
+}
+
+std::shared_ptr<PagedKVCache> Engine::make_pool(int64_t tokens, const KVCacheOptions& kv) const {
+  const auto& h = model_.hparams();
+  check_kv_type(h, kv);
+  return make_kv_pool(h.n_layer, tokens, h.kv_dim(), kv);
 }
 
 void Engine::forward(KVCache& cache, std::span<const int32_t> ids, std::span<const int32_t> pos,
@@ -101,28 +119,38 @@ graph::Executor& Engine::executor(int64_t m, int64_t out_from) {
   return made;
 }
 
-void Engine::forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,
-                           int64_t out_from, float* logits) {
+parallel::AttnStep Engine::attn_step(int layer, int64_t m, const float* q, const float* k,
+                                     const float* v, const int32_t* pos, float* out) const {
+  parallel::AttnStep step;
+  step.layer = layer;
+  step.m = m;
+  step.q = q;
+  step.k = k;
+  step.v = v;
+  step.pos = pos;
+  step.out = out;
+  step.window = int32_t(model_.hparams().layer_window(layer));
+  return step;
+}
+
+void Engine::run_step(const int32_t* ids, const int32_t* pos, int64_t m, int64_t out_from,
+                      float* logits, const graph::AttendFn& attend) {
   ++steps_;
-  const int64_t slot = attn_->begin_step(cache, m, pos);
   const int64_t from = logits ? out_from : m;
   graph::Executor& ex = executor(m, from);
-  auto attend = [&](int layer, const float* q, const float* k, const float* v, float* out) {
-    parallel::AttnStep step;
-    step.layer = layer;
-    step.m = m;
-    step.q = q;
-    step.k = k;
-    step.v = v;
-    step.pos = pos;
-    step.out = out;
-    step.window = int32_t(model_.hparams().layer_window(layer));
-    attn_->attend(cache, slot, step);
-  };
   float* outputs[1] = {logits};
   ex.run(ids, pos, std::span<float* const>(outputs, from < m ? 1 : 0), attend, pool_, trace_);
   last_mem_ = ex.memory();
   if (!opt_.graph_reuse) graphs_.erase(std::make_pair(m, from));
+}
+
+void Engine::forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,
+                           int64_t out_from, float* logits) {
+  const int64_t slot = attn_->begin_step(cache, m, pos);
+  run_step(ids, pos, m, out_from, logits,
+           [&](int layer, const float* q, const float* k, const float* v, float* out) {
+             attn_->attend(cache, slot, attn_step(layer, m, q, k, v, pos, out));
+           });
 }
 
 void Engine::set_reference_kernels(bool on) {

@@ -12,6 +12,10 @@
 //
 // fork() makes another sequence in the same pool that shares this one's first n
 // tokens (their pages are shared, the last partial page is copied on its next write).
+//
+// Many sequences in one pool (a server's --kv-pool): make_kv_pool() reserves the pages
+// once and KVCache(pool, capacity) makes each sequence in it; the pool's stats() says
+// how many pages are in use and free. Sequences share nothing but the free pages.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -29,12 +33,22 @@ struct KVCacheOptions {
   int64_t pool_tokens = 0;     // tokens the pool holds for all forks; 0: capacity
 };
 
+// A pool of `tokens` tokens (rounded up to whole pages of opt.page_tokens > 0;
+// opt.pool_tokens is ignored) for many sequences. Throws Error(BadInput) for a bad
+// option (page_tokens 0: one page could hold one sequence only), Error(Resource) if the
+// pool cannot be allocated.
+std::shared_ptr<PagedKVCache> make_kv_pool(int64_t n_layer, int64_t tokens, int64_t kv_dim,
+                                           const KVCacheOptions& opt);
+
 class KVCache {
  public:
   KVCache() = default;
   // Reserves a pool for `capacity` tokens (or opt.pool_tokens); throws Error(Resource)
   // if it cannot, Error(BadInput) for a bad option.
   KVCache(int64_t n_layer, int64_t capacity, int64_t kv_dim, const KVCacheOptions& opt = {});
+  // A new empty sequence in a shared pool, of at most `capacity` tokens (0: the pool's
+  // size); its pages come from the pool as it grows and go back when it is dropped.
+  KVCache(std::shared_ptr<PagedKVCache> pool, int64_t capacity);
   KVCache(KVCache&& o) noexcept;
   KVCache& operator=(KVCache&& o) noexcept;
   KVCache(const KVCache&) = delete;
@@ -52,7 +66,8 @@ class KVCache {
 
   // Appends m token slots with the given positions and returns the first slot's
   // index; the caller then fills their K/V rows in every layer (write()). Throws
-  // Error(Resource) when the cache (or its pool) is full.
+  // Error(Resource) when the cache (or its pool) is full, and leaves the cache and the
+  // pool unchanged then.
   int64_t append(int64_t m, const int32_t* pos);
   // Drops every token from slot n on (pages no sequence uses go back to the pool).
   void truncate(int64_t n);
@@ -88,6 +103,9 @@ class KVCache {
   // Bytes of the pages in use (shared pages counted once), and the pool's counters.
   size_t used_bytes() const;
   PagedKVStats stats() const;
+  // The pool this sequence lives in (shared with its forks and with the other sequences
+  // made in it).
+  const std::shared_ptr<PagedKVCache>& pool() const { return pool_; }
 
  private:
   KVCache(std::shared_ptr<PagedKVCache> pool, PagedKVCache::SeqId seq, const KVCache& like);

@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 #include <utility>
+#include <vector>
 
 #include "tandem/core/trace.hpp"
 #include "tandem/graph/executor.hpp"
@@ -29,6 +30,14 @@ struct EngineOptions {
   // KV cache of make_cache(capacity): contiguous f32 by default; the CLI pages it on one
   // rank (--kv-page, --kv-type); every strategy reads any layout through its page table.
   KVCacheOptions kv;
+};
+
+// One sequence's new tokens in a batched forward step (Engine::forward_batch).
+struct BatchItem {
+  KVCache* cache = nullptr;        // the sequence's cache (one item per cache in a batch)
+  std::span<const int32_t> ids;    // its new tokens (< V) ...
+  std::span<const int32_t> pos;    // ... at these positions
+  float* logits = nullptr;         // non-null: receives the logits [V] of its last token
 };
 
 class Engine {
@@ -61,6 +70,11 @@ class Engine {
   // contiguous default KVCacheOptions{}).
   KVCache make_cache(int64_t capacity) const;
   KVCache make_cache(int64_t capacity, const KVCacheOptions& kv) const;
+  // A page pool of `tokens` tokens that many sequences share (a server's --kv-pool),
+  // laid out as options().kv says (its page_tokens must be > 0); KVCache(pool, capacity)
+  // makes each sequence in it.
+  std::shared_ptr<PagedKVCache> make_pool(int64_t tokens) const;
+  std::shared_ptr<PagedKVCache> make_pool(int64_t tokens, const KVCacheOptions& kv) const;
 
   // Runs ids[i] at positions pos[i] (any positions; attention is causal by position)
   // through every layer; the attention strategy stores their K/V in `cache`. Writes the
@@ -68,6 +82,16 @@ class Engine {
   // be < V. Under a lockstep strategy the tokens run in one step (even zero tokens).
   void forward(KVCache& cache, std::span<const int32_t> ids, std::span<const int32_t> pos,
                int64_t n_out, float* logits);
+
+  // Continuous batching: one forward step over the new tokens of several sequences
+  // (each item's rows against its own cache), so each weight matrix is read once for
+  // all of them. Items may mix decode tokens and prompt chunks; logits are computed for
+  // the last token of each item that asks for them, only. Over the engine's chunk the
+  // rows run in several steps (an item may be split across two; its rows stay in
+  // order). Single rank only: throws Error(BadInput) while a non-local attention
+  // strategy is set. A cache that cannot take its item's tokens throws Error(Resource)
+  // and the step leaves every cache as it was (steps already run stay, as in forward).
+  void forward_batch(std::span<const BatchItem> items);
 
   const Model& model() const { return model_; }
   kernels::ThreadPool& pool() const { return pool_; }
@@ -85,8 +109,17 @@ class Engine {
   int64_t steps() const { return steps_; }
 
  private:
+  struct BatchPiece;
   void forward_chunk(KVCache& cache, const int32_t* ids, const int32_t* pos, int64_t m,
                      int64_t out_from, float* logits);
+  void forward_batch_step(std::span<const BatchItem> items, std::vector<BatchPiece>& pieces);
+  // One graph step over m rows, logits of the rows [out_from, m) into logits (none when
+  // logits is null); attend() computes each layer's attention.
+  void run_step(const int32_t* ids, const int32_t* pos, int64_t m, int64_t out_from,
+                float* logits, const graph::AttendFn& attend);
+  // The attention call of `layer` over m rows.
+  parallel::AttnStep attn_step(int layer, int64_t m, const float* q, const float* k,
+                               const float* v, const int32_t* pos, float* out) const;
   graph::Executor& executor(int64_t m, int64_t out_from);
 
   const Model& model_;
@@ -103,6 +136,9 @@ class Engine {
   int64_t graphs_built_ = 0;
   int64_t steps_ = 0;
   size_t activation_peak_ = 0, unplanned_peak_ = 0;
+  // forward_batch scratch: rows in step order, gathered rows of split items, logits.
+  std::vector<int32_t> batch_ids_, batch_pos_;
+  std::vector<float> gather_, batch_logits_;
 };
 
 }  // namespace tandem
