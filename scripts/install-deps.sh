@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
       libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev nlohmann-json3-dev
-      libpcre2-dev openmpi-bin libopenmpi-dev)
+      libpcre2-dev openmpi-bin libopenmpi-dev libcpp-httplib-dev)
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 cuda=0

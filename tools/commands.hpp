@@ -14,6 +14,7 @@ void add_plan(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_calibrate(CLI::App& app);
 void add_compare(CLI::App& app);
+void add_bench_serve(CLI::App& app);
 
 // Default thread count: the cores this process may use.
 int default_threads();
