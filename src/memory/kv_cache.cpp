@@ -59,6 +59,24 @@ KVCache::KVCache(std::shared_ptr<PagedKVCache> pool, int64_t capacity) : pool_(s
   seq_ = pool_->create_sequence();
 }
 
+KVCache::KVCache(std::shared_ptr<PagedKVCache> pool, int64_t capacity,
+                 std::span<const int32_t> blocks)
+    : KVCache(std::move(pool), capacity) {
+  const int64_t tokens = int64_t(blocks.size()) * page_;
+  if (tokens > capacity_)
+    bad_input("KV cache: {} pages hold {} tokens, over the capacity {}", blocks.size(), tokens,
+              capacity_);
+  // Replace the empty sequence made above; on a throw the empty one is freed by release().
+  const PagedKVCache::SeqId s = pool_->create_sequence_from(blocks);
+  pool_->free_sequence(seq_);
+  seq_ = s;
+}
+
+std::span<const BlockRef> KVCache::blocks() const {
+  TD_CHECK(pool_);
+  return pool_->blocks(seq_);
+}
+
 KVCache::KVCache(std::shared_ptr<PagedKVCache> pool, PagedKVCache::SeqId seq, const KVCache& like)
     : pool_(std::move(pool)),
       seq_(seq),

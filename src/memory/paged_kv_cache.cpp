@@ -97,6 +97,21 @@ int32_t PagedKVCache::refcount(int32_t block) const {
   return refcount_[size_t(block)];
 }
 
+void PagedKVCache::check_in_use(int32_t block) const {
+  if (block < 0 || block >= cfg_.n_blocks || refcount_[size_t(block)] <= 0)
+    bad_input("paged KV cache: block {} is not in use (pool of {} blocks)", block, cfg_.n_blocks);
+}
+
+void PagedKVCache::retain(int32_t block) {
+  check_in_use(block);
+  ++refcount_[size_t(block)];
+}
+
+void PagedKVCache::release(int32_t block) {
+  check_in_use(block);
+  release_block(block);
+}
+
 PagedKVCache::SeqId PagedKVCache::create_sequence() {
   if (!free_seqs_.empty()) {
     const SeqId s = free_seqs_.back();
@@ -132,6 +147,22 @@ PagedKVCache::SeqId PagedKVCache::fork(SeqId src, int64_t n) {
   }
   if (keep > 0) to.table.back().n = int32_t(n - (keep - 1) * cfg_.block_size);
   to.size = n;
+  return s;
+}
+
+PagedKVCache::SeqId PagedKVCache::create_sequence_from(std::span<const int32_t> blocks) {
+  if (int64_t(blocks.size()) > cfg_.n_blocks)
+    bad_input("paged KV cache: a sequence of {} blocks in a pool of {}", blocks.size(),
+              cfg_.n_blocks);
+  for (int32_t b : blocks) check_in_use(b);
+  const SeqId s = create_sequence();
+  Sequence& q = seq(s);
+  const int64_t bs = cfg_.block_size;
+  for (int32_t b : blocks) {
+    ++refcount_[size_t(b)];
+    q.table.push_back(BlockRef{b, int32_t(bs), pos_.data() + size_t(b) * size_t(bs)});
+  }
+  q.size = int64_t(blocks.size()) * bs;
   return s;
 }
 

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "tandem/core/dtype.hpp"
@@ -49,6 +50,10 @@ class KVCache {
   // A new empty sequence in a shared pool, of at most `capacity` tokens (0: the pool's
   // size); its pages come from the pool as it grows and go back when it is dropped.
   KVCache(std::shared_ptr<PagedKVCache> pool, int64_t capacity);
+  // A sequence in a shared pool that starts from `blocks`, full pages of that pool in use
+  // (PagedKVCache::create_sequence_from): it holds their tokens, nothing copied. Throws
+  // Error(BadInput) for a bad block or when they exceed `capacity` (0: the pool's size).
+  KVCache(std::shared_ptr<PagedKVCache> pool, int64_t capacity, std::span<const int32_t> blocks);
   KVCache(KVCache&& o) noexcept;
   KVCache& operator=(KVCache&& o) noexcept;
   KVCache(const KVCache&) = delete;
@@ -92,6 +97,10 @@ class KVCache {
   // The keys of one layer as attention kernels read them (AttentionArgs::pages). Valid
   // until the next change of this cache or of its pool.
   KvPages pages(int64_t layer) const;
+
+  // The sequence's block table in token order (PagedKVCache::blocks): which pool pages
+  // hold its tokens. Valid until the next change of this cache or of its pool.
+  std::span<const BlockRef> blocks() const;
 
   // A new sequence in this cache's pool sharing its first n tokens (nothing copied);
   // its capacity is this one's.

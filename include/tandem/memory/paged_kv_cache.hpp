@@ -83,6 +83,12 @@ class PagedKVCache {
   // A new sequence sharing src's first n tokens (0 <= n <= size(src)); copies nothing.
   SeqId fork(SeqId src, int64_t n);
   void free_sequence(SeqId s);
+  // A new sequence whose table is `blocks`, full blocks in use (refcount > 0) in token
+  // order, each taking one more reference: it holds blocks.size() * block_size tokens
+  // with the positions stored in those blocks, and appends go to fresh blocks. Copies
+  // nothing (a prefix cache restarts a sequence from the pages it kept). Throws
+  // Error(BadInput) for a block out of range or not in use.
+  SeqId create_sequence_from(std::span<const int32_t> blocks);
   bool alive(SeqId s) const;
   int64_t size(SeqId s) const;
   // Drops every token from index n on; blocks no sequence references return to the pool.
@@ -100,6 +106,12 @@ class PagedKVCache {
   // The block_size positions of a pool block (those of its used rows are valid).
   const int32_t* block_positions(int32_t block) const;
   int32_t refcount(int32_t block) const;
+  // References held outside any sequence (a prefix cache keeping a page after its
+  // sequence ends): retain adds one to a block in use (refcount > 0); release drops one,
+  // and the block returns to the pool when none is left. Both throw Error(BadInput) for
+  // a block out of range or not in use.
+  void retain(int32_t block);
+  void release(int32_t block);
 
   // Row access, F32 storage only. Mutable rows must be in an unshared block (true for
   // every token appended since the last fork of s).
@@ -138,6 +150,7 @@ class PagedKVCache {
   const Sequence& seq(SeqId s) const;
   Sequence& seq(SeqId s);
   void check_layer(int64_t layer) const;
+  void check_in_use(int32_t block) const;
   // The row of token t of s in (layer, kv); kv 0 = K, 1 = V.
   const std::byte* row_ptr(int64_t layer, int kv, SeqId s, int64_t t) const;
   std::byte* chunk(int64_t layer, int kv, int32_t block) const {
