@@ -11,7 +11,8 @@
 // of its longest matching prefix and prefills only the rest. Unreferenced cached pages
 // are evicted least-recently-used when the pool needs them. When the pool runs out
 // mid-decode the newest sequences are preempted (their pages freed, their prompt and
-// tokens so far recomputed when they are readmitted), never failed.
+// tokens so far recomputed when they are readmitted), never failed (only a sequence
+// alone in the pool that needs one more page ends, with Finish::Length).
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -63,7 +64,10 @@ struct SequenceStats {
   int preemptions = 0;
 };
 
-// Where a request's tokens go. Called on the engine thread; keep it short.
+// Where a request's tokens go. Called on the engine thread (no scheduler lock held: it
+// may call cancel() or stats(), not shutdown() or clear_prefix_cache()); keep it short.
+// An end-of-sequence token ends the request with Finish::Stop and is not passed to
+// on_token nor counted in output_tokens.
 class SequenceSink {
  public:
   virtual ~SequenceSink() = default;
@@ -85,7 +89,7 @@ struct SchedulerStats {
   int64_t prompt_tokens = 0, cached_prompt_tokens = 0, output_tokens = 0;  // totals
   int64_t prefix_hits = 0;       // requests that reused at least one cached page
   int64_t preemptions = 0;
-  int64_t finished = 0, cancelled = 0, failed = 0;
+  int64_t finished = 0, cancelled = 0, failed = 0;  // finished: Stop or Length
 };
 
 class Scheduler {
@@ -100,7 +104,10 @@ class Scheduler {
   // Thread-safe. Queues a request; returns its id, or nullopt when the queue is full
   // (the server answers 503). A prompt that can never fit (empty, longer than ctx_size
   // - 1, or than the pool) finishes at once with Finish::Error and a message naming
-  // the limit (the server checks lengths first and answers 400).
+  // the limit (the server checks lengths first and answers 400); so do a token id
+  // outside the vocabulary, max_tokens < 1 and top_logprobs outside [-1, 20]. That
+  // on_finish runs on the calling thread, before submit returns the id. After
+  // shutdown() submit returns nullopt (nothing is called).
   std::optional<uint64_t> submit(std::vector<int32_t> prompt, const GenParams& p,
                                  std::shared_ptr<SequenceSink> sink);
   // Thread-safe. Ends a request (queued or active) within one step: Finish::Cancelled.
@@ -111,6 +118,10 @@ class Scheduler {
   // Stops admitting; lets active and queued requests finish until `deadline_s` has
   // passed, then cancels the rest, and joins the engine thread. Idempotent.
   void shutdown(double deadline_s);
+
+  // Thread-safe. Drops every page the prefix cache holds (pages in use stay with their
+  // sequences); returns once they are back in the pool.
+  void clear_prefix_cache();
 
   SchedulerStats stats() const;  // thread-safe snapshot
   const SchedulerOptions& options() const;

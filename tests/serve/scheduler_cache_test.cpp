@@ -1,0 +1,195 @@
+// The scheduler's KV memory: the prefix cache (the full pages of a shared prefix are
+// reused, not recomputed, and change no token), LRU eviction under a small pool, the pool
+// back to "cached pages only" and then empty, and preemption when decode runs out of
+// pages (every request still completes with its tokens alone).
+#include <gtest/gtest.h>
+
+#include "scheduler_support.hpp"
+
+using namespace tandem;
+using namespace tandem::serve;
+using test::RecordingSink;
+
+namespace {
+
+SchedulerOptions options(bool prefix_cache, int64_t pool_tokens = 0) {
+  SchedulerOptions o;
+  o.parallel = 4;
+  o.ctx_size = 256;
+  o.page_tokens = 16;
+  o.step_tokens = 64;
+  o.kv_pool_tokens = pool_tokens;
+  o.prefix_cache = prefix_cache;
+  return o;
+}
+
+// Runs requests one at a time (each after the previous finished); returns the sinks.
+std::vector<std::shared_ptr<RecordingSink>> one_by_one(Scheduler& s,
+                                                       const std::vector<std::vector<int32_t>>& p,
+                                                       int max_tokens) {
+  std::vector<std::shared_ptr<RecordingSink>> out;
+  for (const auto& prompt : p) {
+    out.push_back(std::make_shared<RecordingSink>());
+    EXPECT_TRUE(s.submit(prompt, test::greedy(max_tokens), out.back()).has_value());
+    EXPECT_TRUE(out.back()->wait());
+  }
+  return out;
+}
+
+TEST(SchedulerPrefixCache, SecondRequestReusesTheSharedFullPages) {
+  kernels::ThreadPool tp(2);
+  Engine e(test::sched_model(), tp);
+  std::mt19937 rng(11);
+  const auto prefix = test::random_prompt(rng, 70);  // 4 full pages + 6 tokens
+  auto a = prefix, b = prefix;
+  const auto ta = test::random_prompt(rng, 5), tb = test::random_prompt(rng, 9);
+  a.insert(a.end(), ta.begin(), ta.end());
+  b.insert(b.end(), tb.begin(), tb.end());
+  const std::vector<std::vector<int32_t>> prompts{a, b, a};
+  std::vector<test::Alone> want;
+  for (const auto& p : prompts) want.push_back(test::alone_logprobs(e, p, 10));
+
+  std::vector<std::vector<int32_t>> got[2];
+  for (bool cache : {false, true}) {
+    Scheduler s(e, options(cache), {});
+    s.start();
+    const auto k = one_by_one(s, prompts, 10);
+    for (size_t i = 0; i < k.size(); ++i) {
+      got[cache].push_back(k[i]->tokens());
+      test::expect_as_alone(*k[i], want[i], "request " + std::to_string(i) + (cache ? " cached" : ""));
+    }
+    const SchedulerStats st = s.stats();
+    if (!cache) {
+      for (auto& x : k) EXPECT_EQ(x->stats().cached_tokens, 0);
+      EXPECT_EQ(st.prefix_hits, 0);
+      EXPECT_EQ(st.kv_pages_used, 0);
+      EXPECT_EQ(st.kv_pages_cached, 0);
+      continue;
+    }
+    EXPECT_EQ(k[0]->stats().cached_tokens, 0);
+    EXPECT_EQ(k[1]->stats().cached_tokens, 64);  // the full pages of the shared 70 tokens
+    // a again: all of its 75 prompt tokens' full pages (4), its last token recomputed.
+    EXPECT_EQ(k[2]->stats().cached_tokens, 64);
+    EXPECT_EQ(st.prefix_hits, 2);
+    EXPECT_EQ(st.cached_prompt_tokens, 128);
+    EXPECT_EQ(st.prompt_tokens, int64_t(a.size() * 2 + b.size()));
+    // Pages kept: a's 5 full pages (75 + 9 fed tokens = 84: 5 pages), b's 1 of its own
+    // beyond the 4 shared (79 + 9 = 88: 5 pages).
+    EXPECT_EQ(st.kv_pages_cached, 6);
+    EXPECT_EQ(st.kv_pages_used, st.kv_pages_cached);
+    s.clear_prefix_cache();
+    EXPECT_EQ(s.stats().kv_pages_used, 0);
+    EXPECT_EQ(s.stats().kv_pages_cached, 0);
+    // Nothing cached any more: a third run of b recomputes everything, same tokens.
+    const auto again = one_by_one(s, {b}, 10);
+    EXPECT_EQ(again[0]->stats().cached_tokens, 0);
+    test::expect_as_alone(*again[0], want[1], "b again");
+  }
+  EXPECT_EQ(got[0], got[1]);
+}
+
+// A prompt that is exactly whole pages: the last page cannot be reused (its last token
+// must run for the logits), the others are.
+TEST(SchedulerPrefixCache, NeverTheWholePrompt) {
+  kernels::ThreadPool tp(2);
+  Engine e(test::sched_model(), tp);
+  std::mt19937 rng(12);
+  const auto p = test::random_prompt(rng, 48);
+  const auto want = test::alone_logprobs(e, p, 6);
+  Scheduler s(e, options(true), {});
+  s.start();
+  const auto k = one_by_one(s, {p, p}, 6);
+  EXPECT_EQ(k[1]->stats().cached_tokens, 32);
+  test::expect_as_alone(*k[0], want, "first");
+  test::expect_as_alone(*k[1], want, "second");
+}
+
+// A pool of 10 pages and prompts of 3 to 5 pages: the cache must evict, least recently
+// used first, and the results never change.
+TEST(SchedulerPrefixCache, EvictionUnderASmallPoolKeepsResults) {
+  kernels::ThreadPool tp(2);
+  Engine e(test::sched_model(), tp);
+  std::mt19937 rng(13);
+  std::vector<std::vector<int32_t>> bases;
+  for (int i = 0; i < 4; ++i) bases.push_back(test::random_prompt(rng, 40));
+  std::vector<std::vector<int32_t>> prompts;
+  for (int round = 0; round < 3; ++round)
+    for (int i = 0; i < 4; ++i) {
+      auto p = bases[size_t(i)];
+      const auto tail = test::random_prompt(rng, size_t(3 + round * 10 + i));
+      p.insert(p.end(), tail.begin(), tail.end());
+      prompts.push_back(p);
+    }
+  std::vector<test::Alone> want;
+  for (const auto& p : prompts) want.push_back(test::alone_logprobs(e, p, 8));
+  SchedulerOptions o = options(true, 160);
+  o.parallel = 2;
+  Scheduler s(e, o, {});
+  s.start();
+  // Two at a time so that cached pages, active sequences and eviction mix.
+  std::vector<std::shared_ptr<RecordingSink>> k;
+  for (size_t i = 0; i < prompts.size(); i += 2) {
+    for (size_t j = i; j < i + 2; ++j) {
+      k.push_back(std::make_shared<RecordingSink>());
+      s.submit(prompts[j], test::greedy(8), k.back());
+    }
+    ASSERT_TRUE(k[i]->wait() && k[i + 1]->wait());
+  }
+  int64_t cached = 0;
+  for (size_t i = 0; i < k.size(); ++i) {
+    test::expect_as_alone(*k[i], want[i], "request " + std::to_string(i));
+    cached += k[i]->stats().cached_tokens;
+  }
+  const SchedulerStats st = s.stats();
+  EXPECT_GT(st.prefix_hits, 0);
+  EXPECT_EQ(st.cached_prompt_tokens, cached);
+  EXPECT_LE(st.kv_pages_cached, st.kv_pages_total);
+  EXPECT_EQ(st.kv_pages_used, st.kv_pages_cached);
+  EXPECT_EQ(st.failed, 0);
+  s.clear_prefix_cache();
+  EXPECT_EQ(s.stats().kv_pages_used, 0);
+}
+
+// 4 sequences of 20 + 44 tokens (4 pages each at the end) in a pool of 8 pages: decode
+// runs out of pages, the newest are preempted and recomputed later; every request ends
+// with the tokens it makes alone.
+TEST(SchedulerPreemption, PoolTooSmallForAllStillGivesEachItsTokens) {
+  kernels::ThreadPool tp(2);
+  Engine e(test::sched_model(), tp);
+  std::mt19937 rng(14);
+  for (bool cache : {true, false}) {
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<test::Alone> want;
+    for (int i = 0; i < 6; ++i) {
+      prompts.push_back(test::random_prompt(rng, 20));
+      want.push_back(test::alone_logprobs(e, prompts.back(), 44));
+    }
+    Scheduler s(e, options(cache, 128), {});
+    s.start();
+    std::vector<std::shared_ptr<RecordingSink>> k;
+    for (const auto& p : prompts) {
+      k.push_back(std::make_shared<RecordingSink>());
+      s.submit(p, test::greedy(44), k.back());
+    }
+    int preempted = 0;
+    for (size_t i = 0; i < k.size(); ++i) {
+      ASSERT_TRUE(k[i]->wait());
+      EXPECT_EQ(k[i]->why(), Finish::Length);
+      test::expect_as_alone(*k[i], want[i],
+                            "request " + std::to_string(i) + (cache ? " cached" : ""));
+      EXPECT_EQ(k[i]->stats().output_tokens, 44);
+      preempted += k[i]->stats().preemptions;
+    }
+    s.shutdown(10);
+    const SchedulerStats st = s.stats();
+    EXPECT_GT(st.preemptions, 0);
+    EXPECT_EQ(st.preemptions, preempted);
+    EXPECT_EQ(st.finished, 6);
+    EXPECT_EQ(st.kv_pages_used, st.kv_pages_cached);
+    if (!cache) {
+      EXPECT_EQ(st.kv_pages_used, 0);
+    }
+  }
+}
+
+}  // namespace
