@@ -81,7 +81,8 @@ else
   # Only what the TSan run needs: the thread-pool, in-process communicator and
   # in-process sequence-parallel tests (and the tandem program they depend on).
   TSAN_TARGETS=$(cd tests && ls kernels/thread_pool_test.cpp comm/in_process_test.cpp \
-    runtime/sp_exactness_test.cpp parallel/*_test.cpp 2>/dev/null |
+    runtime/sp_exactness_test.cpp parallel/*_test.cpp \
+    serve/scheduler_test.cpp serve/scheduler_cache_test.cpp 2>/dev/null |
     sed 's|/|_|; s|\.cpp$||' | grep -v '_mpi' || true)
   # shellcheck disable=SC2086
   cmake --build "$BUILD" -j "$JOBS" --target $TSAN_TARGETS "${NINJA_ARGS[@]}"
@@ -104,7 +105,7 @@ if [ "$MODE" = asan ]; then
 else
   # MPI tests are left out: Open MPI is not built with TSan and its shared-memory
   # transport reports races inside the library.
-  TSAN_TESTS=${TSAN_TESTS:-'ThreadPool|InProcess|SpExactness|HeadSplit|HeadExchange|RingCirculator|SplitRange|CommunicatorBase'}
+  TSAN_TESTS=${TSAN_TESTS:-'ThreadPool|InProcess|SpExactness|HeadSplit|HeadExchange|RingCirculator|SplitRange|CommunicatorBase|Scheduler'}
   # shellcheck disable=SC2086
   ctest --test-dir "$BUILD" -R "$TSAN_TESTS" -LE 'slow|mpi' -j "$JOBS" --output-on-failure \
     --timeout 1800 ${CTEST_ARGS:-}

@@ -104,44 +104,60 @@ TEST(SchedulerPrefixCache, NeverTheWholePrompt) {
   test::expect_as_alone(*k[1], want, "second");
 }
 
-// A pool of 10 pages and prompts of 3 to 5 pages: the cache must evict, least recently
-// used first, and the results never change.
+// A pool of 10 pages and requests of 3 to 6 pages each: the cache must evict, and the
+// results never change. First two at a time (cached pages, active sequences, eviction and
+// preemption mixed: which pages survive then depends on timing), then one at a time,
+// each base prompt twice in a row with another tail: the second always finds the base's
+// 2 full pages (the most recently used), though the 8 requests leave more pages than
+// the pool holds.
 TEST(SchedulerPrefixCache, EvictionUnderASmallPoolKeepsResults) {
   kernels::ThreadPool tp(2);
   Engine e(test::sched_model(), tp);
   std::mt19937 rng(13);
   std::vector<std::vector<int32_t>> bases;
   for (int i = 0; i < 4; ++i) bases.push_back(test::random_prompt(rng, 40));
-  std::vector<std::vector<int32_t>> prompts;
+  auto with_tail = [&](int base, size_t n) {
+    auto p = bases[size_t(base)];
+    const auto tail = test::random_prompt(rng, n);
+    p.insert(p.end(), tail.begin(), tail.end());
+    return p;
+  };
+  std::vector<std::vector<int32_t>> pairs, serial;
   for (int round = 0; round < 3; ++round)
-    for (int i = 0; i < 4; ++i) {
-      auto p = bases[size_t(i)];
-      const auto tail = test::random_prompt(rng, size_t(3 + round * 10 + i));
-      p.insert(p.end(), tail.begin(), tail.end());
-      prompts.push_back(p);
-    }
-  std::vector<test::Alone> want;
-  for (const auto& p : prompts) want.push_back(test::alone_logprobs(e, p, 8));
+    for (int i = 0; i < 4; ++i) pairs.push_back(with_tail(i, size_t(3 + round * 10 + i)));
+  for (int i = 0; i < 4; ++i)
+    for (int r = 0; r < 2; ++r) serial.push_back(with_tail(i, size_t(5 + 7 * r + i)));
+  std::vector<test::Alone> want_pairs, want_serial;
+  for (const auto& p : pairs) want_pairs.push_back(test::alone_logprobs(e, p, 8));
+  for (const auto& p : serial) want_serial.push_back(test::alone_logprobs(e, p, 8));
   SchedulerOptions o = options(true, 160);
   o.parallel = 2;
   Scheduler s(e, o, {});
   s.start();
-  // Two at a time so that cached pages, active sequences and eviction mix.
   std::vector<std::shared_ptr<RecordingSink>> k;
-  for (size_t i = 0; i < prompts.size(); i += 2) {
+  for (size_t i = 0; i < pairs.size(); i += 2) {
     for (size_t j = i; j < i + 2; ++j) {
       k.push_back(std::make_shared<RecordingSink>());
-      s.submit(prompts[j], test::greedy(8), k.back());
+      s.submit(pairs[j], test::greedy(8), k.back());
     }
     ASSERT_TRUE(k[i]->wait() && k[i + 1]->wait());
   }
   int64_t cached = 0;
   for (size_t i = 0; i < k.size(); ++i) {
-    test::expect_as_alone(*k[i], want[i], "request " + std::to_string(i));
+    test::expect_as_alone(*k[i], want_pairs[i], "pair request " + std::to_string(i));
     cached += k[i]->stats().cached_tokens;
   }
+  const auto ks = one_by_one(s, serial, 8);
+  int64_t inserted_pages = 0;
+  for (size_t i = 0; i < ks.size(); ++i) {
+    test::expect_as_alone(*ks[i], want_serial[i], "serial request " + std::to_string(i));
+    if (i % 2 == 1) EXPECT_EQ(ks[i]->stats().cached_tokens, 32) << "serial request " << i;
+    cached += ks[i]->stats().cached_tokens;
+    inserted_pages += int64_t(serial[i].size() + 7) / 16;  // full pages it leaves
+  }
+  EXPECT_GT(inserted_pages, 10);  // so the cache had to evict
   const SchedulerStats st = s.stats();
-  EXPECT_GT(st.prefix_hits, 0);
+  EXPECT_GE(st.prefix_hits, 4);
   EXPECT_EQ(st.cached_prompt_tokens, cached);
   EXPECT_LE(st.kv_pages_cached, st.kv_pages_total);
   EXPECT_EQ(st.kv_pages_used, st.kv_pages_cached);
