@@ -1,7 +1,7 @@
 // tandem serve: an OpenAI-compatible HTTP server with continuous batching on the paged KV
 // cache and prefix caching across requests (src/serve).
 #include <fmt/format.h>
-#include <pthread.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
@@ -21,6 +21,12 @@
 
 namespace tandem::cli {
 namespace {
+
+int g_stop_pipe[2] = {-1, -1};
+extern "C" void on_stop_signal(int sig) {
+  const unsigned char b = static_cast<unsigned char>(sig);
+  (void)!::write(g_stop_pipe[1], &b, 1);
+}
 
 struct Opts {
   std::string model, kv_pool, name;
@@ -45,14 +51,15 @@ int64_t pool_tokens(const std::string& text, const Model& m, DType kv) {
 }
 
 void run(Opts& o) {
-  // SIGTERM and SIGINT are taken by this thread only (sigwait below): blocked before
-  // any thread starts, so every thread inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
+  // SIGTERM and SIGINT: whichever thread the signal reaches writes its number into a pipe
+  // that this thread reads once everything runs.
+  if (::pipe(g_stop_pipe) != 0) throw Error(ErrorKind::Internal, "tandem serve: pipe() failed");
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);  // a client that leaves mid-write is an error return, not a kill
   const std::shared_ptr<Model> model = Model::load(o.model);
   const Tokenizer* tok = model->tokenizer();
   if (!tok) bad_input("{}: the model has no tokenizer; tandem serve needs one", o.model);
@@ -86,8 +93,9 @@ void run(Opts& o) {
                o.server.host.c_str(), server.port(), o.server.model_name.c_str(), o.threads, o.sched.parallel,
                (long long)o.sched.ctx_size, (long long)o.sched.kv_pool_tokens, format_size(kv_bytes).c_str(),
                o.sched.prefix_cache ? "on" : "off");
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
+  unsigned char sig = 0;
+  while (::read(g_stop_pipe[0], &sig, 1) != 1) {
+  }
   std::fprintf(stderr, "tandem serve: %s: finishing requests in flight (at most %.0f s), then exiting\n",
                sig == SIGTERM ? "SIGTERM" : "SIGINT", o.shutdown_s);
   sched.shutdown(o.shutdown_s);
@@ -108,7 +116,7 @@ void add_serve(CLI::App& app) {
   c->add_option("--host", o->server.host, "Address to listen on")->capture_default_str();
   c->add_option("--port", o->server.port, "Port (0: any free one)")->check(int_in(0, 65535))->capture_default_str();
   add_threads_option(c, o->threads);
-  c->add_option("--parallel,-np", o->sched.parallel, "Sequences decoded together, at most")
+  c->add_option("--parallel", o->sched.parallel, "Sequences decoded together, at most")
       ->check(int_in(1, 4096))
       ->capture_default_str();
   c->add_option("--ctx-size,-c", o->sched.ctx_size,

@@ -29,7 +29,7 @@ namespace {
 // models (whose greedy output is one token repeated whatever the prompt), its
 // continuations differ from prompt to prompt, so a reply given to the wrong request shows.
 std::shared_ptr<Model> tiny() {
-  static const auto m = [] {
+  static const std::shared_ptr<Model> m = [] {
     SynthSpec s;
     s.n_embd = 64;
     s.n_head = 4;
@@ -258,12 +258,14 @@ TEST(Server, FullQueueAnswers503WithRetryAfter) {
       auto c = s.client();
       auto r = c.Post("/v1/completions", json{{"prompt", "Once"}, {"max_tokens", 64}, {"ignore_eos", true}}.dump(),
                       "application/json");
-      return r ? std::make_pair(r->status, r->get_header_value("Retry-After")) : std::make_pair(0, std::string());
+      return r ? std::make_pair(r->status, r->status == 503 ? r->get_header_value("Retry-After") : r->body)
+               : std::make_pair(0, httplib::to_string(r.error()));
     }));
   int ok = 0, busy = 0;
   for (auto& x : f) {
     const auto [st, retry] = x.get();
     if (st == 200) ++ok;
+    if (st != 200 && st != 503) ADD_FAILURE() << st << ": " << retry;
     if (st == 503) {
       ++busy;
       EXPECT_EQ(retry, "1");

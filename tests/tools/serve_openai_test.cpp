@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -52,11 +53,13 @@ TEST(ServeOpenAI, OfficialClientGetsWhatGenerateGives) {
             0);
   const std::string prompt = "Once upon a time";
   const int n = 16;
-  const auto gen = run(t + " generate -m " + model + " -p '" + prompt + "' -n " + std::to_string(n) +
-                       " --temp 0 -t 1 2>/dev/null");
+  const std::string gen_out = dir + "/serve-openai-generate.txt";
+  const auto gen = run("{ " + t + " generate -m " + model + " -p '" + prompt + "' -n " + std::to_string(n) +
+                       " --temp 0 -t 1 > " + gen_out + " 2>/dev/null; }");
   ASSERT_EQ(gen.code, 0) << gen.out;
-  ASSERT_EQ(gen.out.rfind(prompt, 0), 0u) << gen.out;
-  std::string text = gen.out.substr(prompt.size());
+  const std::string printed = tandem::test::read_text(gen_out);
+  ASSERT_EQ(printed.rfind(prompt, 0), 0u) << printed;
+  std::string text = printed.substr(prompt.size());
   if (!text.empty() && text.back() == '\n') text.pop_back();
 
   const int port = free_port();
@@ -65,7 +68,8 @@ TEST(ServeOpenAI, OfficialClientGetsWhatGenerateGives) {
                 " --api-key sk-tandem-test --name tiny -t 1 > " + log + " 2>&1 & echo $! > " + pidfile)
                 .code,
             0);
-  const std::string pid = tandem::test::read_text(pidfile);
+  std::string pid = tandem::test::read_text(pidfile);
+  while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
   const std::string url = "http://127.0.0.1:" + std::to_string(port);
   bool up = false;
   for (int i = 0; i < 300 && !up; ++i) {
@@ -76,8 +80,16 @@ TEST(ServeOpenAI, OfficialClientGetsWhatGenerateGives) {
   }
   ASSERT_TRUE(up) << tandem::test::read_text(log);
   const nlohmann::json want = {{"model", "tiny"}, {"prompt", prompt}, {"n", n}, {"text", text}};
+  const std::string want_file = dir + "/serve-openai-want.json";
+  {
+    std::FILE* f = std::fopen(want_file.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    const std::string j = want.dump();
+    std::fwrite(j.data(), 1, j.size(), f);
+    std::fclose(f);
+  }
   const auto client = run("NODE_PATH=" + modules + " timeout 300 node " + std::string(TANDEM_SOURCE_DIR) +
-                          "/tests/serve/openai/client.cjs " + url + " '" + want.dump() + "' 2>&1");
+                          "/tests/serve/openai/client.cjs " + url + " " + want_file + " 2>&1");
   EXPECT_EQ(client.code, 0) << client.out;
   EXPECT_NE(client.out.find("ok"), std::string::npos) << client.out;
   const auto stop = run("kill -TERM " + pid + "; for i in $(seq 100); do kill -0 " + pid +

@@ -41,7 +41,7 @@ nlohmann::json chunk(const Generation& g, const StreamOptions& so, const Choice&
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.http_status;
   if (e.http_status == 503) res.set_header("Retry-After", "1");
-  res.set_content(to_json(e).dump(), "application/json");
+  res.set_content(dump_json(to_json(e)), "application/json");
 }
 
 std::optional<ApiError> submit(Generation& g, Scheduler& sched, const Tokenizer& tok, Metrics& m) {
@@ -80,7 +80,7 @@ void respond_whole(Generation& g, httplib::Response& res) {
   const Usage u = usage_of(g);
   const auto body = g.endpoint == Endpoint::Chat ? chat_response(g.meta, choices, u)
                                                  : completion_response(g.meta, choices, u);
-  res.set_content(body.dump(), "application/json");
+  res.set_content(dump_json(body), "application/json");
 }
 
 void respond_stream(const std::shared_ptr<Generation>& g, Scheduler& sched, httplib::Response& res) {

@@ -116,7 +116,7 @@ struct Server::Impl {
     http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res)) return metrics.request("models", 401);
       metrics.request("models", 200);
-      res.set_content(models_list({{opt.model_name, created, "tandem"}}).dump(), "application/json");
+      res.set_content(dump_json(models_list({{opt.model_name, created, "tandem"}})), "application/json");
     });
     http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res)) return metrics.request("completions", 401);

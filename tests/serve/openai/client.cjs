@@ -1,12 +1,13 @@
 // The official `openai` npm client against a running `tandem serve`: completions and chat,
 // whole and streamed, the model list, and an error. Usage:
-//   node client.cjs BASE_URL EXPECTED_JSON
-// EXPECTED_JSON: {"model", "prompt", "n", "text"}, text being `tandem generate`'s greedy
-// continuation of prompt. Prints "ok" and exits 0 when every check holds.
+//   node client.cjs BASE_URL EXPECTED_FILE
+// EXPECTED_FILE holds {"model", "prompt", "n", "text"}, text being `tandem generate`'s
+// greedy continuation of prompt. Prints "ok" and exits 0 when every check holds.
+const fs = require('fs');
 const { OpenAI } = require('openai');
 
-const [base, expectedJson] = process.argv.slice(2);
-const want = JSON.parse(expectedJson);
+const [base, expectedFile] = process.argv.slice(2);
+const want = JSON.parse(fs.readFileSync(expectedFile, 'utf8'));
 const client = new OpenAI({ baseURL: base + '/v1', apiKey: 'sk-tandem-test', maxRetries: 0, timeout: 120000 });
 let failures = 0;
 function check(ok, what) {
