@@ -19,7 +19,8 @@ small{color:#666}
 <form id="f"><input id="msg" autocomplete="off" placeholder="Say something">
 <button id="send" type="submit">Send</button></form>
 <p><small>API key (if the server asks for one): <input id="key" type="password" size="24">
-&nbsp;max tokens <input id="max" type="number" value="256" min="1" style="width:5rem"></small></p>
+&nbsp;max tokens <input id="max" type="number" value="256" min="1" style="width:5rem">
+&nbsp;temperature <input id="temp" type="number" value="0.7" min="0" max="2" step="0.1" style="width:4rem"></small></p>
 <script>
 const log = document.getElementById('log'), msgs = [];
 function add(cls, text) { const d = document.createElement('div'); d.className = cls; d.textContent = text; log.appendChild(d); return d; }
@@ -37,7 +38,8 @@ document.getElementById('f').addEventListener('submit', async (ev) => {
   let reply = '';
   try {
     const res = await fetch('/v1/chat/completions', {method: 'POST', headers,
-      body: JSON.stringify({messages: msgs, stream: true, max_tokens: Number(document.getElementById('max').value) || 256})});
+      body: JSON.stringify({messages: msgs, stream: true, max_tokens: Number(document.getElementById('max').value) || 256,
+                            temperature: Number(document.getElementById('temp').value)})});
     if (!res.ok) { const e = await res.json().catch(() => ({})); throw new Error((e.error && e.error.message) || res.statusText); }
     const reader = res.body.getReader(), dec = new TextDecoder();
     let buf = '';
@@ -62,7 +64,13 @@ document.getElementById('f').addEventListener('submit', async (ev) => {
     out.className = 'error'; out.textContent = 'error: ' + e.message;
     msgs.pop();
   }
+  document.body.dataset.replies = String(Number(document.body.dataset.replies || 0) + 1);
 });
+// ?say=TEXT&max=N&temp=X fills the form and sends at once (a link that asks a question).
+const q = new URLSearchParams(location.search);
+if (q.get('max')) document.getElementById('max').value = q.get('max');
+if (q.get('temp')) document.getElementById('temp').value = q.get('temp');
+if (q.get('say')) { document.getElementById('msg').value = q.get('say'); document.getElementById('send').click(); }
 </script>
 </body></html>
 )HTML";
