@@ -5,6 +5,8 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
       libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev nlohmann-json3-dev
       libpcre2-dev openmpi-bin libopenmpi-dev libcpp-httplib-dev)
+# chromium: the browser test of tandem serve's chat page (skipped without it).
+pkgs+=(chromium)
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 cuda=0

@@ -48,6 +48,9 @@ TEST(Loadgen, SummaryFromRequestTimes) {
   EXPECT_EQ(s.errors[0], "HTTP 503: busy");
   EXPECT_NE(format_summary(s).find("output tokens/s 2.5"), std::string::npos) << format_summary(s);
   EXPECT_EQ(to_json(s)["ttft_ms"]["median"].get<double>(), s.ttft_ms.median);
+  EXPECT_EQ(s.ttft_each_ms.size(), 3u);
+  EXPECT_NEAR(s.ttft_each_ms[1], 300, 1e-9);
+  EXPECT_EQ(s.ttft_each_ms[2], -1.0);
 }
 
 TEST(Loadgen, SseReaderJoinsPiecesAtAnyBoundary) {

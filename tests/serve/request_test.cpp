@@ -21,7 +21,8 @@ TEST(CompletionRequest, ParsesEveryKnownField) {
     "model": "tiny", "prompt": "Once", "max_tokens": 7, "temperature": 0.5, "top_p": 0.9,
     "top_k": 40, "seed": -3, "stop": ["\n", "", "END"], "n": 2, "stream": true,
     "stream_options": {"include_usage": true}, "logprobs": 3, "echo": true,
-    "presence_penalty": 0.5, "frequency_penalty": -1, "user": "u1", "best_of": 9})");
+    "presence_penalty": 0.5, "frequency_penalty": -1, "user": "u1", "best_of": 9,
+    "ignore_eos": true})");
   ASSERT_TRUE(p.ok()) << p.error().message;
   const auto& r = p.value();
   EXPECT_EQ(r.model, "tiny");
@@ -30,6 +31,7 @@ TEST(CompletionRequest, ParsesEveryKnownField) {
   EXPECT_DOUBLE_EQ(r.params.temperature, 0.5);
   EXPECT_DOUBLE_EQ(r.params.top_p, 0.9);
   EXPECT_EQ(r.params.top_k, 40);
+  EXPECT_TRUE(r.params.ignore_eos);
   EXPECT_EQ(r.params.seed, -3);
   EXPECT_EQ(r.params.stop, (std::vector<std::string>{"\n", "END"}));
   EXPECT_EQ(r.params.n, 2);

@@ -56,6 +56,7 @@ struct Summary {
   int64_t output_tokens = 0, input_tokens = 0;
   Percentiles ttft_ms, itl_ms, e2e_ms;  // time to first token, gaps between tokens, whole request
   std::vector<std::string> errors;      // distinct error messages, at most a few
+  std::vector<double> ttft_each_ms;     // each request's time to first token, in request order (-1: failed)
 };
 Summary summarize(const std::vector<RequestResult>& results, const LoadOptions& o, double duration_s);
 nlohmann::json to_json(const Summary& s);

@@ -29,6 +29,7 @@ struct SamplingParams {
   double temperature = 1.0;  // 0..2; 0 is greedy
   double top_p = 1.0;        // (0, 1]
   int top_k = 0;             // an extension (llama.cpp, vLLM); 0 is off (-1 is taken as 0)
+  bool ignore_eos = false;   // an extension (llama.cpp, vLLM): generate past end-of-sequence
   std::optional<int64_t> seed;
   std::vector<std::string> stop;  // at most 4, empty strings dropped
   int n = 1;                      // choices, 1..16

@@ -35,6 +35,7 @@ Summary summarize(const std::vector<RequestResult>& results, const LoadOptions& 
   s.duration_s = duration_s;
   std::vector<double> ttft, itl, e2e;
   for (const RequestResult& r : results) {
+    s.ttft_each_ms.push_back(r.ok ? 1e3 * (r.first_token - r.start) : -1.0);
     if (!r.ok) {
       ++s.failed;
       if (s.errors.size() < 5 && std::find(s.errors.begin(), s.errors.end(), r.error) == s.errors.end())
@@ -86,7 +87,8 @@ nlohmann::json to_json(const Summary& s) {
           {"ttft_ms", to_json(s.ttft_ms)},
           {"itl_ms", to_json(s.itl_ms)},
           {"e2e_ms", to_json(s.e2e_ms)},
-          {"errors", s.errors}};
+          {"errors", s.errors},
+          {"ttft_each_ms", s.ttft_each_ms}};
 }
 
 std::string format_summary(const Summary& s) {

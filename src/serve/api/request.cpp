@@ -27,6 +27,7 @@ void read_sampling(Fields& f, const RequestLimits& limits,
   f.number("temperature", 0.0, 2.0, p.temperature);
   f.number("top_p", 0.0, 1.0, p.top_p, /*lo_open=*/true);
   f.integer("top_k", -1, std::numeric_limits<int>::max(), p.top_k);
+  f.boolean("ignore_eos", p.ignore_eos);
   if (p.top_k < 0) p.top_k = 0;
   f.integer("seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
             p.seed);

@@ -1,0 +1,147 @@
+// tandem serve: an OpenAI-compatible HTTP server with continuous batching on the paged KV
+// cache and prefix caching across requests (src/serve).
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/core/size.hpp"
+#include "tandem/kernels/thread_pool.hpp"
+#include "tandem/model/gguf.hpp"
+#include "tandem/model/model.hpp"
+#include "tandem/model/tokenizer.hpp"
+#include "tandem/runtime/engine.hpp"
+#include "tandem/serve/scheduler.hpp"
+#include "tandem/serve/server.hpp"
+
+namespace tandem::cli {
+namespace {
+
+int g_stop_pipe[2] = {-1, -1};
+extern "C" void on_stop_signal(int sig) {
+  const unsigned char b = static_cast<unsigned char>(sig);
+  (void)!::write(g_stop_pipe[1], &b, 1);
+}
+
+struct Opts {
+  std::string model, kv_pool, name;
+  serve::ServerOptions server;
+  serve::SchedulerOptions sched;
+  int threads = 1;
+  double shutdown_s = 10;
+  bool no_prefix_cache = false;
+  EngineFlags engine;
+};
+
+// Tokens a pool of `text` bytes holds (f32 or q8_0 rows, every layer, K and V).
+int64_t pool_tokens(const std::string& text, const Model& m, DType kv) {
+  const auto bytes = parse_size(text);
+  if (!bytes || *bytes == 0) bad_input("--kv-pool '{}': expected a size such as 512M or 2G", text);
+  const HParams& h = m.hparams();
+  const double row = kv == DType::Q8_0 ? double(h.kv_dim()) / 32 * 34 : double(h.kv_dim()) * 4;
+  const int64_t tokens = int64_t(double(*bytes) / (row * 2 * double(h.n_layer)));
+  if (tokens < 1) bad_input("--kv-pool {} holds no token of this model ({} per token)", text,
+                            format_size(row * 2 * double(h.n_layer)));
+  return tokens;
+}
+
+void run(Opts& o) {
+  // SIGTERM and SIGINT: whichever thread the signal reaches writes its number into a pipe
+  // that this thread reads once everything runs.
+  if (::pipe(g_stop_pipe) != 0) throw Error(ErrorKind::Internal, "tandem serve: pipe() failed");
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);  // a client that leaves mid-write is an error return, not a kill
+  const std::shared_ptr<Model> model = Model::load(o.model);
+  const Tokenizer* tok = model->tokenizer();
+  if (!tok) bad_input("{}: the model has no tokenizer; tandem serve needs one", o.model);
+  const HParams& h = model->hparams();
+  if (o.sched.ctx_size <= 0) o.sched.ctx_size = std::min<int64_t>(4096, h.n_ctx_train);
+  EngineOptions eo = o.engine.options(true);
+  if (eo.kv.page_tokens <= 0) bad_input("--kv-page must be > 0 for tandem serve (its KV cache is paged)");
+  o.sched.page_tokens = eo.kv.page_tokens;
+  o.sched.kv_pool_tokens = o.kv_pool.empty() ? int64_t(o.sched.parallel) * o.sched.ctx_size
+                                             : pool_tokens(o.kv_pool, *model, eo.kv.type);
+  o.sched.prefix_cache = !o.no_prefix_cache;
+  std::vector<int32_t> eos;
+  for (int32_t id = 0; id < tok->n_vocab(); ++id)
+    if (tok->is_eog(id)) eos.push_back(id);
+
+  kernels::ThreadPool pool(o.threads);
+  Engine engine(*model, pool);
+  engine.set_options(eo);
+  serve::Scheduler sched(engine, o.sched, eos);
+  o.server.ctx_size = o.sched.ctx_size;
+  o.server.model_name = o.name.empty() ? std::filesystem::path(o.model).stem().string() : o.name;
+  if (const auto t = model->file().find_string("tokenizer.chat_template")) o.server.file_chat_template = *t;
+  serve::Server server(*tok, sched, o.server);
+  sched.start();
+  server.start();
+  const double kv_bytes = double(o.sched.kv_pool_tokens) * double(h.kv_dim()) * 2 * double(h.n_layer) *
+                          (eo.kv.type == DType::Q8_0 ? 34.0 / 32 : 4.0);
+  std::fprintf(stderr,
+               "tandem serve: listening on http://%s:%d (model %s; %d threads; parallel %d; context %lld; "
+               "KV pool %lld tokens, %s; prefix cache %s)\n",
+               o.server.host.c_str(), server.port(), o.server.model_name.c_str(), o.threads, o.sched.parallel,
+               (long long)o.sched.ctx_size, (long long)o.sched.kv_pool_tokens, format_size(kv_bytes).c_str(),
+               o.sched.prefix_cache ? "on" : "off");
+  unsigned char sig = 0;
+  while (::read(g_stop_pipe[0], &sig, 1) != 1) {
+  }
+  std::fprintf(stderr, "tandem serve: %s: finishing requests in flight (at most %.0f s), then exiting\n",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT", o.shutdown_s);
+  sched.shutdown(o.shutdown_s);
+  server.stop();
+  const serve::SchedulerStats st = sched.stats();
+  std::fprintf(stderr, "tandem serve: stopped (%lld requests finished, %lld cancelled, %lld failed)\n",
+               (long long)st.finished, (long long)st.cancelled, (long long)st.failed);
+}
+
+}  // namespace
+
+void add_serve(CLI::App& app) {
+  auto o = std::make_shared<Opts>();
+  CLI::App* c = app.add_subcommand(
+      "serve", "An OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /v1/models, /health, "
+               "/metrics, a chat page at /) with continuous batching and prefix caching");
+  c->add_option("-m,--model", o->model, "GGUF model file")->required();
+  c->add_option("--host", o->server.host, "Address to listen on")->capture_default_str();
+  c->add_option("--port", o->server.port, "Port (0: any free one)")->check(int_in(0, 65535))->capture_default_str();
+  add_threads_option(c, o->threads);
+  c->add_option("--parallel", o->sched.parallel, "Sequences decoded together, at most")
+      ->check(int_in(1, 4096))
+      ->capture_default_str();
+  c->add_option("--ctx-size,-c", o->sched.ctx_size,
+                "Tokens of one sequence, prompt and output (default: the model's, at most 4096)")
+      ->check(int_in(2, int64_t{1} << 24));
+  c->add_option("--kv-pool", o->kv_pool, "KV cache pool shared by all sequences, e.g. 512M (default: parallel x ctx-size tokens)");
+  c->add_option("--step-tokens", o->sched.step_tokens, "Tokens one batched step runs, at most (decode + prompt chunks)")
+      ->check(int_in(1, int64_t{1} << 20))
+      ->capture_default_str();
+  c->add_option("--queue", o->sched.queue_limit, "Requests waiting, at most (past it: 503)")
+      ->check(int_in(1, 1 << 20))
+      ->capture_default_str();
+  c->add_flag("--no-prefix-cache", o->no_prefix_cache, "Do not keep KV pages of finished requests for reuse");
+  c->add_option("--api-key", o->server.api_key, "Require Authorization: Bearer KEY on /v1/*");
+  c->add_option("--chat-template", o->server.chat_template,
+                "Chat template family instead of the one detected from the file: chatml, llama2, llama3, mistral, "
+                "mistral-v7, phi3, gemma");
+  c->add_option("--name", o->name, "Model name in responses and /v1/models (default: the file name)");
+  c->add_option("--http-threads", o->server.threads, "Connections served at once")
+      ->check(int_in(1, 4096))
+      ->capture_default_str();
+  c->add_option("--shutdown-timeout", o->shutdown_s, "Seconds SIGTERM waits for requests in flight")
+      ->capture_default_str();
+  add_engine_options(c, o->engine);
+  c->callback([o] { run(*o); });
+}
+
+}  // namespace tandem::cli
