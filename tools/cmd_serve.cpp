@@ -139,9 +139,9 @@ void add_serve(CLI::App& app) {
                 "Chat template family instead of the one detected from the file: chatml, llama2, llama3, mistral, "
                 "mistral-v7, phi3, gemma");
   c->add_option("--name", o->name, "Model name in responses and /v1/models (default: the file name)");
-  c->add_option("--http-threads", o->server.threads, "Connections served at once")
-      ->check(int_in(1, 4096))
-      ->capture_default_str();
+  c->add_option("--http-threads", o->server.threads,
+                "Connections served at once; a streamed request holds one (default: parallel + 16)")
+      ->check(int_in(1, 4096));
   c->add_option("--shutdown-timeout", o->shutdown_s, "Seconds SIGTERM waits for requests in flight")
       ->capture_default_str();
   add_engine_options(c, o->engine);

@@ -25,7 +25,9 @@ struct ServerOptions {
   std::string chat_template;     // family name overriding the file's (chat_template.hpp)
   std::string file_chat_template;  // the GGUF's tokenizer.chat_template ("" when none)
   int64_t ctx_size = 4096;       // prompt + output tokens of one sequence
-  int threads = 8;               // HTTP worker threads (connections served at once)
+  // HTTP worker threads (connections served at once; a streamed request holds one for its
+  // whole life); 0: the scheduler's parallel + 16.
+  int threads = 0;
 };
 
 class Server {

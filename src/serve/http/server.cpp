@@ -150,7 +150,8 @@ struct Server::Impl {
 Server::Server(const Tokenizer& tok, Scheduler& sched, const ServerOptions& o)
     : impl_(std::make_unique<Impl>(tok, sched, o)) {
   Impl& s = *impl_;
-  s.http.new_task_queue = [n = std::max(1, o.threads)] { return new httplib::ThreadPool(size_t(n)); };
+  const int threads = o.threads > 0 ? o.threads : sched.options().parallel + 16;
+  s.http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   s.http.set_payload_max_length(16u << 20);
   s.http.set_keep_alive_timeout(30);
   s.routes();
