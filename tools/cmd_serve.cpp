@@ -1,7 +1,7 @@
 // tandem serve: an OpenAI-compatible HTTP server with continuous batching on the paged KV
 // cache and prefix caching across requests (src/serve).
 #include <fmt/format.h>
-#include <unistd.h>
+#include <pthread.h>
 
 #include <csignal>
 #include <cstdio>
@@ -22,11 +22,6 @@
 namespace tandem::cli {
 namespace {
 
-int g_stop_pipe[2] = {-1, -1};
-extern "C" void on_stop_signal(int sig) {
-  const unsigned char b = static_cast<unsigned char>(sig);
-  (void)!::write(g_stop_pipe[1], &b, 1);
-}
 
 struct Opts {
   std::string model, kv_pool, name;
@@ -51,14 +46,14 @@ int64_t pool_tokens(const std::string& text, const Model& m, DType kv) {
 }
 
 void run(Opts& o) {
-  // SIGTERM and SIGINT: whichever thread the signal reaches writes its number into a pipe
-  // that this thread reads once everything runs.
-  if (::pipe(g_stop_pipe) != 0) throw Error(ErrorKind::Internal, "tandem serve: pipe() failed");
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
+  // SIGTERM and SIGINT are blocked before any thread starts (every thread inherits the
+  // mask) and taken by this thread with sigwait once everything runs: a signal stays
+  // pending until then, whichever moment it comes.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a client that leaves mid-write is an error return, not a kill
   const std::shared_ptr<Model> model = Model::load(o.model);
   const Tokenizer* tok = model->tokenizer();
@@ -97,9 +92,8 @@ void run(Opts& o) {
                o.server.host.c_str(), server.port(), o.server.model_name.c_str(), o.threads, o.sched.parallel,
                (long long)o.sched.ctx_size, (long long)o.sched.kv_pool_tokens, format_size(kv_bytes).c_str(),
                o.sched.prefix_cache ? "on" : "off");
-  unsigned char sig = 0;
-  while (::read(g_stop_pipe[0], &sig, 1) != 1) {
-  }
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
   std::fprintf(stderr, "tandem serve: %s: finishing requests in flight (at most %.0f s), then exiting\n",
                sig == SIGTERM ? "SIGTERM" : "SIGINT", o.shutdown_s);
   sched.shutdown(o.shutdown_s);
