@@ -97,7 +97,7 @@ TEST(ServeOpenAI, OfficialClientGetsWhatGenerateGives) {
   std::string text = printed.substr(prompt.size());
   if (!text.empty() && text.back() == '\n') text.pop_back();
 
-  ServeProcess server(model, "serve-openai", "--api-key sk-tandem-test --name tiny -t 1");
+  ServeProcess server(model, "serve-openai", "--api-key sk-tandem-test --name tiny -t 1 --no-prefix-cache");
   ASSERT_TRUE(server.up) << tandem::test::read_text(server.log);
   const std::string url = server.url;
   const nlohmann::json want = {{"model", "tiny"}, {"prompt", prompt}, {"n", n}, {"text", text}};
@@ -125,7 +125,7 @@ TEST(ServeChatPage, ChromiumShowsTheStreamedReply) {
     if (browser.empty() && run(std::string("command -v ") + b + " > /dev/null").code == 0) browser = b;
   if (browser.empty()) GTEST_SKIP() << "no Chromium here (Debian: apt-get install chromium)";
   const std::string model = make_model(temp_dir() + "/serve-page.gguf");
-  ServeProcess server(model, "serve-page", "-t 1");
+  ServeProcess server(model, "serve-page", "-t 1 --no-prefix-cache");
   ASSERT_TRUE(server.up) << tandem::test::read_text(server.log);
   const auto page = run(browser + " --headless --no-sandbox --disable-gpu --virtual-time-budget=60000 --dump-dom '" +
                         server.url + "/?say=Hello%20there&max=12&temp=0' 2>/dev/null");
