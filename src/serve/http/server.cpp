@@ -1,5 +1,7 @@
 #include "tandem/serve/server.hpp"
 
+#include <sys/socket.h>
+
 #include <chrono>
 #include <random>
 #include <thread>
@@ -155,7 +157,16 @@ Server::Server(const Tokenizer& tok, Scheduler& sched, const ServerOptions& o)
   s.http.set_payload_max_length(16u << 20);
   s.http.set_keep_alive_timeout(30);
   s.routes();
+  // The library listens with a backlog of 5: a burst of connections (64 clients at once)
+  // overflowed it and some requests failed. The listening socket is caught as it is made
+  // and given a deep backlog once bound (listen() again only resizes the queue).
+  int listen_fd = -1;
+  s.http.set_socket_options([&listen_fd](socket_t fd) {
+    httplib::default_socket_options(fd);
+    listen_fd = fd;
+  });
   s.port = o.port == 0 ? s.http.bind_to_any_port(o.host) : (s.http.bind_to_port(o.host, o.port) ? o.port : -1);
+  if (s.port > 0 && listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
   if (s.port <= 0)
     throw Error(ErrorKind::Resource, fmt::format("tandem serve: cannot listen on {}:{} (in use, or not an address "
                                                  "of this machine)",
