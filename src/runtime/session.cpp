@@ -258,14 +258,28 @@ GenerateStats Session::generate(std::span<const int32_t> prompt, const GenerateP
   const PrefillOutput pre = prefill(prompt, 1, params.n_predict);
   std::vector<float> logits = last_row(pre);
   st.prompt_seconds = pre.seconds;
-  // Local decoding on the local scheme; against the KV cache sharded across ranks otherwise.
-  std::unique_ptr<parallel::ShardedDecode> sharded;
-  if (!local) sharded = std::make_unique<parallel::ShardedDecode>(engine_->attn_shape(), *pool_, *comm_);
-  AttentionScope scope(*engine_, sharded.get());
+  AttentionScope scope(*engine_, decode_attention());
   std::vector<int32_t> seq(prompt.begin(), prompt.end());  // for recomputation
   decode_loop(*engine_, cache_, logits, int32_t(prompt.size()), params, total, st, on_token,
               out, params.kv_cache ? nullptr : &seq);
   return st;
+}
+
+parallel::SequenceAttention* Session::decode_attention() {
+  // Local decoding on the local scheme; against the KV cache sharded across ranks otherwise.
+  if (scheme_.is("local")) return nullptr;
+  if (!decode_attn_)
+    decode_attn_ = std::make_unique<parallel::ShardedDecode>(engine_->attn_shape(), *pool_, *comm_);
+  return decode_attn_.get();
+}
+
+void Session::decode_step(int32_t token, int32_t pos, float* logits) {
+  if (pos < 0 || int64_t(pos) < cache_.size())
+    fail(ErrorKind::Internal, "{}: decode_step at position {} but the KV cache holds {} tokens",
+         comm_->who(), pos, cache_.size());
+  AttentionScope scope(*engine_, decode_attention());
+  engine_->forward(cache_, std::span<const int32_t>(&token, 1), std::span<const int32_t>(&pos, 1), 1,
+                   logits);
 }
 
 ParallelResult Session::generate_parallel(std::span<const int32_t> prompt,

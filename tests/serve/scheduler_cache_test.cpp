@@ -4,6 +4,10 @@
 // pages (every request still completes with its tokens alone).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <future>
+#include <thread>
+
 #include "scheduler_support.hpp"
 
 using namespace tandem;
@@ -86,6 +90,44 @@ TEST(SchedulerPrefixCache, SecondRequestReusesTheSharedFullPages) {
     test::expect_as_alone(*again[0], want[1], "b again");
   }
   EXPECT_EQ(got[0], got[1]);
+}
+
+// A request that arrives while the first with the same prefix still decodes reuses the
+// pages that first one has filled, before it finishes.
+TEST(SchedulerPrefixCache, RequestWhileTheFirstStillRunsReusesItsPages) {
+  kernels::ThreadPool tp(2);
+  Engine e(test::sched_model(), tp);
+  std::mt19937 rng(12);
+  const auto system = test::random_prompt(rng, 100);  // 6 full pages + 4 tokens
+  auto a = system, b = system;
+  const auto ta = test::random_prompt(rng, 3), tb = test::random_prompt(rng, 7);
+  a.insert(a.end(), ta.begin(), ta.end());
+  b.insert(b.end(), tb.begin(), tb.end());
+  const test::Alone want_b = test::alone_logprobs(e, b, 6);
+  Scheduler s(e, options(true), {});
+  s.start();
+  auto ka = std::make_shared<RecordingSink>(), kb = std::make_shared<RecordingSink>();
+  std::promise<void> first;
+  std::atomic<bool> b_done{false}, a_running{false};
+  kb->hook = [&](int n) {
+    if (n == 6) {
+      a_running = ka->finishes() == 0;
+      b_done = true;
+    }
+  };
+  ka->hook = [&](int n) {  // a decodes slowly until b has its tokens
+    if (n == 1) first.set_value();
+    if (!b_done) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  };
+  ASSERT_TRUE(s.submit(a, test::greedy(120), ka));
+  first.get_future().wait();  // a is prefilled and decoding
+  ASSERT_TRUE(s.submit(b, test::greedy(6), kb));
+  ASSERT_TRUE(kb->wait());
+  EXPECT_TRUE(a_running) << "a finished first: the test shows nothing";
+  EXPECT_EQ(kb->stats().cached_tokens, 96);
+  test::expect_as_alone(*kb, want_b, "b beside a");
+  ASSERT_TRUE(ka->wait());
+  EXPECT_EQ(s.stats().prefix_hits, 1);
 }
 
 // A prompt that is exactly whole pages: the last page cannot be reused (its last token

@@ -37,6 +37,9 @@ inline constexpr bool kSanitized = false;
 inline constexpr bool kSanitized = false;
 #endif
 
+// A TCP port on 127.0.0.1 free a moment ago (for a server a test starts).
+int free_port();
+
 // The whole file as text (empty when it cannot be read).
 std::string read_text(const std::string& path);
 }  // namespace tandem::test

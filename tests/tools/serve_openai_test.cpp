@@ -5,9 +5,6 @@
 // SIGTERM then ends the server. Each skips, saying why, where its client is absent.
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +13,7 @@
 
 #include "support/test_paths.hpp"
 
+using tandem::test::free_port;
 using tandem::test::run;
 using tandem::test::shared_path;
 using tandem::test::tandem_bin;
@@ -23,17 +21,6 @@ using tandem::test::temp_dir;
 
 namespace {
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t n = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 std::string node_modules() {
   if (const char* e = std::getenv("TANDEM_NODE_MODULES")) return e;

@@ -116,6 +116,11 @@ class Session {
   GenerateStats generate(std::span<const int32_t> prompt, const GenerateParams& params,
                          const std::function<void(int32_t)>& on_token,
                          std::vector<int32_t>* out = nullptr);
+  // One decode step after prefill() (its n_decode reserved the room): `token` at position
+  // `pos` into the KV cache (local on the local scheme, sharded across the ranks otherwise,
+  // as generate() decodes), the next token's logits row ([vocab]) into `logits` on every
+  // rank. Front ends that sample and stop themselves (tandem serve) drive this. Collective.
+  void decode_step(int32_t token, int32_t pos, float* logits);
   // n_seq continuations of one prompt sharing its KV pages (local scheme only).
   ParallelResult generate_parallel(std::span<const int32_t> prompt, const GenerateParams& params,
                                    int n_seq);
@@ -140,6 +145,9 @@ class Session {
   std::unique_ptr<kernels::ThreadPool> pool_;
   std::unique_ptr<Engine> engine_;
   KVCache cache_;
+  // The decode strategy (null on the local scheme), made on first use.
+  parallel::SequenceAttention* decode_attention();
+  std::unique_ptr<parallel::SequenceAttention> decode_attn_;
   uint64_t last_pairs_ = 0;  // head_pairs() of the last prefill's strategy
 };
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,21 @@ class SequenceSink {
   // The end: exactly once per submitted request. `error` is set with Finish::Error.
   virtual void on_finish(Finish why, const SequenceStats& st, const std::string& error) = 0;
 };
+
+// What every lane refuses in a request whatever its length: an empty prompt, a token id
+// outside [0, vocab), max_tokens < 1, top_logprobs outside [-1, 20]. The message, or ""
+// when none applies.
+std::string request_error(std::span<const int32_t> prompt, const GenParams& p, int64_t vocab);
+
+// One sampled token of a sequence, reported as every lane of the server reports it (the
+// batching scheduler and the sequence-parallel lane): an end-of-sequence token (unless
+// ignore_eos) ends the sequence with Stop and is not passed on; any other is counted in
+// st (first_token_s = elapsed_s for the first), its logprobs taken from `row` when asked,
+// and given to the sink. Returns how the sequence ends (the sink says stop, a sink that
+// throws is an Error with `error` set, or max_tokens is reached), nullopt while it goes on.
+std::optional<Finish> report_token(std::span<const float> row, int32_t token, const GenParams& p,
+                                   std::span<const int32_t> eos, SequenceSink& sink,
+                                   SequenceStats& st, double elapsed_s, std::string& error);
 
 struct SchedulerStats {
   int64_t queued = 0;            // waiting for admission

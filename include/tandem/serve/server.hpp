@@ -4,7 +4,7 @@
 // as server-sent events or whole), GET /v1/models, /health, /metrics (Prometheus text)
 // and / (a chat page). Errors are OpenAI error objects with the HTTP status; a full
 // queue answers 503 with Retry-After; a client that leaves mid-stream has its
-// sequences cancelled.
+// sequences cancelled. Under --sp, long prompts go to the sequence-parallel lane.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -16,6 +16,7 @@ class Tokenizer;
 namespace tandem::serve {
 
 class Scheduler;
+class SpLane;
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
@@ -32,9 +33,11 @@ struct ServerOptions {
 
 class Server {
  public:
-  // tok and sched must outlive the server. Throws Error(BadInput) for an unknown chat
-  // template name, Error(Resource) when the address cannot be bound.
-  Server(const Tokenizer& tok, Scheduler& sched, const ServerOptions& o);
+  // tok, sched and sp must outlive the server. With sp (rank 0 of `tandem serve --sp`),
+  // prompts it takes (SpLane::takes) or too long for ctx_size run there. Throws
+  // Error(BadInput) for an unknown chat template name, Error(Resource) when the address
+  // cannot be bound.
+  Server(const Tokenizer& tok, Scheduler& sched, const ServerOptions& o, SpLane* sp = nullptr);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -4,6 +4,7 @@
 
 #include "tandem/model/tokenizer.hpp"
 #include "tandem/serve/scheduler.hpp"
+#include "tandem/serve/sp_lane.hpp"
 
 namespace tandem::serve {
 namespace {
@@ -38,13 +39,23 @@ nlohmann::json chunk(const Generation& g, const StreamOptions& so, const Choice&
 
 }  // namespace
 
+bool Lanes::to_sp(int64_t n) const { return sp && (sp->takes(n) || n >= batch_ctx); }
+
+std::optional<uint64_t> Lanes::submit(bool use_sp, std::vector<int32_t> prompt, const GenParams& p,
+                                      std::shared_ptr<SequenceSink> sink) {
+  return use_sp ? sp->submit(std::move(prompt), p, std::move(sink))
+                : batch.submit(std::move(prompt), p, std::move(sink));
+}
+
+void Lanes::cancel(bool use_sp, uint64_t id) { use_sp ? sp->cancel(id) : batch.cancel(id); }
+
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.http_status;
   if (e.http_status == 503) res.set_header("Retry-After", "1");
   res.set_content(dump_json(to_json(e)), "application/json");
 }
 
-std::optional<ApiError> submit(Generation& g, Scheduler& sched, const Tokenizer& tok, Metrics& m) {
+std::optional<ApiError> submit(Generation& g, Lanes& lanes, const Tokenizer& tok, Metrics& m) {
   GenParams p;
   p.max_tokens = g.params.max_tokens;
   p.temperature = float(g.params.temperature);
@@ -56,9 +67,9 @@ std::optional<ApiError> submit(Generation& g, Scheduler& sched, const Tokenizer&
   for (int i = 0; i < g.params.n; ++i) {
     p.seed = seed + uint64_t(i);
     auto sink = std::make_shared<HttpSink>(tok, g.params.stop, g.top_logprobs, m);
-    const auto id = sched.submit(g.prompt, p, sink);
+    const auto id = lanes.submit(g.sp, g.prompt, p, sink);
     if (!id) {
-      for (uint64_t done : g.ids) sched.cancel(done);
+      for (uint64_t done : g.ids) lanes.cancel(g.sp, done);
       return ApiError{503, "server_error", "the server is busy: its queue is full, retry later", "", "queue_full"};
     }
     g.sinks.push_back(std::move(sink));
@@ -83,7 +94,7 @@ void respond_whole(Generation& g, httplib::Response& res) {
   res.set_content(dump_json(body), "application/json");
 }
 
-void respond_stream(const std::shared_ptr<Generation>& g, Scheduler& sched, httplib::Response& res) {
+void respond_stream(const std::shared_ptr<Generation>& g, Lanes& lanes, httplib::Response& res) {
   res.set_header("Cache-Control", "no-cache");
   struct State {
     std::vector<bool> started, ended;
@@ -96,11 +107,11 @@ void respond_stream(const std::shared_ptr<Generation>& g, Scheduler& sched, http
   st->offset.assign(g->sinks.size(), 0);
   res.set_chunked_content_provider(
       "text/event-stream",
-      [g, st, &sched](size_t, httplib::DataSink& out) {
+      [g, st, &lanes](size_t, httplib::DataSink& out) {
         auto leave = [&] {  // the client left: end its sequences within a step
           for (size_t i = 0; i < g->sinks.size(); ++i) {
             g->sinks[i]->abandon();
-            sched.cancel(g->ids[i]);
+            lanes.cancel(g->sp, g->ids[i]);
           }
           return false;
         };
@@ -149,11 +160,11 @@ void respond_stream(const std::shared_ptr<Generation>& g, Scheduler& sched, http
         if (all_ended) out.done();
         return true;
       },
-      [g, &sched](bool success) {
+      [g, &lanes](bool success) {
         if (success) return;
         for (size_t i = 0; i < g->sinks.size(); ++i) {
           g->sinks[i]->abandon();
-          sched.cancel(g->ids[i]);
+          lanes.cancel(g->sp, g->ids[i]);
         }
       });
 }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "tandem/serve/scheduler.hpp"
+#include "tandem/serve/sp_lane.hpp"
 
 namespace tandem::serve {
 
@@ -32,7 +33,7 @@ void Metrics::request(const std::string& endpoint, int status) {
   ++requests_[{endpoint, status}];
 }
 
-std::string Metrics::text(const SchedulerStats& s) const {
+std::string Metrics::text(const SchedulerStats& s, const std::optional<SpLaneStats>& sp) const {
   std::string out = "# HELP tandem_requests_total HTTP requests answered, by endpoint and status.\n"
                     "# TYPE tandem_requests_total counter\n";
   {
@@ -57,6 +58,16 @@ std::string Metrics::text(const SchedulerStats& s) const {
   one("tandem_kv_pages_cached", "gauge", "KV pages held only by the prefix cache.", s.kv_pages_cached);
   one("tandem_batch_sequences", "gauge", "Sequences in the last step.", s.last_batch_sequences);
   one("tandem_batch_tokens", "gauge", "Tokens in the last step.", s.last_batch_tokens);
+  if (sp) {
+    one("tandem_sp_queue_length", "gauge", "Long prompts waiting for the sequence-parallel ranks.", sp->queued);
+    one("tandem_sp_sequences_active", "gauge", "Sequences running across the ranks (0 or 1).", sp->active);
+    one("tandem_sp_sequences_total", "counter", "Sequences run across the ranks.", sp->requests);
+    one("tandem_sp_prompt_tokens_total", "counter", "Prompt tokens prefilled across the ranks.", sp->prompt_tokens);
+    one("tandem_sp_generation_tokens_total", "counter", "Tokens generated across the ranks.", sp->output_tokens);
+    out += fmt::format("# HELP tandem_sp_last_prefill_seconds The last long prompt's prefill across the ranks.\n"
+                       "# TYPE tandem_sp_last_prefill_seconds gauge\ntandem_sp_last_prefill_seconds {}\n",
+                       sp->last_prefill_s);
+  }
   out += ttft.text("tandem_time_to_first_token_seconds", "From request to its first token.");
   out += token_latency.text("tandem_time_per_output_token_seconds", "Between a sequence's tokens.");
   return out;

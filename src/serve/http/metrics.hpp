@@ -5,7 +5,10 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
+
+#include "tandem/serve/sp_lane.hpp"
 
 namespace tandem::serve {
 
@@ -30,7 +33,8 @@ class Metrics {
  public:
   void request(const std::string& endpoint, int status);
   Histogram ttft, token_latency;
-  std::string text(const SchedulerStats& s) const;
+  // With sp: the sequence-parallel lane's gauges and counters too.
+  std::string text(const SchedulerStats& s, const std::optional<SpLaneStats>& sp = std::nullopt) const;
 
  private:
   mutable std::mutex mu_;

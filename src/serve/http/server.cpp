@@ -13,6 +13,7 @@
 #include "tandem/model/tokenizer.hpp"
 #include "tandem/serve/chat_template.hpp"
 #include "tandem/serve/scheduler.hpp"
+#include "tandem/serve/sp_lane.hpp"
 
 namespace tandem::serve {
 namespace {
@@ -33,6 +34,7 @@ struct Server::Impl {
   const Tokenizer& tok;
   Scheduler& sched;
   ServerOptions opt;
+  Lanes lanes;
   ChatFamily family;
   Metrics metrics;
   httplib::Server http;
@@ -41,10 +43,11 @@ struct Server::Impl {
   int64_t created = unix_now();
   bool stopped = false;
 
-  Impl(const Tokenizer& t, Scheduler& s, const ServerOptions& o)
+  Impl(const Tokenizer& t, Scheduler& s, const ServerOptions& o, SpLane* sp)
       : tok(t),
         sched(s),
         opt(o),
+        lanes{s, sp, o.ctx_size},
         family(resolve_chat_family(o.file_chat_template.empty() ? std::nullopt
                                                                 : std::optional<std::string>(o.file_chat_template),
                                    o.chat_template)) {}
@@ -58,14 +61,27 @@ struct Server::Impl {
     return false;
   }
 
-  // Prompt ids of a generation; an error when it cannot run in the context.
-  std::optional<ApiError> check_length(const Generation& g) const {
-    if (g.prompt.empty()) return invalid_request("prompt", "the prompt is empty");
-    if (int64_t(g.prompt.size()) >= opt.ctx_size)
-      return invalid_request(g.endpoint == Endpoint::Chat ? "messages" : "prompt",
+  // Prompt ids of a generation; an error when it cannot run in the context. Sets the lane.
+  std::optional<ApiError> check_length(Generation& g) const {
+    const char* field = g.endpoint == Endpoint::Chat ? "messages" : "prompt";
+    const int64_t n = int64_t(g.prompt.size());
+    if (n == 0) return invalid_request("prompt", "the prompt is empty");
+    g.sp = lanes.to_sp(n);
+    if (g.sp) {
+      const int64_t most = lanes.sp->max_prompt_tokens();
+      if (n > most)
+        return invalid_request(field,
+                               fmt::format("the prompt has {} tokens; the {} ranks of this server hold {} "
+                                           "together (--kv-pool per rank)",
+                                           n, lanes.sp->ranks(), most),
+                               "context_length_exceeded");
+      return std::nullopt;
+    }
+    if (n >= opt.ctx_size)
+      return invalid_request(field,
                              fmt::format("the prompt has {} tokens; this server's context holds {} "
                                          "(prompt and output together)",
-                                         g.prompt.size(), opt.ctx_size),
+                                         n, opt.ctx_size),
                              "context_length_exceeded");
     return std::nullopt;
   }
@@ -92,10 +108,10 @@ struct Server::Impl {
         g->prompt = std::get<std::vector<int32_t>>(p.value().prompt);
     }
     if (auto e = check_length(*g)) return fail(res, name, *e);
-    if (auto e = submit(*g, sched, tok, metrics)) return fail(res, name, *e);
+    if (auto e = submit(*g, lanes, tok, metrics)) return fail(res, name, *e);
     metrics.request(name, 200);
     if (g->params.stream)
-      respond_stream(g, sched, res);
+      respond_stream(g, lanes, res);
     else
       respond_whole(*g, res);
   }
@@ -113,7 +129,8 @@ struct Server::Impl {
       res.set_content(std::string(chat_page_html()), "text/html; charset=utf-8");
     });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics.text(sched.stats()), "text/plain; version=0.0.4");
+      res.set_content(metrics.text(sched.stats(), lanes.sp ? std::optional(lanes.sp->stats()) : std::nullopt),
+                      "text/plain; version=0.0.4");
     });
     http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res)) return metrics.request("models", 401);
@@ -149,8 +166,8 @@ struct Server::Impl {
   }
 };
 
-Server::Server(const Tokenizer& tok, Scheduler& sched, const ServerOptions& o)
-    : impl_(std::make_unique<Impl>(tok, sched, o)) {
+Server::Server(const Tokenizer& tok, Scheduler& sched, const ServerOptions& o, SpLane* sp)
+    : impl_(std::make_unique<Impl>(tok, sched, o, sp)) {
   Impl& s = *impl_;
   const int threads = o.threads > 0 ? o.threads : sched.options().parallel + 16;
   s.http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };

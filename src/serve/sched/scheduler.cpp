@@ -16,6 +16,16 @@ double seconds_since(Clock::time_point t) {
 
 }  // namespace
 
+std::string request_error(std::span<const int32_t> prompt, const GenParams& p, int64_t vocab) {
+  if (prompt.empty()) return "the prompt is empty (no tokens)";
+  if (p.max_tokens < 1) return fmt::format("max_tokens must be >= 1 (got {})", p.max_tokens);
+  if (p.top_logprobs < -1 || p.top_logprobs > 20)
+    return fmt::format("top_logprobs must be in [0, 20] or -1 (got {})", p.top_logprobs);
+  for (int32_t t : prompt)
+    if (t < 0 || t >= vocab) return fmt::format("token id {} is outside the vocabulary [0, {})", t, vocab);
+  return {};
+}
+
 Scheduler::Impl::Impl(Engine& e, const SchedulerOptions& opt, std::vector<int32_t> eos_ids)
     : engine(e), o(opt), eos(std::move(eos_ids)) {
   if (o.parallel < 1) bad_input("scheduler: parallel must be >= 1 (got {})", o.parallel);
@@ -51,25 +61,14 @@ std::optional<uint64_t> Scheduler::submit(std::vector<int32_t> prompt, const Gen
   r->submitted = Clock::now();
   // A request that can never run finishes at once.
   const int64_t n = int64_t(r->tokens.size());
-  std::string error;
-  if (n == 0) {
-    error = "the prompt is empty (no tokens)";
+  std::string error = request_error(r->tokens, p, s.vocab);
+  if (!error.empty()) {
   } else if (n > s.o.ctx_size - 1) {
     error = fmt::format("the prompt has {} tokens, more than ctx_size - 1 = {} (ctx_size {})", n,
                         s.o.ctx_size - 1, s.o.ctx_size);
   } else if (s.pages_for(n) > s.pool->n_blocks()) {
     error = fmt::format("the prompt has {} tokens, more than the KV pool holds ({} tokens)", n,
                         s.pool->n_blocks() * s.page);
-  } else if (p.max_tokens < 1) {
-    error = fmt::format("max_tokens must be >= 1 (got {})", p.max_tokens);
-  } else if (p.top_logprobs < -1 || p.top_logprobs > 20) {
-    error = fmt::format("top_logprobs must be in [0, 20] or -1 (got {})", p.top_logprobs);
-  } else {
-    for (int32_t t : r->tokens)
-      if (t < 0 || t >= s.vocab) {
-        error = fmt::format("token id {} is outside the vocabulary [0, {})", t, s.vocab);
-        break;
-      }
   }
   std::unique_lock lk(s.m);
   if (s.stopping) return std::nullopt;

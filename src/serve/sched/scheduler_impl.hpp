@@ -40,6 +40,7 @@ struct Request {
   // While active: the sequence's KV and how many of `tokens` it holds.
   std::optional<KVCache> cache;
   int64_t computed = 0;
+  int64_t shared_pages = 0;  // full pages handed to the prefix cache so far
   uint64_t order = 0;  // admission order (preemption takes the newest)
   std::vector<int32_t> pos;
   std::vector<float> logits;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include "serve/scheduler_impl.hpp"
 #include "tandem/core/error.hpp"
@@ -16,21 +17,32 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// The log-softmax of one row: the chosen token's and the k largest, best first.
+// The log-softmax of one row: the chosen token's and the k largest, best first (higher
+// logit first, then lower id), kept in a heap of k while scanning the row once.
 void logprobs(std::span<const float> row, int32_t chosen, int k, TokenEvent& ev) {
   const float mx = *std::max_element(row.begin(), row.end());
   double sum = 0;
   for (float x : row) sum += std::exp(double(x) - mx);
   const double lse = double(mx) + std::log(sum);
   ev.logprob = float(double(row[size_t(chosen)]) - lse);
-  std::vector<int32_t> idx(row.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  const size_t n = std::min(size_t(k), row.size());
-  std::partial_sort(idx.begin(), idx.begin() + ptrdiff_t(n), idx.end(), [&](int32_t a, int32_t b) {
+  const size_t n = std::min(size_t(std::max(k, 0)), row.size());
+  if (n == 0) return;
+  auto better = [&](int32_t a, int32_t b) {
     return row[size_t(a)] > row[size_t(b)] || (row[size_t(a)] == row[size_t(b)] && a < b);
-  });
-  for (size_t i = 0; i < n; ++i)
-    ev.top.emplace_back(idx[i], float(double(row[size_t(idx[i])]) - lse));
+  };
+  std::vector<int32_t> top;  // a heap whose front is the worst kept
+  top.reserve(n + 1);
+  for (int32_t i = 0; i < int32_t(row.size()); ++i) {
+    if (top.size() == n && !better(i, top.front())) continue;
+    top.push_back(i);
+    std::push_heap(top.begin(), top.end(), better);
+    if (top.size() > n) {
+      std::pop_heap(top.begin(), top.end(), better);
+      top.pop_back();
+    }
+  }
+  std::sort(top.begin(), top.end(), better);
+  for (int32_t i : top) ev.top.emplace_back(i, float(double(row[size_t(i)]) - lse));
 }
 
 }  // namespace
@@ -43,6 +55,7 @@ void Scheduler::Impl::release(Request& r, bool keep_pages) {
   }
   r.cache.reset();
   r.computed = 0;
+  r.shared_pages = 0;
 }
 
 void Scheduler::Impl::finish(Request& r, Finish why, std::string error, std::vector<Done>& done,
@@ -135,6 +148,13 @@ void Scheduler::Impl::step(std::vector<Done>& done) {
   count.last_batch_tokens = tokens;
   for (auto& [r, n] : rows) {
     r->computed += n;
+    // Full pages are shared as soon as they hold their tokens: a request that arrives
+    // while this one still runs (the same system prompt) reuses them.
+    const int64_t full = r->computed / page;
+    if (o.prefix_cache && full > r->shared_pages) {
+      prefix->insert(std::span(r->tokens).first(size_t(full * page)), r->cache->blocks());
+      r->shared_pages = full;
+    }
     if (r->computed == int64_t(r->tokens.size())) emit(*r, done);
   }
 }
@@ -142,28 +162,38 @@ void Scheduler::Impl::step(std::vector<Done>& done) {
 void Scheduler::Impl::emit(Request& r, std::vector<Done>& done) {
   const std::span<const float> row(r.logits);
   const int32_t t = r.sampler.sample(row);
-  if (!r.p.ignore_eos && std::find(eos.begin(), eos.end(), t) != eos.end()) {
-    finish(r, Finish::Stop, {}, done);  // the end-of-sequence token is not reported
-    return;
+  const int64_t before = r.st.output_tokens;
+  std::string error;
+  std::optional<Finish> end =
+      report_token(row, t, r.p, eos, *r.sink, r.st, seconds_since(r.submitted), error);
+  if (r.st.output_tokens > before) {
+    r.tokens.push_back(t);
+    ++count.output_tokens;
+    if (!end && int64_t(r.tokens.size()) >= o.ctx_size) end = Finish::Length;
   }
-  r.tokens.push_back(t);
-  ++r.st.output_tokens;
-  ++count.output_tokens;
-  if (r.st.output_tokens == 1) r.st.first_token_s = seconds_since(r.submitted);
+  if (end) finish(r, *end, std::move(error), done);
+}
+
+std::optional<Finish> report_token(std::span<const float> row, int32_t token, const GenParams& p,
+                                   std::span<const int32_t> eos, SequenceSink& sink,
+                                   SequenceStats& st, double elapsed_s, std::string& error) {
+  if (!p.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end())
+    return Finish::Stop;  // the end-of-sequence token is not reported
+  ++st.output_tokens;
+  if (st.output_tokens == 1) st.first_token_s = elapsed_s;
   TokenEvent ev;
-  ev.token = t;
-  if (r.p.top_logprobs >= 0) logprobs(row, t, r.p.top_logprobs, ev);
+  ev.token = token;
+  if (p.top_logprobs >= 0) logprobs(row, token, p.top_logprobs, ev);
   bool more = false;
   try {
-    more = r.sink->on_token(ev);
+    more = sink.on_token(ev);
   } catch (const std::exception& e) {
-    finish(r, Finish::Error, std::string("the token sink failed: ") + e.what(), done);
-    return;
+    error = std::string("the token sink failed: ") + e.what();
+    return Finish::Error;
   }
-  if (!more)
-    finish(r, r.sink->stopped_by_text() ? Finish::Stop : Finish::Cancelled, {}, done);
-  else if (r.st.output_tokens >= r.p.max_tokens || int64_t(r.tokens.size()) >= o.ctx_size)
-    finish(r, Finish::Length, {}, done);
+  if (!more) return sink.stopped_by_text() ? Finish::Stop : Finish::Cancelled;
+  if (st.output_tokens >= p.max_tokens) return Finish::Length;
+  return std::nullopt;
 }
 
 }  // namespace tandem::serve
