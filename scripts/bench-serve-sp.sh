@@ -25,19 +25,8 @@ PORT=${PORT:-8281}
 model=$1
 [[ -x $TANDEM ]] || { echo "bench-serve-sp.sh: $TANDEM not found; build it or set TANDEM" >&2; exit 2; }
 command -v mpirun >/dev/null || { echo "bench-serve-sp.sh: mpirun not found (scripts/install-deps.sh)" >&2; exit 2; }
-OUT=$(mktemp -d)
-pid=""
-cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -rf "$OUT"; }
-trap cleanup EXIT
-
-wait_up() {
-  for _ in $(seq 600); do
-    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.2
-  done
-  return 1
-}
+# shellcheck source=scripts/serve-common.sh
+source scripts/serve-common.sh
 
 # Rank 0 of the job (the process listening), to stop it with SIGTERM as a user would.
 rank0() {
@@ -51,7 +40,7 @@ run() {  # name
     >"$OUT/$1.json" 2>/dev/null || echo "bench-serve-sp.sh: bench-serve failed ($1)" >&2
 }
 
-echo "machine: $(nproc) cores; load: $(uptime | sed 's/.*load average/load average/')"
+echo "machine: $(nproc) cores; load: $(load)"
 # P ranks, each with a pool too small for the prompt.
 PORT=$((PORT + 1))
 # shellcheck disable=SC2086
@@ -76,7 +65,7 @@ run one
 kill -TERM "$pid"
 wait "$pid" 2>/dev/null || true
 pid=""
-echo "load after: $(uptime | sed 's/.*load average/load average/')"
+echo "load after: $(load)"
 
 python3 - "$OUT" "$P" "$SCHEME" "$THREADS" "$PROMPT" "$KV_POOL" <<'PY'
 import json, pathlib, sys

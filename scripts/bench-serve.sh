@@ -23,21 +23,10 @@ LLAMA_SERVER=${LLAMA_SERVER:-}
 [[ $# -ge 1 ]] || { echo "usage: scripts/bench-serve.sh MODEL.gguf..." >&2; exit 2; }
 [[ -x $TANDEM ]] || { echo "bench-serve.sh: $TANDEM not found; build it or set TANDEM" >&2; exit 2; }
 [[ -z $LLAMA_SERVER || -x $LLAMA_SERVER ]] || { echo "bench-serve.sh: LLAMA_SERVER=$LLAMA_SERVER is not executable" >&2; exit 2; }
-OUT=$(mktemp -d)
-pid=""
-cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -rf "$OUT"; }
-trap cleanup EXIT
+# shellcheck source=scripts/serve-common.sh
+source scripts/serve-common.sh
 
-wait_up() {
-  for _ in $(seq 600); do
-    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.2
-  done
-  return 1
-}
-
-echo "machine: $(nproc) cores; load: $(uptime | sed 's/.*load average/load average/')"
+echo "machine: $(nproc) cores; load: $(load)"
 for model in "$@"; do
   name=$(basename "$model" .gguf)
   for c in $CONCURRENCY; do
@@ -68,7 +57,7 @@ for model in "$@"; do
     done
   done
 done
-echo "load after: $(uptime | sed 's/.*load average/load average/')"
+echo "load after: $(load)"
 
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys
