@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <memory>
+#include <utility>
 #include <random>
 #include <vector>
 
@@ -45,12 +46,14 @@ const DType kTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType:
 
 // Args: type index, rows, cols, m, int8 activations (Q8_0/Q4_0 only), weights repacked
 // as at model load (kernels::pack_weight; Q8_0/Q4_0 with int8 activations, where the
-// kernels in use have a packed layout).
+// kernels in use have a packed layout), F32 lanes tiles (detail::lane_tiles; 0: the
+// register tiles, for comparison).
 void BM_Matmul(benchmark::State& st) {
   const DType t = kTypes[st.range(0)];
   const int64_t rows = st.range(1), cols = st.range(2), m = st.range(3);
   const bool saved = tk::detail::int8_activations();
   tk::detail::set_int8_activations(st.range(4) != 0);
+  tk::detail::set_lane_tiles(st.range(6) != 0);
   const size_t rs = tandem::row_bytes(t, cols);
   std::vector<uint8_t> bytes(rs * size_t(rows));
   const std::vector<float> wf = random_vec(size_t(rows * cols), 1);
@@ -77,6 +80,7 @@ void BM_Matmul(benchmark::State& st) {
     benchmark::DoNotOptimize(y.data());
   }
   tk::detail::set_int8_activations(saved);
+  tk::detail::set_lane_tiles(true);
   st.SetLabel(std::string(tandem::dtype_name(t)) + (st.range(4) ? " int8-x" : "") +
               (st.range(5) ? " packed" : ""));
   constexpr auto kRate = benchmark::Counter::kIsIterationInvariantRate;
@@ -91,24 +95,34 @@ void matmul_args(benchmark::internal::Benchmark* b) {
   // small preset: D = 768, F = 2048 (ffn_up shape [F][D]).
   for (int ti = 0; ti < 5; ++ti)
     for (int m : {1, 512}) {
-      b->Args({ti, 2048, 768, m, 0, 0});
+      b->Args({ti, 2048, 768, m, 0, 0, 1});
       if (ti >= 3)
-        for (int packed : {0, 1}) b->Args({ti, 2048, 768, m, 1, packed});
+        for (int packed : {0, 1}) b->Args({ti, 2048, 768, m, 1, packed, 1});
     }
   // Decode of plain types on the small preset's largest shapes: the output matrix
   // [V = 32000][D] and ffn_down [D][F].
   for (int ti = 0; ti < 3; ++ti) {
-    b->Args({ti, 32000, 768, 1, 0});
-    b->Args({ti, 768, 2048, 1, 0});
+    b->Args({ti, 32000, 768, 1, 0, 0, 1});
+    b->Args({ti, 768, 2048, 1, 0, 0, 1});
   }
+  // Continuous-batching decode steps (m = 16 rows, one per sequence) and m = 1 beside
+  // them: F32 (lanes tiles on and off), and Q8_0 with int8 activations and packed
+  // weights, on ffn_up [F][D], ffn_down [D][F] and the output matrix [V][D]; F32
+  // prefill with the lanes tiles on and off.
+  for (const auto& [rows, cols] : {std::pair{2048, 768}, {768, 2048}, {32000, 768}})
+    for (int m : {1, 16}) {
+      for (int lanes : {0, 1}) b->Args({0, rows, cols, m, 0, 0, lanes});
+      b->Args({3, rows, cols, m, 1, 1, 1});
+    }
+  b->Args({0, 2048, 768, 512, 0, 0, 0});
   // ffn_down shape [D][F] with 8-bit activations (long rows: the integer tile's
   // repacked rows no longer fit L1).
   for (int ti = 3; ti < 5; ++ti)
     for (int m : {1, 512})
-      for (int packed : {0, 1}) b->Args({ti, 768, 2048, m, 1, packed});
+      for (int packed : {0, 1}) b->Args({ti, 768, 2048, m, 1, packed, 1});
 }
 BENCHMARK(BM_Matmul)->Apply(matmul_args)
-    ->ArgNames({"type", "rows", "cols", "m", "int8", "packed"})
+    ->ArgNames({"type", "rows", "cols", "m", "int8", "packed", "lanes"})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Args: n_q, n_kv, H, G, d, flash tiles on. Causal, queries are the last n_q positions.
@@ -169,6 +183,7 @@ void attention_args(benchmark::internal::Benchmark* b) {
   }
   b->Args({1, 8192, 6, 6, 48, 1});  // decode: split-KV units (flash tiles not used)
   b->Args({1, 8192, 12, 4, 64, 1});
+  b->Args({1, 200, 12, 4, 64, 1});  // a decode row of a continuous-batching step
 }
 BENCHMARK(BM_Attention)
     ->Apply(attention_args)

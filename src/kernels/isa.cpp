@@ -89,4 +89,10 @@ std::atomic<bool> g_packed{true};
 bool use_packed() { return g_packed.load(std::memory_order_relaxed); }
 void set_use_packed(bool on) { g_packed.store(on, std::memory_order_relaxed); }
 
+namespace {
+std::atomic<bool> g_lanes{true};
+}
+bool lane_tiles() { return g_lanes.load(std::memory_order_relaxed); }
+void set_lane_tiles(bool on) { g_lanes.store(on, std::memory_order_relaxed); }
+
 }  // namespace tandem::kernels::detail

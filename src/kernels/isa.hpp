@@ -54,6 +54,17 @@ inline int64_t qx_row_bytes(int64_t cols) {
 using QuantizeXFn = void (*)(const float* x, int64_t cols, uint8_t* out);
 void quantize_x_plain(const float* x, int64_t cols, uint8_t* out);
 
+// F32 weights against activations with tokens in vector lanes (matmul_fused transposes
+// them into groups of lane_tokens, the table's vector width): group g holds
+// xl[c * lane_tokens + j] = x[g * lane_tokens + j][c]. The tile takes up to kLaneRows
+// weight rows (broadcast one value at a time) against the group at xl, mt in
+// 1..lane_tokens tokens (lanes past mt hold zeros), so a weight row is read once for
+// all of the group's tokens and no horizontal sums are needed.
+inline constexpr int kLaneRows = 8;
+using LanesTileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const float* xl,
+                             int mt, int64_t cols, float* y, int64_t y_stride,
+                             const float* bias);
+
 // TileFn over quantized activations: x row t at xq + t*xq_stride (bytes), with
 // mt in 1..qtile_tokens and nr in 1..qtile_rows of the table.
 using QTileFn = void (*)(const uint8_t* w, size_t row_stride, int nr, const uint8_t* xq,
@@ -163,6 +174,7 @@ struct TypeKernels {
   QuantizeXFn quantize_x = nullptr;   // the activation rows qtile and packed read
   const PackFormat* pack = nullptr;   // weights repacked at load; null: none
   PackedQTileFn packed = nullptr;     // qtile over pack's layout (set with pack)
+  LanesTileFn lanes = nullptr;        // f32 activations, tokens in lanes (F32 weights)
 };
 // TypeKernels slots per table: GGUF type ids below this.
 inline constexpr uint32_t kTypeSlots = 64;
@@ -176,6 +188,9 @@ struct IsaKernels {
   // Larger than tile_rows x kTileTokens where the tile reuses work across them
   // (AVX-512: 32 rows x 128 tokens, rows repacked per call, see simd_avx512.inc).
   int qtile_rows, qtile_tokens;
+  // Tokens per group of the lanes tiles (the vector width); used from lane_tokens / 2
+  // tokens on.
+  int lane_tokens = 0;
 };
 
 // The kernels of weight type t in k; null where k has no tile for t.
@@ -212,5 +227,10 @@ void set_int8_activations(bool on);
 // rows (tests compare the two).
 bool use_packed();
 void set_use_packed(bool on);
+// Whether F32 matmuls of enough tokens use the lanes tiles (TypeKernels::lanes;
+// default) or the register tiles (tests compare both with the reference; benchmarks
+// time both).
+bool lane_tiles();
+void set_lane_tiles(bool on);
 
 }  // namespace tandem::kernels::detail

@@ -21,6 +21,7 @@ constexpr int64_t kTokenBlockBytes = int64_t(256) << 10;
 
 thread_local std::vector<uint8_t> t_xq;  // quantized activations (caller thread)
 thread_local std::vector<float> t_xn;    // normalized activations (caller thread)
+thread_local std::vector<float> t_xl;    // activations with tokens in lanes (caller thread)
 thread_local std::vector<float> t_up;    // up-projection tiles of a SwiGLU run (each thread)
 // Units (row groups) per SwiGLU run.
 constexpr int64_t kGluUnits = 16;
@@ -182,6 +183,7 @@ void plan_matmul(const FusedMatmul& f, int64_t n, int threads, MatmulPlan& p) {
   p.threads = threads;
   p.int8 = detail::int8_activations();
   p.packed = detail::use_packed();
+  p.lanes = detail::lane_tiles();
   const Weight& w0 = f.outs[0].w;
   const int64_t cols = w0.cols;
   // The kernels of the weights' type (all outputs have it): picked here, once per plan.
@@ -193,6 +195,12 @@ void plan_matmul(const FusedMatmul& f, int64_t n, int threads, MatmulPlan& p) {
   // Tiles over repacked weights, for the outputs whose weight has the type's layout.
   const detail::PackedQTileFn pfn = qfn && e->pack && p.packed ? e->packed : nullptr;
   const int layout = pfn ? e->pack->layout : detail::kPackNone;
+  // F32 weights over lane_tokens / 2 tokens or more (a continuous-batching decode step,
+  // prefill): tiles with the tokens in vector lanes, each weight row read once per group.
+  const detail::LanesTileFn lfn =
+      p.lanes && !qfn && k.lane_tokens > 0 && n >= k.lane_tokens / 2 ? e->lanes : nullptr;
+  p.lanes_tile = reinterpret_cast<MatmulPlan::Fn>(lfn);
+  p.lane_tokens = lfn ? k.lane_tokens : 0;
   p.int8_tile = reinterpret_cast<MatmulPlan::Fn>(qfn);
   p.packed_tile = reinterpret_cast<MatmulPlan::Fn>(pfn);
   p.quantize_x = reinterpret_cast<MatmulPlan::Fn>(qfn ? e->quantize_x : nullptr);
@@ -203,11 +211,12 @@ void plan_matmul(const FusedMatmul& f, int64_t n, int threads, MatmulPlan& p) {
                        : pfn && o.w.packed && o.w.packed_layout == layout
                            ? Kernel::Packed
                        : qfn ? Kernel::Int8
+                       : lfn ? Kernel::Lanes
                              : Kernel::Plain);
-  p.nr = qfn ? k.qtile_rows : k.tile_rows;
+  p.nr = qfn ? k.qtile_rows : lfn ? detail::kLaneRows : k.tile_rows;
   TD_CHECK(!pfn || p.nr % detail::kPackRows == 0);
   // Tokens per tile call: the integer tiles may take more than kTileTokens.
-  p.tile_tokens = qfn ? k.qtile_tokens : detail::kTileTokens;
+  p.tile_tokens = qfn ? k.qtile_tokens : lfn ? k.lane_tokens : detail::kTileTokens;
   TD_CHECK(p.tile_tokens >= 1 && p.tile_tokens <= detail::kMaxQTileTokens);
   p.units.clear();
   int64_t total_rows = 0;
@@ -231,7 +240,7 @@ void plan_matmul(const FusedMatmul& f, int64_t n, int threads, MatmulPlan& p) {
   p.pm = int(std::max<int64_t>(1, std::min<int64_t>(p.nth / p.pr, p.token_tiles)));
   // Little to prepare (decode): the calling thread does it before the parallel region,
   // sparing the threads a barrier; else every thread prepares its rows, then they meet.
-  p.prep = f.norm_w || qfn;
+  p.prep = f.norm_w || qfn || lfn;
   p.prep_inline = p.prep && (p.nth == 1 || n * cols < kMinParallelWork);
 }
 
@@ -246,6 +255,7 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
   const MatmulPlan* plan = &f.plan;
   if (plan->isa != &k || plan->n != n || plan->threads != pool.size() ||
       plan->int8 != detail::int8_activations() || plan->packed != detail::use_packed() ||
+      plan->lanes != detail::lane_tiles() ||
       plan->kernel.size() != f.outs.size()) {
     thread_local MatmulPlan t_plan;
     plan_matmul(f, n, pool.size(), t_plan);
@@ -259,6 +269,8 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
   const auto qfn = reinterpret_cast<detail::QTileFn>(p.int8_tile);
   const auto pfn = reinterpret_cast<detail::PackedQTileFn>(p.packed_tile);
   const auto qx = reinterpret_cast<detail::QuantizeXFn>(p.quantize_x);
+  const auto lfn = reinterpret_cast<detail::LanesTileFn>(p.lanes_tile);
+  const int64_t lt = p.lane_tokens;
   const std::vector<Unit>& units = p.units;
   const int64_t groups = int64_t(units.size());
   const int nr = p.nr, tile_tokens = p.tile_tokens, nth = p.nth, pr = p.pr, pm = p.pm;
@@ -277,6 +289,11 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
     t_xq.resize(size_t(n * xqs));
     xq = t_xq.data();
   }
+  float* xl = nullptr;
+  if (lfn) {
+    t_xl.resize(size_t((n + lt - 1) / lt * lt * cols));
+    xl = t_xl.data();
+  }
   auto prepare = [&](int tid, int parts) {
     const auto [i0, i1] = split_range(n, tid, parts);
     for (int64_t i = i0; i < i1; ++i) {
@@ -286,6 +303,16 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
         src = xn + i * cols;
       }
       if (xq) qx(src, cols, xq + i * xqs);
+      if (xl) {
+        float* g = xl + i / lt * lt * cols + i % lt;
+        for (int64_t c = 0; c < cols; ++c) g[c * lt] = src[c];
+      }
+    }
+    // The lanes past the last token of the last group: zeros.
+    if (xl && i0 < i1 && i1 == n && n % lt != 0) {
+      float* g = xl + n / lt * lt * cols;
+      for (int64_t c = 0; c < cols; ++c)
+        std::fill(g + c * lt + n % lt, g + (c + 1) * lt, 0.0f);
     }
   };
   const float* xt = xn ? xn : xin;
@@ -323,6 +350,9 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
         }
         case Kernel::Int8:
           qfn(w, o.w.row_stride, u.rows, xq + t * xqs, xqs, mt, cols, y, ldy, b);
+          break;
+        case Kernel::Lanes:
+          lfn(w, o.w.row_stride, u.rows, xl + t / lt * lt * cols, mt, cols, y, ldy, b);
           break;
         case Kernel::Plain:
           fn(w, o.w.row_stride, u.rows, xt + t * cols, cols, mt, cols, y, ldy, b);

@@ -199,6 +199,31 @@ TEST(Matmul, FewTokensOddShapesPlainTypes) {
   });
 }
 
+// Tokens in lanes (F32 weights, from half a vector of tokens on): rows around the tile's
+// 8, cols odd and even (the two-column loop and its tail), tokens around the group of a
+// vector (a partial last group: zero lanes) up to 129; the lanes tiles on and off,
+// every instruction set, 1 and 3 threads.
+TEST(Matmul, LaneTilesOddShapes) {
+  ThreadPool p1(1), p3(3);
+  test::for_each_isa([&](const std::string&) {
+    std::mt19937 rng(11);
+    for (bool lanes : {true, false}) {
+      detail::set_lane_tiles(lanes);
+      for (int64_t rows : {1, 7, 8, 9, 17, 100})
+        for (int64_t cols : {1, 2, 3, 17, 768})
+          for (int64_t m : {6, 7, 8, 9, 15, 16, 17, 31, 33, 129}) {
+            const test::TestWeight tw = make_weight(rng, DType::F32, rows, cols);
+            for (ThreadPool* pool : {&p1, &p3}) {
+              check_matmul(tw, m, (rows + cols + m) % 2 == 0, *pool, rng);
+              if (HasFatalFailure()) break;
+            }
+            if (HasFatalFailure()) break;
+          }
+    }
+    detail::set_lane_tiles(true);
+  });
+}
+
 TEST(Matmul, DenseRowsWithoutPadding) {
   ThreadPool pool(3);
   for_each_activation_mode([&] {

@@ -45,20 +45,22 @@ struct MatmulPlan {
     int64_t r;
     int rows;
   };
-  enum class Kernel : uint8_t { Bias, Plain, Int8, Packed };
+  enum class Kernel : uint8_t { Bias, Plain, Int8, Packed, Lanes };
   using Fn = void (*)();  // the chosen tile functions, cast back in matmul.cpp
   // What the plan was made for.
   const void* isa = nullptr;
   int64_t n = -1;
   int threads = 0;
-  bool int8 = false, packed = false;
+  bool int8 = false, packed = false, lanes = false;
   // The choices.
   std::vector<Kernel> kernel;  // per output
   Fn plain = nullptr, int8_tile = nullptr, packed_tile = nullptr;
+  Fn lanes_tile = nullptr;  // F32 weights, tokens in lanes (groups of lane_tokens)
   Fn quantize_x = nullptr;  // the activation rows int8_tile and packed_tile read
   int64_t panel_bytes = 0;  // of the packed layout packed_tile reads
   int nr = 0, tile_tokens = 0, nth = 1, pr = 1, pm = 1;
   int64_t xqs = 0, token_block = 0, token_tiles = 0;
+  int lane_tokens = 0;  // > 0: lanes_tile's transposed activations, groups of this many
   bool prep = false, prep_inline = false;
   std::vector<Unit> units;
 };
