@@ -23,6 +23,8 @@ Engine::Engine(const Model& model, kernels::ThreadPool& pool, int64_t chunk)
       pool_(pool),
       chunk_(chunk),
       local_(shape_of(model.hparams()), pool),
+      solo_pool_(std::make_unique<kernels::ThreadPool>(1)),
+      solo_(shape_of(model.hparams()), *solo_pool_),
       attn_(&local_) {
   TD_CHECK(chunk_ > 0);
 }

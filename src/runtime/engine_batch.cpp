@@ -10,6 +10,7 @@
 // it is too, and the others (rare: a step where two prompts finish) are gathered into a
 // scratch run for the attention call and their outputs scattered back.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "tandem/core/error.hpp"
@@ -113,33 +114,54 @@ void Engine::forward_batch_step(std::span<const BatchItem> items, std::vector<Ba
     throw;
   }
 
-  auto attend = [&](int layer, const float* q, const float* k, const float* v, float* out) {
-    for (const BatchPiece& p : pieces) {
-      KVCache& cache = *items[p.item].cache;
-      const int32_t* pos = items[p.item].pos.data() + p.from;
-      if (p.contiguous()) {
-        local_.attend(cache, p.slot, attn_step(layer, p.n, q + p.body * Qd, k + p.body * KVd,
-                                               v + p.body * KVd, pos, out + p.body * Qd));
-        continue;
-      }
-      const int64_t nb = p.body_rows();
-      gather_.resize(size_t(p.n * (2 * Qd + 2 * KVd)));
-      float* gq = gather_.data();
-      float* gk = gq + p.n * Qd;
-      float* gv = gk + p.n * KVd;
-      float* go = gv + p.n * KVd;
-      // Rows [body, body + nb) and the tail row of src (w values each) into dst, or back.
-      auto gather = [&](const float* src, float* dst, int64_t w) {
-        std::memcpy(dst, src + p.body * w, size_t(nb * w) * sizeof(float));
-        std::memcpy(dst + nb * w, src + p.tail * w, size_t(w) * sizeof(float));
-      };
-      gather(q, gq, Qd);
-      gather(k, gk, KVd);
-      gather(v, gv, KVd);
-      local_.attend(cache, p.slot, attn_step(layer, p.n, gq, gk, gv, pos, go));
-      std::memcpy(out + p.body * Qd, go, size_t(nb * Qd) * sizeof(float));
-      std::memcpy(out + p.tail * Qd, go + nb * Qd, size_t(Qd) * sizeof(float));
+  // One piece's attention through `attn`: in place when its rows are one run, else
+  // through the gather scratch (callers run these one at a time).
+  auto attend_piece = [&](parallel::SequenceAttention& attn, const BatchPiece& p, int layer,
+                          const float* q, const float* k, const float* v, float* out) {
+    KVCache& cache = *items[p.item].cache;
+    const int32_t* pos = items[p.item].pos.data() + p.from;
+    if (p.contiguous()) {
+      attn.attend(cache, p.slot, attn_step(layer, p.n, q + p.body * Qd, k + p.body * KVd,
+                                           v + p.body * KVd, pos, out + p.body * Qd));
+      return;
     }
+    const int64_t nb = p.body_rows();
+    gather_.resize(size_t(p.n * (2 * Qd + 2 * KVd)));
+    float* gq = gather_.data();
+    float* gk = gq + p.n * Qd;
+    float* gv = gk + p.n * KVd;
+    float* go = gv + p.n * KVd;
+    // Rows [body, body + nb) and the tail row of src (w values each) into dst, or back.
+    auto gather = [&](const float* src, float* dst, int64_t w) {
+      std::memcpy(dst, src + p.body * w, size_t(nb * w) * sizeof(float));
+      std::memcpy(dst + nb * w, src + p.tail * w, size_t(w) * sizeof(float));
+    };
+    gather(q, gq, Qd);
+    gather(k, gk, KVd);
+    gather(v, gv, KVd);
+    attn.attend(cache, p.slot, attn_step(layer, p.n, gq, gk, gv, pos, go));
+    std::memcpy(out + p.body * Qd, go, size_t(nb * Qd) * sizeof(float));
+    std::memcpy(out + p.tail * Qd, go + nb * Qd, size_t(Qd) * sizeof(float));
+  };
+  // One-row pieces (decode) have one query each: too few to share among the pool's
+  // threads, so with two or more of them each thread takes whole pieces, attending on
+  // its own (solo_: every thread in the pool at once, each on another cache); pieces of
+  // several rows (prompt chunks) then run one at a time on the whole pool.
+  one_row_.clear();
+  for (const BatchPiece& p : pieces)
+    if (p.n == 1) one_row_.push_back(&p);
+  const bool spread = pool_.size() > 1 && one_row_.size() >= 2;
+  solo_.set_kernel(local_.kernel());
+  auto attend = [&](int layer, const float* q, const float* k, const float* v, float* out) {
+    if (spread) {
+      std::atomic<size_t> next{0};
+      pool_.run([&](int, int) {
+        for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < one_row_.size();)
+          attend_piece(solo_, *one_row_[i], layer, q, k, v, out);
+      });
+    }
+    for (const BatchPiece& p : pieces)
+      if (!spread || p.n != 1) attend_piece(local_, p, layer, q, k, v, out);
   };
   batch_logits_.resize(size_t(n_out * V));
   run_step(batch_ids_.data(), batch_pos_.data(), m, out_from,

@@ -126,6 +126,10 @@ class Engine {
   kernels::ThreadPool& pool_;
   int64_t chunk_;
   parallel::LocalAttention local_;
+  // The single-rank strategy on the calling thread alone: forward_batch runs the
+  // attention of one-row items on every pool thread at once, a whole item each.
+  std::unique_ptr<kernels::ThreadPool> solo_pool_;
+  parallel::LocalAttention solo_;
   parallel::SequenceAttention* attn_;
   EngineOptions opt_;
   Trace* trace_ = nullptr;
@@ -139,6 +143,7 @@ class Engine {
   // forward_batch scratch: rows in step order, gathered rows of split items, logits.
   std::vector<int32_t> batch_ids_, batch_pos_;
   std::vector<float> gather_, batch_logits_;
+  std::vector<const BatchPiece*> one_row_;  // the step's one-row pieces
 };
 
 }  // namespace tandem
