@@ -93,7 +93,6 @@ struct SpLane::Impl {
   std::condition_variable cv;
   std::deque<std::unique_ptr<LaneRequest>> waiting;
   std::vector<uint64_t> cancels;
-  uint64_t current = 0;  // id of the running request (0: none)
   uint64_t next_id = 1;
   bool running = false, stopping = false;
   Clock::time_point deadline{};
@@ -154,7 +153,6 @@ struct SpLane::Impl {
       else if (why == Finish::Error) ++st.failed;
       else ++st.finished;
       st.active = 0;
-      current = 0;
       std::erase(cancels, r.id);
     }
     r.sink->on_finish(why, sst, error);
@@ -218,7 +216,6 @@ struct SpLane::Impl {
           lk.lock();
           continue;
         }
-        current = r->id;
         st.active = 1;
         st.prompt_tokens += int64_t(r->prompt.size());
         lk.unlock();
