@@ -1,25 +1,22 @@
-// tandem calibrate: measures this machine into a hardware profile for `tandem plan`
-// (FLOP/s, achieved matmul efficiency, memory bandwidth and capacity, MPI bandwidth and
-// latency over shared memory and over TCP). `comm-probe` is the MPI half, run by
-// calibrate under mpirun.
+// tandem calibrate: measures this machine into a hardware profile with curves for
+// `tandem plan` and `tandem compare` (analysis/calibrate.hpp): matrix products per weight
+// type, attention, per-op fixed costs and bandwidth at 1..T threads, and MPI message and
+// all-to-all rates over shared memory and over TCP (comm-probe, run under mpirun).
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <random>
-#include <thread>
 
 #include "commands.hpp"
 #include "common.hpp"
 #include "session_cli.hpp"
+#include "tandem/analysis/calibrate.hpp"
 #include "tandem/analysis/hardware.hpp"
-#include "tandem/analysis/roofline.hpp"
-#include "tandem/comm/mpi.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
-#include "tandem/kernels/ops.hpp"
 
 namespace tandem::cli {
 namespace {
@@ -27,154 +24,100 @@ namespace {
 struct Opts {
   std::string out = "tandem-profile.json";
   int threads = 1;
+  std::string types;
+  bool no_links = false;
 };
 
-// Fraction of the FMA peak that a prefill-sized f32 matrix product reaches here.
-double matmul_efficiency(int threads, double peak) {
-  const int64_t rows = 2048, cols = 768, m = 256;
-  std::vector<float> w(size_t(rows * cols)), x(size_t(m * cols)), y(size_t(m * rows));
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> u(-1, 1);
-  for (auto& v : w) v = u(rng);
-  for (auto& v : x) v = u(rng);
-  MatrixView mv{DType::F32, rows, cols, w.data(), size_t(cols) * sizeof(float)};
-  kernels::ThreadPool pool(threads);
-  kernels::matmul(mv, x.data(), m, y.data(), pool);  // warm-up
-  double best = 1e30;
-  for (int rep = 0; rep < 5; ++rep) {
-    const Stopwatch sw;
-    kernels::matmul(mv, x.data(), m, y.data(), pool);
-    best = std::min(best, sw.seconds());
-  }
-  return std::min(1.0, 2.0 * double(rows * cols * m) / best / peak);
-}
-
-struct LinkMeasure {
-  double bandwidth = 0, latency = 0;
-  bool ok = false;
-};
-
-// Runs comm-probe on 2 ranks under mpirun with the given transports.
-LinkMeasure probe_link(const std::string& btl) {
+// comm-probe on 2 ranks under mpirun with the given transports; throws naming the link.
+analysis::LinkCurves probe_link(const std::string& btl, const std::string& what) {
   char self[4096];
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return {};
+  if (n <= 0) fail(ErrorKind::Internal, "calibrate: cannot find its own executable");
   self[n] = '\0';
   const std::string cmd = "timeout 120 mpirun --allow-run-as-root --oversubscribe --bind-to none "
-                          "--mca btl " + btl + " -np 2 " + std::string(self) + " comm-probe 2>/dev/null";
+                          "--mca btl " + btl + " -np 2 " + std::string(self) + " comm-probe 2>&1";
   std::FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return {};
+  if (!p) fail(ErrorKind::Comm, "calibrate: {}: cannot start mpirun", what);
   std::string out;
   char buf[512];
   while (std::fgets(buf, sizeof buf, p)) out += buf;
-  if (::pclose(p) != 0) return {};
-  try {
-    const auto j = nlohmann::json::parse(out.substr(out.find('{')));
-    return {j.at("bandwidth").get<double>(), j.at("latency").get<double>(), true};
-  } catch (const std::exception&) {
-    return {};
+  const int rc = ::pclose(p);
+  const auto brace = out.find('{');
+  if (rc != 0 || brace == std::string::npos) {
+    std::string last = out.substr(0, 300);
+    fail(ErrorKind::Comm, "calibrate: MPI {} not measured (btl {}): mpirun exited {}: {} "
+         "(--no-links calibrates one node only)", what, btl, rc, last);
   }
+  return analysis::link_curves_from_json(nlohmann::json::parse(out.substr(brace)), "comm-probe");
 }
 
 void run(const Opts& o) {
-  fmt::print(stderr, "measuring memory bandwidth and FMA peak with {} thread(s)...\n", o.threads);
-  analysis::RooflineOptions ro;
-  ro.threads = o.threads;
-  const auto roof = analysis::measure_roofline(ro);
-  fmt::print(stderr, "measuring matmul efficiency...\n");
-  const double eff = matmul_efficiency(o.threads, roof.fma_peak);
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  const int cores = default_threads();
-
-  analysis::HardwareProfile h;
+  const Stopwatch sw;
+  analysis::CalibrateOptions co;
+  co.threads = o.threads;
+  co.types = o.types.empty() ? std::vector<std::string>{} : split_list(o.types);
+  co.progress = [&](const std::string& line) { fmt::print(stderr, "[{:5.1f} s] {}\n", sw.seconds(), line); };
+  const bool under_mpirun = launched_by_mpirun();
+  if (under_mpirun) bad_input("calibrate: run it without mpirun (it starts its own for the links)");
+  if (!o.no_links && std::system("command -v mpirun >/dev/null 2>&1") != 0)
+    bad_input("calibrate: MPI links cannot be measured: mpirun is not on PATH (install Open MPI, "
+              "or --no-links for a profile of one node)");
+  fmt::print(stderr, "calibrating with {} thread(s): bandwidth, op overhead, matmul per type, attention{}\n",
+             o.threads, o.no_links ? "" : ", MPI links");
+  analysis::HardwareProfile h = analysis::calibrate_node(co);
   h.name = "calibrated";
-  h.description = fmt::format("measured by tandem calibrate: one device = one rank with {} thread(s)",
-                              o.threads);
-  h.flops["f32"] = roof.fma_peak;
-  h.efficiency = eff;
-  h.memory_bandwidth = roof.read_bandwidth;
-  h.memory_efficiency = 1.0;
-  h.devices_per_node = std::max(1, cores / o.threads);
-  h.memory_capacity = double(pages) * double(page) / h.devices_per_node;
-  h.activation_bytes = 4;
-  const bool mpi = launched_by_mpirun() == false && std::system("command -v mpirun >/dev/null 2>&1") == 0;
-  LinkMeasure shm, tcp;
-  if (mpi) {
-    fmt::print(stderr, "measuring MPI over shared memory and over TCP (mpirun -np 2)...\n");
-    shm = probe_link("self,vader");
-    tcp = probe_link("self,tcp");
-  }
-  // Links are written only as measured, both or neither: a profile without them still
-  // loads, plans one device and serves compare's P = 1 predictions; plan refuses
-  // --gpus > 1 with it, naming the missing fields (HardwareProfile::has_links).
-  h.has_links = shm.ok && tcp.ok;
-  std::string no_links;
-  if (!h.has_links) {
-    no_links = !mpi ? (launched_by_mpirun() ? "calibrate runs under mpirun itself"
-                                            : "mpirun is not on PATH")
-                    : fmt::format("the MPI probe failed over {}",
-                                  !shm.ok && !tcp.ok ? "shared memory and TCP"
-                                  : !shm.ok          ? "shared memory (btl vader)"
-                                                     : "TCP (btl tcp)");
-    h.description += "; links not measured (" + no_links + ")";
-  } else {
+  h.description = fmt::format("{}, {} threads, measured by tandem calibrate", cpu_model(), o.threads);
+  h.devices_per_node = o.threads;  // one rank per core unless told otherwise
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  h.memory_capacity = double(pages) * double(page);  // the node's; ranks share it
+  h.has_links = !o.no_links;
+  if (h.has_links) {
+    const auto shm = probe_link("self,vader", "shared memory");
+    co.progress(fmt::format("MPI shared memory: {:.2f} GB/s, {:.1f} us one way", shm.bandwidth / 1e9, shm.latency * 1e6));
+    const auto tcp = probe_link("self,tcp", "TCP");
+    co.progress(fmt::format("MPI TCP: {:.2f} GB/s, {:.1f} us one way", tcp.bandwidth / 1e9, tcp.latency * 1e6));
     h.intra = {shm.bandwidth, shm.latency};
     h.inter = {tcp.bandwidth, tcp.latency};
+    h.curves.intra_message = shm.message;
+    h.curves.intra_alltoall = shm.alltoall;
+    h.curves.inter_message = tcp.message;
+    h.curves.inter_alltoall = tcp.alltoall;
+  } else {
+    h.description += "; no links (--no-links)";
   }
   h.validate("calibrate");
-  const auto j = analysis::profile_to_json(h);
-  std::FILE* f = std::fopen(o.out.c_str(), "w");
+  const std::filesystem::path out(o.out);
+  std::error_code ec;
+  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path(), ec);
+  // Written whole or not at all: a temporary file, then renamed.
+  const std::string tmp = o.out + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
   if (!f) bad_input("-o {}: cannot create", o.out);
-  fmt::print(f, "{}\n", j.dump(2));
-  std::fclose(f);
-  fmt::print("{}\nwrote {} (use: tandem plan --hardware {})\n", j.dump(2), o.out, o.out);
-  if (!h.has_links)
-    fmt::print(stderr,
-               "calibrate: MPI bandwidth and latency NOT measured: {}. The profile has no "
-               "intra_node/inter_node fields: plan uses it for --gpus 1 only, compare for its "
-               "one-rank predictions only. Install Open MPI (mpirun) and run calibrate again "
-               "for link figures.\n",
-               no_links);
+  fmt::print(f, "{}\n", analysis::profile_to_json(h).dump(1));
+  if (std::fclose(f) != 0 || std::rename(tmp.c_str(), o.out.c_str()) != 0)
+    bad_input("-o {}: cannot write", o.out);
+  fmt::print("wrote {} in {:.1f} s (use: tandem plan --hardware {}; tandem compare --hardware {})\n",
+             o.out, sw.seconds(), o.out, o.out);
 }
 
-// Ping-pong between ranks 0 and 1; rank 0 prints {"bandwidth": B/s, "latency": s}.
+// Rank 0 prints the link curves between ranks 0 and 1 as JSON.
 void probe(comm::Communicator& c) {
-  if (c.size() != 2) bad_input("comm-probe: needs exactly 2 ranks");
-  const int peer = 1 - c.rank();
-  auto pingpong = [&](size_t bytes, int iters) {
-    std::vector<char> buf(bytes);
-    c.barrier();
-    const Stopwatch sw;
-    for (int i = 0; i < iters; ++i) {
-      if (c.rank() == 0) {
-        c.send(buf.data(), bytes, peer, 1);
-        c.recv(buf.data(), bytes, peer, 2);
-      } else {
-        c.recv(buf.data(), bytes, peer, 1);
-        c.send(buf.data(), bytes, peer, 2);
-      }
-    }
-    return sw.seconds() / iters / 2;  // one way
-  };
-  pingpong(8, 100);
-  const double latency = pingpong(8, 2000);
-  const size_t big = size_t(32) << 20;
-  pingpong(big, 2);
-  const double t = pingpong(big, 6);
-  if (c.rank() == 0)
-    fmt::print("{{\"bandwidth\": {:.6g}, \"latency\": {:.6g}}}\n", double(big) / t, latency);
+  const auto l = analysis::measure_links(c);
+  if (c.rank() == 0) fmt::print("{}\n", analysis::link_curves_to_json(l).dump());
 }
 
 }  // namespace
 
 void add_calibrate(CLI::App& app) {
   auto o = std::make_shared<Opts>();
-  auto* sub = app.add_subcommand("calibrate", "Measure this machine into a hardware profile for tandem plan");
+  auto* sub = app.add_subcommand("calibrate", "Measure this machine into a hardware profile (curves) for plan and compare");
   sub->add_option("-o,--out", o->out, "Profile file to write (default tandem-profile.json)");
   add_threads_option(sub, o->threads);
+  sub->add_option("--types", o->types, "Weight types of the matmul curves, comma-separated (default: every type)");
+  sub->add_flag("--no-links", o->no_links, "Do not measure MPI links: a profile of one node (plans --gpus 1)");
   sub->callback([o] { run(*o); });
 
-  auto* pr = app.add_subcommand("comm-probe", "MPI ping-pong used by calibrate (run under mpirun -np 2)");
+  auto* pr = app.add_subcommand("comm-probe", "MPI message and all-to-all rates used by calibrate (run under mpirun -np 2)");
   pr->group("");  // hidden from the main help
   pr->callback([] {
     SpOptions sp;

@@ -43,21 +43,14 @@ struct Opts {
   std::string schemes = "ring,zigzag,ulysses,pass-q,hybrid";
   std::string out = "tandem-report";
   std::string links;  // --links RATE: ranks on emulated hosts; empty: this host
-  std::string hardware = "cpu-this";  // the planner's profile: a name or a calibrate file
+  // The planner's profile: a name or a calibrate file; empty: this machine's, calibrated
+  // once and cached (machine_profile_path).
+  std::string hardware;
   int threads = 0;  // 0: cores for one rank, cores / P per rank for P ranks
   int decode_tokens = 16;
   int64_t naive_max = 256;
   bool json = false;
 };
-
-std::vector<std::string> split(const std::string& text) {
-  std::vector<std::string> v;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) v.push_back(item);
-  return v;
-}
 
 struct Proc {
   int code = -1;
@@ -149,7 +142,7 @@ struct Runner {
   std::unique_ptr<analysis::EmulatedHosts> hosts;  // with --links
   // The planner's profile: cpu-this, or with --links a copy whose links across nodes are
   // the measured emulated link (and one rank per node).
-  std::string hardware = "cpu-this";
+  std::string hardware;
 
   std::string launch(int ranks) const {
     if (ranks <= 1) return quote(exe);
@@ -298,7 +291,7 @@ void run(const Opts& o) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto lengths = parse_int_list(o.lengths, "--lengths", 1, int64_t{1} << 22);
   const auto ranks = parse_int_list(o.ranks, "--ranks", 2, 64);
-  const auto scheme_names = split(o.schemes);
+  const auto scheme_names = split_list(o.schemes);
   for (const auto& s : scheme_names) check_scheme(s);
   if (scheme_names.empty()) bad_input("--schemes: empty list");
   if (o.decode_tokens < 0) bad_input("--decode-tokens: must be 0 or more");
@@ -312,11 +305,28 @@ void run(const Opts& o) {
   }
 
   Runner r(o, fs::read_symlink("/proc/self/exe").string(), fs::path(o.out));
+  // This machine's profile unless --hardware names one: calibrated once per CPU model and
+  // core count, then read from the cache.
+  std::string hardware = o.hardware;
+  if (hardware.empty()) {
+    hardware = machine_profile_path(default_threads());
+    if (!fs::exists(hardware)) {
+      fmt::print(stderr, "compare: no profile of this machine yet: calibrating once into {} "
+                         "(about 30 s)\n", hardware);
+      const bool mpi = comm::mpi_available() && analysis::program_on_path("mpirun") &&
+                       o.launcher != "threads";
+      const std::string cmd = fmt::format("{} calibrate -t {} -o {}{}", quote(r.exe), default_threads(),
+                                          quote(hardware), mpi ? "" : " --no-links");
+      if (std::system(cmd.c_str()) != 0)
+        fail(ErrorKind::Internal, "compare: calibrating this machine failed (`{}`); give a profile "
+                                  "with --hardware", cmd);
+    }
+  }
   // A bad name or file fails now, naming --hardware.
-  if (!analysis::load_profile(o.hardware).has_links)
+  if (!analysis::load_profile(hardware).has_links)
     fmt::print(stderr, "compare: --hardware {}: the profile has no link figures (calibrated "
-                       "without MPI): P > 1 runs are measured without a prediction\n", o.hardware);
-  r.hardware = fs::exists(o.hardware) ? fs::absolute(o.hardware).string() : o.hardware;
+                       "without MPI): P > 1 runs are measured without a prediction\n", hardware);
+  r.hardware = fs::exists(hardware) ? fs::absolute(hardware).string() : hardware;
   std::error_code ec;
   fs::create_directories(r.dir, ec);
   if (ec) bad_input("--out {}: cannot create the folder ({})", o.out, ec.message());
@@ -437,8 +447,8 @@ void add_compare(CLI::App& app) {
                   "shows the crossover N below which they lose to the single pipeline");
   sub->add_option("--hardware", o->hardware,
                   "Profile of the planner's predictions: a built-in name or a file written by "
-                  "`tandem calibrate` (default cpu-this; calibrate this machine for a closer "
-                  "prediction)");
+                  "`tandem calibrate` (default: this machine's, calibrated once and cached in "
+                  "~/.cache/tandem/profiles/)");
   sub->add_option("--out", o->out, "Report folder (default tandem-report/)");
   sub->add_flag("--json", o->json, "Print results.json on stdout instead of the table");
   sub->callback([o] { run(*o); });

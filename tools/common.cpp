@@ -1,5 +1,10 @@
 #include "common.hpp"
 
+#include <sstream>
+#include <cstdlib>
+#include <cctype>
+#include <fstream>
+
 #include <sched.h>
 
 #include <algorithm>
@@ -77,6 +82,45 @@ int default_threads() {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
   return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      std::string name = line.substr(line.find(':') + 1);
+      while (!name.empty() && name.front() == ' ') name.erase(name.begin());
+      while (!name.empty() && name.back() == ' ') name.pop_back();
+      if (!name.empty()) return name;
+    }
+  return "unknown CPU";
+}
+
+std::string machine_profile_path(int threads) {
+  std::string dir;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    dir = std::string(x) + "/tandem/profiles";
+  else if (const char* h = std::getenv("HOME"); h && *h)
+    dir = std::string(h) + "/.cache/tandem/profiles";
+  else
+    dir = ".tandem-profiles";
+  std::string name;
+  for (const char c : cpu_model()) name += std::isalnum(static_cast<unsigned char>(c)) ? char(std::tolower(c)) : '-';
+  std::string squeezed;
+  for (const char c : name)
+    if (c != '-' || (!squeezed.empty() && squeezed.back() != '-')) squeezed += c;
+  while (!squeezed.empty() && squeezed.back() == '-') squeezed.pop_back();
+  return fmt::format("{}/{}-{}t.json", dir, squeezed.empty() ? "cpu" : squeezed, threads);
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> v;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) v.push_back(item);
+  return v;
 }
 
 CLI::Option* add_threads_option(CLI::App* sub, int& threads) {

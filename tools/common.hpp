@@ -23,6 +23,16 @@ std::vector<int64_t> parse_int_list(std::string_view text, std::string_view flag
 // HI" and a pointer to --help). For a list option (->delimiter), each item.
 CLI::Validator int_in(int64_t lo, int64_t hi);
 
+// The CPU's model name (/proc/cpuinfo), "unknown CPU" when it does not say.
+std::string cpu_model();
+// Where compare keeps this machine's calibrated profile for `threads` threads:
+// $XDG_CACHE_HOME/tandem/profiles/ (else ~/.cache/tandem/profiles/), one file per CPU
+// model and thread count.
+std::string machine_profile_path(int threads);
+
+// The non-empty items of a comma-separated list.
+std::vector<std::string> split_list(const std::string& text);
+
 // Adds -t/--threads (default: the cores available).
 CLI::Option* add_threads_option(CLI::App* sub, int& threads);
 // --kernels optimized|reference (the plain scalar references make the naive pipeline)

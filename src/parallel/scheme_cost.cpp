@@ -62,6 +62,8 @@ CostPhases ring_phases(const RingSpec& spec) {
     p.stride = spec.stride;
     p.head_pairs.assign(ranks, 0.0);
     p.bytes.assign(ranks, 0.0);
+    p.query_tokens.assign(ranks, 0.0);
+    p.query_heads = spec.heads;
     for (size_t r = 0; r < ranks; ++r) {
       const int me = spec.member_of[r], owner = owner_at(r, s);
       const auto& mine = spec.held[size_t(me)];
@@ -71,6 +73,7 @@ CostPhases ring_phases(const RingSpec& spec) {
       const auto& moving = spec.pass_q ? queries(owner) : theirs;
       p.head_pairs[r] = spec.heads[r] * (spec.pass_q ? range_pairs(queries(owner), mine)
                                                      : range_pairs(queries(me), theirs));
+      p.query_tokens[r] = double(range_tokens(spec.pass_q ? queries(owner) : queries(me)));
       if (s + 1 < R) p.bytes[r] = double(range_tokens(moving)) * spec.token_bytes[r];
       // Pass-Q: the partial of the previous step's visiting block goes back meanwhile.
       if (spec.pass_q && s >= 2)

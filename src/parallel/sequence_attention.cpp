@@ -110,6 +110,10 @@ const SchemeDesc& local_scheme() {
       p.head_pairs.assign(size_t(ranks), 0.0);
       p.bytes.assign(size_t(ranks), 0.0);
       p.head_pairs[0] = range_pairs(TokenRange{0, n}, TokenRange{0, n}) * double(shape.H);
+      p.query_tokens.assign(size_t(ranks), 0.0);
+      p.query_heads.assign(size_t(ranks), 0.0);
+      p.query_tokens[0] = double(n);
+      p.query_heads[0] = double(shape.H);
       return CostPhases{p};
     };
     return x;

@@ -46,6 +46,8 @@ const SchemeDesc& ulysses_scheme() {
       attend.bytes.assign(size_t(ranks), 0.0);
       const double all = range_pairs(TokenRange{0, n}, TokenRange{0, n});
       for (int r = 0; r < ranks; ++r) attend.head_pairs.push_back(all * ex.q_heads[size_t(r)]);
+      attend.query_tokens.assign(size_t(ranks), double(n));
+      attend.query_heads = ex.q_heads;
       return CostPhases{ex.to_heads, attend, ex.to_tokens};
     };
     return x;

@@ -1,7 +1,7 @@
-// tandem calibrate where mpirun is missing: no placeholder link figures. The profile
-// leaves intra_node/inter_node out, the program says so on stderr, plan uses the profile
-// for one device and refuses more naming the missing fields, compare measures P > 1
-// without a prediction.
+// tandem calibrate where mpirun is missing: it fails naming the links it cannot measure,
+// never writing placeholder figures. With --no-links the profile leaves intra_node and
+// inter_node out and says so, plan uses it for one device and refuses more naming the
+// missing fields, compare measures P > 1 without a prediction.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -13,18 +13,33 @@ using tandem::test::run;
 using tandem::test::tandem_bin;
 using tandem::test::temp_dir;
 
-TEST(Calibrate, WithoutMpirunLeavesTheLinksOut) {
+TEST(Calibrate, WithoutMpirunFailsNamingTheLinksOrLeavesThemOutWhenAsked) {
   const std::string prof = temp_dir() + "/prof.json";
   // A PATH where no mpirun can be found (the program is started by its full path).
-  const auto r = run("PATH=/nonexistent " + tandem_bin() + " calibrate -t 1 -o " + prof);
-  ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("NOT measured: mpirun is not on PATH"), std::string::npos) << r.out;
+  const auto r = run("PATH=/nonexistent " + tandem_bin() + " calibrate -t 1 --types f32 -o " + prof);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("MPI links cannot be measured: mpirun is not on PATH"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--no-links"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::ifstream(prof).good()) << "a profile was written without its links";
+
+  const auto n = run("PATH=/nonexistent " + tandem_bin() + " calibrate -t 1 --types f32 --no-links -o " + prof);
+  ASSERT_EQ(n.code, 0) << n.out;
   std::ifstream in(prof);
   const auto j = nlohmann::json::parse(in);
   EXPECT_FALSE(j.contains("intra_node")) << j.dump(2);
   EXPECT_FALSE(j.contains("inter_node")) << j.dump(2);
-  EXPECT_NE(j.at("description").get<std::string>().find("links not measured"), std::string::npos);
+  EXPECT_NE(j.at("description").get<std::string>().find("no links (--no-links)"), std::string::npos);
   EXPECT_GT(j.at("flops").at("f32").get<double>(), 1e9);
+  // The node's curves, measured: products of the asked type, attention, ops, bandwidth.
+  EXPECT_EQ(j.at("threads").get<int>(), 1);
+  const auto& cv = j.at("curves");
+  EXPECT_TRUE(cv.at("matmul").contains("f32"));
+  EXPECT_FALSE(cv.at("matmul").contains("q8_0"));
+  for (const char* k : {"attention", "op_overhead", "bandwidth"}) {
+    ASSERT_TRUE(cv.contains(k)) << k;
+    for (const auto& v : cv.at(k).at("values")) EXPECT_GT(v.get<double>(), 0) << k;
+  }
+  EXPECT_FALSE(cv.contains("intra_message"));
 
   const auto one = run(tandem_bin() + " plan --model tiny --tokens 4096 --hardware " + prof);
   EXPECT_EQ(one.code, 0) << one.out;

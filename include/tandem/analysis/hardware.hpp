@@ -10,11 +10,38 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "tandem/analysis/curve.hpp"
+
 namespace tandem::analysis {
 
 struct Link {
   double bandwidth = 0;  // bytes/s, per device and per direction
   double latency = 0;    // seconds per message
+};
+
+// Measured rates as curves (`tandem calibrate` measures them on a CPU; the GPU profiles
+// carry measured ones). Where a curve is present the planner reads it instead of the
+// constants of the profile (flops x efficiency, memory_bandwidth, the links).
+struct ProfileCurves {
+  // FLOP/s of a matrix product y = x W^T (2 FLOPs per weight per token), per weight type:
+  // axes "threads" (threads of the device; CPU profiles), "tokens" (rows of x per call)
+  // and "elements" (rows x cols of W).
+  std::map<std::string, Curve> matmul;
+  // FLOP/s of causal attention (4 d FLOPs per visible query-key pair and query head):
+  // axes "threads", "queries" (query tokens per call), "keys" (keys each query sees, on
+  // average); GPU profiles also "group" (query heads per KV head).
+  Curve attention;
+  // Seconds of fixed cost per op of a forward step (dispatch, thread-pool barrier): axis
+  // "threads".
+  Curve op_overhead;
+  // Bytes/s of streaming reads (decode's weights and cache, elementwise ops): axes
+  // "threads" (all threads of the node reading at once) and "bytes" (bytes read per
+  // pass: caches serve small ones).
+  Curve bandwidth;
+  // Bytes/s of one message of axis "bytes" between two ranks (its size over its one-way
+  // time), and of an all-to-all among two ranks ("bytes" sent by each), inside a node and
+  // across. Rates, not times, so that they hold beyond the largest size measured.
+  Curve intra_message, inter_message, intra_alltoall, inter_alltoall;
 };
 
 struct HardwareProfile {
@@ -41,6 +68,10 @@ struct HardwareProfile {
   // inter_node: `tandem calibrate` leaves them out when it cannot measure MPI). Such a
   // profile plans one device only; make_plan refuses P > 1 with it.
   bool has_links = true;
+  // Threads one node gives its devices (CPU profiles: its cores; the ranks on a node
+  // share them). 0: a device is a fixed unit (a GPU).
+  int threads = 0;
+  ProfileCurves curves;
 
   // FLOP/s for a compute type, with the fallbacks above.
   double flops_for(const std::string& dtype) const;

@@ -57,6 +57,9 @@ std::vector<double> ring_step_pairs(double n, int p, bool zigzag);
 // few seconds and a few hundred MiB, 16384 took over a minute and 4 GiB. Token counts
 // are only arithmetic; 2^40 keeps every product of them finite.
 inline constexpr int kMaxPlanDevices = 4096;
+// Tokens per forward step of the runtime's single pipeline (Engine::kDefaultChunk): on a
+// CPU profile the planner prefills in such chunks, as the runtime does.
+inline constexpr int64_t kCpuPrefillChunk = 512;
 inline constexpr int64_t kMaxPlanTokens = int64_t{1} << 40;
 
 struct PlanRequest {
@@ -71,6 +74,9 @@ struct PlanRequest {
   // the runtime's default, parallel::kAutoSpChunk); 0: each rank's whole shard in one
   // step, as the schemes are usually run.
   int64_t sp_chunk = 0;
+  // Threads of each device on a CPU profile (HardwareProfile::threads > 0); 0: the
+  // profile's threads for the single pipeline, split evenly between the ranks of a node.
+  int threads = 0;
 };
 
 struct StrategyPlan {

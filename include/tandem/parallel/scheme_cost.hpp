@@ -36,6 +36,9 @@ struct CostPhase {
   // (a ring over all P ranks: group P, stride 1; the hybrid's ring: group R, stride U).
   int group = 1, stride = 1;
   std::vector<double> head_pairs;  // per rank: work in this phase
+  // Per rank: the query tokens and query heads of its attention in this phase (empty or
+  // 0: none), so head_pairs / (tokens x heads) is the keys each query sees on average.
+  std::vector<double> query_tokens, query_heads;
   std::vector<double> bytes;       // per rank: bytes sent in this phase
 };
 using CostPhases = std::vector<CostPhase>;

@@ -85,6 +85,7 @@ std::optional<Prediction> predict_run(const PlanRequest& request, const RunMeasu
   PlanRequest req = request;
   req.tokens = run.tokens;
   req.gpus = run.ranks;
+  req.threads = run.threads;  // a device is what one rank uses
   // 0: every rank on one node (this host); compare --links: one rank per emulated host.
   if (req.gpus_per_node <= 0) req.gpus_per_node = run.ranks;
   try {
@@ -169,6 +170,8 @@ nlohmann::json to_json(const CompareResults& r) {
                         {"bytes_communicated_per_device", p.bytes_communicated_per_device}};
       if (run.ok && run.prefill_seconds > 0)
         x["predicted"]["prefill_error"] = p.prefill_seconds / run.prefill_seconds - 1;
+      if (run.decode_tokens_per_s && *run.decode_tokens_per_s > 0 && p.decode_seconds_per_token > 0)
+        x["predicted"]["decode_error"] = 1 / p.decode_seconds_per_token / *run.decode_tokens_per_s - 1;
     } else {
       x["predicted"] = nullptr;
     }
@@ -188,13 +191,13 @@ std::string compare_table(const CompareResults& r) {
     out = fmt::format("links: {} (P > 1 rows: one emulated host per rank, MPI over TCP through "
                       "tbf; single and naive on one host)\n", r.links->rate);
   out += fmt::format(
-      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7}\n",
+      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7}\n",
       "strategy", "PxT", "N", "prefill s", "prefill", "decode", "KV+act", "weights", "peak RSS",
-      "sent", "wait s", "hidden", "plan s", "error");
+      "sent", "wait s", "hidden", "plan s", "error", "plan dec", "error");
   out += fmt::format(
-      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7}\n", "",
+      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7}\n", "",
       "", "", "", "tok/s", "tok/s", "MiB/rank", "MiB/rank", "MiB/rank", "MiB/rank", "", "",
-      "predicted", "");
+      "predicted", "", "tok/s", "");
   for (const auto& run : r.runs) {
     const std::string pxt = fmt::format("{}x{}", run.ranks, run.threads);
     if (!run.ok) {
@@ -203,21 +206,27 @@ std::string compare_table(const CompareResults& r) {
       continue;
     }
     const bool sp = run.ranks > 1;
-    std::string plan = "-", err = "-";
+    std::string plan = "-", err = "-", plan_dec = "-", dec_err = "-";
     if (run.predicted) {
       plan = fmt::format("{:.4f}", run.predicted->prefill_seconds);
       if (run.prefill_seconds > 0)
         err = fmt::format("{:+.0f}%", 100 * (run.predicted->prefill_seconds / run.prefill_seconds - 1));
+      if (run.predicted->decode_seconds_per_token > 0) {
+        const double rate = 1 / run.predicted->decode_seconds_per_token;
+        plan_dec = fmt::format("{:.1f}", rate);
+        if (run.decode_tokens_per_s && *run.decode_tokens_per_s > 0)
+          dec_err = fmt::format("{:+.0f}%", 100 * (rate / *run.decode_tokens_per_s - 1));
+      }
     }
     out += fmt::format(
-        "{:<14} {:>5} {:>6} {:>9.4f} {:>9.1f} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7}\n",
+        "{:<14} {:>5} {:>6} {:>9.4f} {:>9.1f} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7}\n",
         run.label(), pxt, run.tokens, run.prefill_seconds, run.prefill_tokens_per_s,
         run.decode_tokens_per_s ? fmt::format("{:.1f}", *run.decode_tokens_per_s) : "-",
         mib(run.peak_kv_activation_bytes()), mib(run.weights_bytes()),
         run.peak_rss_bytes() > 0 ? mib(run.peak_rss_bytes()) : "-",
         sp ? mib(run.bytes_sent_per_rank()) : "-",
         sp ? fmt::format("{:.4f}", run.comm_wait_seconds()) : "-",
-        sp ? fmt::format("{:.0f}%", 100 * run.hidden_fraction()) : "-", plan, err);
+        sp ? fmt::format("{:.0f}%", 100 * run.hidden_fraction()) : "-", plan, err, plan_dec, dec_err);
   }
   return out;
 }

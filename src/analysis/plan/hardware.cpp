@@ -114,6 +114,47 @@ const std::vector<std::string>& builtin_profile_names() {
   return names;
 }
 
+namespace {
+
+// The single curves of ProfileCurves by JSON name.
+std::vector<std::pair<const char*, Curve ProfileCurves::*>> single_curves() {
+  return {{"attention", &ProfileCurves::attention},
+          {"op_overhead", &ProfileCurves::op_overhead},
+          {"bandwidth", &ProfileCurves::bandwidth},
+          {"intra_message", &ProfileCurves::intra_message},
+          {"inter_message", &ProfileCurves::inter_message},
+          {"intra_alltoall", &ProfileCurves::intra_alltoall},
+          {"inter_alltoall", &ProfileCurves::inter_alltoall}};
+}
+
+nlohmann::json curves_to_json(const ProfileCurves& c) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [type, curve] : c.matmul) j["matmul"][type] = curve_to_json(curve);
+  for (const auto& [name, member] : single_curves())
+    if (!(c.*member).empty()) j[name] = curve_to_json(c.*member);
+  return j;
+}
+
+ProfileCurves curves_from_json(const nlohmann::json& j, const std::string& where) {
+  if (!j.is_object()) bad_input("{}: must be an object of curves", where);
+  ProfileCurves c;
+  for (const auto& [key, v] : j.items()) {
+    if (key == "matmul") {
+      if (!v.is_object()) bad_input("{}.matmul: must be an object of curves per weight type", where);
+      for (const auto& [type, curve] : v.items())
+        c.matmul[type] = curve_from_json(curve, where + ".matmul." + type);
+      continue;
+    }
+    bool known = false;
+    for (const auto& [name, member] : single_curves())
+      if (key == name) c.*member = curve_from_json(v, where + "." + key), known = true;
+    if (!known) bad_input("{}: unknown curve '{}'", where, key);
+  }
+  return c;
+}
+
+}  // namespace
+
 HardwareProfile profile_from_json(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) bad_input("{}: a hardware profile must be a JSON object", where);
   HardwareProfile p;
@@ -157,6 +198,10 @@ HardwareProfile profile_from_json(const nlohmann::json& j, const std::string& wh
     p.intra = link("intra_node");
     p.inter = link("inter_node");
   }
+  const double th = number(j, "threads", "threads", false, 0);
+  if (!(th >= 0 && th <= 1e6 && th == std::floor(th))) bad_input("{}: field 'threads' must be a whole number >= 0", where);
+  p.threads = int(th);
+  if (j.contains("curves")) p.curves = curves_from_json(j.at("curves"), where + ": curves");
   p.validate(where);
   return p;
 }
@@ -176,6 +221,9 @@ nlohmann::json profile_to_json(const HardwareProfile& p) {
     j["intra_node"] = {{"bandwidth", p.intra.bandwidth}, {"latency", p.intra.latency}};
     j["inter_node"] = {{"bandwidth", p.inter.bandwidth}, {"latency", p.inter.latency}};
   }
+  if (p.threads > 0) j["threads"] = p.threads;
+  const nlohmann::json c = curves_to_json(p.curves);
+  if (!c.empty()) j["curves"] = c;
   return j;
 }
 

@@ -7,6 +7,7 @@
 #include <numeric>
 #include <fmt/format.h>
 
+#include "analysis/device_time.hpp"
 #include "analysis/planner_format.hpp"
 #include "tandem/parallel/scheme.hpp"
 #include "tandem/core/dtype.hpp"
@@ -92,50 +93,67 @@ namespace {
 struct Ctx {
   const ModelShape& m;
   const HardwareProfile& hw;
+  std::string dtype, attn_dtype;  // weight type of the products, type attention runs in
   double N, dec;          // prompt tokens, decoded tokens
   int P, K;               // devices, devices per node (<= P)
   int b;                  // bytes per activation / KV element
   double L, D, H, G, d, F, V;
+  double bpp;             // weight bytes per parameter
   double W;               // weight bytes of the whole model
-  double W_read;          // weight bytes one decoded token reads (all but the embedding
-                          // table, which is only indexed, unless it doubles as the output)
-  double lin_rate, attn_rate, mem_rate;  // achievable FLOP/s and bytes/s of one device
+  int threads_single;     // threads of the single pipeline's device (CPU profiles; else 0)
+  int threads_rank;       // threads of each of the P devices (CPU profiles; else 0)
+  int64_t single_chunk;   // tokens per forward step of the single pipeline (0: all)
+
+  DeviceTime device(int threads, int sharers) const {
+    return DeviceTime(hw, dtype, attn_dtype, threads, sharers);
+  }
+  const Link& link(bool inter) const { return inter ? hw.inter : hw.intra; }
 };
 
 double log2_ceil(int n) { return n <= 1 ? 0 : std::ceil(std::log2(double(n))); }
 
-// Collectives: bandwidth term of a ring, latency term of a tree (what NCCL and MPI pick
-// for large and small messages).
-double allreduce(double bytes, int n, const Link& l) {
+// Ops of one layer's forward step (norms, products, rope, attention, residuals) and of
+// the model's ends (embedding, final norm, output head): their fixed costs.
+constexpr double kOpsPerLayer = 9, kOpsPerStep = 3;
+
+// An all-reduce of `bytes` among n devices: a ring's bandwidth term for large messages, a
+// tree's latency term for small ones (what NCCL and MPI pick); with a message curve,
+// log2(n) exchanges of the whole message (recursive doubling, the small-message case).
+double allreduce(const Ctx& c, const DeviceTime& dt, double bytes, int n, bool inter) {
   if (n <= 1) return 0;
+  const Link& l = c.link(inter);
+  const Curve& curve = inter ? c.hw.curves.inter_message : c.hw.curves.intra_message;
+  if (!curve.empty()) return log2_ceil(n) * dt.message(bytes, l, inter);
   return 2.0 * (n - 1) / n * bytes / l.bandwidth + 2 * log2_ceil(n) * l.latency;
 }
-// All-to-all among n devices, K per node, `bytes` sent per device spread evenly over the
-// peers: the intra- and inter-node parts move in parallel over their own links.
-double alltoall(double bytes, int n, const Ctx& c) {
-  if (n <= 1) return 0;
-  if (n <= c.K) return bytes / c.hw.intra.bandwidth + (n - 1) * c.hw.intra.latency;
-  const double intra = bytes * (c.K - 1) / (n - 1), inter = bytes * (n - c.K) / (n - 1);
-  return std::max(intra / c.hw.intra.bandwidth, inter / c.hw.inter.bandwidth) +
-         (n - 1) * c.hw.inter.latency;
+
+// One layer's matrix products for `tokens` tokens, weights split tp ways (QKV fused,
+// gate and up fused, as the runtime runs them).
+double layer_linear(const Ctx& c, const DeviceTime& dt, double tokens, int tp) {
+  const double kvh = std::max(c.G, double(tp)) / tp;
+  auto mm = [&](double rows, double cols) { return dt.matmul(tokens, rows, cols, rows * cols * c.bpp); };
+  return mm((c.H / tp + 2 * kvh) * c.d, c.D) + mm(c.D, c.H / tp * c.d) + mm(2 * c.F / tp, c.D) +
+         mm(c.D, c.F / tp);
 }
 
-// One layer's ring attention: per step, the busiest device's attention (`heads` query
-// heads) overlapped with sending one chunk to the next device.
-struct RingTime {
-  double total = 0, compute = 0, comm = 0;
-};
-RingTime ring_time(const Ctx& c, int r, bool zigzag, double heads, double chunk, const Link& l) {
-  RingTime t;
-  const auto pairs = ring_step_pairs(c.N, r, zigzag);
-  for (int s = 0; s < r; ++s) {
-    const double comp = 4.0 * heads * c.d * pairs[size_t(s)] / c.attn_rate;
-    const double comm = s + 1 < r ? chunk / l.bandwidth + l.latency : 0;
-    t.total += std::max(comp, comm);
-    t.compute += comp;
-    t.comm += comm;
-  }
-  return t;
+// One layer's elementwise traffic for `tokens` tokens (norms, rope, SwiGLU, residuals)
+// and its ops' fixed costs.
+double layer_elementwise(const Ctx& c, const DeviceTime& dt, double tokens, int tp) {
+  const double per_token = 10 * c.D + 2 * (c.H + c.G) * c.d / tp + 3 * c.F / tp;
+  return dt.stream(tokens * per_token * c.b) + dt.ops(kOpsPerLayer);
+}
+
+// Attention of one call: `heads` query heads of `queries` tokens, `triples` visible
+// (query, key, head) triples in all.
+double attention_call(const Ctx& c, const DeviceTime& dt, double triples, double queries,
+                      double heads, double kv_bytes = 0) {
+  if (triples <= 0 || queries <= 0 || heads <= 0) return 0;
+  return dt.attention(triples, c.d, queries, triples / (queries * heads), c.H / c.G, kv_bytes);
+}
+
+// The output head for the last token, and the step's fixed costs at its ends.
+double model_ends(const Ctx& c, const DeviceTime& dt, int tp) {
+  return dt.matmul(1, c.V / tp, c.D, c.V / tp * c.D * c.bpp) + dt.ops(kOpsPerStep);
 }
 
 // Activations alive while one layer runs on T tokens with weights split tp ways (no
@@ -146,13 +164,15 @@ double activations(const Ctx& c, double T, int tp) {
          c.V * 4;  // logits of the last token, f32
 }
 
-// Decode of one token: every device streams its weight shard and its KV shard once;
-// compute rarely binds on GPUs but does on CPUs.
-double decode_time(const Ctx& c, int tp, double kv_bytes, double kv_tokens, double heads) {
-  const double mem = (c.W_read / tp + kv_bytes) / c.mem_rate;
-  const double flops = (linear_flops(c.m, 1) * c.L + 2 * c.V * c.D) / tp +
-                       4.0 * heads * c.d * kv_tokens * c.L;
-  return std::max(mem, flops / c.lin_rate);
+// One decoded token on a device holding `kv_tokens` of the cache (`heads` query heads
+// over `kv_heads` KV heads): every matrix product at one token (weight-bound), attention
+// over its cache, the output head.
+double decode_step(const Ctx& c, const DeviceTime& dt, int tp, double kv_tokens, double heads,
+                   double kv_heads) {
+  const double kv_bytes = kv_tokens * 2 * kv_heads * c.d * c.b;
+  return c.L * (layer_linear(c, dt, 1, tp) + layer_elementwise(c, dt, 1, tp) +
+                attention_call(c, dt, heads * kv_tokens, 1, heads, kv_bytes)) +
+         model_ends(c, dt, tp);
 }
 
 double kv_cache_bytes(const Ctx& c, double tokens, double kv_heads) {
@@ -172,11 +192,11 @@ std::string comm_phrase(const StrategyPlan& s, const char* what) {
                      fmt_seconds(s.exposed_comm_seconds), pct);
 }
 
+// `compute` and `total` include the model's ends (output head, fixed costs).
 void finish(const Ctx& c, StrategyPlan& s, double compute, double comm, double total) {
-  const double lm_head = 2 * c.V * c.D / s.tp / c.lin_rate;  // logits of the last token
-  s.compute_seconds = compute + lm_head;
+  s.compute_seconds = compute;
   s.comm_seconds = comm;
-  s.prefill_seconds = total + lm_head;
+  s.prefill_seconds = total;
   s.exposed_comm_seconds = std::max(0.0, s.prefill_seconds - s.compute_seconds);
   s.memory_bytes = s.weight_bytes + s.kv_bytes + s.activation_bytes;
   s.fits = s.memory_bytes <= c.hw.memory_capacity;
@@ -195,13 +215,25 @@ StrategyPlan not_applicable(std::string name, std::string why) {
 StrategyPlan single(const Ctx& c) {
   StrategyPlan s;
   s.strategy = "single";
-  s.layout = "1 device";
+  s.layout = c.threads_single > 0 ? fmt::format("1 device x {} threads", c.threads_single)
+                                  : "1 device";
   s.weight_bytes = c.W;
   s.kv_bytes = kv_cache_bytes(c, c.N + c.dec, c.G);
-  s.activation_bytes = activations(c, c.N, 1);
-  const double compute =
-      c.L * (linear_flops(c.m, c.N) / c.lin_rate + causal_attention_flops(c.m, c.N) / c.attn_rate);
-  s.decode_seconds_per_token = decode_time(c, 1, s.kv_bytes, c.N, c.H);
+  const int64_t n = int64_t(c.N);
+  const int64_t chunk = c.single_chunk > 0 ? std::min(c.single_chunk, n) : n;
+  s.activation_bytes = activations(c, double(chunk), 1);
+  const DeviceTime dt = c.device(c.threads_single, 1);
+  // Chunk by chunk, as the runtime prefills: each chunk's queries see the chunks before
+  // it and their own causal triangle.
+  double compute = 0;
+  for (int64_t at = 0; at < n; at += chunk) {
+    const double m = double(std::min(chunk, n - at));
+    const double triples = c.H * (m * double(at) + m * (m + 1) / 2);
+    compute += c.L * (layer_linear(c, dt, m, 1) + layer_elementwise(c, dt, m, 1) +
+                      attention_call(c, dt, triples, m, c.H));
+  }
+  compute += model_ends(c, dt, 1);
+  s.decode_seconds_per_token = decode_step(c, dt, 1, c.N, c.H, c.G);
   finish(c, s, compute, 0, compute);
   s.note = "all work on one device, no communication";
   return s;
@@ -223,37 +255,54 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
   StrategyPlan s;
   s.strategy = std::string(scheme.kind());
   s.layout = layout_of(scheme, c.P);
+  if (c.threads_rank > 0) s.layout += fmt::format(" x {} threads", c.threads_rank);
   s.ulysses = scheme.is("hybrid") ? scheme.ulysses : scheme.is("ulysses") ? c.P : 1;
   s.ring = scheme.is("hybrid") ? scheme.ring : scheme.is("ulysses") ? 1 : c.P;
   const parallel::CostShape shape{c.m.n_head, c.m.n_head_kv, c.m.head_dim, double(c.b)};
   const int64_t n = int64_t(c.N);
   const auto phases = scheme.desc->cost(scheme, shape, n, c.P);
+  const DeviceTime dt = c.device(c.threads_rank, c.K);
   double attn = 0, attn_compute = 0, comm = 0;
   bool overlapped = false;  // some transfer travels while attention runs
   std::vector<double> sent(size_t(c.P), 0.0), pairs(size_t(c.P), 0.0);
   for (const parallel::CostPhase& p : phases) {
-    const double most_pairs = *std::max_element(p.head_pairs.begin(), p.head_pairs.end());
-    const double most_bytes = *std::max_element(p.bytes.begin(), p.bytes.end());
+    // The members of a group span group * stride consecutive devices: beyond a node,
+    // the link across nodes carries their traffic.
+    const bool inter = p.group * p.stride > c.K;
+    const bool exchange = p.kind == parallel::CostPhase::Kind::Exchange && p.stride == 1;
+    const bool ring_step = p.kind == parallel::CostPhase::Kind::RingStep;
+    double phase = 0, phase_comp = 0, phase_comm = 0;
     for (size_t r = 0; r < sent.size(); ++r) {
       sent[r] += p.bytes[r];
       pairs[r] += p.head_pairs[r];
+      const double q = r < p.query_tokens.size() ? p.query_tokens[r] : 0;
+      const double h = r < p.query_heads.size() ? p.query_heads[r] : 0;
+      const double comp = attention_call(c, dt, p.head_pairs[r], q, h);
+      const double t_comm = p.bytes[r] <= 0 ? 0
+                            : exchange      ? dt.alltoall(p.bytes[r], p.group, c.link(inter), inter)
+                                            : dt.message(p.bytes[r], c.link(inter), inter);
+      overlapped |= ring_step && p.bytes[r] > 0;
+      phase = std::max(phase, ring_step ? std::max(comp, t_comm) : comp + t_comm);
+      phase_comp = std::max(phase_comp, comp);
+      phase_comm = std::max(phase_comm, t_comm);
     }
-    const double comp = 4.0 * c.d * most_pairs / c.attn_rate;
-    // The members of a group span group * stride consecutive devices: beyond a node,
-    // the link across nodes carries their traffic.
-    const Link& l = p.group * p.stride > c.K ? c.hw.inter : c.hw.intra;
-    double t_comm = 0;
-    if (most_bytes > 0)
-      t_comm = p.kind == parallel::CostPhase::Kind::Exchange && p.stride == 1
-                   ? alltoall(most_bytes, p.group, c)
-                   : most_bytes / l.bandwidth + l.latency;
-    const bool ring_step = p.kind == parallel::CostPhase::Kind::RingStep;
-    overlapped |= ring_step && most_bytes > 0;
-    attn += ring_step ? std::max(comp, t_comm) : comp + t_comm;
-    attn_compute += comp;
-    comm += t_comm;
+    attn += phase;
+    attn_compute += phase_comp;
+    comm += phase_comm;
   }
-  const double lin = c.L * linear_flops(c.m, c.N / c.P) / c.lin_rate;
+  // The products and elementwise ops, step by step: each rank's tokens of each band.
+  const int64_t band = parallel::scheme_band(scheme, n, c.P);
+  double lin = 0;
+  for (const parallel::TokenRange& b : parallel::bands_of(n, band)) {
+    double most = 0;
+    for (int r = 0; r < c.P; ++r) {
+      const auto tokens = double(parallel::range_tokens(
+          parallel::shard_ranges(b.size(), c.P, r, scheme.placement)));
+      most = std::max(most, layer_linear(c, dt, tokens, 1) + layer_elementwise(c, dt, tokens, 1));
+    }
+    lin += c.L * most;
+  }
+  lin += model_ends(c, dt, 1);
   // Memory: the runtime's own cache capacity per rank (its shard and its share of the
   // decoded tokens) and its strategy's workspace (counted in f32 by the runtime, scaled
   // to the profile's element size).
@@ -272,11 +321,14 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
   s.activation_bytes = activations(c, step, 1) + workspace * c.b / 4.0;
   s.bytes_communicated_per_device = c.L * *std::max_element(sent.begin(), sent.end());
   // Decode against the KV cache sharded across the ranks: each reads its shard, then the
-  // partial outputs and log-sum-exps of the new token are combined across all P.
-  const Link& l = c.P > c.K ? c.hw.inter : c.hw.intra;
+  // partial outputs and log-sum-exps of the new token are combined across all P, and
+  // the sampled token goes to every rank.
+  const bool inter = c.P > c.K;
   const double merge = c.H * c.d * c.b + 4 * c.H;
-  s.decode_seconds_per_token =
-      decode_time(c, 1, s.kv_bytes, cache_tokens, c.H) + c.L * allreduce(merge, c.P, l);
+  const double kv_shard = std::ceil((c.N + 1) / c.P);
+  s.decode_seconds_per_token = decode_step(c, dt, 1, kv_shard, c.H, c.G) +
+                               c.L * allreduce(c, dt, merge, c.P, inter) +
+                               allreduce(c, dt, 8, c.P, inter);
   s.decode_bytes_per_token = c.L * 2.0 * (c.P - 1) / c.P * merge;
   finish(c, s, lin + c.L * attn_compute, c.L * comm, lin + c.L * attn);
   const double mean = *std::max_element(pairs.begin(), pairs.end()) > 0
@@ -289,7 +341,8 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
   return s;
 }
 
-// Tensor parallelism over the K devices of a node x zigzag pass-KV ring over the nodes.
+// Tensor parallelism over the K devices of a node x zigzag pass-KV ring over the nodes:
+// the ring's steps as zigzag's descriptor places them, each device computing H/K heads.
 StrategyPlan tp_ring(const Ctx& c) {
   const int tp = c.K, cp = c.P / c.K;
   if (tp <= 1) return not_applicable("tp+ring", "one device per node");
@@ -301,24 +354,40 @@ StrategyPlan tp_ring(const Ctx& c) {
   s.ring = cp;
   s.layout = cp > 1 ? fmt::format("tp{} x zigzag ring {}", tp, cp) : fmt::format("tp{}", tp);
   const double tok = c.N / cp, kvh = std::max(c.G, double(tp)) / tp, heads = c.H / tp;
-  const double lin = c.L * linear_flops(c.m, tok) / tp / c.lin_rate;
-  const double ar = c.L * 2 * allreduce(tok * c.D * c.b, tp, c.hw.intra);
+  const DeviceTime dt = c.device(c.threads_rank, c.K);
+  const double lin = c.L * (layer_linear(c, dt, tok, tp) + layer_elementwise(c, dt, tok, tp)) +
+                     model_ends(c, dt, tp);
+  const double ar = c.L * 2 * allreduce(c, dt, tok * c.D * c.b, tp, false);
   const double chunk = tok * 2 * kvh * c.d * c.b;
-  const auto rt = ring_time(c, cp, true, heads, chunk, c.hw.inter);
+  // The ring's steps: zigzag shards of N over cp members, heads/tp of the query heads.
+  double ring_total = 0, ring_compute = 0, ring_comm = 0;
+  {
+    ModelShape one;
+    one.n_head = one.n_head_kv = one.head_dim = 1;
+    const auto steps = ring_step_pairs(c.N, cp, true);
+    for (size_t st = 0; st < steps.size(); ++st) {
+      const double comp = attention_call(c, dt, heads * steps[st], tok, heads);
+      const double t_comm = st + 1 < steps.size() ? dt.message(chunk, c.hw.inter, true) : 0;
+      ring_total += std::max(comp, t_comm);
+      ring_compute += comp;
+      ring_comm += t_comm;
+    }
+  }
   s.weight_bytes = c.W / tp;
   s.kv_bytes = kv_cache_bytes(c, (c.N + c.dec) / cp, kvh);
   s.activation_bytes = activations(c, tok, tp) + (cp > 1 ? 2 * chunk : 0);
   s.bytes_communicated_per_device =
       c.L * (tp_allreduce_bytes(c.m, tok, tp, c.b) + (cp - 1) * chunk);
-  s.decode_seconds_per_token = decode_time(c, tp, s.kv_bytes, c.N / cp, heads) +
-                               c.L * (2 * allreduce(c.D * c.b, tp, c.hw.intra) +
-                                      allreduce(heads * c.d * c.b + 4 * heads, cp, c.hw.inter));
+  s.decode_seconds_per_token =
+      decode_step(c, dt, tp, c.N / cp, heads, kvh) +
+      c.L * (2 * allreduce(c, dt, c.D * c.b, tp, false) +
+             allreduce(c, dt, heads * c.d * c.b + 4 * heads, cp, true));
   s.decode_bytes_per_token = c.L * (2 * 2.0 * (tp - 1) / tp * c.D * c.b +
                                     2.0 * (cp - 1) / cp * (heads * c.d * c.b + 4 * heads));
-  finish(c, s, lin + c.L * rt.compute, ar + c.L * rt.comm, lin + ar + c.L * rt.total);
+  finish(c, s, lin + c.L * ring_compute, ar + c.L * ring_comm, lin + ar + c.L * ring_total);
   s.note = fmt::format("weights split {} ways; ", tp);
   if (cp > 1) {
-    const double ring_exposed = c.L * (rt.total - rt.compute);
+    const double ring_exposed = c.L * (ring_total - ring_compute);
     s.note += fmt::format("balanced causal work; ring K/V transfer ({}/device) {}; ",
                           fmt_bytes(c.L * (cp - 1) * chunk),
                           ring_exposed <= 0.05 * s.prefill_seconds
@@ -395,15 +464,18 @@ Plan make_plan(PlanRequest req, std::string_view strategy) {
   const auto& m = req.model;
   const int K = std::min(req.gpus, req.gpus_per_node);
   const int b = req.dtype == "f32" ? 4 : req.hw.activation_bytes;
-  Ctx c{m, req.hw, double(req.tokens), double(req.decode_tokens), req.gpus, K, b,
+  // A device of a CPU profile is a rank's threads: the single pipeline has the node's
+  // (or the request's), each of K ranks on a node its share.
+  const int node_threads = req.hw.threads;
+  const int t_single = req.threads > 0 ? req.threads : node_threads;
+  const int t_rank = req.threads > 0 ? req.threads : node_threads > 0 ? std::max(1, node_threads / K) : 0;
+  Ctx c{m, req.hw, req.dtype, b >= 4 ? "f32" : req.hw.attention_dtype(),
+        double(req.tokens), double(req.decode_tokens), req.gpus, K, b,
         double(m.n_layer), double(m.n_embd), double(m.n_head), double(m.n_head_kv),
         double(m.head_dim), double(m.n_ff), double(m.n_vocab),
+        weight_bytes_per_param(req.dtype),
         double(m.params()) * weight_bytes_per_param(req.dtype),
-        double(m.params() - (m.tied_output ? 0 : m.n_vocab * m.n_embd)) *
-            weight_bytes_per_param(req.dtype),
-        req.hw.flops_for(req.dtype) * req.hw.efficiency,
-        req.hw.flops_for(b >= 4 ? "f32" : req.hw.attention_dtype()) * req.hw.efficiency,
-        req.hw.memory_bandwidth * req.hw.memory_efficiency};
+        t_single, t_rank, node_threads > 0 ? kCpuPrefillChunk : 0};
   plan.flops = c.L * (linear_flops(m, c.N) + causal_attention_flops(m, c.N)) + 2 * c.V * c.D;
   auto& v = plan.strategies;
   if (!strategy.empty()) {  // one configuration, as the runtime names it
@@ -452,6 +524,7 @@ PlanRequest plan_request(const std::string& model, HardwareProfile hw, int64_t t
     for (const auto& x : names_of_shapes()) names += (names.empty() ? "" : ", ") + x;
     bad_input("--model '{}': not a GGUF file nor a named shape ({})", model, names);
   }
+  if (file_dtype == "f16") file_dtype = "fp16";  // the planner's spelling of GGUF's f16
   req.dtype = !dtype.empty() ? dtype : weight_bytes_per_param(file_dtype) > 0 ? file_dtype : "auto";
   req.tokens = tokens;
   req.decode_tokens = decode_tokens;

@@ -1,0 +1,44 @@
+#pragma once
+// `tandem calibrate`: measures this machine into the curves of a hardware profile
+// (analysis/hardware.hpp, ProfileCurves): matrix products per weight type, attention,
+// per-op fixed costs and streaming bandwidth at 1..T threads on one node, and message
+// and all-to-all rates between two ranks (measure_links, run under MPI). Every figure
+// is measured; a measurement that cannot be made throws, naming it.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tandem/analysis/hardware.hpp"
+
+namespace tandem::comm {
+class Communicator;
+}
+
+namespace tandem::analysis {
+
+struct CalibrateOptions {
+  int threads = 1;                 // T: the node's threads (the curves span 1..T)
+  std::vector<std::string> types;  // weight types of the matmul curves; empty: all
+  // Called with a line of progress ("matmul q8_0 ...").
+  std::function<void(const std::string&)> progress;
+};
+
+// The node's curves and figures (no links): flops["f32"] (FMA peak at T threads),
+// efficiency (a 512-token f32 product's share of it), memory_bandwidth (T threads,
+// a buffer far beyond the caches), threads = T, and curves.matmul, attention,
+// op_overhead and bandwidth.
+HardwareProfile calibrate_node(const CalibrateOptions& opts);
+
+// Between ranks 0 and 1 of `comm` (2 ranks or more; the others idle): one-way message
+// rates and two-rank all-to-all rates by size, as curves over "bytes". Collective: every
+// rank calls it; rank 0's result holds the curves.
+struct LinkCurves {
+  Curve message, alltoall;
+  double latency = 0;    // seconds one way of an 8-byte message
+  double bandwidth = 0;  // bytes/s of the largest message
+};
+LinkCurves measure_links(comm::Communicator& comm);
+nlohmann::json link_curves_to_json(const LinkCurves& l);
+LinkCurves link_curves_from_json(const nlohmann::json& j, const std::string& where);
+
+}  // namespace tandem::analysis

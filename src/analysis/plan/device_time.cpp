@@ -1,0 +1,84 @@
+// What one device's work costs: curves where the profile has them, else its constants.
+#include "analysis/device_time.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tandem::analysis {
+
+namespace {
+// The matmul curve of a weight type: its own, else the types it computes as (bf16, f32),
+// as HardwareProfile::flops_for falls back.
+const Curve* matmul_curve(const HardwareProfile& hw, const std::string& dtype) {
+  const std::string alias = dtype == "fp16" ? "f16" : dtype;
+  for (const std::string& k : {dtype, alias, std::string("bf16"), std::string("f32")})
+    if (auto it = hw.curves.matmul.find(k); it != hw.curves.matmul.end()) return &it->second;
+  return nullptr;
+}
+}  // namespace
+
+DeviceTime::DeviceTime(const HardwareProfile& hw, const std::string& dtype,
+                       const std::string& attn_dtype, int threads, int sharers)
+    : hw_(hw),
+      matmul_(matmul_curve(hw, dtype)),
+      lin_rate_(hw.flops_for(dtype) * hw.efficiency),
+      attn_rate_(hw.flops_for(attn_dtype) * hw.efficiency),
+      threads_(std::max(threads, 1)),
+      sharers_(std::max(sharers, 1)) {}
+
+double DeviceTime::bandwidth(double bytes) const {
+  const Curve& c = hw_.curves.bandwidth;
+  if (c.empty()) return hw_.memory_bandwidth * hw_.memory_efficiency;
+  // The node's rate with every sharer's threads reading, split between them.
+  return c.at({{"threads", double(threads_ * sharers_)}, {"bytes", std::max(bytes, 1.0)}}) /
+         sharers_;
+}
+
+double DeviceTime::matmul(double tokens, double rows, double cols, double weight_bytes) const {
+  if (tokens <= 0 || rows <= 0 || cols <= 0) return 0;
+  const double flops = 2 * tokens * rows * cols;
+  const double t = matmul_ ? flops / matmul_->at({{"threads", double(threads_)},
+                                                   {"tokens", tokens},
+                                                   {"elements", rows * cols}})
+                           : flops / lin_rate_;
+  // No faster than reading the weights once (a curve measured with the node to itself
+  // does not see the ranks that share its memory).
+  return std::max(t, weight_bytes / bandwidth(weight_bytes));
+}
+
+double DeviceTime::attention(double triples, double d, double queries, double keys, double group,
+                             double kv_bytes) const {
+  if (triples <= 0) return 0;
+  const Curve& c = hw_.curves.attention;
+  const double rate = c.empty() ? attn_rate_
+                                : c.at({{"threads", double(threads_)},
+                                        {"queries", std::max(queries, 1.0)},
+                                        {"keys", std::max(keys, 1.0)},
+                                        {"group", std::max(group, 1.0)}});
+  return std::max(4 * d * triples / rate, kv_bytes / bandwidth(kv_bytes));
+}
+
+double DeviceTime::stream(double bytes) const { return bytes > 0 ? bytes / bandwidth(bytes) : 0; }
+
+double DeviceTime::ops(double n) const {
+  const Curve& c = hw_.curves.op_overhead;
+  return c.empty() || n <= 0 ? 0 : n * c.at({{"threads", double(threads_)}});
+}
+
+double DeviceTime::message(double bytes, const Link& link, bool inter) const {
+  if (bytes <= 0) return 0;
+  const Curve& c = inter ? hw_.curves.inter_message : hw_.curves.intra_message;
+  if (c.empty()) return bytes / link.bandwidth + link.latency;
+  return bytes / c.at({{"bytes", bytes}});
+}
+
+double DeviceTime::alltoall(double bytes, int n, const Link& link, bool inter) const {
+  if (n <= 1 || bytes <= 0) return 0;
+  const Curve& c = inter ? hw_.curves.inter_alltoall : hw_.curves.intra_alltoall;
+  if (c.empty()) return bytes / link.bandwidth + (n - 1) * link.latency;
+  // Measured among two ranks: each peer's share at that rate, the peers one after another.
+  const double per_peer = bytes / (n - 1);
+  return (n - 1) * per_peer / c.at({{"bytes", per_peer}});
+}
+
+}  // namespace tandem::analysis

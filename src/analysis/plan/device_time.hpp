@@ -1,0 +1,52 @@
+#pragma once
+// Internal to the planner: what one device's work costs on a hardware profile. Reads the
+// profile's measured curves where it has them (hardware.hpp, ProfileCurves), else its
+// constants (peak FLOP/s x efficiency, memory bandwidth, link bandwidth and latency).
+//
+// A device is what one rank uses: on a CPU profile (threads > 0) its `threads`, with
+// `sharers` devices of the node streaming from the node's memory at once; on a GPU
+// profile one GPU.
+#include <string>
+
+#include "tandem/analysis/hardware.hpp"
+
+namespace tandem::analysis {
+
+class DeviceTime {
+ public:
+  // `dtype`: the weight type of the matrix products (planner spelling); `attn_dtype`: the
+  // type attention runs in; `threads` per device (0 on GPU profiles); `sharers`: devices
+  // of one node that stream from its memory at the same time (>= 1).
+  DeviceTime(const HardwareProfile& hw, const std::string& dtype, const std::string& attn_dtype,
+             int threads, int sharers);
+
+  // y = x W^T for `tokens` rows of x and W of rows x cols, whose weights take
+  // `weight_bytes` (read from memory at least once per call).
+  double matmul(double tokens, double rows, double cols, double weight_bytes) const;
+  // Attention of `triples` visible (query, key, query head) triples at head dim d: calls
+  // of `queries` query tokens whose queries see `keys` keys on average, `group` query
+  // heads per KV head, reading `kv_bytes` of K and V.
+  double attention(double triples, double d, double queries, double keys, double group,
+                   double kv_bytes) const;
+  // Streaming `bytes` (elementwise ops, a cache read) once.
+  double stream(double bytes) const;
+  // The fixed costs of `ops` ops of a forward step.
+  double ops(double n) const;
+  // One message of `bytes` between two devices (inside a node, or across nodes).
+  double message(double bytes, const Link& link, bool inter) const;
+  // An all-to-all in which every device sends `bytes` in all to n - 1 peers.
+  double alltoall(double bytes, int n, const Link& link, bool inter) const;
+
+  bool has_curves() const { return matmul_ != nullptr; }
+  int threads() const { return threads_; }
+
+ private:
+  double bandwidth(double bytes) const;  // this device's share when `sharers` stream
+
+  const HardwareProfile& hw_;
+  const Curve* matmul_ = nullptr;
+  double lin_rate_, attn_rate_;
+  int threads_, sharers_;
+};
+
+}  // namespace tandem::analysis
