@@ -1,5 +1,7 @@
 #include "tandem/memory/activation_plan.hpp"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <limits>
 #include <map>
@@ -187,15 +189,27 @@ void ActivationArena::Free::operator()(std::byte* p) const {
   ::operator delete[](p, std::align_val_t(alignment));
 }
 
+namespace {
+// From this size on the arena sits on transparent huge pages: the first forward step
+// writes every buffer of it, and with 4 KiB pages each first write is a page fault.
+constexpr size_t kHugePage = size_t(2) << 20;
+}  // namespace
+
 ActivationArena::ActivationArena(const ActivationPlan& plan)
-    : mem_(nullptr, Free{plan.alignment}), bytes_(plan.arena_bytes) {
+    : mem_(nullptr, Free{plan.arena_bytes >= kHugePage / 2 ? std::max(plan.alignment, kHugePage)
+                                                            : plan.alignment}),
+      bytes_(plan.arena_bytes) {
+  const size_t align = mem_.get_deleter().alignment;
   try {
     mem_.reset(static_cast<std::byte*>(
-        ::operator new[](std::max<size_t>(bytes_, 1), std::align_val_t(plan.alignment))));
+        ::operator new[](std::max<size_t>(bytes_, 1), std::align_val_t(align))));
   } catch (const std::bad_alloc&) {
     fail(ErrorKind::Resource, "cannot allocate the activation arena: {} MiB needed",
          bytes_ >> 20);
   }
+  // Advice only: 4 KiB pages where refused.
+  if (align >= kHugePage)
+    ::madvise(mem_.get(), (bytes_ + kHugePage - 1) / kHugePage * kHugePage, MADV_HUGEPAGE);
 }
 
 }  // namespace tandem
