@@ -24,8 +24,8 @@ struct Link {
 // constants of the profile (flops x efficiency, memory_bandwidth, the links).
 struct ProfileCurves {
   // FLOP/s of a matrix product y = x W^T (2 FLOPs per weight per token), per weight type:
-  // axes "threads" (threads of the device; CPU profiles), "tokens" (rows of x per call)
-  // and "elements" (rows x cols of W).
+  // axes among "threads" (threads of the device; CPU profiles), "tokens" (rows of x per
+  // call), "rows" and "cols" of W (outputs, inputs) and "elements" (rows x cols).
   std::map<std::string, Curve> matmul;
   // FLOP/s of causal attention (4 d FLOPs per visible query-key pair and query head):
   // axes "threads", "queries" (query tokens per call), "keys" (keys each query sees, on
@@ -34,6 +34,12 @@ struct ProfileCurves {
   // Seconds of fixed cost per op of a forward step (dispatch, thread-pool barrier): axis
   // "threads".
   Curve op_overhead;
+  // Seconds the runtime takes to build a forward step's graph (and first write its
+  // buffers) beyond replaying it, once per step shape: axes "threads" and "layers".
+  Curve graph_build;
+  // Seconds of the first read of one page of a mapped, cached file (the token-embedding
+  // rows a prompt reads): one point.
+  Curve file_fault;
   // Bytes/s of streaming reads (decode's weights and cache, elementwise ops): axes
   // "threads" (all threads of the node reading at once) and "bytes" (bytes read per
   // pass: caches serve small ones).

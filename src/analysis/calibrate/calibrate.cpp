@@ -12,6 +12,7 @@
 #include <memory>
 #include <random>
 
+#include "analysis/step_costs.hpp"
 #include "tandem/analysis/roofline.hpp"
 #include "tandem/core/dtype.hpp"
 #include "tandem/core/error.hpp"
@@ -116,34 +117,33 @@ Weights make_weights(DType type, int64_t rows, int64_t cols) {
   return w;
 }
 
-// FLOP/s of products of `type` over threads x tokens x elements (square-ish matrices of
-// rows 2 x cols, as a model's FFN has them).
+// FLOP/s of products of `type` over threads x tokens x cols x rows of W: the inputs per
+// output (cols) set how long each dot product runs, the outputs how the work splits.
 Curve matmul_curve(DType type, const std::vector<double>& threads,
                    const CalibrateOptions& o) {
-  const std::vector<double> tokens = {1, 8, 64, 512};
-  const std::vector<double> elements = {65536, 1048576, 8388608};
-  Curve c = Curve::grid({"threads", "tokens", "elements"}, {threads, tokens, elements});
-  for (size_t e = 0; e < elements.size(); ++e) {
-    // cols a multiple of 256 (every block size), rows = elements / cols.
-    const int64_t cols = std::max<int64_t>(256, int64_t(std::sqrt(elements[e] / 2)) / 256 * 256);
-    const int64_t rows = int64_t(elements[e]) / cols;
-    const Weights w = make_weights(type, rows, cols);
-    const auto x = random_floats(size_t(tokens.back()) * size_t(cols), 3);
-    std::vector<float> y(size_t(tokens.back()) * size_t(rows));
-    for (size_t t = 0; t < threads.size(); ++t) {
-      kernels::ThreadPool pool(int(threads[t]));
-      for (size_t m = 0; m < tokens.size(); ++m) {
-        const double s = time_call([&](int i) {
-          kernels::matmul(w.views[size_t(i) % w.views.size()], x.data(), int64_t(tokens[m]), y.data(), pool);
-        });
-        c.values[c.index({t, m, e})] = 2 * tokens[m] * double(rows) * double(cols) / s;
+  const std::vector<double> tokens = {1, 16, 512}, cols = {256, 1024, 4096}, rows = {256, 2048};
+  Curve c = Curve::grid({"threads", "tokens", "cols", "rows"}, {threads, tokens, cols, rows});
+  const auto x = random_floats(size_t(tokens.back()) * size_t(cols.back()), 3);
+  std::vector<float> y(size_t(tokens.back()) * size_t(rows.back()));
+  for (size_t k = 0; k < cols.size(); ++k)
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const Weights w = make_weights(type, int64_t(rows[r]), int64_t(cols[k]));
+      for (size_t t = 0; t < threads.size(); ++t) {
+        kernels::ThreadPool pool(int(threads[t]));
+        for (size_t m = 0; m < tokens.size(); ++m) {
+          const double s = time_call([&](int i) {
+            kernels::matmul(w.views[size_t(i) % w.views.size()], x.data(), int64_t(tokens[m]), y.data(), pool);
+          }, 0.01);
+          c.values[c.index({t, m, k, r})] = 2 * tokens[m] * rows[r] * cols[k] / s;
+        }
       }
     }
-  }
-  if (o.progress) o.progress(fmt::format("matmul {}: {:.1f} GFLOP/s at 512 tokens, {:.1f} at 1 ({} threads)",
-                                         info(type).name, c.at({{"threads", threads.back()}, {"tokens", 512}, {"elements", 1048576}}) / 1e9,
-                                         c.at({{"threads", threads.back()}, {"tokens", 1}, {"elements", 1048576}}) / 1e9,
-                                         threads.back()));
+  if (o.progress)
+    o.progress(fmt::format("matmul {}: {:.1f} GFLOP/s at 512 tokens, {:.1f} at 1 (1024 x 2048, {} threads)",
+                           info(type).name,
+                           c.at({{"threads", threads.back()}, {"tokens", 512}, {"cols", 1024}, {"rows", 2048}}) / 1e9,
+                           c.at({{"threads", threads.back()}, {"tokens", 1}, {"cols", 1024}, {"rows", 2048}}) / 1e9,
+                           threads.back()));
   return c;
 }
 
@@ -272,10 +272,18 @@ HardwareProfile calibrate_node(const CalibrateOptions& opts) {
     h.curves.matmul[name] = matmul_curve(*t, threads, opts);
   }
   h.curves.attention = attention_curve(threads, opts);
+  h.curves.graph_build = graph_build_curve(threads);
+  h.curves.file_fault = file_fault_curve();
+  if (opts.progress)
+    opts.progress(fmt::format("graph build: {:.2f} ms per step shape at 8 layers ({} threads); "
+                              "mapped-file page fault {:.1f} us",
+                              h.curves.graph_build.values.back() * 1e3, opts.threads,
+                              h.curves.file_fault.values[0] * 1e6));
   // The constant figures, for what reads no curve: a 512-token f32 product's share of peak.
   const Curve& f32 = h.curves.matmul.count("f32") ? h.curves.matmul.at("f32") : h.curves.matmul.begin()->second;
-  h.efficiency = std::clamp(f32.at({{"threads", double(opts.threads)}, {"tokens", 512}, {"elements", 1048576}}) / peak,
-                            0.01, 1.0);
+  h.efficiency = std::clamp(
+      f32.at({{"threads", double(opts.threads)}, {"tokens", 512}, {"cols", 1024}, {"rows", 2048}}) / peak,
+      0.01, 1.0);
   return h;
 }
 

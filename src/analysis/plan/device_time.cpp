@@ -39,7 +39,9 @@ double DeviceTime::matmul(double tokens, double rows, double cols, double weight
   const double flops = 2 * tokens * rows * cols;
   const double t = matmul_ ? flops / matmul_->at({{"threads", double(threads_)},
                                                    {"tokens", tokens},
-                                                   {"elements", rows * cols}})
+                                                   {"elements", rows * cols},
+                                                   {"rows", rows},
+                                                   {"cols", cols}})
                            : flops / lin_rate_;
   // No faster than reading the weights once (a curve measured with the node to itself
   // does not see the ranks that share its memory).
@@ -63,6 +65,16 @@ double DeviceTime::stream(double bytes) const { return bytes > 0 ? bytes / bandw
 double DeviceTime::ops(double n) const {
   const Curve& c = hw_.curves.op_overhead;
   return c.empty() || n <= 0 ? 0 : n * c.at({{"threads", double(threads_)}});
+}
+
+double DeviceTime::graph_build(double layers) const {
+  const Curve& c = hw_.curves.graph_build;
+  return c.empty() ? 0 : c.at({{"threads", double(threads_)}, {"layers", layers}});
+}
+
+double DeviceTime::file_faults(double windows) const {
+  const Curve& c = hw_.curves.file_fault;
+  return c.empty() || windows <= 0 ? 0 : windows * c.at({{"threads", double(threads_)}});
 }
 
 double DeviceTime::message(double bytes, const Link& link, bool inter) const {

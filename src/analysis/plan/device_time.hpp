@@ -32,6 +32,10 @@ class DeviceTime {
   double stream(double bytes) const;
   // The fixed costs of `ops` ops of a forward step.
   double ops(double n) const;
+  // Building a forward step's graph of `layers` layers (once per step shape), and the
+  // first reads of `windows` 64 KiB windows of a mapped file (the embedding's rows).
+  double graph_build(double layers) const;
+  double file_faults(double windows) const;
   // One message of `bytes` between two devices (inside a node, or across nodes).
   double message(double bytes, const Link& link, bool inter) const;
   // An all-to-all in which every device sends `bytes` in all to n - 1 peers.

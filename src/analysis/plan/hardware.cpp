@@ -120,6 +120,8 @@ namespace {
 std::vector<std::pair<const char*, Curve ProfileCurves::*>> single_curves() {
   return {{"attention", &ProfileCurves::attention},
           {"op_overhead", &ProfileCurves::op_overhead},
+          {"graph_build", &ProfileCurves::graph_build},
+          {"file_fault", &ProfileCurves::file_fault},
           {"bandwidth", &ProfileCurves::bandwidth},
           {"intra_message", &ProfileCurves::intra_message},
           {"inter_message", &ProfileCurves::inter_message},

@@ -156,6 +156,16 @@ double model_ends(const Ctx& c, const DeviceTime& dt, int tp) {
   return dt.matmul(1, c.V / tp, c.D, c.V / tp * c.D * c.bpp) + dt.ops(kOpsPerStep);
 }
 
+// What a prefill of `tokens` tokens in steps of `shapes` distinct sizes pays once: each
+// step shape's graph built, and the token-embedding rows it reads faulted in from the
+// mapped file (the runtime keeps the table mapped), 64 KiB windows at a time, for
+// random-looking ids the expected count of distinct windows.
+double prefill_once(const Ctx& c, const DeviceTime& dt, double tokens, double shapes) {
+  const double windows = std::max(1.0, std::ceil(c.V * c.D * c.bpp / 65536));
+  const double touched = windows * -std::expm1(-tokens / windows);
+  return shapes * dt.graph_build(c.L) + dt.file_faults(touched);
+}
+
 // Activations alive while one layer runs on T tokens with weights split tp ways (no
 // chunked prefill): residual + normed input (2D), q, k, v, attention output, FFN gate and up.
 double activations(const Ctx& c, double T, int tp) {
@@ -232,7 +242,7 @@ StrategyPlan single(const Ctx& c) {
     compute += c.L * (layer_linear(c, dt, m, 1) + layer_elementwise(c, dt, m, 1) +
                       attention_call(c, dt, triples, m, c.H));
   }
-  compute += model_ends(c, dt, 1);
+  compute += model_ends(c, dt, 1) + prefill_once(c, dt, c.N, n % chunk != 0 && n > chunk ? 2 : 1);
   s.decode_seconds_per_token = decode_step(c, dt, 1, c.N, c.H, c.G);
   finish(c, s, compute, 0, compute);
   s.note = "all work on one device, no communication";
@@ -292,8 +302,10 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
   }
   // The products and elementwise ops, step by step: each rank's tokens of each band.
   const int64_t band = parallel::scheme_band(scheme, n, c.P);
-  double lin = 0;
-  for (const parallel::TokenRange& b : parallel::bands_of(n, band)) {
+  const auto bands = parallel::bands_of(n, band);
+  double lin = prefill_once(c, dt, std::ceil(c.N / c.P),
+                            bands.size() > 1 && bands.back().size() != bands.front().size() ? 2 : 1);
+  for (const parallel::TokenRange& b : bands) {
     double most = 0;
     for (int r = 0; r < c.P; ++r) {
       const auto tokens = double(parallel::range_tokens(
