@@ -300,7 +300,7 @@ TEST(Report, ReadsTypedResultsAndPredictsInProcess) {
     x.seconds = 0.5 - 0.1 * r;
     x.bytes_sent = 1e6 + r;
     x.comm_wait_seconds = 0.01;
-    x.comm_alone_seconds = 0.04;
+    x.comm_transfer_seconds = 0.04;  // in flight; 0.01 of it blocked: 75% hidden
     x.head_pairs = 125250.0 * (r + 1);
     x.weights_bytes = 40e6;
     x.kv_bytes = 10e6;
@@ -321,6 +321,18 @@ TEST(Report, ReadsTypedResultsAndPredictsInProcess) {
   EXPECT_EQ(run.peak_rss_bytes(), 91e6);
   EXPECT_EQ(run.peak_rss_beyond_weights_bytes(), 31e6);
   EXPECT_EQ(run.per_rank[0].unaccounted_bytes(), 90e6 - 20e6 - 40e6 - 10e6);
+  // Results written before the time in flight was measured (comm_alone_seconds, a
+  // ping-pong estimate, instead) still parse; their hidden fraction is unknown: 0.
+  {
+    auto old = tandem::to_json(p);
+    EXPECT_EQ(old["per_rank"][0]["comm_transfer_seconds"].get<double>(), 0.04);
+    EXPECT_NEAR(old["per_rank"][0]["comm_hidden_fraction"].get<double>(), 0.75, 1e-12);
+    for (auto& x : old["per_rank"]) x.erase("comm_transfer_seconds"), x["comm_alone_seconds"] = 0.04;
+    const auto read = tandem::prefill_report_from_json(old, "old prefill --json");
+    EXPECT_EQ(read.per_rank[0].comm_transfer_seconds, 0);
+    EXPECT_EQ(read.per_rank[0].comm_wait_seconds, 0.01);
+    EXPECT_EQ(read.per_rank[0].hidden_fraction(), 0);
+  }
   // A field missing: an error naming the document and the field.
   auto j = tandem::to_json(p);
   j["per_rank"][0].erase("kv_bytes");

@@ -227,9 +227,11 @@ std::string index_html(const CompareResults& r, const Figures& plots, const Figu
                    "N &lt;= {}, --naive-max). ", kNaiveDecodeTokens, r.naive_max);
   b += 
        "<b>single</b>: the optimized single pipeline (SIMD kernels, KV cache, static memory). "
-       "P x T: ranks x threads per rank. Memory is the peak per rank; sent bytes, wait time "
-       "and hidden fraction are the busiest rank's (hidden = share of communication overlapped "
-       "by compute). The planner column is <code>tandem plan --hardware " +
+       "P x T: ranks x threads per rank. Memory is the peak per rank; sent bytes and wait time "
+       "are the busiest rank's. Hidden is measured, the mean over ranks of 1 - wait / in flight: "
+       "in flight is the time a rank's messages and collectives were under way (from post to "
+       "the moment their completion was seen, concurrent ones counted once), wait the part of "
+       "it the rank spent blocked; the rest compute hid. The planner column is <code>tandem plan --hardware " +
        xml_escape(r.planner_hardware) +
        "</code> for the same N and P (one core per rank; '-' where it has no layout for that "
        "scheme); error = predicted / measured - 1.</p>\n";
