@@ -70,9 +70,9 @@ enum class ElemType { F32, F64, I64 };
 size_t elem_size(ElemType t);
 
 // Traffic counted by every operation of one communicator (self-copies excluded). A
-// sub-communicator's (split()) traffic, waits and transfer time count in its own stats and
-// in those of every communicator it was split from, which must outlive it: the world's stats are the
-// rank's whole traffic.
+// sub-communicator's (split()) traffic, waits and transfer time count in its own stats
+// and in those of every communicator it was split from, which must outlive it: the
+// world's stats are the rank's whole traffic.
 // Point-to-point bytes count when posted. For collectives, bytes are what this rank
 // hands to / takes from other ranks; allreduce counts the 2(P-1)/P * n volume of a ring.
 // Time: wait_seconds is what the rank spent blocked; transfer_seconds is the time its
@@ -80,8 +80,9 @@ size_t elem_size(ElemType t);
 // operation's post (isend/irecv to another rank) to the moment its completion was
 // observed (Request::test() true, a wait returned, the request destroyed), and of each
 // collective from its start to its return (P > 1). Concurrent operations count once.
-// A wait lies inside such an interval, so wait <= transfer, and 1 - wait / transfer is
-// the share of the in-flight time that the rank spent on other work (compute hid it).
+// A wait on another rank lies inside such an interval, so wait <= transfer, and
+// 1 - wait / transfer is the share of the in-flight time that the rank spent on other
+// work (compute hid it).
 // Observed completion is an upper bound of the wire time: a message that arrived early
 // but is tested late counts until the test.
 struct CommStats {
