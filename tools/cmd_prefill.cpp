@@ -49,19 +49,23 @@ void print_report(const Opts& o, const PrefillReport& r) {
   }
   fmt::print("prefill of {} tokens, scheme {}, {} rank(s) x {} thread(s): {:.3f} s, {:.1f} tokens/s\n",
              r.tokens, r.scheme, r.ranks, r.threads_per_rank, r.seconds, r.tokens_per_s);
-  fmt::print("{:>4} {:>8} {:>9} {:>11} {:>9} {:>12} {:>11} {:>11} {:>10} {:>8}\n", "rank", "tokens",
-             "seconds", "weights MiB", "KV MiB", "activ. MiB", "sent MiB", "recv MiB", "wait s",
-             "hidden");
+  fmt::print("{:>4} {:>8} {:>9} {:>11} {:>9} {:>12} {:>11} {:>11} {:>11} {:>10} {:>8}\n", "rank",
+             "tokens", "seconds", "weights MiB", "KV MiB", "activ. MiB", "sent MiB", "recv MiB",
+             "in flight s", "wait s", "hidden");
   constexpr double MiB = 1 << 20;
   double planned = 0, unplanned = 0;
   for (const RankReport& x : r.per_rank) {
-    fmt::print("{:>4} {:>8} {:>9.3f} {:>11.1f} {:>9.1f} {:>12.1f} {:>11.2f} {:>11.2f} {:>10.3f} {:>7.0f}%\n",
+    fmt::print("{:>4} {:>8} {:>9.3f} {:>11.1f} {:>9.1f} {:>12.1f} {:>11.2f} {:>11.2f} {:>11.3f} {:>10.3f} {:>7.0f}%\n",
                x.rank, x.tokens, x.seconds, x.weights_bytes / MiB, x.kv_bytes / MiB,
                x.activation_bytes / MiB, x.bytes_sent / MiB, x.bytes_received / MiB,
-               x.comm_wait_seconds, 100.0 * x.hidden_fraction());
+               x.comm_transfer_seconds, x.comm_wait_seconds, 100.0 * x.hidden_fraction());
     planned = std::max(planned, x.activation_bytes);
     unplanned = std::max(unplanned, x.activation_unplanned_bytes);
   }
+  if (r.ranks > 1)
+    fmt::print("in flight: time a rank's messages and collectives were under way (post to observed "
+               "completion, concurrent ones once); wait: time it was blocked on them; hidden = 1 - "
+               "wait / in flight\n");
   fmt::print("activation buffers (largest rank): {:.2f} MiB planned vs {:.2f} MiB one buffer per "
              "value\n", planned / MiB, unplanned / MiB);
   // The accounting beside what the operating system measured, per process.

@@ -15,11 +15,15 @@ namespace tandem::comm {
 // Names the collective in progress for error messages (restores the outer one).
 class OpScope {
  public:
+  // The outermost collective with other ranks is in flight until it returns.
   OpScope(Communicator& c, std::string_view op)
-      : c_(c), saved_(c.op_), begin_(c.trace_ ? now_seconds() : 0) {
+      : c_(c), saved_(c.op_), begin_(c.trace_ ? now_seconds() : 0),
+        flight_(saved_.empty() && c.size() > 1) {
     c.op_ = op;
+    if (flight_) c.begin_flight();
   }
   ~OpScope() {
+    if (flight_) c_.end_flight();
     // The outermost collective becomes one span (op names are string literals).
     if (c_.trace_ && saved_.empty()) c_.trace_->add(c_.op_.data(), "comm", begin_, now_seconds());
     c_.op_ = saved_;
@@ -31,6 +35,7 @@ class OpScope {
   Communicator& c_;
   std::string_view saved_;
   double begin_;
+  bool flight_;
 };
 
 namespace {
@@ -54,9 +59,26 @@ void check_span(const Communicator& c, std::string_view op, std::string_view nam
 
 }  // namespace
 
-Request::~Request() = default;
+Request::~Request() { landed(); }
+
+bool Request::test() {
+  const bool done = do_test();
+  if (done) landed();
+  return done;
+}
 
 void Request::wait(double timeout_s) { wait_until(now_seconds() + timeout_s, timeout_s); }
+
+void Request::wait_until(double deadline, double timeout_s) {
+  do_wait_until(deadline, timeout_s);
+  landed();
+}
+
+void Request::landed() {
+  if (!in_flight_on_) return;
+  in_flight_on_->end_flight();
+  in_flight_on_ = nullptr;
+}
 
 size_t elem_size(ElemType t) {
   switch (t) {
@@ -101,22 +123,57 @@ void Communicator::add_wait_seconds(double seconds) {
   for (Communicator* c = this; c; c = c->parent_) c->stats_.wait_seconds += seconds;
 }
 
+void Communicator::begin_flight() {
+  const double t = now_seconds();
+  for (Communicator* c = this; c; c = c->parent_)
+    if (c->in_flight_++ == 0) c->flight_since_ = t;
+}
+
+void Communicator::end_flight() {
+  const double t = now_seconds();
+  for (Communicator* c = this; c; c = c->parent_)
+    if (--c->in_flight_ == 0) c->stats_.transfer_seconds += t - c->flight_since_;
+}
+
+CommStats Communicator::stats() const {
+  CommStats s = stats_;
+  if (in_flight_ > 0) s.transfer_seconds += now_seconds() - flight_since_;
+  return s;
+}
+
+void Communicator::reset_stats() {
+  stats_ = {};
+  if (in_flight_ > 0) flight_since_ = now_seconds();
+}
+
 void Communicator::unsupported(std::string_view op) const {
   fail(ErrorKind::Comm, "{}: {} is not supported by the {} backend", who_, op, backend());
 }
 
 // ---- point-to-point ----
 
+void Communicator::track(Request& r) {
+  if (r.in_flight_on_) return;
+  begin_flight();
+  r.in_flight_on_ = this;
+}
+
 std::unique_ptr<Request> Communicator::post_send(const void* buf, size_t bytes, int dst,
                                                  int tag) {
   auto r = do_isend(buf, bytes, dst, tag);
-  if (dst != rank_) count_traffic(bytes, 0, 1);
+  if (dst != rank_) {
+    count_traffic(bytes, 0, 1);
+    track(*r);
+  }
   return r;
 }
 
 std::unique_ptr<Request> Communicator::post_recv(void* buf, size_t bytes, int src, int tag) {
   auto r = do_irecv(buf, bytes, src, tag);
-  if (src != rank_) count_traffic(0, bytes, 0);
+  if (src != rank_) {
+    count_traffic(0, bytes, 0);
+    track(*r);
+  }
   return r;
 }
 

@@ -91,9 +91,9 @@ using inproc::RecvSlot;
 using inproc::World;
 
 class DoneRequest final : public Request {
- public:
-  bool test() override { return true; }
-  void wait_until(double, double) override {}
+ protected:
+  bool do_test() override { return true; }
+  void do_wait_until(double, double) override {}
 };
 
 class RecvRequest final : public Request {
@@ -110,13 +110,13 @@ class RecvRequest final : public Request {
     if (!slot_->done) box.channels[key_].waiting.erase(seq_);  // cancel: no late writes
   }
 
-  bool test() override {
+  bool do_test() override {
     Mailbox& box = *world_->boxes[dst_];
     std::unique_lock lock(box.m);
     return check_locked();
   }
 
-  void wait_until(double deadline, double timeout_s) override {
+  void do_wait_until(double deadline, double timeout_s) override {
     if (finished_) return;
     Mailbox& box = *world_->boxes[dst_];
     const double t0 = now_seconds();

@@ -84,7 +84,7 @@ bool MpiRequest::poll() {
 // Time inside a test is communication the caller did not overlap (with shared-memory
 // single copy, the copy itself runs inside the MPI call that progresses it): it counts
 // as waiting, so the hidden fraction of a run stays honest.
-bool MpiRequest::test() {
+bool MpiRequest::do_test() {
   if (done_) return true;
   const double t0 = now_seconds();
   try {
@@ -97,7 +97,7 @@ bool MpiRequest::test() {
   }
 }
 
-void MpiRequest::wait_until(double deadline, double timeout_s) {
+void MpiRequest::do_wait_until(double deadline, double timeout_s) {
   if (done_) return;
   wait_polling([] { return now_seconds(); }, [&] { return poll(); }, deadline,
                [&](double s) { comm_->add_wait_seconds(s); },

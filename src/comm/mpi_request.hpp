@@ -42,8 +42,9 @@ class MpiRequest final : public Request {
   // marking the environment failed.
   [[noreturn]] void raise(const std::string& what);
 
-  bool test() override;
-  void wait_until(double deadline, double timeout_s) override;
+ protected:
+  bool do_test() override;
+  void do_wait_until(double deadline, double timeout_s) override;
 
  private:
   bool poll();

@@ -36,13 +36,15 @@ class NcclRequest final : public Request {
  public:
   NcclRequest(NcclComm* c, std::string desc) : c_(c), desc_(std::move(desc)) {}
   ~NcclRequest() override;
-  bool test() override;
-  void wait_until(double deadline, double timeout_s) override;
 
   // Set by NcclComm when the group holding this operation is enqueued.
   void launched(std::shared_ptr<Event> ev) { ev_ = std::move(ev); }
   bool is_launched() const { return ev_ != nullptr; }
   const std::string& desc() const { return desc_; }
+
+ protected:
+  bool do_test() override;
+  void do_wait_until(double deadline, double timeout_s) override;
 
  private:
   bool poll();
@@ -385,7 +387,7 @@ bool NcclRequest::poll() {
   return true;
 }
 
-bool NcclRequest::test() {
+bool NcclRequest::do_test() {
   const double t0 = now_seconds();
   try {
     const bool r = poll();
@@ -397,7 +399,7 @@ bool NcclRequest::test() {
   }
 }
 
-void NcclRequest::wait_until(double deadline, double timeout_s) {
+void NcclRequest::do_wait_until(double deadline, double timeout_s) {
   if (done_) return;
   wait_polling([] { return now_seconds(); }, [&] { return poll(); }, deadline,
                [&](double s) { c_->add_wait_seconds(s); },

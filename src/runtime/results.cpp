@@ -11,8 +11,9 @@
 namespace tandem {
 
 double RankReport::hidden_fraction() const {
-  return comm_alone_seconds > 0 ? std::clamp(1.0 - comm_wait_seconds / comm_alone_seconds, 0.0, 1.0)
-                                : 0.0;
+  return comm_transfer_seconds > 0
+             ? std::clamp(1.0 - comm_wait_seconds / comm_transfer_seconds, 0.0, 1.0)
+             : 0.0;
 }
 
 double RankReport::accounted_bytes() const {
@@ -51,10 +52,13 @@ std::string RankReport::describe_memory() const {
 
 namespace {
 // RankReport's measured fields and their JSON names (bytes written as whole numbers).
+// An optional field may be missing from a document (written before it existed): it
+// reads as 0.
 struct RankField {
   const char* name;
   double RankReport::*member;
   bool bytes;
+  bool optional = false;
 };
 constexpr RankField kRankFields[] = {
     {"seconds", &RankReport::seconds, false},
@@ -65,7 +69,7 @@ constexpr RankField kRankFields[] = {
     {"bytes_sent", &RankReport::bytes_sent, true},
     {"bytes_received", &RankReport::bytes_received, true},
     {"comm_wait_seconds", &RankReport::comm_wait_seconds, false},
-    {"comm_alone_seconds", &RankReport::comm_alone_seconds, false},
+    {"comm_transfer_seconds", &RankReport::comm_transfer_seconds, false, true},
     {"head_pairs", &RankReport::head_pairs, false},
     {"workspace_bytes", &RankReport::workspace_bytes, true},
     {"logits_bytes", &RankReport::logits_bytes, true},
@@ -139,7 +143,8 @@ RankReport rank_report_from_json(const nlohmann::json& j, const std::string& wha
     RankReport x;
     x.rank = j.at("rank").get<int>();
     x.tokens = j.at("tokens").get<int64_t>();
-    for (const RankField& f : kRankFields) x.*f.member = j.at(f.name).get<double>();
+    for (const RankField& f : kRankFields)
+      if (!f.optional || j.contains(f.name)) x.*f.member = j.at(f.name).get<double>();
     return x;
   });
 }

@@ -7,24 +7,6 @@
 
 namespace tandem {
 
-double comm_alone_seconds(comm::Communicator& comm, uint64_t bytes, uint64_t messages) {
-  // Every rank must run the same number of exchanges: agree on the largest sample.
-  int64_t agreed[2] = {int64_t(messages), int64_t(messages ? bytes / messages : 0)};
-  comm.allreduce(agreed, 2, comm::ReduceOp::Max);
-  const int64_t total_msgs = agreed[0], msg_bytes = agreed[1];
-  if (comm.size() < 2 || total_msgs == 0 || msg_bytes == 0) return 0;
-  const int64_t sample = std::min<int64_t>(total_msgs, 8);
-  std::vector<char> sbuf(static_cast<size_t>(msg_bytes)), rbuf(static_cast<size_t>(msg_bytes));
-  const int P = comm.size(), r = comm.rank();
-  comm.barrier();
-  const Stopwatch sw;
-  for (int64_t i = 0; i < sample; ++i)
-    comm.sendrecv(sbuf.data(), sbuf.size(), (r + 1) % P, rbuf.data(), rbuf.size(), (r + P - 1) % P, 7);
-  const double per_msg = sw.seconds() / double(sample);
-  // This rank's bytes at the sampled rate (the sample used the largest average message).
-  return per_msg * double(bytes) / double(msg_bytes);
-}
-
 RankReport Session::memory_report(int64_t n) const {
   const comm::Communicator& comm = *comm_;
   RankReport rep;
@@ -59,7 +41,7 @@ PrefillReport Session::measure_prefill(std::span<const int32_t> ids) {
   rep.bytes_sent = double(traffic.bytes_sent);
   rep.bytes_received = double(traffic.bytes_received);
   rep.comm_wait_seconds = traffic.wait_seconds;
-  rep.comm_alone_seconds = comm_alone_seconds(comm, traffic.bytes_sent, traffic.messages);
+  rep.comm_transfer_seconds = traffic.transfer_seconds;
   rep.head_pairs = double(last_pairs_);
   // Every rank's report, on every rank (the same binary: the struct's bytes travel).
   static_assert(std::is_trivially_copyable_v<RankReport>);

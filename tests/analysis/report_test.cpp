@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -99,6 +100,39 @@ std::string xml_problem(const std::string& s) {
   return "";
 }
 
+// The <polyline> elements of an SVG: stroke, stroke-dasharray ("" when solid), points.
+struct Polyline {
+  std::string stroke, dash;
+  std::vector<std::pair<double, double>> points;
+};
+std::vector<Polyline> polylines(const std::string& svg) {
+  std::vector<Polyline> out;
+  size_t at = 0;
+  while ((at = svg.find("<polyline ", at)) != std::string::npos) {
+    const size_t end = svg.find("/>", at);
+    const std::string tag = svg.substr(at, end - at);
+    auto attr = [&](const std::string& name) {
+      const std::string key = " " + name + "=\"";
+      const size_t b = tag.find(key);
+      if (b == std::string::npos) return std::string();
+      const size_t v = b + key.size();
+      return tag.substr(v, tag.find('"', v) - v);
+    };
+    Polyline p;
+    p.stroke = attr("stroke");
+    p.dash = attr("stroke-dasharray");
+    std::istringstream pts(attr("points"));
+    std::string xy;
+    while (pts >> xy) {
+      const size_t comma = xy.find(',');
+      p.points.emplace_back(std::stod(xy.substr(0, comma)), std::stod(xy.substr(comma + 1)));
+    }
+    out.push_back(std::move(p));
+    at = end;
+  }
+  return out;
+}
+
 ta::CompareResults sample_results() {
   ta::CompareResults r;
   r.model = "tiny <synthetic> & \"quoted\"";
@@ -172,9 +206,10 @@ TEST(Report, PlotsAreWellFormed) {
   lp.title = "latency <N>";
   lp.x_label = "N";
   lp.y_label = "s";
-  lp.series = {{"single", {{256, 0.1}, {1024, 0.5}, {4096, 4}}, false},
-               {"ring P=2", {{256, 0.2}, {1024, 0.6}, {4096, 3}}, true},
-               {"empty", {}, false}};
+  lp.series = {{"single", {{256, 0.1}, {1024, 0.5}, {4096, 4}}},
+               {"ring P=2", {{256, 0.2}, {1024, 0.6}, {4096, 3}}, "6 4"},
+               {"empty", {}}};
+  lp.notes = {{"6 4", "dashed: <a note> wrapped over lines"}};
   const auto line = ta::line_plot_svg(lp);
   EXPECT_EQ(xml_problem(line), "") << line;
   EXPECT_NE(line.find("ring P=2"), std::string::npos);
@@ -242,6 +277,75 @@ TEST(Report, FolderHasJsonSvgAndSelfContainedHtml) {
   EXPECT_NE(html.find("ring P=2 beats the single optimized pipeline"), std::string::npos) << html;
 }
 
+// The planner's predictions are dashed lines in the colour of the measured line: exactly
+// on it where the prediction equals the measurement, a constant distance above it (log
+// axis) where it is twice the measurement; none for a run without a prediction.
+TEST(Report, PredictionsAreDashedLinesOfTheMeasuredColour) {
+  ta::CompareResults r;
+  r.model = "m";
+  r.lengths = {256, 1024, 4096};
+  for (const int64_t n : r.lengths) {
+    for (const char* s : {"naive", "single", "ring", "pass-q"}) {
+      ta::RunMeasurement m;
+      m.strategy = s;
+      m.ranks = m.strategy == "ring" || m.strategy == "pass-q" ? 2 : 1;
+      m.tokens = n;
+      m.ok = true;
+      m.prefill_seconds = (m.strategy == "naive" ? 8.0 : m.strategy == "single" ? 1.0 : 0.7) *
+                          double(n) / 1024;
+      m.decode_tokens_per_s = (m.strategy == "naive" ? 2.0 : 300.0) * 1024 / double(n);
+      if (m.strategy == "single")  // predicted exactly
+        m.predicted = ta::Prediction{"local", m.prefill_seconds, 1 / *m.decode_tokens_per_s, 0, 0};
+      if (m.strategy == "ring")  // predicted twice as slow
+        m.predicted =
+            ta::Prediction{"ring", 2 * m.prefill_seconds, 2 / *m.decode_tokens_per_s, 0, 0};
+      r.runs.push_back(m);
+    }
+  }
+  // Series colours follow the labels in the order first run: naive, single, ring, pass-q.
+  const std::string naive = ta::palette(0), single = ta::palette(1), ring = ta::palette(2),
+                    passq = ta::palette(3);
+  const std::string dir = tandem::test::temp_dir() + "/report-predicted";
+  ta::write_report(r, dir);
+  for (const char* f : {"latency.svg", "decode.svg"}) {
+    SCOPED_TRACE(f);
+    const auto svg = read_text(dir + "/" + f);
+    EXPECT_EQ(xml_problem(svg), "");
+    std::map<std::string, Polyline> solid, dashed;
+    for (const auto& p : polylines(svg)) {
+      if (p.dash.empty()) solid[p.stroke] = p;
+      if (p.dash == "6 4") EXPECT_TRUE(dashed.emplace(p.stroke, p).second) << p.stroke;
+      if (p.stroke == naive) EXPECT_EQ(p.dash, "2 3");  // naive: dotted, not dashed
+    }
+    ASSERT_EQ(dashed.size(), 2u);
+    ASSERT_TRUE(dashed.count(single) && dashed.count(ring));
+    EXPECT_FALSE(dashed.count(passq));
+    ASSERT_TRUE(solid.count(single) && solid.count(ring) && solid.count(passq));
+    // Predicted == measured: the same pixels.
+    EXPECT_EQ(dashed[single].points, solid[single].points);
+    // Twice the seconds (half the rate): the same N, a constant step up (down) the log axis.
+    const auto& pred = dashed[ring].points;
+    const auto& meas = solid[ring].points;
+    ASSERT_EQ(pred.size(), 3u);
+    ASSERT_EQ(meas.size(), 3u);
+    const double step = pred[0].second - meas[0].second;
+    EXPECT_GT(std::abs(step), 5);
+    EXPECT_EQ(step < 0, std::string(f) == "latency.svg");  // slower: higher on the latency plot
+    for (size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(pred[k].first, meas[k].first);
+      EXPECT_NEAR(pred[k].second - meas[k].second, step, 0.15);
+    }
+    EXPECT_NE(svg.find(">dashed: predicted by<"), std::string::npos);
+    EXPECT_NE(svg.find(">the planner<"), std::string::npos);
+  }
+  // No predictions: no dashed line and no note.
+  for (auto& m : r.runs) m.predicted.reset();
+  ta::write_report(r, dir);
+  const auto svg = read_text(dir + "/latency.svg");
+  for (const auto& p : polylines(svg)) EXPECT_NE(p.dash, "6 4");
+  EXPECT_EQ(svg.find("predicted by"), std::string::npos);
+}
+
 TEST(Report, CrossoverFindings) {
   auto r = sample_results();
   // ring is slower at 256, faster at 1024: the crossover is at 1024.
@@ -300,7 +404,7 @@ TEST(Report, ReadsTypedResultsAndPredictsInProcess) {
     x.seconds = 0.5 - 0.1 * r;
     x.bytes_sent = 1e6 + r;
     x.comm_wait_seconds = 0.01;
-    x.comm_alone_seconds = 0.04;
+    x.comm_transfer_seconds = 0.04;  // in flight; 0.01 of it blocked: 75% hidden
     x.head_pairs = 125250.0 * (r + 1);
     x.weights_bytes = 40e6;
     x.kv_bytes = 10e6;
@@ -321,6 +425,18 @@ TEST(Report, ReadsTypedResultsAndPredictsInProcess) {
   EXPECT_EQ(run.peak_rss_bytes(), 91e6);
   EXPECT_EQ(run.peak_rss_beyond_weights_bytes(), 31e6);
   EXPECT_EQ(run.per_rank[0].unaccounted_bytes(), 90e6 - 20e6 - 40e6 - 10e6);
+  // Results written before the time in flight was measured (comm_alone_seconds, a
+  // ping-pong estimate, instead) still parse; their hidden fraction is unknown: 0.
+  {
+    auto old = tandem::to_json(p);
+    EXPECT_EQ(old["per_rank"][0]["comm_transfer_seconds"].get<double>(), 0.04);
+    EXPECT_NEAR(old["per_rank"][0]["comm_hidden_fraction"].get<double>(), 0.75, 1e-12);
+    for (auto& x : old["per_rank"]) x.erase("comm_transfer_seconds"), x["comm_alone_seconds"] = 0.04;
+    const auto read = tandem::prefill_report_from_json(old, "old prefill --json");
+    EXPECT_EQ(read.per_rank[0].comm_transfer_seconds, 0);
+    EXPECT_EQ(read.per_rank[0].comm_wait_seconds, 0.01);
+    EXPECT_EQ(read.per_rank[0].hidden_fraction(), 0);
+  }
   // A field missing: an error naming the document and the field.
   auto j = tandem::to_json(p);
   j["per_rank"][0].erase("kv_bytes");

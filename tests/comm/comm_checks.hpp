@@ -4,14 +4,18 @@
 // mismatch throws std::runtime_error naming the rank and what differed.
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tandem/comm/communicator.hpp"
+#include "tandem/core/timer.hpp"
 
 namespace tandem::comm::checks {
 
@@ -240,6 +244,86 @@ inline void stats(Communicator& c) {
               c.stats().messages);
 }
 
+// Time in flight (CommStats::transfer_seconds, the union of the intervals from each post
+// to its observed completion) beside the time blocked (wait_seconds).
+//   exposed: rank 1 sends 60 ms after a barrier while rank 0 waits on its receive at once:
+//     in flight is the wait, nothing hidden (a bound in seconds as well as a share: if rank
+//     0 leaves the barrier late both are near 0);
+//   hidden: each rank's message to its right neighbour was sent before a barrier; each
+//     posts the receive and another send, works 50 ms, then waits: in flight at least the
+//     work, at most the time elapsed (two operations in flight at once count once), and
+//     the wait a small share of it;
+//   sub-communicator: the same with the receive on a split() and the send on the parent:
+//     the sub counts its receive, the parent the union of both (once, not the sum).
+// Self messages and one-rank collectives are never in flight.
+inline void transfer(Communicator& c) {
+  const int P = c.size(), r = c.rank(), right = (r + 1) % P, left = (r - 1 + P) % P;
+  const auto hidden = [](const CommStats& s) { return 1 - s.wait_seconds / s.transfer_seconds; };
+  if (P == 1) {
+    c.reset_stats();
+    int32_t x = 7, y = 0;
+    c.sendrecv(&x, 4, 0, &y, 4, 0, 20);
+    c.barrier();
+    COMM_EXPECT(c, y == 7 && c.stats().transfer_seconds == 0, "P = 1: in flight {} s",
+                c.stats().transfer_seconds);
+    return;
+  }
+  // Exposed.
+  c.barrier();
+  c.reset_stats();
+  int32_t x = 0;
+  if (r == 1) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    x = 5;
+    c.send(&x, 4, 0, 21);
+  } else if (r == 0) {
+    auto rq = c.irecv(&x, 4, 1, 21);
+    c.wait(*rq);
+    const CommStats s = c.stats();
+    COMM_EXPECT(c, x == 5, "exposed: got {}", x);
+    COMM_EXPECT(c, s.transfer_seconds >= s.wait_seconds, "exposed: in flight {} s < wait {} s",
+                s.transfer_seconds, s.wait_seconds);
+    COMM_EXPECT(c, s.transfer_seconds - s.wait_seconds <= std::max(0.005, 0.1 * s.transfer_seconds),
+                "exposed: in flight {} s, wait {} s: not the same", s.transfer_seconds, s.wait_seconds);
+  }
+  // Hidden, on c and then with a sub-communicator.
+  auto sub = c.split(0, r);
+  for (const bool on_sub : {false, true}) {
+    Communicator& rc = on_sub ? *sub : c;
+    const int tag = on_sub ? 24 : 22;
+    int32_t early = 100 + r, got = -1, late = 200 + r, got_late = -1;
+    rc.send(&early, 4, right, tag);
+    c.barrier();  // every early message is sent
+    c.reset_stats();
+    sub->reset_stats();
+    const double t0 = now_seconds();
+    auto rq = rc.irecv(&got, 4, left, tag);
+    auto sq = c.isend(&late, 4, right, 23);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    c.wait(*sq);
+    rc.wait(*rq);
+    const double elapsed = now_seconds() - t0;
+    const CommStats s = c.stats(), ss = sub->stats();
+    c.recv(&got_late, 4, left, 23);
+    const char* where = on_sub ? "hidden (receive on a sub-communicator)" : "hidden";
+    COMM_EXPECT(c, got == 100 + left && got_late == 200 + left, "{}: got {} and {}", where, got,
+                got_late);
+    COMM_EXPECT(c, s.transfer_seconds >= 0.049 && s.transfer_seconds <= elapsed,
+                "{}: in flight {} s, want >= 0.05 s (the work) and <= {} s (elapsed)", where,
+                s.transfer_seconds, elapsed);
+    COMM_EXPECT(c, hidden(s) >= 0.8, "{}: in flight {} s, wait {} s: hidden {}", where,
+                s.transfer_seconds, s.wait_seconds, hidden(s));
+    if (on_sub)
+      COMM_EXPECT(c, ss.transfer_seconds >= 0.049 && ss.transfer_seconds <= s.transfer_seconds &&
+                         ss.wait_seconds <= s.wait_seconds,
+                  "{}: sub in flight {} s, wait {} s; parent {} s, {} s", where,
+                  ss.transfer_seconds, ss.wait_seconds, s.transfer_seconds, s.wait_seconds);
+    else
+      COMM_EXPECT(c, ss.transfer_seconds == 0, "hidden: the sub counted the parent's {} s",
+                  ss.transfer_seconds);
+  }
+}
+
 struct NamedCheck {
   const char* name;
   void (*fn)(Communicator&);
@@ -249,7 +333,7 @@ inline const std::vector<NamedCheck>& all_checks() {
       {"ring", ring},           {"tags", tags},           {"sendrecv", sendrecv},
       {"alltoallv", alltoallv}, {"allgatherv", allgatherv}, {"allreduce", allreduce},
       {"broadcast", broadcast}, {"barrier", barrier},     {"split", split},
-      {"stats", stats}};
+      {"stats", stats},         {"transfer", transfer}};
   return v;
 }
 

@@ -29,6 +29,7 @@ TEST_P(InProcess, Broadcast) { run_in_process(GetParam(), checks::broadcast); }
 TEST_P(InProcess, Barrier) { run_in_process(GetParam(), checks::barrier); }
 TEST_P(InProcess, Split2DMesh) { run_in_process(GetParam(), checks::split); }
 TEST_P(InProcess, Stats) { run_in_process(GetParam(), checks::stats); }
+TEST_P(InProcess, TransferTime) { run_in_process(GetParam(), checks::transfer); }
 
 TEST_P(InProcess, BarrierWaitsForEveryRank) {
   const int P = GetParam();
@@ -288,6 +289,77 @@ TEST(InProcessStats, WaitTimeIsCounted) {
       EXPECT_LE(c.stats().wait_seconds, call);
       EXPECT_EQ(c.stats().bytes_received, sizeof x);
     }
+  });
+}
+
+// An exposed transfer: rank 0 posts its receive and waits at once, rank 1 sends 200 ms
+// after rank 0 is about to wait. The time in flight is the time blocked: hidden ~ 0.
+TEST(InProcessStats, ExposedTransferIsAllWait) {
+  Arrivals waiting;
+  run_in_process(2, [&](Communicator& c) {
+    int x = 42;
+    if (c.rank() == 1) {
+      waiting.wait_for(1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      c.send(&x, sizeof x, 0, 0);
+    } else {
+      x = 0;
+      c.reset_stats();
+      waiting.arrive();
+      auto rq = c.irecv(&x, sizeof x, 1, 0);
+      c.wait(*rq);
+      const CommStats s = c.stats();
+      EXPECT_EQ(x, 42);
+      EXPECT_GE(s.wait_seconds, 0.1);
+      EXPECT_GE(s.transfer_seconds, s.wait_seconds);
+      EXPECT_LE(s.transfer_seconds - s.wait_seconds, 0.02);
+      EXPECT_LE(1 - s.wait_seconds / s.transfer_seconds, 0.1);
+    }
+  });
+}
+
+// A hidden transfer: the message is there before the receive is posted; 50 ms of work
+// between post and wait. In flight >= the work, blocked ~ 0: hidden ~ 1. Two operations
+// in flight at once (the receive and a send) count once.
+TEST(InProcessStats, HiddenTransferCountsTheWorkNotTheWait) {
+  run_in_process(2, [&](Communicator& c) {
+    const int peer = 1 - c.rank();
+    int early = 10 + c.rank(), got = 0, late = 20 + c.rank(), got_late = 0;
+    c.send(&early, sizeof early, peer, 1);
+    c.barrier();
+    c.reset_stats();
+    const Stopwatch sw;
+    auto rq = c.irecv(&got, sizeof got, peer, 1);
+    auto sq = c.isend(&late, sizeof late, peer, 2);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    c.wait(*rq);
+    c.wait(*sq);
+    const double elapsed = sw.seconds();
+    const CommStats s = c.stats();
+    c.recv(&got_late, sizeof got_late, peer, 2);
+    EXPECT_EQ(got, 10 + peer);
+    EXPECT_EQ(got_late, 20 + peer);
+    EXPECT_GE(s.transfer_seconds, 0.049);
+    EXPECT_LE(s.transfer_seconds, elapsed);  // once, not once per operation
+    EXPECT_LE(s.wait_seconds, 0.005);
+    EXPECT_GE(1 - s.wait_seconds / s.transfer_seconds, 0.9);
+  });
+}
+
+// A request destroyed before completion (cancelled) leaves flight then; a pending one
+// counts up to the moment stats() is read.
+TEST(InProcessStats, CancelledRequestStopsCounting) {
+  run_in_process(2, [&](Communicator& c) {
+    if (c.rank() == 1) return;
+    int x = 0;
+    c.reset_stats();
+    auto rq = c.irecv(&x, sizeof x, 1, 9);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_GE(c.stats().transfer_seconds, 0.019);  // still in flight
+    rq.reset();
+    const double t = c.stats().transfer_seconds;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_EQ(c.stats().transfer_seconds, t);
   });
 }
 

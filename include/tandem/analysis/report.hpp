@@ -21,8 +21,9 @@ class Svg {
             double stroke_width = 1, const std::string& dash = "");
   void rect(double x, double y, double w, double h, const std::string& fill,
             const std::string& tooltip = "");
+  // dash: a stroke-dasharray ("6 4"); empty: solid.
   void polyline(const std::vector<std::pair<double, double>>& points, const std::string& stroke,
-                double stroke_width = 2);
+                double stroke_width = 2, const std::string& dash = "");
   void circle(double x, double y, double r, const std::string& fill,
               const std::string& tooltip = "");
   // anchor: start, middle or end; rotate in degrees around (x, y).
@@ -46,7 +47,16 @@ std::string axis_number(double v);
 struct Series {
   std::string name;
   std::vector<std::pair<double, double>> points;  // (x, y); non-positive y skipped on log axes
-  bool dashed = false;
+  std::string dash;         // stroke-dasharray of its line ("6 4" dashed, "2 3" dotted); empty: solid
+  std::string color;        // empty: palette(its index in LinePlot::series)
+  bool in_legend = true;    // false: drawn without a legend entry of its own (see notes)
+  double marker = 3.5;      // radius of the point markers
+};
+
+// A legend line after the series' entries: a grey sample in `dash` and `text`
+// ("dashed: predicted by the planner").
+struct LegendNote {
+  std::string dash, text;
 };
 
 struct LinePlot {
@@ -54,6 +64,7 @@ struct LinePlot {
   bool log_x = true, log_y = true;
   std::vector<double> x_ticks;  // explicit x ticks (e.g. the measured N); empty: automatic
   std::vector<Series> series;
+  std::vector<LegendNote> notes;
   double width = 720, height = 420;
 };
 std::string line_plot_svg(const LinePlot& plot);

@@ -32,22 +32,37 @@
 
 namespace tandem::comm {
 
+class Communicator;
+
 // Handle of a non-blocking operation. Its communicator must outlive it. Destroying a
 // request that has not completed cancels it (do not reuse that peer and tag afterwards);
 // its buffer must stay valid until then. Progress: MPI moves large messages only while
 // the ranks call into it, so code that overlaps compute with a transfer should call
 // test() now and then (e.g. between blocks of work).
+// A point-to-point request to another rank is in flight from its post to the moment its
+// completion is observed (test() returns true, a wait returns, or it is destroyed): its
+// communicator sums that time (CommStats::transfer_seconds).
 class Request {
  public:
   virtual ~Request();
   // True once the operation is complete. Throws Error(Comm) if it failed.
-  virtual bool test() = 0;
+  bool test();
   // Blocks until complete; throws Error(Comm) "rank R: <op> to/from rank S timed out
   // after X s" after timeout_s seconds, or at once when a peer has failed.
   void wait(double timeout_s);
   // The same with an absolute deadline (tandem::now_seconds() clock); a timeout reports
   // timeout_s as X. Communicator::wait_all gives its requests one deadline this way.
-  virtual void wait_until(double deadline, double timeout_s) = 0;
+  void wait_until(double deadline, double timeout_s);
+
+ protected:
+  // The backend's forms of test() and wait_until().
+  virtual bool do_test() = 0;
+  virtual void do_wait_until(double deadline, double timeout_s) = 0;
+
+ private:
+  friend class Communicator;
+  void landed();  // its completion was observed (or it is cancelled): no longer in flight
+  Communicator* in_flight_on_ = nullptr;  // counting its time in flight; null: not counted
 };
 
 enum class ReduceOp { Sum, Max };
@@ -55,17 +70,28 @@ enum class ElemType { F32, F64, I64 };
 size_t elem_size(ElemType t);
 
 // Traffic counted by every operation of one communicator (self-copies excluded). A
-// sub-communicator's (split()) traffic and waits count in its own stats and in those of
-// every communicator it was split from, which must outlive it: the world's stats are the
-// rank's whole traffic.
+// sub-communicator's (split()) traffic, waits and transfer time count in its own stats
+// and in those of every communicator it was split from, which must outlive it: the
+// world's stats are the rank's whole traffic.
 // Point-to-point bytes count when posted. For collectives, bytes are what this rank
 // hands to / takes from other ranks; allreduce counts the 2(P-1)/P * n volume of a ring.
+// Time: wait_seconds is what the rank spent blocked; transfer_seconds is the time its
+// communication was in flight: the union of the intervals from each point-to-point
+// operation's post (isend/irecv to another rank) to the moment its completion was
+// observed (Request::test() true, a wait returned, the request destroyed), and of each
+// collective from its start to its return (P > 1). Concurrent operations count once.
+// A wait on another rank lies inside such an interval, so wait <= transfer, and
+// 1 - wait / transfer is the share of the in-flight time that the rank spent on other
+// work (compute hid it).
+// Observed completion is an upper bound of the wire time: a message that arrived early
+// but is tested late counts until the test.
 struct CommStats {
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
   uint64_t messages = 0;     // messages (or collective blocks) sent to other ranks
   double wait_seconds = 0;   // time blocked waiting for operations to complete (MPI:
                              // including time inside Request::test(), which progresses them)
+  double transfer_seconds = 0;  // time with at least one operation in flight (above)
 };
 
 class Communicator {
@@ -125,8 +151,11 @@ class Communicator {
   void set_trace(Trace* t) { trace_ = t; }
   Trace* trace() const { return trace_; }
 
-  const CommStats& stats() const { return stats_; }
-  void reset_stats() { stats_ = {}; }
+  // The counts so far; transfer_seconds includes an interval still open (operations in
+  // flight now) up to this moment.
+  CommStats stats() const;
+  // Zeroes the counts; operations in flight count from now on.
+  void reset_stats();
   // Time blocked on one of this communicator's operations (the backends' requests
   // report it); counted as stats() says.
   void add_wait_seconds(double seconds);
@@ -174,6 +203,12 @@ class Communicator {
 
  private:
   friend class OpScope;
+  friend class Request;
+  // One more / one less operation in flight, here and on every communicator this one
+  // was split from: a communicator's transfer time is the union over it and its subs.
+  void begin_flight();
+  void end_flight();
+  void track(Request& r);  // r is in flight from now until it lands
   int rank_;
   int size_;
   int world_rank_;
@@ -181,6 +216,8 @@ class Communicator {
   double timeout_;
   std::string_view op_;
   CommStats stats_;
+  int in_flight_ = 0;          // operations in flight (its own and its subs')
+  double flight_since_ = 0;    // when in_flight_ last rose from 0 (or the last reset)
   Communicator* parent_ = nullptr;  // split() from it: traffic counts there too
   Trace* trace_ = nullptr;
 };

@@ -23,7 +23,11 @@ struct RankReport {
   double activation_unplanned_bytes = 0;  // the same with one buffer per value
   double bytes_sent = 0, bytes_received = 0;
   double comm_wait_seconds = 0;  // blocked on communication
-  double comm_alone_seconds = 0; // its traffic when nothing overlaps it
+  // Its communication in flight: the union of the intervals from each post (or
+  // collective's start) to its observed completion (comm::CommStats::transfer_seconds).
+  // 0 in results written before it was measured (they had comm_alone_seconds, a
+  // ping-pong estimate, instead; it is no longer read).
+  double comm_transfer_seconds = 0;
   double head_pairs = 0;         // visible (query, key, head) triples its attention computed
   double workspace_bytes = 0;    // its attention strategy's buffers (the scheme's estimate)
   double logits_bytes = 0;       // rows of logits the command holds (logits: all it writes)
@@ -35,7 +39,8 @@ struct RankReport {
   double baseline_file_rss_bytes = 0;  // of the baseline, pages of mapped files (program, libraries)
   double file_rss_bytes = 0;      // resident pages of mapped files at the end (model, libraries)
   double process_ranks = 1;       // ranks in this process
-  // Share of the communication that compute hid: 1 - waited / (time it takes alone).
+  // Share of the communication that compute hid: 1 - waited / in flight, in [0, 1]; 0
+  // where nothing was in flight.
   double hidden_fraction() const;
   // What the accounting (weights, KV, activations, workspace) counts for the process.
   double accounted_bytes() const;

@@ -156,10 +156,4 @@ class Session {
 // its place: it holds its own rows and the result, no other copy. Collective.
 std::vector<float> gather_logits(comm::Communicator& comm, PrefillOutput&& part, int64_t vocab);
 
-// Seconds this rank's traffic of a run takes when nothing overlaps it: `messages`
-// blocking ring exchanges (send to rank+1, receive from rank-1) of bytes/messages bytes
-// each, timed on a sample and scaled. With the time a run actually waited, the hidden
-// fraction of communication is 1 - waited / alone. Collective.
-double comm_alone_seconds(comm::Communicator& comm, uint64_t bytes, uint64_t messages);
-
 }  // namespace tandem

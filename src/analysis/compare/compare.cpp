@@ -67,7 +67,7 @@ double RunMeasurement::hidden_fraction() const {
   double sum = 0;
   int n = 0;
   for (const auto& r : per_rank)
-    if (r.comm_alone_seconds > 0) sum += r.hidden_fraction(), ++n;
+    if (r.comm_transfer_seconds > 0) sum += r.hidden_fraction(), ++n;
   return n ? sum / n : 0;
 }
 

@@ -31,14 +31,14 @@ std::vector<std::string> labels_of(const CompareResults& r) {
   return labels;
 }
 
-// One series per label of y(run) over N, from the successful runs.
+// One series per label of y(run) over N, from the successful runs; naive dotted.
 template <typename F>
 std::vector<Series> series_of(const CompareResults& r, F y) {
   std::vector<Series> out;
   for (const auto& label : labels_of(r)) {
     Series s;
     s.name = label;
-    s.dashed = label == "naive";
+    if (label == "naive") s.dash = "2 3";
     for (const auto& run : r.runs)
       if (run.ok && run.label() == label) {
         const double v = y(run);
@@ -47,6 +47,30 @@ std::vector<Series> series_of(const CompareResults& r, F y) {
     if (!s.points.empty()) out.push_back(std::move(s));
   }
   return out;
+}
+
+constexpr const char* kPredictedDash = "6 4";
+
+// Beside each measured series, the planner's prediction predicted(run) (0: none) of its
+// successful runs as a dashed line of the same colour, and a legend note when any is drawn.
+template <typename F>
+void add_predictions(LinePlot& p, const CompareResults& r, F predicted) {
+  const size_t measured = p.series.size();
+  for (size_t i = 0; i < measured; ++i) {
+    Series s;
+    s.name = p.series[i].name + ", predicted";
+    s.dash = kPredictedDash;
+    s.color = palette(i);
+    s.in_legend = false;
+    s.marker = 2.5;
+    for (const auto& run : r.runs)
+      if (run.ok && run.predicted && run.label() == p.series[i].name) {
+        const double v = predicted(*run.predicted);
+        if (v > 0) s.points.emplace_back(double(run.tokens), v);
+      }
+    if (!s.points.empty()) p.series.push_back(std::move(s));
+  }
+  if (p.series.size() > measured) p.notes.push_back({kPredictedDash, "dashed: predicted by the planner"});
 }
 
 std::vector<double> lengths_as_ticks(const CompareResults& r) {
@@ -63,6 +87,7 @@ std::string latency_svg(const CompareResults& r) {
   p.y_label = "prefill seconds";
   p.x_ticks = lengths_as_ticks(r);
   p.series = series_of(r, [](const RunMeasurement& m) { return m.prefill_seconds; });
+  add_predictions(p, r, [](const Prediction& x) { return x.prefill_seconds; });
   return line_plot_svg(p);
 }
 
@@ -73,6 +98,9 @@ std::string decode_svg(const CompareResults& r) {
   p.y_label = "decode tokens/s";
   p.x_ticks = lengths_as_ticks(r);
   p.series = series_of(r, [](const RunMeasurement& m) { return m.decode_tokens_per_s.value_or(0); });
+  add_predictions(p, r, [](const Prediction& x) {
+    return x.decode_seconds_per_token > 0 ? 1 / x.decode_seconds_per_token : 0.0;
+  });
   return line_plot_svg(p);
 }
 
@@ -227,9 +255,11 @@ std::string index_html(const CompareResults& r, const Figures& plots, const Figu
                    "N &lt;= {}, --naive-max). ", kNaiveDecodeTokens, r.naive_max);
   b += 
        "<b>single</b>: the optimized single pipeline (SIMD kernels, KV cache, static memory). "
-       "P x T: ranks x threads per rank. Memory is the peak per rank; sent bytes, wait time "
-       "and hidden fraction are the busiest rank's (hidden = share of communication overlapped "
-       "by compute). The planner column is <code>tandem plan --hardware " +
+       "P x T: ranks x threads per rank. Memory is the peak per rank; sent bytes and wait time "
+       "are the busiest rank's. Hidden is measured, the mean over ranks of 1 - wait / in flight: "
+       "in flight is the time a rank's messages and collectives were under way (from post to "
+       "the moment their completion was seen, concurrent ones counted once), wait the part of "
+       "it the rank spent blocked; the rest compute hid. The planner column is <code>tandem plan --hardware " +
        xml_escape(r.planner_hardware) +
        "</code> for the same N and P (one core per rank; '-' where it has no layout for that "
        "scheme); error = predicted / measured - 1.</p>\n";
@@ -281,8 +311,11 @@ std::vector<std::string> write_report(const CompareResults& r, const std::string
   }
   const Figures plots = {
       {"Prefill latency vs N per strategy (log-log). Where a P-rank line drops below "
-       "'single', sequence parallelism is faster.", files[0].second},
-      {"Decode tokens/s vs prompt length N (log-log; higher is better).", files[1].second},
+       "'single', sequence parallelism is faster. Dashed, in the same colour: the planner's "
+       "prediction for that strategy (where it has one); naive is dotted.", files[0].second},
+      {"Decode tokens/s vs prompt length N (log-log; higher is better). Dashed, in the same "
+       "colour: the planner's predicted rate, 1 / its predicted seconds per token.",
+       files[1].second},
       {"Peak KV cache + activation memory per rank vs N (log-log); the weights are on every "
        "rank in full (see the table). Schemes with equal memory draw on top of each other.",
        files[2].second},

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "tandem/analysis/report.hpp"
 
@@ -73,6 +75,26 @@ std::vector<double> ticks_of(const Axis& a) {
   return t;
 }
 
+// Characters of 11 px text that fit beside a legend sample.
+constexpr size_t kLegendChars = 22;
+
+// Words of `text` in lines of at most `width` characters (a longer word gets its own line).
+std::vector<std::string> wrap_words(const std::string& text, size_t width) {
+  std::vector<std::string> lines;
+  std::string line;
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t end = std::min(text.find(' ', at), text.size());
+    const std::string word = text.substr(at, end - at);
+    at = end + 1;
+    if (word.empty()) continue;
+    if (!line.empty() && line.size() + 1 + word.size() > width) lines.push_back(std::move(line)), line.clear();
+    line += (line.empty() ? "" : " ") + word;
+  }
+  if (!line.empty() || lines.empty()) lines.push_back(line);
+  return lines;
+}
+
 void frame(Svg& svg, const std::string& title, double w, double h, double right) {
   svg.text(w / 2 - kLegend / 2, 24, title, 15, "middle", 0, "bold");
   svg.line(kLeft, kTop, kLeft, h - kBottom, "#444");
@@ -123,31 +145,36 @@ std::string line_plot_svg(const LinePlot& plot) {
   svg.text(18, (kTop + h - kBottom) / 2, plot.y_label + (plot.log_y ? " (log scale)" : ""), 12,
            "middle", -90);
 
-  // Series and legend.
+  // Series, then the legend: one entry per series shown in it, then the notes.
+  double ly = kTop + 8;
   for (size_t i = 0; i < plot.series.size(); ++i) {
     const auto& s = plot.series[i];
-    const auto& color = palette(i);
+    const std::string& color = s.color.empty() ? palette(i) : s.color;
     std::vector<std::pair<double, double>> pts;
     for (const auto& [x, y] : s.points)
       if (usable(x, y)) pts.emplace_back(ax.pixel(x), ay.pixel(y));
-    if (s.dashed) {
-      for (size_t k = 1; k < pts.size(); ++k)
-        svg.line(pts[k - 1].first, pts[k - 1].second, pts[k].first, pts[k].second, color, 2, "6 4");
-    } else {
-      svg.polyline(pts, color, 2);
-    }
+    svg.polyline(pts, color, 2, s.dash);
     size_t k = 0;
     for (const auto& [x, y] : s.points) {
       if (!usable(x, y)) continue;
-      svg.circle(pts[k].first, pts[k].second, 3.5, color,
+      svg.circle(pts[k].first, pts[k].second, s.marker, color,
                  fmt::format("{}: {} = {}, {} = {}", s.name, plot.x_label, axis_number(x),
                              plot.y_label, axis_number(y)));
       ++k;
     }
-    const double ly = kTop + 8 + 20 * double(i);
-    svg.line(right + 16, ly, right + 40, ly, color, 2.5, s.dashed ? "6 4" : "");
-    svg.circle(right + 28, ly, 3.5, color);
+    if (!s.in_legend) continue;
+    svg.line(right + 16, ly, right + 40, ly, color, 2.5, s.dash);
+    svg.circle(right + 28, ly, s.marker, color);
     svg.text(right + 46, ly + 4, s.name, 12);
+    ly += 20;
+  }
+  for (const auto& note : plot.notes) {
+    svg.line(right + 16, ly, right + 40, ly, "#666", 2, note.dash);
+    for (const auto& line : wrap_words(note.text, kLegendChars)) {
+      svg.text(right + 46, ly + 4, line, 11);
+      ly += 14;
+    }
+    ly += 6;
   }
   return svg.str();
 }

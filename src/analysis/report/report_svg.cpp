@@ -59,7 +59,7 @@ void Svg::rect(double x, double y, double w, double h, const std::string& fill,
 }
 
 void Svg::polyline(const std::vector<std::pair<double, double>>& points,
-                   const std::string& stroke, double stroke_width) {
+                   const std::string& stroke, double stroke_width, const std::string& dash) {
   if (points.empty()) return;
   std::string pts;
   for (const auto& [x, y] : points) {
@@ -69,9 +69,10 @@ void Svg::polyline(const std::vector<std::pair<double, double>>& points,
     pts += px(y);
   }
   body_ += fmt::format(
-      R"(<polyline points="{}" fill="none" stroke="{}" stroke-width="{}" stroke-linejoin="round"/>)",
+      R"(<polyline points="{}" fill="none" stroke="{}" stroke-width="{}" stroke-linejoin="round")",
       pts, xml_escape(stroke), px(stroke_width));
-  body_ += "\n";
+  if (!dash.empty()) body_ += fmt::format(R"( stroke-dasharray="{}")", xml_escape(dash));
+  body_ += "/>\n";
 }
 
 void Svg::circle(double x, double y, double r, const std::string& fill,
