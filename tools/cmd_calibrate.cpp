@@ -73,7 +73,8 @@ void run(const Opts& o) {
   h.has_links = !o.no_links;
   if (h.has_links) {
     const auto shm = probe_link("self,vader", "shared memory");
-    co.progress(fmt::format("MPI shared memory: {:.2f} GB/s, {:.1f} us one way", shm.bandwidth / 1e9, shm.latency * 1e6));
+    co.progress(fmt::format("MPI shared memory: {:.2f} GB/s, {:.1f} us one way, first contact {:.2f} ms",
+                            shm.bandwidth / 1e9, shm.latency * 1e6, shm.first_contact * 1e3));
     const auto tcp = probe_link("self,tcp", "TCP");
     co.progress(fmt::format("MPI TCP: {:.2f} GB/s, {:.1f} us one way", tcp.bandwidth / 1e9, tcp.latency * 1e6));
     h.intra = {shm.bandwidth, shm.latency};
@@ -82,6 +83,8 @@ void run(const Opts& o) {
     h.curves.intra_alltoall = shm.alltoall;
     h.curves.inter_message = tcp.message;
     h.curves.inter_alltoall = tcp.alltoall;
+    h.curves.intra_first_contact = analysis::Curve::grid({"threads"}, {{1}}, shm.first_contact);
+    h.curves.inter_first_contact = analysis::Curve::grid({"threads"}, {{1}}, tcp.first_contact);
   } else {
     h.description += "; no links (--no-links)";
   }
@@ -116,6 +119,17 @@ void add_calibrate(CLI::App& app) {
   sub->add_option("--types", o->types, "Weight types of the matmul curves, comma-separated (default: every type)");
   sub->add_flag("--no-links", o->no_links, "Do not measure MPI links: a profile of one node (plans --gpus 1)");
   sub->callback([o] { run(*o); });
+
+  auto* sp = app.add_subcommand("step-probe", "First forward step vs its replay, used by calibrate");
+  sp->group("");  // hidden from the main help
+  auto probe_model = std::make_shared<std::string>();
+  auto probe_threads = std::make_shared<int>(1);
+  sp->add_option("-m", *probe_model)->required();
+  sp->add_option("-t", *probe_threads)->check(int_in(1, 1024));
+  sp->callback([probe_model, probe_threads] {
+    const auto r = analysis::measure_first_step(*probe_model, *probe_threads);
+    fmt::print("{:.9f} {:.9f}\n", r.first, r.replay);
+  });
 
   auto* pr = app.add_subcommand("comm-probe", "MPI message and all-to-all rates used by calibrate (run under mpirun -np 2)");
   pr->group("");  // hidden from the main help

@@ -29,6 +29,14 @@ struct CalibrateOptions {
 // op_overhead and bandwidth.
 HardwareProfile calibrate_node(const CalibrateOptions& opts);
 
+// A fresh process's first 1-token forward step of the model at `path` and its replay,
+// in seconds (`tandem step-probe`, which calibrate runs as a fresh process so that
+// nothing set up once per process is warm).
+struct FirstStep {
+  double first = 0, replay = 0;
+};
+FirstStep measure_first_step(const std::string& model_path, int threads);
+
 // Between ranks 0 and 1 of `comm` (2 ranks or more; the others idle): one-way message
 // rates and two-rank all-to-all rates by size, as curves over "bytes". Collective: every
 // rank calls it; rank 0's result holds the curves.
@@ -36,6 +44,9 @@ struct LinkCurves {
   Curve message, alltoall;
   double latency = 0;    // seconds one way of an 8-byte message
   double bandwidth = 0;  // bytes/s of the largest message
+  // Seconds the first exchange and the first all-to-all of two ranks take beyond steady
+  // ones (the transport sets up its state then: a run pays it once).
+  double first_contact = 0;
 };
 LinkCurves measure_links(comm::Communicator& comm);
 nlohmann::json link_curves_to_json(const LinkCurves& l);

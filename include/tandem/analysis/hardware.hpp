@@ -48,6 +48,9 @@ struct ProfileCurves {
   // time), and of an all-to-all among two ranks ("bytes" sent by each), inside a node and
   // across. Rates, not times, so that they hold beyond the largest size measured.
   Curve intra_message, inter_message, intra_alltoall, inter_alltoall;
+  // Seconds two ranks' first exchanges take beyond steady ones (a run pays it once),
+  // inside a node and across: one point each (axis "threads").
+  Curve intra_first_contact, inter_first_contact;
 };
 
 struct HardwareProfile {

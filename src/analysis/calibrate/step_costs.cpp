@@ -20,28 +20,48 @@
 
 namespace tandem::analysis {
 
-namespace {
-// Seconds of the first 1-token step of a fresh engine (graph built) less those of the
-// second (replayed): the median of `reps` engines.
-double build_seconds(const std::string& path, int threads, int reps) {
-  const auto model = load_model(path);
+FirstStep measure_first_step(const std::string& model_path, int threads) {
+  const auto model = load_model(model_path);
   kernels::ThreadPool pool(threads);
+  Engine e(*model, pool);
+  KVCache cache = e.make_cache(8);
+  const int32_t id[1] = {1};
+  int32_t pos[1] = {0};
+  FirstStep r;
+  const Stopwatch first;
+  e.forward(cache, id, pos, 0, nullptr);
+  r.first = first.seconds();
+  pos[0] = 1;
+  const Stopwatch second;
+  e.forward(cache, id, pos, 0, nullptr);
+  r.replay = second.seconds();
+  return r;
+}
+
+namespace {
+// The first step's excess over a replay in fresh processes (`tandem step-probe`, so
+// nothing the kernels set up once per process is warm): the median of 3.
+double build_seconds(const std::string& path, int threads) {
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) fail(ErrorKind::Internal, "calibrate: cannot find its own executable");
+  self[n] = '\0';
   std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    Engine e(*model, pool);
-    KVCache cache = e.make_cache(8);
-    const int32_t id[1] = {1};
-    int32_t pos[1] = {0};
-    const Stopwatch first;
-    e.forward(cache, id, pos, 0, nullptr);
-    const double built = first.seconds();
-    pos[0] = 1;
-    const Stopwatch second;
-    e.forward(cache, id, pos, 0, nullptr);
-    t.push_back(std::max(built - second.seconds(), 1e-7));
+  for (int rep = 0; rep < 3; ++rep) {
+    const std::string cmd = fmt::format("'{}' step-probe -m '{}' -t {} 2>&1", self, path, threads);
+    std::FILE* p = ::popen(cmd.c_str(), "r");
+    if (!p) fail(ErrorKind::Internal, "calibrate: cannot run step-probe");
+    char buf[256] = {0};
+    std::string out;
+    while (std::fgets(buf, sizeof buf, p)) out += buf;
+    const int rc = ::pclose(p);
+    double first = 0, replay = 0;
+    if (rc != 0 || std::sscanf(out.c_str(), "%lf %lf", &first, &replay) != 2)
+      fail(ErrorKind::Internal, "calibrate: graph build not measured: step-probe said: {}", out.substr(0, 300));
+    t.push_back(std::max(first - replay, 1e-7));
   }
-  std::nth_element(t.begin(), t.begin() + long(t.size() / 2), t.end());
-  return t[t.size() / 2];
+  std::nth_element(t.begin(), t.begin() + 1, t.end());
+  return t[1];
 }
 }  // namespace
 
@@ -59,7 +79,7 @@ Curve graph_build_curve(const std::vector<double>& threads) {
     write_synthetic_model(spec, path);
     for (size_t t = 0; t < threads.size(); ++t) {
       try {
-        c.values[c.index({t, l})] = build_seconds(path, int(threads[t]), 5);
+        c.values[c.index({t, l})] = build_seconds(path, int(threads[t]));
       } catch (...) {
         std::filesystem::remove(path);
         throw;

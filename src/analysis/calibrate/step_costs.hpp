@@ -2,6 +2,8 @@
 // Internal to calibrate: the runtime's graph build per step shape, measured.
 #include <vector>
 
+#include "tandem/analysis/calibrate.hpp"
+
 #include "tandem/analysis/curve.hpp"
 
 namespace tandem::analysis {

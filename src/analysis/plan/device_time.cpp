@@ -77,6 +77,11 @@ double DeviceTime::file_faults(double windows) const {
   return c.empty() || windows <= 0 ? 0 : windows * c.at({{"threads", double(threads_)}});
 }
 
+double DeviceTime::first_contact(bool inter) const {
+  const Curve& c = inter ? hw_.curves.inter_first_contact : hw_.curves.intra_first_contact;
+  return c.empty() ? 0 : c.at({{"threads", double(threads_)}});
+}
+
 double DeviceTime::message(double bytes, const Link& link, bool inter) const {
   if (bytes <= 0) return 0;
   const Curve& c = inter ? hw_.curves.inter_message : hw_.curves.intra_message;

@@ -36,6 +36,8 @@ class DeviceTime {
   // first reads of `windows` 64 KiB windows of a mapped file (the embedding's rows).
   double graph_build(double layers) const;
   double file_faults(double windows) const;
+  // Two ranks' first exchanges beyond steady ones (once per run).
+  double first_contact(bool inter) const;
   // One message of `bytes` between two devices (inside a node, or across nodes).
   double message(double bytes, const Link& link, bool inter) const;
   // An all-to-all in which every device sends `bytes` in all to n - 1 peers.

@@ -126,7 +126,9 @@ std::vector<std::pair<const char*, Curve ProfileCurves::*>> single_curves() {
           {"intra_message", &ProfileCurves::intra_message},
           {"inter_message", &ProfileCurves::inter_message},
           {"intra_alltoall", &ProfileCurves::intra_alltoall},
-          {"inter_alltoall", &ProfileCurves::inter_alltoall}};
+          {"inter_alltoall", &ProfileCurves::inter_alltoall},
+          {"intra_first_contact", &ProfileCurves::intra_first_contact},
+          {"inter_first_contact", &ProfileCurves::inter_first_contact}};
 }
 
 nlohmann::json curves_to_json(const ProfileCurves& c) {

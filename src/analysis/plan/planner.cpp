@@ -304,7 +304,8 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
   const int64_t band = parallel::scheme_band(scheme, n, c.P);
   const auto bands = parallel::bands_of(n, band);
   double lin = prefill_once(c, dt, std::ceil(c.N / c.P),
-                            bands.size() > 1 && bands.back().size() != bands.front().size() ? 2 : 1);
+                            bands.size() > 1 && bands.back().size() != bands.front().size() ? 2 : 1) +
+               dt.first_contact(c.P > c.K);
   for (const parallel::TokenRange& b : bands) {
     double most = 0;
     for (int r = 0; r < c.P; ++r) {
