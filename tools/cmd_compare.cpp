@@ -140,7 +140,7 @@ struct Runner {
   }
   int cores = 1;
   std::unique_ptr<analysis::EmulatedHosts> hosts;  // with --links
-  // The planner's profile: cpu-this, or with --links a copy whose links across nodes are
+  // The planner's profile: this machine's, or with --links a copy whose links across nodes are
   // the measured emulated link (and one rank per node).
   std::string hardware;
 
@@ -248,6 +248,12 @@ struct Runner {
     }
     h.inter = {l.measured_bandwidth > 0 ? l.measured_bandwidth : rate.bits_per_second / 8,
                l.measured_bandwidth > 0 ? l.measured_latency : h.inter.latency};
+    // The ranks talk over the emulated link only: curves measured over this host's own
+    // transports would stand in for it.
+    for (analysis::Curve* c : {&h.curves.intra_message, &h.curves.inter_message, &h.curves.intra_alltoall,
+                               &h.curves.inter_alltoall, &h.curves.intra_first_contact,
+                               &h.curves.inter_first_contact})
+      *c = analysis::Curve{};
     hardware = (dir / "links-profile.json").string();
     std::ofstream(hardware) << analysis::profile_to_json(h).dump(2) << "\n";
     return l;

@@ -58,7 +58,7 @@ TEST(CompareLinks, OneGbitEndToEnd) {
   ASSERT_EQ(run("ip netns add " + stale).code, 0);
 
   const std::string out = temp_dir() + "/links";
-  const auto r = run(tandem_bin() + " compare --links 1gbit" + kTiny + " --out " + out);
+  const auto r = run(tandem_bin() + " compare --links 1gbit --hardware cpu-this" + kTiny + " --out " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(ta::list_namespaces(stale).empty()) << stale << " is still there";
   EXPECT_NE(r.out.find("links: 1gbit"), std::string::npos) << r.out;
@@ -97,7 +97,7 @@ TEST(CompareLinks, OneGbitEndToEnd) {
 TEST(CompareLinks, SigtermTearsDown) {
   if (const auto why = why_not(); !why.empty()) GTEST_SKIP() << why;
   const std::string out = temp_dir() + "/links-term";
-  const std::string cmd = tandem_bin() + " compare --links 1gbit" + kTiny + " --out " + out +
+  const std::string cmd = tandem_bin() + " compare --links 1gbit --hardware cpu-this" + kTiny + " --out " + out +
                           " >" + out + ".log 2>&1";
   const pid_t pid = ::fork();
   if (pid == 0) {

@@ -55,3 +55,24 @@ TEST(Calibrate, WithoutMpirunFailsNamingTheLinksOrLeavesThemOutWhenAsked) {
   EXPECT_EQ(c.code, 0) << c.out;
   EXPECT_NE(c.out.find("P > 1 runs are measured without a prediction"), std::string::npos) << c.out;
 }
+
+TEST(Calibrate, CompareCalibratesThisMachineOnceThenReadsTheCache) {
+  const std::string cache = temp_dir() + "/cache";
+  const std::string cmd = "XDG_CACHE_HOME=" + cache + " " + tandem_bin() +
+                          " compare --lengths 16 --schemes ring --launcher threads --decode-tokens 0 "
+                          "--naive-max 0 --out " + temp_dir() + "/report";
+  const auto first = run(cmd);
+  ASSERT_EQ(first.code, 0) << first.out;
+  EXPECT_NE(first.out.find("calibrating once into " + cache + "/tandem/profiles/"), std::string::npos)
+      << first.out;
+  // The single run is predicted on the calibrated profile: a "plan s" figure, not "-".
+  const auto j = nlohmann::json::parse(std::ifstream(temp_dir() + "/report/results.json"));
+  EXPECT_NE(j.at("planner_hardware").get<std::string>().find(cache + "/tandem/profiles/"), std::string::npos);
+  bool predicted = false;
+  for (const auto& r : j.at("runs"))
+    if (r.at("strategy") == "single") predicted = r.at("predicted").is_object();
+  EXPECT_TRUE(predicted) << j.dump(2);
+  const auto second = run(cmd);
+  ASSERT_EQ(second.code, 0) << second.out;
+  EXPECT_EQ(second.out.find("calibrating once"), std::string::npos) << second.out;
+}
