@@ -480,8 +480,9 @@ Plan make_plan(PlanRequest req, std::string_view strategy) {
   // A device of a CPU profile is a rank's threads: the single pipeline has the node's
   // (or the request's), each of K ranks on a node its share.
   const int node_threads = req.hw.threads;
-  const int t_single = req.threads > 0 ? req.threads : node_threads;
-  const int t_rank = req.threads > 0 ? req.threads : node_threads > 0 ? std::max(1, node_threads / K) : 0;
+  // (A GPU profile's device is the GPU: no threads.)
+  const int t_single = node_threads <= 0 ? 0 : req.threads > 0 ? req.threads : node_threads;
+  const int t_rank = node_threads <= 0 ? 0 : req.threads > 0 ? req.threads : std::max(1, node_threads / K);
   Ctx c{m, req.hw, req.dtype, b >= 4 ? "f32" : req.hw.attention_dtype(),
         double(req.tokens), double(req.decode_tokens), req.gpus, K, b,
         double(m.n_layer), double(m.n_embd), double(m.n_head), double(m.n_head_kv),
