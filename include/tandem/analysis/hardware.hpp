@@ -90,7 +90,7 @@ struct HardwareProfile {
   void validate(const std::string& where) const;
 };
 
-// Built-in profiles by name: h100, a100, cpu-this.
+// Built-in profiles by name: h100, h200, a100, cpu-this.
 std::optional<HardwareProfile> builtin_profile(std::string_view name);
 const std::vector<std::string>& builtin_profile_names();
 

@@ -1,9 +1,11 @@
-// Built-in hardware profiles (numbers from vendor data sheets; see docs/planner.md) and
-// the JSON profile format.
+// Built-in hardware profiles (numbers from vendor data sheets, the GPUs' curves from
+// measurements; see docs/planner.md) and the JSON profile format.
 #include "tandem/analysis/hardware.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "tandem/core/error.hpp"
@@ -45,20 +47,164 @@ namespace {
 constexpr double kMiB = 1024.0 * 1024.0;
 constexpr double kGiB = kMiB * 1024.0;
 
+// ---- Measured GPU curves ----
+//
+// Measured on one H200 (PyTorch 2.11, bf16 unless said, CUDA events, the median of 10
+// calls after warm-up); facts given to us, kept here as data. The H100 has the same
+// compute (the same GH100 chip, the same Tensor Core peaks), so h100 carries the same
+// curves; a100 carries them scaled by the ratio of dense bf16 peaks, 312 / 989.4 (an
+// estimate, not a measurement of an A100).
+
+// Dense bf16 GEMM [M x K] x [K x N], TFLOP/s at M = 256, 1024, 4096, 16384, 65536, for four
+// weight shapes K x N. Their element counts, 41.9M, 109M, 117M, 218M, are the curve's
+// "elements" points; M is its "tokens". Two shapes have close element counts (K = 6656,
+// N = 16384: 109M; K = 4096, N = 28672: 117M) and different rates: the grid keeps both
+// as measured, so every measured shape reads its own figures. A shape between them (or
+// between any two) is read log-log between its two neighbours by element count, which
+// says nothing of its K/N aspect; below 41.9M and above 218M the nearest row holds.
+constexpr double kGemmTokens[] = {256, 1024, 4096, 16384, 65536};
+struct GemmRow {
+  double k, n;          // the weight shape, K x N
+  double tflops[5];     // at kGemmTokens
+};
+constexpr GemmRow kGemmBf16[] = {
+    {16384, 2560, {525, 690, 833, 826, 753}},    // 41.9M
+    {6656, 16384, {496, 553, 565, 596, 674}},    // 109M
+    {4096, 28672, {535, 656, 679, 687, 690}},    // 117M
+    {16384, 13312, {531, 589, 752, 712, 687}},   // 218M
+};
+// FP8 e4m3 (torch._scaled_mm) at K = 16384, N = 13312: TFLOP/s at M = 4096 and 16384.
+constexpr double kFp8Tokens[] = {4096, 16384};
+constexpr double kFp8Tflops[] = {1466, 1373};
+constexpr size_t kFp8Row = 3;  // that shape's row of kGemmBf16
+
+// Flash attention (PyTorch SDPA), head dim 128, query length = key length = n, TFLOP/s
+// (4 d FLOPs per visible query-key pair and query head; a causal call has n(n+1)/2
+// pairs). Two head layouts: 16 query heads sharing 1 KV head (group 16) and 32 query
+// heads over 8 KV heads (group 4).
+struct AttnPoint {
+  double group, n;
+  bool causal;
+  double tflops;
+};
+constexpr AttnPoint kAttention[] = {
+    {16, 1024, true, 91},   {16, 4096, true, 449},   {16, 16384, true, 642},
+    {16, 65536, true, 606}, {16, 1024, false, 203},  {16, 4096, false, 653},
+    {16, 16384, false, 690},
+    {4, 1024, true, 222},   {4, 4096, true, 526},    {4, 16384, true, 663},
+    {4, 65536, true, 608},  {4, 1024, false, 490},   {4, 4096, false, 665},
+    {4, 16384, false, 651},
+};
+
+// HBM device-to-device copy on the H200: 4.25 TB/s counting the bytes read and the bytes
+// written. HBM moves reads and writes over the same bus, so a copy's read + write rate is
+// what the memory sustains in all; a streaming read (decode's weights and cache) gets at
+// least as much (no read/write turnarounds). The profiles take that rate as the fraction
+// of the data-sheet bandwidth streaming reaches: 4.25 / 4.8 on the H200, carried over to
+// the H100 and A100, whose copies were not measured.
+constexpr double kH200Bandwidth = 4.8e12;
+constexpr double kH200Copy = 4.25e12;
+constexpr double kStreamFraction = kH200Copy / kH200Bandwidth;
+
+// Matmul curves per weight type, axes "tokens" x "elements", scaled by `scale`.
+// bf16 (and fp16: same tensor-core rate) from the GEMM table; fp8 the bf16 curve times
+// the measured fp8 / bf16 ratio at each M, at the one shape measured in both: 1466/752 =
+// 1.95 at M <= 4096, 1373/712 = 1.93 at M >= 16384 (log-log between). Below M = 4096 fp8
+// thus follows the shape of the bf16 curve; at K = 16384, N = 13312 it reads the two
+// measured fp8 figures exactly.
+std::map<std::string, Curve> gemm_curves(double scale, bool fp8) {
+  const std::vector<double> tokens(std::begin(kGemmTokens), std::end(kGemmTokens));
+  std::vector<double> elements;
+  for (const GemmRow& r : kGemmBf16) elements.push_back(r.k * r.n);
+  Curve bf16 = Curve::grid({"tokens", "elements"}, {tokens, elements});
+  for (size_t t = 0; t < tokens.size(); ++t)
+    for (size_t e = 0; e < elements.size(); ++e)
+      bf16.values[bf16.index({t, e})] = kGemmBf16[e].tflops[t] * 1e12 * scale;
+  std::map<std::string, Curve> m{{"bf16", bf16}, {"fp16", bf16}};
+  if (!fp8) return m;
+  // The fp8 / bf16 ratio at the measured M, over "tokens".
+  Curve ratio = Curve::grid({"tokens"}, {{std::begin(kFp8Tokens), std::end(kFp8Tokens)}});
+  for (size_t i = 0; i < ratio.values.size(); ++i) {
+    const auto t = std::find(tokens.begin(), tokens.end(), kFp8Tokens[i]) - tokens.begin();
+    ratio.values[i] = kFp8Tflops[i] / kGemmBf16[kFp8Row].tflops[t];
+  }
+  Curve f = bf16;
+  for (size_t t = 0; t < tokens.size(); ++t)
+    for (size_t e = 0; e < elements.size(); ++e)
+      f.values[f.index({t, e})] *= ratio.at({{"tokens", tokens[t]}});
+  m["fp8"] = f;
+  return m;
+}
+
+// The attention curve, axes "group" x "queries" x "keys" (mean keys a query sees). A
+// causal n x n call has queries n and mean keys (n+1)/2, an unmasked one queries n and
+// keys n: the measured calls sit on the grid's cells (n, n/2) and (n, n), and read their
+// own figures there (the half key a causal call adds moves it 0.1% at n = 1024).
+// A cell with no measurement takes the rate of the measured calls of its group with the
+// same work per head, queries x keys: log-log between the two measured calls nearest in
+// work (below the smallest and above the largest, theirs). Work per call is what the
+// measurements follow at small sizes (a causal and an unmasked call at n = 1024 take the
+// same ~45 us: launch and one wave over the SMs, not their pairs, set their time); at
+// large ones every rate is 600-700 TFLOP/s. A curve over mean keys cannot tell a causal
+// n x n call from an unmasked n x n/2 one: both read the causal figure.
+Curve attention_curve(double scale) {
+  const std::vector<double> groups = {4, 16}, queries = {1024, 4096, 16384, 65536},
+                            keys = {512, 1024, 2048, 4096, 8192, 16384, 32768, 65536};
+  auto cell_keys = [](const AttnPoint& p) { return p.causal ? p.n / 2 : p.n; };
+  Curve c = Curve::grid({"group", "queries", "keys"}, {groups, queries, keys});
+  for (size_t g = 0; g < groups.size(); ++g) {
+    // This group's measured calls as a curve over their work per head.
+    std::vector<std::pair<double, double>> by_work;
+    for (const AttnPoint& p : kAttention)
+      if (p.group == groups[g]) by_work.emplace_back(p.n * cell_keys(p), p.tflops);
+    std::sort(by_work.begin(), by_work.end());
+    Curve work;
+    work.axes = {"work"};
+    work.points.resize(1);
+    for (const auto& [w, r] : by_work) work.points[0].push_back(w), work.values.push_back(r);
+    for (size_t q = 0; q < queries.size(); ++q)
+      for (size_t k = 0; k < keys.size(); ++k) {
+        double rate = work.at({{"work", queries[q] * keys[k]}});
+        for (const AttnPoint& p : kAttention)  // a measured cell: its own figure
+          if (p.group == groups[g] && p.n == queries[q] && cell_keys(p) == keys[k]) rate = p.tflops;
+        c.values[c.index({g, q, k})] = rate * 1e12 * scale;
+      }
+  }
+  return c;
+}
+
+// NVLink: the data sheets give line rates (NVLink 4: 450 GB/s per direction, NVLink 3:
+// 300). NCCL gets ~80% of the line rate after its protocol overhead, 370 GB/s on NVLink 4:
+// the bus bandwidth nccl-tests shows for send/recv and ring all-reduces (S. Jeaugey, NCCL
+// maintainer, NVIDIA/nccl-tests issue #212, 2024). NVLink SHARP all-reduces reach ~480
+// GB/s bus bandwidth on 8 H100s; the planner's all-reduce is the ring's, on the link's rate.
+constexpr double kNcclNvlinkFraction = 370.0 / 450.0;
+
 HardwareProfile h100() {
   HardwareProfile p;
   p.name = "h100";
   p.description = "8x H100 SXM5 80GB per node, NVLink 4 inside, InfiniBand NDR 400 Gb/s per GPU across";
   // Dense (no sparsity) tensor-core peaks; f32 is the non-tensor-core rate.
   p.flops = {{"bf16", 989.4e12}, {"fp16", 989.4e12}, {"fp8", 1978.9e12}, {"f32", 66.9e12}};
-  p.efficiency = 0.55;
+  p.efficiency = 0.55;  // what reads no curve (attention of f32 activations)
   p.memory_bandwidth = 3.35e12;  // HBM3
-  p.memory_efficiency = 0.8;
+  p.memory_efficiency = kStreamFraction;
   p.memory_capacity = 81559 * kMiB;  // what the driver reports for the 80 GB part
   p.activation_bytes = 2;
   p.devices_per_node = 8;
-  p.intra = {450e9, 2e-6};  // NVLink 4: 900 GB/s both directions
+  p.intra = {450e9 * kNcclNvlinkFraction, 2e-6};  // NVLink 4 as NCCL drives it
   p.inter = {50e9, 5e-6};   // one 400 Gb/s NIC per GPU
+  p.curves.matmul = gemm_curves(1.0, true);
+  p.curves.attention = attention_curve(1.0);
+  return p;
+}
+
+HardwareProfile h200() {
+  HardwareProfile p = h100();
+  p.name = "h200";
+  p.description = "8x H200 SXM 141GB per node, NVLink 4 inside, InfiniBand NDR 400 Gb/s per GPU across";
+  p.memory_bandwidth = kH200Bandwidth;  // HBM3e
+  p.memory_capacity = 143771 * kMiB;    // what the driver reports for the 141 GB part
   return p;
 }
 
@@ -69,12 +215,16 @@ HardwareProfile a100() {
   p.flops = {{"bf16", 312e12}, {"fp16", 312e12}, {"f32", 19.5e12}};
   p.efficiency = 0.55;
   p.memory_bandwidth = 2.039e12;  // HBM2e
-  p.memory_efficiency = 0.8;
+  p.memory_efficiency = kStreamFraction;
   p.memory_capacity = 81920 * kMiB;
   p.activation_bytes = 2;
   p.devices_per_node = 8;
-  p.intra = {300e9, 2e-6};  // NVLink 3: 600 GB/s both directions
+  p.intra = {300e9 * kNcclNvlinkFraction, 2e-6};  // NVLink 3 as NCCL drives it
   p.inter = {25e9, 5e-6};   // one 200 Gb/s NIC per GPU
+  // The H200's curves scaled by the ratio of dense bf16 peaks; no fp8 (fp8 weights
+  // compute at the bf16 curve).
+  p.curves.matmul = gemm_curves(312 / 989.4, false);
+  p.curves.attention = attention_curve(312 / 989.4);
   return p;
 }
 
@@ -104,13 +254,14 @@ HardwareProfile cpu_this() {
 
 std::optional<HardwareProfile> builtin_profile(std::string_view name) {
   if (name == "h100") return h100();
+  if (name == "h200") return h200();
   if (name == "a100") return a100();
   if (name == "cpu-this") return cpu_this();
   return std::nullopt;
 }
 
 const std::vector<std::string>& builtin_profile_names() {
-  static const std::vector<std::string> names = {"h100", "a100", "cpu-this"};
+  static const std::vector<std::string> names = {"h100", "h200", "a100", "cpu-this"};
   return names;
 }
 

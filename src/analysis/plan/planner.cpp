@@ -137,10 +137,16 @@ double layer_linear(const Ctx& c, const DeviceTime& dt, double tokens, int tp) {
 }
 
 // One layer's elementwise traffic for `tokens` tokens (norms, rope, SwiGLU, residuals)
-// and its ops' fixed costs.
+// and its ops' fixed costs. FP8 products take FP8 inputs too: each product's input
+// (D, H*d/tp, D, F/tp values per token) is quantized row by row with a scale per row
+// (the dynamic row-wise scaling of Meta's FP8 inference, Llama 3 paper, arXiv 2407.21783,
+// section 6.2), read at b bytes and written at 1, a pass the curves (measured on inputs
+// already in FP8) do not hold.
 double layer_elementwise(const Ctx& c, const DeviceTime& dt, double tokens, int tp) {
   const double per_token = 10 * c.D + 2 * (c.H + c.G) * c.d / tp + 3 * c.F / tp;
-  return dt.stream(tokens * per_token * c.b) + dt.ops(kOpsPerLayer);
+  const double quantized =
+      c.dtype == "fp8" ? (2 * c.D + c.H * c.d / tp + c.F / tp) * (c.b + 1.0) : 0;
+  return dt.stream(tokens * (per_token * c.b + quantized)) + dt.ops(kOpsPerLayer);
 }
 
 // Attention of one call: `heads` query heads of `queries` tokens, `triples` visible
@@ -378,8 +384,13 @@ StrategyPlan tp_ring(const Ctx& c) {
     ModelShape one;
     one.n_head = one.n_head_kv = one.head_dim = 1;
     const auto steps = ring_step_pairs(c.N, cp, true);
+    // Every step after the first merges its partial output into the running one by their
+    // log-sum-exps (the online softmax of ring attention): both read, the result written,
+    // tok x heads x d values each (the f32 log-sum-exps, d times fewer, are left out).
+    const double merge = dt.stream(3 * tok * heads * c.d * c.b);
     for (size_t st = 0; st < steps.size(); ++st) {
-      const double comp = attention_call(c, dt, heads * steps[st], tok, heads);
+      const double comp =
+          attention_call(c, dt, heads * steps[st], tok, heads) + (st > 0 ? merge : 0);
       const double t_comm = st + 1 < steps.size() ? dt.message(chunk, c.hw.inter, true) : 0;
       ring_total += std::max(comp, t_comm);
       ring_compute += comp;

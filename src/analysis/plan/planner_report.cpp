@@ -140,10 +140,12 @@ std::string plan_table(const Plan& plan) {
   const int nodes = r.gpus > r.gpus_per_node ? r.gpus / r.gpus_per_node : 1;
   std::string out = fmt::format(
       "model {} ({:.3g}B params, weights {}{}), {} tokens, {} device(s) ({} node(s) x {}), "
-      "hardware {}\nprefill FLOPs {:.3g}; efficiency {:.2f} of peak; {} decode tokens\n\n",
+      "hardware {}\nprefill FLOPs {:.3g}; {}; {} decode tokens\n\n",
       r.model.name, double(r.model.params()) / 1e9, r.dtype,
       plan.dtype_reason == "as asked" ? "" : " (" + plan.dtype_reason + ")", r.tokens, r.gpus,
-      nodes, std::min(r.gpus, r.gpus_per_node), r.hw.name, plan.flops, r.hw.efficiency,
+      nodes, std::min(r.gpus, r.gpus_per_node), r.hw.name, plan.flops,
+      r.hw.curves.matmul.empty() ? fmt::format("efficiency {:.2f} of peak", r.hw.efficiency)
+                                 : std::string("rates from the profile's measured curves"),
       r.decode_tokens);
   // The strategy column as wide as the longest name (schemes come from the registry).
   size_t w = 8;
