@@ -73,7 +73,7 @@ double attention_rate(const HardwareProfile& hw, const Attn& a) {
   const double pairs = a.causal ? a.n * (a.n + 1) / 2 : a.n * a.n;
   const double keys = pairs / a.n;
   const double kv_bytes = a.n * 2 * a.kv_heads * d * 2;
-  const double t = dt.attention(a.heads * pairs, d, a.n, keys, a.heads / a.kv_heads, kv_bytes);
+  const double t = dt.attention(a.heads * pairs, d, a.n, keys, a.heads / a.kv_heads, a.heads, kv_bytes);
   return 4 * d * a.heads * pairs / t;
 }
 
@@ -139,7 +139,7 @@ TEST(GpuProfiles, CellsBetweenMeasurementsStayInsideTheMeasuredRange) {
   const DeviceTime dt(h200, "bf16", "bf16", 0, 1);
   for (double q : {1.0, 300.0, 8192.0, 1e6})
     for (double k : {1.0, 3000.0, 1e6}) {
-      const double r = 4 * 128 * 16 * q * k / dt.attention(16 * q * k, 128, q, k, 16, 0);
+      const double r = 4 * 128 * 16 * q * k / dt.attention(16 * q * k, 128, q, k, 16, 16, 0);
       EXPECT_GE(r, 91e12 * 0.999);
       EXPECT_LE(r, 690e12 * 1.001);
     }

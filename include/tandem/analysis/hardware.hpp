@@ -28,8 +28,8 @@ struct ProfileCurves {
   // call), "rows" and "cols" of W (outputs, inputs) and "elements" (rows x cols).
   std::map<std::string, Curve> matmul;
   // FLOP/s of causal attention (4 d FLOPs per visible query-key pair and query head):
-  // axes "threads", "queries" (query tokens per call), "keys" (keys each query sees, on
-  // average); GPU profiles also "group" (query heads per KV head).
+  // axes among "threads", "queries" (query tokens per call), "keys" (keys each query sees,
+  // on average), "group" (query heads per KV head) and "heads" (query heads per call).
   Curve attention;
   // Seconds of fixed cost per op of a forward step (dispatch, thread-pool barrier): axis
   // "threads".

@@ -133,7 +133,7 @@ Curve matmul_curve(DType type, const std::vector<double>& threads,
         for (size_t m = 0; m < tokens.size(); ++m) {
           const double s = time_call([&](int i) {
             kernels::matmul(w.views[size_t(i) % w.views.size()], x.data(), int64_t(tokens[m]), y.data(), pool);
-          }, 0.01);
+          }, 0.006);
           c.values[c.index({t, m, k, r})] = 2 * tokens[m] * rows[r] * cols[k] / s;
         }
       }
@@ -148,15 +148,18 @@ Curve matmul_curve(DType type, const std::vector<double>& threads,
 }
 
 // FLOP/s of causal attention (4 d FLOPs per visible query-key-head triple) over threads x
-// queries per call x keys each query sees x query heads per KV head, at d = 64 and 8
-// query heads: the queries of a call are the last of its keys (a prefill chunk), or,
+// queries per call x keys each query sees x query heads per KV head x query heads per
+// call (a rank of Ulysses computes a few heads), at d = 64: the queries of a call are the last of its keys (a prefill chunk), or,
 // where the keys are fewer than half the queries, all after them (a ring block).
 Curve attention_curve(const std::vector<double>& threads, const CalibrateOptions& o) {
-  const std::vector<double> queries = {1, 16, 128, 1024}, keys = {64, 512, 4096}, groups = {1, 4};
-  const int H = 8, d = 64;
-  Curve c = Curve::grid({"threads", "queries", "keys", "group"}, {threads, queries, keys, groups});
+  const std::vector<double> queries = {1, 16, 128, 1024}, keys = {64, 512, 2048}, groups = {1, 4},
+                            heads = {4, 16};
+  const int d = 64;
+  Curve c = Curve::grid({"threads", "queries", "keys", "group", "heads"},
+                        {threads, queries, keys, groups, heads});
+  for (size_t hi = 0; hi < heads.size(); ++hi)
   for (size_t g = 0; g < groups.size(); ++g) {
-    const int G = H / int(groups[g]);
+    const int H = int(heads[hi]), G = H / int(groups[g]);
     const auto q = random_floats(size_t(queries.back()) * H * d, 5);
     std::vector<float> out(q.size());
     for (size_t k = 0; k < keys.size(); ++k) {
@@ -201,15 +204,15 @@ Curve attention_curve(const std::vector<double>& threads, const CalibrateOptions
             a.pages = {T, pages[size_t(i) % pages.size()].data(), DType::F32, size_t(G * d) * 4};
             kernels::attention(a, pool);
           });
-          c.values[c.index({t, qi, k, g})] = 4.0 * d * H * visible / s;
+          c.values[c.index({t, qi, k, g, hi})] = 4.0 * d * H * visible / s;
         }
       }
     }
   }
   if (o.progress)
-    o.progress(fmt::format("attention: {:.1f} GFLOP/s at 1024 queries x 4096 keys, {:.1f} at 1 query ({} threads)",
-                           c.at({{"threads", threads.back()}, {"queries", 1024}, {"keys", 4096}, {"group", 1}}) / 1e9,
-                           c.at({{"threads", threads.back()}, {"queries", 1}, {"keys", 4096}, {"group", 1}}) / 1e9,
+    o.progress(fmt::format("attention: {:.1f} GFLOP/s at 1024 queries x 2048 keys, {:.1f} at 1 query (16 heads, {} threads)",
+                           c.at({{"threads", threads.back()}, {"queries", 1024}, {"keys", 2048}, {"group", 1}, {"heads", 16}}) / 1e9,
+                           c.at({{"threads", threads.back()}, {"queries", 1}, {"keys", 2048}, {"group", 1}, {"heads", 16}}) / 1e9,
                            threads.back()));
   return c;
 }

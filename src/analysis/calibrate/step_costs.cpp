@@ -97,7 +97,7 @@ namespace tandem::analysis {
 Curve file_fault_curve() {
   // A file of 64 MiB written (so it sits in the page cache) and mapped; then one byte of
   // every 16th page read at random: seconds per first touch of a page of a mapping whose
-  // file is cached (fault-around maps neighbours too: what a sparse read pays).
+  // file is cached, as a sparse read (an embedding row here and there) pays it.
   const std::string path = fmt::format("{}/tandem-calibrate-{}.map",
                                        std::filesystem::temp_directory_path().string(), ::getpid());
   const size_t bytes = size_t(64) << 20, page = size_t(std::max(::sysconf(_SC_PAGESIZE), 4096L));

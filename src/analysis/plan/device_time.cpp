@@ -49,14 +49,15 @@ double DeviceTime::matmul(double tokens, double rows, double cols, double weight
 }
 
 double DeviceTime::attention(double triples, double d, double queries, double keys, double group,
-                             double kv_bytes) const {
+                             double heads, double kv_bytes) const {
   if (triples <= 0) return 0;
   const Curve& c = hw_.curves.attention;
   const double rate = c.empty() ? attn_rate_
                                 : c.at({{"threads", double(threads_)},
                                         {"queries", std::max(queries, 1.0)},
                                         {"keys", std::max(keys, 1.0)},
-                                        {"group", std::max(group, 1.0)}});
+                                        {"group", std::max(group, 1.0)},
+                                        {"heads", std::max(heads, 1.0)}});
   return std::max(4 * d * triples / rate, kv_bytes / bandwidth(kv_bytes));
 }
 
@@ -72,9 +73,9 @@ double DeviceTime::graph_build(double layers) const {
   return c.empty() ? 0 : c.at({{"threads", double(threads_)}, {"layers", layers}});
 }
 
-double DeviceTime::file_faults(double windows) const {
+double DeviceTime::file_faults(double pages) const {
   const Curve& c = hw_.curves.file_fault;
-  return c.empty() || windows <= 0 ? 0 : windows * c.at({{"threads", double(threads_)}});
+  return c.empty() || pages <= 0 ? 0 : pages * c.at({{"threads", double(threads_)}});
 }
 
 double DeviceTime::first_contact(bool inter) const {

@@ -25,17 +25,17 @@ class DeviceTime {
   double matmul(double tokens, double rows, double cols, double weight_bytes) const;
   // Attention of `triples` visible (query, key, query head) triples at head dim d: calls
   // of `queries` query tokens whose queries see `keys` keys on average, `group` query
-  // heads per KV head, reading `kv_bytes` of K and V.
+  // heads per KV head, `heads` query heads per call, reading `kv_bytes` of K and V.
   double attention(double triples, double d, double queries, double keys, double group,
-                   double kv_bytes) const;
+                   double heads, double kv_bytes) const;
   // Streaming `bytes` (elementwise ops, a cache read) once.
   double stream(double bytes) const;
   // The fixed costs of `ops` ops of a forward step.
   double ops(double n) const;
   // Building a forward step's graph of `layers` layers (once per step shape), and the
-  // first reads of `windows` 64 KiB windows of a mapped file (the embedding's rows).
+  // first reads of `pages` pages of a mapped file (the embedding's rows).
   double graph_build(double layers) const;
-  double file_faults(double windows) const;
+  double file_faults(double pages) const;
   // Two ranks' first exchanges beyond steady ones (once per run).
   double first_contact(bool inter) const;
   // One message of `bytes` between two devices (inside a node, or across nodes).

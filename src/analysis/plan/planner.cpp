@@ -154,7 +154,7 @@ double layer_elementwise(const Ctx& c, const DeviceTime& dt, double tokens, int 
 double attention_call(const Ctx& c, const DeviceTime& dt, double triples, double queries,
                       double heads, double kv_bytes = 0) {
   if (triples <= 0 || queries <= 0 || heads <= 0) return 0;
-  return dt.attention(triples, c.d, queries, triples / (queries * heads), c.H / c.G, kv_bytes);
+  return dt.attention(triples, c.d, queries, triples / (queries * heads), c.H / c.G, heads, kv_bytes);
 }
 
 // The output head for the last token, and the step's fixed costs at its ends.
@@ -164,11 +164,11 @@ double model_ends(const Ctx& c, const DeviceTime& dt, int tp) {
 
 // What a prefill of `tokens` tokens in steps of `shapes` distinct sizes pays once: each
 // step shape's graph built, and the token-embedding rows it reads faulted in from the
-// mapped file (the runtime keeps the table mapped), 64 KiB windows at a time, for
-// random-looking ids the expected count of distinct windows.
+// mapped file (the runtime keeps the table mapped), a 4 KiB page at a time: for
+// random-looking ids the expected count of distinct pages.
 double prefill_once(const Ctx& c, const DeviceTime& dt, double tokens, double shapes) {
-  const double windows = std::max(1.0, std::ceil(c.V * c.D * c.bpp / 65536));
-  const double touched = windows * -std::expm1(-tokens / windows);
+  const double pages = std::max(1.0, std::ceil(c.V * c.D * c.bpp / 4096));
+  const double touched = pages * -std::expm1(-tokens / pages);
   return shapes * dt.graph_build(c.L) + dt.file_faults(touched);
 }
 
