@@ -78,3 +78,16 @@ TEST(PlannerCurves, RanksOfOneNodeShareItsThreads) {
   EXPECT_GT(ring.decode_seconds_per_token, single.decode_seconds_per_token + 0.99 * products);
   EXPECT_LT(ring.decode_seconds_per_token, single.decode_seconds_per_token + 1.5 * products);
 }
+
+TEST(PlannerCurves, MoreRanksThanCoresTakeTurns) {
+  // 4 ranks x 1 thread on the 2-thread node: each gets half a core, so its products
+  // take twice their 1-thread time (decode reads every weight at one token on each rank).
+  const ModelShape m = *named_shape("tiny");
+  const double one_thread = (double(m.n_layer) * 2 * double(m.layer_matmul_params()) +
+                             2.0 * double(m.n_vocab) * double(m.n_embd)) / 50e9;
+  const StrategyPlan two = plan_strategy(tiny_request(1024, 2, 1), "ring");
+  const StrategyPlan four = plan_strategy(tiny_request(1024, 4, 1), "ring");
+  EXPECT_GT(two.decode_seconds_per_token, one_thread);
+  EXPECT_LT(two.decode_seconds_per_token, 1.5 * one_thread);
+  EXPECT_GT(four.decode_seconds_per_token, 2 * one_thread);
+}

@@ -24,7 +24,9 @@ DeviceTime::DeviceTime(const HardwareProfile& hw, const std::string& dtype,
       lin_rate_(hw.flops_for(dtype) * hw.efficiency),
       attn_rate_(hw.flops_for(attn_dtype) * hw.efficiency),
       threads_(std::max(threads, 1)),
-      sharers_(std::max(sharers, 1)) {}
+      sharers_(std::max(sharers, 1)),
+      // More threads than the node has cores (4 ranks x 1 thread on 2): they take turns.
+      oversubscribed_(hw.threads > 0 ? std::max(1.0, double(threads_) * sharers_ / hw.threads) : 1.0) {}
 
 double DeviceTime::bandwidth(double bytes) const {
   const Curve& c = hw_.curves.bandwidth;
@@ -37,12 +39,13 @@ double DeviceTime::bandwidth(double bytes) const {
 double DeviceTime::matmul(double tokens, double rows, double cols, double weight_bytes) const {
   if (tokens <= 0 || rows <= 0 || cols <= 0) return 0;
   const double flops = 2 * tokens * rows * cols;
-  const double t = matmul_ ? flops / matmul_->at({{"threads", double(threads_)},
+  const double t = oversubscribed_ *
+                   (matmul_ ? flops / matmul_->at({{"threads", double(threads_)},
                                                    {"tokens", tokens},
                                                    {"elements", rows * cols},
                                                    {"rows", rows},
                                                    {"cols", cols}})
-                           : flops / lin_rate_;
+                            : flops / lin_rate_);
   // No faster than reading the weights once (a curve measured with the node to itself
   // does not see the ranks that share its memory).
   return std::max(t, weight_bytes / bandwidth(weight_bytes));
@@ -58,19 +61,19 @@ double DeviceTime::attention(double triples, double d, double queries, double ke
                                         {"keys", std::max(keys, 1.0)},
                                         {"group", std::max(group, 1.0)},
                                         {"heads", std::max(heads, 1.0)}});
-  return std::max(4 * d * triples / rate, kv_bytes / bandwidth(kv_bytes));
+  return std::max(oversubscribed_ * 4 * d * triples / rate, kv_bytes / bandwidth(kv_bytes));
 }
 
 double DeviceTime::stream(double bytes) const { return bytes > 0 ? bytes / bandwidth(bytes) : 0; }
 
 double DeviceTime::ops(double n) const {
   const Curve& c = hw_.curves.op_overhead;
-  return c.empty() || n <= 0 ? 0 : n * c.at({{"threads", double(threads_)}});
+  return c.empty() || n <= 0 ? 0 : oversubscribed_ * n * c.at({{"threads", double(threads_)}});
 }
 
 double DeviceTime::graph_build(double layers) const {
   const Curve& c = hw_.curves.graph_build;
-  return c.empty() ? 0 : c.at({{"threads", double(threads_)}, {"layers", layers}});
+  return c.empty() ? 0 : oversubscribed_ * c.at({{"threads", double(threads_)}, {"layers", layers}});
 }
 
 double DeviceTime::file_faults(double pages) const {

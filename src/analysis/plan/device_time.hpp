@@ -53,6 +53,7 @@ class DeviceTime {
   const Curve* matmul_ = nullptr;
   double lin_rate_, attn_rate_;
   int threads_, sharers_;
+  double oversubscribed_;  // threads of the node's devices over its cores, at least 1
 };
 
 }  // namespace tandem::analysis
