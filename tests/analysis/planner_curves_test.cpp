@@ -87,7 +87,8 @@ TEST(PlannerCurves, MoreRanksThanCoresTakeTurns) {
                              2.0 * double(m.n_vocab) * double(m.n_embd)) / 50e9;
   const StrategyPlan two = plan_strategy(tiny_request(1024, 2, 1), "ring");
   const StrategyPlan four = plan_strategy(tiny_request(1024, 4, 1), "ring");
+  // Everything a rank computes doubles (its products, a quarter of the cache's attention
+  // instead of half, its ops' fixed costs): at least the products' time more than on 2.
   EXPECT_GT(two.decode_seconds_per_token, one_thread);
-  EXPECT_LT(two.decode_seconds_per_token, 1.5 * one_thread);
-  EXPECT_GT(four.decode_seconds_per_token, 2 * one_thread);
+  EXPECT_GT(four.decode_seconds_per_token, two.decode_seconds_per_token + 0.99 * one_thread);
 }
