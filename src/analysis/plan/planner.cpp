@@ -381,8 +381,6 @@ StrategyPlan tp_ring(const Ctx& c) {
   // The ring's steps: zigzag shards of N over cp members, heads/tp of the query heads.
   double ring_total = 0, ring_compute = 0, ring_comm = 0;
   {
-    ModelShape one;
-    one.n_head = one.n_head_kv = one.head_dim = 1;
     const auto steps = ring_step_pairs(c.N, cp, true);
     // Every step after the first merges its partial output into the running one by their
     // log-sum-exps (the online softmax of ring attention): both read, the result written,
