@@ -16,6 +16,7 @@ void add_calibrate(CLI::App& app);
 void add_compare(CLI::App& app);
 void add_bench_serve(CLI::App& app);
 void add_serve(CLI::App& app);
+void add_train(CLI::App& app);
 
 // Default thread count: the cores this process may use.
 int default_threads();

@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   tandem::cli::add_calibrate(app);
   tandem::cli::add_compare(app);
   tandem::cli::add_serve(app);
+  tandem::cli::add_train(app);
   tandem::cli::add_bench_serve(app);
   try {
     app.parse(argc, argv);

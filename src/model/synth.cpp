@@ -275,10 +275,13 @@ std::vector<DType> tensor_types(const SynthSpec& s, const std::vector<TensorPlan
   return recipe_types(*find_quant_recipe(s.recipe), ts, s.n_layer, s.n_head / s.n_head_kv);
 }
 
-std::vector<uint8_t> make_tensor(const SynthSpec& s, const TensorPlan& p, DType type) {
+std::vector<uint8_t> make_tensor(const SynthSpec& s, const TensorPlan& p, DType type,
+                                 const TensorValues& given) {
   const int64_t n = p.rows * p.cols;
   std::vector<float> values(size_t(n), 1.0f);
-  if (p.kind == TensorPlan::RopeFreqs) {
+  if (given) {
+    given(p.name, values.data(), n);
+  } else if (p.kind == TensorPlan::RopeFreqs) {
     values = llama3_rope_factors(2 * p.cols, s.rope_freq_base);
   } else if (p.kind != TensorPlan::Ones) {
     fill_normal(s.seed, p.name, values.data(), n);
@@ -368,8 +371,22 @@ SynthFootprint synthetic_model_footprint(const SynthSpec& spec) {
   return f;
 }
 
+std::vector<SynthTensor> synthetic_tensors(const SynthSpec& spec) {
+  SynthSpec s = spec;
+  check_spec(s);
+  std::vector<SynthTensor> out;
+  for (const TensorPlan& p : plan_tensors(s))
+    out.push_back({p.name, p.rows, p.cols, p.kind == TensorPlan::Matrix});
+  return out;
+}
+
 void write_synthetic_model(const SynthSpec& spec, const std::string& path,
                            const std::function<void(int, int)>& progress) {
+  write_model_values(spec, path, {}, progress);
+}
+
+void write_model_values(const SynthSpec& spec, const std::string& path,
+                        const TensorValues& values, const std::function<void(int, int)>& progress) {
   SynthSpec s = spec;
   const std::optional<gguf::File> vocab = check_spec(s);
   gguf::Writer w(3);
@@ -380,7 +397,7 @@ void write_synthetic_model(const SynthSpec& spec, const std::string& path,
   for (int k = 0; k < total; ++k) {
     const auto& p = plan[size_t(k)];
     const DType type = types[size_t(k)];
-    std::vector<uint8_t> bytes = make_tensor(s, p, type);
+    std::vector<uint8_t> bytes = make_tensor(s, p, type, values);
     std::vector<int64_t> ne = p.rows == 1 && p.kind != TensorPlan::Matrix
                                   ? std::vector<int64_t>{p.cols}
                                   : std::vector<int64_t>{p.cols, p.rows};

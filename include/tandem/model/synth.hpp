@@ -62,9 +62,28 @@ struct SynthFootprint {
 };
 SynthFootprint synthetic_model_footprint(const SynthSpec& spec);
 
+// The tensors a model of `spec` holds, in file order: name, [rows][cols] (rows 1 for a
+// vector), and whether it is a matrix (of spec.type) or a vector (F32). Validates the spec
+// as write_synthetic_model does.
+struct SynthTensor {
+  std::string name;
+  int64_t rows = 0, cols = 0;
+  bool matrix = false;
+};
+std::vector<SynthTensor> synthetic_tensors(const SynthSpec& spec);
+
+// The f32 values of a named tensor: writes its n = rows*cols values to out, row-major.
+using TensorValues = std::function<void(const std::string& name, float* out, int64_t n)>;
+
 // Writes the model to `path` (GGUF v3). `progress(done, total)` is called after each
 // tensor when set. Throws Error(BadInput) for a bad spec or vocab file.
 void write_synthetic_model(const SynthSpec& spec, const std::string& path,
                            const std::function<void(int, int)>& progress = {});
+
+// As write_synthetic_model, with every tensor's values taken from `values` (a trained
+// model's weights) instead of the generator; with spec.type F32 they are kept exactly.
+void write_model_values(const SynthSpec& spec, const std::string& path,
+                        const TensorValues& values,
+                        const std::function<void(int, int)>& progress = {});
 
 }  // namespace tandem

@@ -180,6 +180,8 @@ class PassKVRing {
   void run_filled(const HeadView& hv, const float* q, const int32_t* q_pos, int64_t n_q,
                   RingCirculator::FillFn fill, float* out);
   const RingStats& stats() const { return circ_.stats(); }
+  // The log-sum-exp of the last run's queries over all keys, in hv's lse layout.
+  const std::vector<float>& lse() const { return lse_; }
   void set_kernel(AttnKernel k) { kernel_ = k; }
   void set_subblocks(int n) { circ_.set_subblocks(n); }
   // Rows per conveyor chunk: ring_chunk_rows() unless set here (0 or kWholeBlocks: whole

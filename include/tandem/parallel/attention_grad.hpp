@@ -1,0 +1,64 @@
+#pragma once
+// Attention for training: the forward of one layer over a whole sequence (no KV cache),
+// keeping what its backward needs, and the backward. The sequence may be spread over the
+// ranks of a communicator: each rank holds its shard of the tokens (any placement; each
+// token keeps its global position) and runs every token-local op itself; only attention
+// reaches across ranks. Every strategy's result on P ranks equals the one-rank result on
+// the gathered sequence up to float summation order.
+//   local    one rank (the reference);
+//   ring     pass-KV ring (attention_grad_ring.cpp): K/V blocks circulate in the forward;
+//            in the backward K/V circulate again with their dK/dV accumulators, which
+//            arrive back at their owner after a full turn;
+//   ulysses  all-to-all from token shards to head groups and back (both passes).
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "tandem/kernels/thread_pool.hpp"
+#include "tandem/parallel/sequence_attention.hpp"
+
+namespace tandem::comm {
+class Communicator;
+}
+
+namespace tandem::parallel {
+
+// One layer of one sequence on this rank: n tokens at global positions pos (causal mask).
+struct AttnGradStep {
+  int64_t n = 0;
+  const int32_t* pos = nullptr;  // [n]
+  const float* q = nullptr;      // [n][H*d], rotary applied
+  const float* k = nullptr;      // [n][G*d], rotary applied
+  const float* v = nullptr;      // [n][G*d]
+  float* out = nullptr;          // forward: written [n][H*d]; backward: read
+  float* lse = nullptr;          // forward: written [n][H];   backward: read
+};
+
+class AttentionGrad {
+ public:
+  AttentionGrad(AttnShape shape, kernels::ThreadPool& pool) : shape_(shape), pool_(pool) {}
+  virtual ~AttentionGrad() = default;
+  virtual std::string_view name() const = 0;
+
+  // out and lse of this rank's queries over every visible key of the sequence.
+  virtual void forward(const AttnGradStep& s) = 0;
+  // From dout [n][H*d]: writes dq [n][H*d], dk and dv [n][G*d] of this rank's tokens
+  // (the gradient through every rank's queries that see them).
+  virtual void backward(const AttnGradStep& s, const float* dout, float* dq, float* dk,
+                        float* dv) = 0;
+
+  const AttnShape& shape() const { return shape_; }
+
+ protected:
+  AttnShape shape_;
+  kernels::ThreadPool& pool_;
+};
+
+std::unique_ptr<AttentionGrad> make_local_attention_grad(AttnShape shape,
+                                                         kernels::ThreadPool& pool);
+// Pass-KV ring over the ranks of comm (any placement: positions drive the causal mask).
+std::unique_ptr<AttentionGrad> make_ring_attention_grad(AttnShape shape,
+                                                        kernels::ThreadPool& pool,
+                                                        comm::Communicator& comm);
+
+}  // namespace tandem::parallel

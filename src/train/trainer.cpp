@@ -1,0 +1,294 @@
+#include "tandem/train/trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tandem/comm/communicator.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/core/process_memory.hpp"
+#include "tandem/core/size.hpp"
+#include "tandem/core/text_file.hpp"
+#include "tandem/model/gguf.hpp"
+#include "tandem/model/tokenizer.hpp"
+#include "tandem/parallel/sharding.hpp"
+#include "tandem/train/checkpoint.hpp"
+#include "tandem/train/data.hpp"
+#include "tandem/train/sp_attention.hpp"
+
+namespace tandem::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The settings a checkpoint stores, and that a resume takes back.
+nlohmann::json settings_of(const TrainConfig& c) {
+  return {{"model", c.model_path},  {"preset", c.preset},     {"vocab", c.vocab_path},
+          {"seed", c.seed},         {"data", c.data_path},    {"task", c.task},
+          {"ctx", c.ctx},           {"batch", c.batch},       {"steps", c.steps},
+          {"lr", c.lr},             {"warmup", c.warmup},     {"min_lr_ratio", c.min_lr_ratio},
+          {"grad_clip", c.grad_clip}, {"weight_decay", c.weight_decay}, {"beta2", c.beta2},
+          {"dp", c.dp}};
+}
+
+void apply_settings(TrainConfig& c, const nlohmann::json& s) {
+  c.model_path = s.value("model", c.model_path);
+  c.preset = s.value("preset", c.preset);
+  c.vocab_path = s.value("vocab", c.vocab_path);
+  c.seed = s.value("seed", c.seed);
+  c.data_path = s.value("data", c.data_path);
+  c.task = s.value("task", c.task);
+  c.ctx = s.value("ctx", c.ctx);
+  c.batch = s.value("batch", c.batch);
+  c.lr = s.value("lr", c.lr);
+  c.warmup = s.value("warmup", c.warmup);
+  c.min_lr_ratio = s.value("min_lr_ratio", c.min_lr_ratio);
+  c.grad_clip = s.value("grad_clip", c.grad_clip);
+  c.weight_decay = s.value("weight_decay", c.weight_decay);
+  c.beta2 = s.value("beta2", c.beta2);
+  c.dp = s.value("dp", c.dp);
+  // The schedule's length is the original run's unless --steps is given again: a resumed
+  // run continues the same curve.
+  if (c.steps == 0) c.steps = s.value("steps", int64_t{0});
+}
+
+int64_t matrix_params(const SynthSpec& spec) {
+  int64_t n = 0;
+  for (const SynthTensor& t : synthetic_tensors(spec))
+    if (t.matrix && t.name != "token_embd.weight") n += t.rows * t.cols;
+  return n;
+}
+
+// Keeps the lines of log.jsonl up to `step` (a resumed run rewrites what came after).
+void truncate_log(const std::string& path, int64_t step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
+    } catch (const nlohmann::json::exception&) {
+      break;  // a line cut by a kill: the rest is not ours to keep
+    }
+  }
+  std::ofstream(path, std::ios::trunc) << kept;
+}
+
+}  // namespace
+
+nlohmann::json StepLog::to_json() const {
+  nlohmann::json j = {{"step", step},       {"loss", loss},         {"tokens_per_s", tokens_per_s},
+                      {"lr", lr},           {"grad_norm", grad_norm}, {"seconds", seconds},
+                      {"peak_rss", peak_rss}};
+  if (flop_utilization > 0.0) j["flop_utilization"] = flop_utilization;
+  return j;
+}
+
+double train_step_flops(const SynthSpec& spec, int64_t n, int64_t sequences) {
+  const double d = double(spec.head_dim > 0 ? spec.head_dim : spec.n_embd / spec.n_head);
+  const double attn = 6.0 * double(n) * double(n) * double(spec.n_head) * d * double(spec.n_layer);
+  return double(sequences) * (6.0 * double(matrix_params(spec)) * double(n) + attn);
+}
+
+SynthSpec config_spec(const TrainConfig& c) {
+  if (!c.model_path.empty()) return spec_of_model(c.model_path);
+  SynthSpec s = preset_spec(c.preset, c.vocab_path.empty() ? kPasskeyVocab : 0, c.vocab_path);
+  s.seed = c.seed;
+  s.n_ctx = std::max<int64_t>(s.n_ctx, c.ctx);
+  return s;
+}
+
+void check_config(const TrainConfig& c, int world_size) {
+  if (c.data_path.empty() == c.task.empty())
+    bad_input("tandem train: give exactly one of --data FILE and --task passkey");
+  if (!c.task.empty() && c.task != "passkey")
+    bad_input("--task {}: unknown task (passkey)", c.task);
+  if (c.ctx < 2 || c.ctx > (int64_t{1} << 24)) bad_input("--ctx {}: out of range [2, 2^24]", c.ctx);
+  if (c.batch < 1 || c.batch > 65536) bad_input("--batch {}: out of range [1, 65536]", c.batch);
+  if (c.steps < 1) bad_input("--steps {}: must be >= 1", c.steps);
+  if (c.stop_after < 0) bad_input("--stop-after {}: must be >= 0", c.stop_after);
+  if (!(c.lr > 0.0f) || !std::isfinite(c.lr)) bad_input("--lr {}: must be > 0", c.lr);
+  if (c.warmup < 0) bad_input("--warmup {}: must be >= 0", c.warmup);
+  if (c.grad_clip < 0.0f) bad_input("--grad-clip {}: must be >= 0 (0: none)", c.grad_clip);
+  if (c.threads < 1) bad_input("-t {}: must be >= 1", c.threads);
+  if (c.dp < 1 || world_size % c.dp != 0)
+    bad_input("--dp {}: must divide the {} ranks (P = dp x sp)", c.dp, world_size);
+  if (!c.data_path.empty() && c.model_path.empty() && c.vocab_path.empty())
+    bad_input("--data {}: a preset model needs --vocab FILE to tokenize text", c.data_path);
+  check_sp_scheme(c.sp, world_size / c.dp);
+}
+
+TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
+  TrainConfig c = given;
+  std::optional<CheckpointState> resume;
+  if (!c.resume_dir.empty()) {
+    resume = read_checkpoint_state(c.resume_dir);
+    apply_settings(c, resume->settings);
+    if (c.out_dir.empty()) c.out_dir = c.resume_dir;
+  }
+  if (c.steps == 0) c.steps = kDefaultSteps;
+  check_config(c, world.size());
+  const bool lead = world.rank() == 0;
+  const int sp = world.size() / c.dp;
+  const int dp_rank = world.rank() / sp;
+  auto group = world.split(dp_rank, world.rank());
+
+  const SynthSpec spec = config_spec(c);
+  if (!c.task.empty() && spec.n_vocab < kPasskeyVocab)
+    bad_input("--task passkey: the model's vocabulary ({} tokens) is smaller than the task's {}",
+              spec.n_vocab, kPasskeyVocab);
+  kernels::ThreadPool pool(c.threads);
+  parallel::AttnShape shape;
+  shape.H = int(spec.n_head);
+  shape.G = int(spec.n_head_kv);
+  shape.d = int(spec.head_dim > 0 ? spec.head_dim : spec.n_embd / spec.n_head);
+  shape.scale = 1.0f / std::sqrt(float(shape.d));
+  const SpAttention spa = make_sp_attention(c.sp, shape, pool, *group);
+  int64_t max_shard = 0;
+  for (const int64_t s : parallel::shard_sizes(c.ctx, sp, spa.placement)) max_shard = std::max(max_shard, s);
+
+  TrainSummary sum;
+  sum.activation_bytes = activation_bytes(spec, max_shard, c.checkpoint_layers);
+  sum.param_bytes = 0;
+  {
+    ParamSet probe_layout(spec);
+    sum.param_bytes = uint64_t(probe_layout.size()) * 4 * 4;
+  }
+  const uint64_t needed = sum.activation_bytes + sum.param_bytes;
+  if (c.max_memory > 0 && needed > c.max_memory)
+    fail(ErrorKind::Resource,
+         "--max-memory {}: training at --ctx {} on {} sp rank(s) needs {} per rank ({} of "
+         "activations{}, {} of weights, gradients and AdamW moments)",
+         format_size(double(c.max_memory)), c.ctx, sp, format_size(double(needed)), format_size(double(sum.activation_bytes)),
+         c.checkpoint_layers ? ", layers checkpointed" : "; --checkpoint-layers needs less",
+         format_size(double(sum.param_bytes)));
+
+  ParamSet params(spec), grads(spec);
+  Optimizer opt(spec);
+  int64_t first = 1;
+  if (resume) {
+    load_checkpoint(c.resume_dir, params, opt);
+    first = resume->step + 1;
+  } else if (!c.model_path.empty()) {
+    load_params(params, c.model_path);
+  } else {
+    init_params(params);
+  }
+  sum.first_step = first;
+
+  std::unique_ptr<DataSource> data, held_out;
+  std::optional<Tokenizer> tok;
+  if (c.task == "passkey") {
+    data = passkey_source(c.ctx, c.seed, false);
+    held_out = passkey_source(c.ctx, c.seed, true);
+  } else {
+    const gguf::File f = gguf::File::open(c.model_path.empty() ? c.vocab_path : c.model_path);
+    tok.emplace(Tokenizer::from_gguf(f));
+    data = text_source(c.data_path, *tok, c.ctx, c.seed);
+  }
+  ModelGrad mg(params, *spa.attention, pool, max_shard, c.checkpoint_layers);
+
+  const std::string log_path = c.out_dir.empty() ? "" : c.out_dir + "/log.jsonl";
+  if (lead && !log_path.empty()) {
+    fs::create_directories(c.out_dir);
+    if (resume) truncate_log(log_path, resume->step);
+    else std::ofstream(log_path, std::ios::trunc);
+  }
+  Schedule sched{c.lr, c.warmup, c.steps, c.min_lr_ratio};
+  kernels::AdamW adam;
+  adam.beta2 = c.beta2;
+  adam.weight_decay = c.weight_decay;
+  const double step_flops = train_step_flops(spec, c.ctx, c.batch * c.dp);
+
+  auto evaluate = [&](int64_t step) {
+    EvalLog e;
+    e.step = step;
+    double v[4] = {0, 0, 0, 0};  // loss, counted, correct tokens, correct sequences
+    for (int64_t i = dp_rank; i < c.eval_examples; i += c.dp) {
+      const LossSum r = mg.evaluate(shard_of(held_out->get(i), sp, group->rank(), spa.placement));
+      double g[3] = {r.loss, double(r.counted), double(r.correct)};
+      group->allreduce(g, 3, comm::ReduceOp::Sum);
+      if (group->rank() == 0) {
+        v[0] += g[0];
+        v[1] += g[1];
+        v[2] += g[2];
+        v[3] += g[2] == g[1] ? 1.0 : 0.0;
+      }
+    }
+    world.allreduce(v, 4, comm::ReduceOp::Sum);
+    e.examples = c.eval_examples;
+    e.loss = v[1] > 0 ? v[0] / v[1] : 0.0;
+    e.token_accuracy = v[1] > 0 ? v[2] / v[1] : 0.0;
+    e.sequence_accuracy = double(v[3]) / double(std::max<int64_t>(1, c.eval_examples));
+    return e;
+  };
+
+  const auto run_t0 = std::chrono::steady_clock::now();
+  const int64_t last = c.stop_after > 0 ? std::min(c.steps, c.stop_after) : c.steps;
+  for (int64_t step = first; step <= last; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::fill(grads.data(), grads.data() + grads.size(), 0.0f);
+    std::vector<SeqShard> shards;
+    int64_t counted = 0;
+    for (int64_t b = 0; b < c.batch; ++b) {
+      const int64_t index = (step - 1) * c.batch * c.dp + dp_rank * c.batch + b;
+      shards.push_back(shard_of(data->get(index), sp, group->rank(), spa.placement));
+      for (int32_t t : shards.back().targets) counted += t >= 0;
+    }
+    world.allreduce(&counted, 1, comm::ReduceOp::Sum);
+    const float grad_scale = counted > 0 ? 1.0f / float(counted) : 0.0f;
+    double loss = 0.0;
+    for (const SeqShard& s : shards) loss += mg.step(s, grad_scale, grads).loss;
+    world.allreduce(grads.data(), size_t(grads.size()), comm::ReduceOp::Sum);
+    world.allreduce(&loss, 1, comm::ReduceOp::Sum);
+    StepLog lg;
+    lg.step = step;
+    lg.loss = counted > 0 ? loss / double(counted) : 0.0;
+    lg.grad_norm = grad_norm(grads, pool);
+    lg.lr = sched.at(step);
+    opt.step(params, grads, lg.lr, clip_factor(lg.grad_norm, c.grad_clip), adam, pool);
+    lg.seconds = seconds_since(t0);
+    lg.tokens_per_s = double(c.ctx * c.batch * c.dp) / lg.seconds;
+    if (c.peak_flops > 0.0) lg.flop_utilization = step_flops / lg.seconds / (c.peak_flops * world.size());
+    lg.peak_rss = process_memory().peak_rss;
+    sum.steps.push_back(lg);
+
+    nlohmann::json line = lg.to_json();
+    const bool eval_now = held_out && ((c.eval_every > 0 && step % c.eval_every == 0) || step == c.steps);
+    if (eval_now) {
+      const EvalLog e = evaluate(step);
+      sum.evals.push_back(e);
+      line["eval_loss"] = e.loss;
+      line["accuracy"] = e.sequence_accuracy;
+      line["token_accuracy"] = e.token_accuracy;
+    }
+    if (lead && !c.quiet) {
+      std::string util = lg.flop_utilization > 0 ? fmt::format("  FLOP {:.0f}%", 100.0 * lg.flop_utilization) : "";
+      std::string ev = eval_now ? fmt::format("  eval loss {:.4f} acc {:.1f}%", line["eval_loss"].get<double>(),
+                                              100.0 * line["accuracy"].get<double>())
+                                : "";
+      fmt::print(stderr, "step {}/{}  loss {:.4f}  lr {:.2e}  |g| {:.3f}  {:.0f} tok/s{}  mem {}  {:.2f} s{}\n",
+                 step, c.steps, lg.loss, lg.lr, lg.grad_norm, lg.tokens_per_s, util,
+                 format_size(double(lg.peak_rss)), lg.seconds, ev);
+    }
+    if (lead && !log_path.empty()) {
+      std::ofstream out(log_path, std::ios::app);
+      out << line.dump() << "\n";
+    }
+    const bool save_now = !c.out_dir.empty() && ((c.save_every > 0 && step % c.save_every == 0) || step == last);
+    if (save_now && lead) save_checkpoint(c.out_dir, params, opt, step, settings_of(c));
+    if (save_now) world.barrier();
+  }
+  sum.seconds = seconds_since(run_t0);
+  return sum;
+}
+
+}  // namespace tandem::train
