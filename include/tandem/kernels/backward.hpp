@@ -117,7 +117,8 @@ struct AdamW {
 void adamw_step(float* p, const float* grad, float* m, float* v, int64_t n, const AdamW& h,
                 int64_t step, float grad_scale, ThreadPool& pool);
 
-// sum of x[i]^2 in double (for the global gradient norm).
+// sum of x[i]^2 in double (for the global gradient norm); the same value for every thread
+// count (and instruction set).
 double sum_squares(const float* x, int64_t n, ThreadPool& pool);
 
 }  // namespace tandem::kernels
