@@ -1,0 +1,170 @@
+// kernels::attention_backward and attention_delta (backward.hpp). The unit kernel is
+// written once in attention_backward_body.inc and compiled per instruction set; this file
+// checks the arguments and deals the units to the threads.
+//
+// Threads: a unit (KV head g, tile of queries) writes the dq rows of its queries and heads,
+// which no other unit writes, and adds to the dk/dv slice [n_kv][g]. Two ways to keep the
+// threads apart, no atomics, no recomputation:
+//   - by KV head, when the threads divide G: thread t takes the KV heads g = t mod nth,
+//     every query tile; nothing is shared, the results go straight to the caller's
+//     buffers, and the work is even (every KV head costs the same).
+//   - else by query tile: every thread past the first adds dk, dv to a zeroed partial
+//     buffer [n_kv][G][d] of its own, summed into the caller's at the end (memory
+//     O(threads * n_kv * G * d), written and read once per call). Tiles are dealt in
+//     zigzag (t mod 2*nth in {tid, 2*nth-1-tid}) so that under a causal mask, where later
+//     tiles see more keys, each thread gets early and late ones.
+// The alternative of a second pass over the key tiles for dk/dv recomputes the scores
+// and dP (7 products of [tile][tile][d] per pair of tiles instead of 5).
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 intrinsics
+#endif
+#include "kernels/attention_backward.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string_view>
+#include <vector>
+
+#include "kernels/isa.hpp"
+#include "tandem/core/error.hpp"
+#include "tandem/core/fp16.hpp"
+
+#define TANDEM_PER_ISA_BODY "kernels/attention_backward_body.inc"
+#define TANDEM_PER_ISA_PREFIX attn_bwd
+#include "kernels/per_isa.inc"
+
+namespace tandem::kernels {
+namespace detail {
+
+const AttnBwdKernels& attn_bwd_kernels() {
+#ifdef TANDEM_PER_ISA_X86
+  const std::string_view name = isa().name;
+  if (name == "avx512") return attn_bwd_avx512::kAttnBwdTable;
+  if (name == "avx2") return attn_bwd_avx2::kAttnBwdTable;
+#endif
+  return attn_bwd_generic::kAttnBwdTable;
+}
+
+void check_attention_backward(const AttentionBackwardArgs& b) {
+  const AttentionArgs& a = b.fwd;
+  if (a.softcap != 0.0f)
+    bad_input("attention_backward: AttentionArgs.softcap = {} is not supported (no soft-capping "
+              "in training)",
+              a.softcap);
+  if (a.pages.tokens > 0)
+    bad_input("attention_backward: AttentionArgs.pages is not supported (contiguous f32 keys "
+              "only)");
+  TD_CHECK(a.H > 0 && a.G > 0 && a.H % a.G == 0 && a.d > 0);
+  TD_CHECK(a.n_q >= 0 && a.n_kv >= 0 && a.kv_stride >= int64_t(a.G) * a.d && a.window >= 0);
+  if (a.n_q == 0 || a.n_kv == 0) return;
+  TD_CHECK(a.q && a.k && a.v && a.lse && b.dout && b.dq && b.dk && b.dv);
+  TD_CHECK(b.delta || a.out);
+  TD_CHECK(!a.causal || (a.q_pos && a.kv_pos));
+}
+
+}  // namespace detail
+
+void attention_delta(const float* out, const float* dout, int64_t n_q, int H, int d,
+                     float* delta) {
+  for (int64_t r = 0; r < n_q * H; ++r) {
+    const float* o = out + r * d;
+    const float* g = dout + r * d;
+    float s = 0.0f;
+    for (int c = 0; c < d; ++c) s += o[c] * g[c];
+    delta[r] = s;
+  }
+}
+
+namespace {
+
+struct BwdScratch {
+  std::vector<float> kt, vt, p, ds, lse, delta;
+  std::vector<const float*> q, dout, k;
+  std::vector<float*> dq, dk, dv;
+  detail::AttnBwdScratch get(const detail::AttnBwdKernels& kn, int group, int d) {
+    const size_t nx = size_t(group) * size_t(kn.tile_q), tk = size_t(kn.tile_k);
+    kt.resize(size_t(d) * tk);
+    vt.resize(size_t(d) * tk);
+    p.resize(nx * tk);
+    ds.resize(nx * tk);
+    lse.resize(nx);
+    delta.resize(nx);
+    q.resize(nx);
+    dout.resize(nx);
+    dq.resize(nx);
+    k.resize(tk);
+    dk.resize(tk);
+    dv.resize(tk);
+    return {kt.data(), vt.data(), p.data(),    ds.data(), lse.data(), delta.data(),
+            q.data(),  dout.data(), dq.data(), k.data(),  dk.data(),  dv.data()};
+  }
+};
+thread_local BwdScratch t_scratch;
+thread_local std::vector<float> t_parts;  // the caller's partial dk, dv of threads 1..
+
+}  // namespace
+
+void attention_backward(const AttentionBackwardArgs& b, ThreadPool& pool) {
+  detail::check_attention_backward(b);
+  const AttentionArgs& a = b.fwd;
+  if (a.n_q == 0 || a.n_kv == 0) return;
+  const detail::AttnBwdKernels& kn = detail::attn_bwd_kernels();
+  const int G = a.G, group = a.H / a.G;
+  const int64_t tiles = (a.n_q + kn.tile_q - 1) / kn.tile_q;
+  const int64_t kvd = int64_t(G) * a.d;
+  auto unit = [&](int g, int64_t t, float* dk, float* dv, int64_t stride) {
+    const int64_t i0 = t * kn.tile_q;
+    kn.unit(b, g, i0, int(std::min<int64_t>(kn.tile_q, a.n_q - i0)), dk, dv, stride,
+            t_scratch.get(kn, group, a.d));
+  };
+  int nth = pool.size();
+  if (a.n_q * a.n_kv * a.H * int64_t(a.d) < (int64_t(1) << 15)) nth = 1;
+  if (nth == 1 || G % nth == 0) {
+    auto by_head = [&](int tid, int n) {
+      for (int g = tid; g < G; g += n)
+        for (int64_t t = 0; t < tiles; ++t) unit(g, t, b.dk, b.dv, a.kv_stride);
+    };
+    if (nth == 1)
+      by_head(0, 1);
+    else
+      pool.run(std::cref(by_head));
+    return;
+  }
+  // By query tile, with partial dk and dv for threads 1.. ([nth-1][2][n_kv][G*d]).
+  const int64_t part = a.n_kv * kvd;
+  t_parts.resize(size_t(2 * part * (nth - 1)));
+  float* const parts = t_parts.data();  // the caller's: thread_local names differ per thread
+  auto by_tile = [&](int tid, int n) {
+    float* dk = tid == 0 ? b.dk : parts + 2 * part * (tid - 1);
+    float* dv = tid == 0 ? b.dv : dk + part;
+    const int64_t stride = tid == 0 ? a.kv_stride : kvd;
+    if (tid > 0) std::fill(dk, dk + 2 * part, 0.0f);
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t m = t % (2 * n);
+      if (m != tid && m != 2 * n - 1 - tid) continue;
+      for (int g = 0; g < G; ++g) unit(g, t, dk, dv, stride);
+    }
+  };
+  pool.run(std::cref(by_tile));
+  auto reduce = [&](int tid, int n) {
+    const auto [j0, j1] = split_range(a.n_kv, tid, n);
+    for (int s = 0; s + 1 < nth; ++s) {
+      const float* pk = parts + 2 * part * s;
+      const float* pv = pk + part;
+      for (int64_t j = j0; j < j1; ++j) {
+        float* dk = b.dk + j * a.kv_stride;
+        float* dv = b.dv + j * a.kv_stride;
+        for (int64_t e = 0; e < kvd; ++e) {
+          dk[e] += pk[j * kvd + e];
+          dv[e] += pv[j * kvd + e];
+        }
+      }
+    }
+  };
+  pool.run(std::cref(reduce));
+}
+
+}  // namespace tandem::kernels
