@@ -81,13 +81,11 @@ void attention_delta(const float* out, const float* dout, int64_t n_q, int H, in
 namespace {
 
 struct BwdScratch {
-  std::vector<float> kt, vt, p, ds, lse, delta;
+  std::vector<float> p, ds, lse, delta;
   std::vector<const float*> q, dout, k;
   std::vector<float*> dq, dk, dv;
   detail::AttnBwdScratch get(const detail::AttnBwdKernels& kn, int group, int d) {
     const size_t nx = size_t(group) * size_t(kn.tile_q), tk = size_t(kn.tile_k);
-    kt.resize(size_t(d) * tk);
-    vt.resize(size_t(d) * tk);
     p.resize(nx * tk);
     ds.resize(nx * tk);
     lse.resize(nx);
@@ -98,12 +96,13 @@ struct BwdScratch {
     k.resize(tk);
     dk.resize(tk);
     dv.resize(tk);
-    return {kt.data(), vt.data(), p.data(),    ds.data(), lse.data(), delta.data(),
-            q.data(),  dout.data(), dq.data(), k.data(),  dk.data(),  dv.data()};
+    return {p.data(),  ds.data(), lse.data(), delta.data(), q.data(),
+            dout.data(), dq.data(), k.data(),  dk.data(),  dv.data()};
   }
 };
 thread_local BwdScratch t_scratch;
 thread_local std::vector<float> t_parts;  // the caller's partial dk, dv of threads 1..
+thread_local std::vector<float> t_kvt;    // the caller's K and V transposed per key tile
 
 }  // namespace
 
@@ -115,22 +114,47 @@ void attention_backward(const AttentionBackwardArgs& b, ThreadPool& pool) {
   const int G = a.G, group = a.H / a.G;
   const int64_t tiles = (a.n_q + kn.tile_q - 1) / kn.tile_q;
   const int64_t kvd = int64_t(G) * a.d;
-  auto unit = [&](int g, int64_t t, float* dk, float* dv, int64_t stride) {
-    const int64_t i0 = t * kn.tile_q;
-    kn.unit(b, g, i0, int(std::min<int64_t>(kn.tile_q, a.n_q - i0)), dk, dv, stride,
-            t_scratch.get(kn, group, a.d));
-  };
   int nth = pool.size();
   if (a.n_q * a.n_kv * a.H * int64_t(a.d) < (int64_t(1) << 15)) nth = 1;
+  auto run = [&](const std::function<void(int, int)>& f) {
+    if (nth == 1)
+      f(0, 1);
+    else
+      pool.run(f);
+  };
+  // K and V transposed once per call, per KV head and key tile: [G][tiles][d][tile_k]
+  // each (keys past n_kv zero), read by every query tile.
+  const int tk = kn.tile_k;
+  const int64_t ktiles = (a.n_kv + tk - 1) / tk, per_g = ktiles * tk * a.d;
+  t_kvt.resize(size_t(2 * G * per_g));
+  float* const kt = t_kvt.data();
+  float* const vt = kt + G * per_g;
+  run([&](int tid, int n) {
+    const auto [u0, u1] = split_range(G * ktiles, tid, n);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t g = u / ktiles, j0 = (u % ktiles) * tk, off = g * per_g + j0 * a.d;
+      for (int c = 0; c < a.d; ++c)
+        for (int j = 0; j < tk; ++j) {
+          const bool in = j0 + j < a.n_kv;
+          const int64_t src = (j0 + j) * a.kv_stride + g * a.d + c;
+          kt[off + c * tk + j] = in ? a.k[src] : 0.0f;
+          vt[off + c * tk + j] = in ? a.v[src] : 0.0f;
+        }
+    }
+  });
+  auto unit = [&](int g, int64_t t, float* dk, float* dv, int64_t stride) {
+    const int64_t i0 = t * kn.tile_q;
+    const detail::AttnBwdUnit u{g,  i0,     int(std::min<int64_t>(kn.tile_q, a.n_q - i0)),
+                                dk, dv,     stride,
+                                kt + g * per_g, vt + g * per_g};
+    kn.unit(b, u, t_scratch.get(kn, group, a.d));
+  };
   if (nth == 1 || G % nth == 0) {
     auto by_head = [&](int tid, int n) {
       for (int g = tid; g < G; g += n)
         for (int64_t t = 0; t < tiles; ++t) unit(g, t, b.dk, b.dv, a.kv_stride);
     };
-    if (nth == 1)
-      by_head(0, 1);
-    else
-      pool.run(std::cref(by_head));
+    run(by_head);
     return;
   }
   // By query tile, with partial dk and dv for threads 1.. ([nth-1][2][n_kv][G*d]).

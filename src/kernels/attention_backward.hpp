@@ -13,12 +13,9 @@ namespace tandem::kernels::detail {
 void check_attention_backward(const AttentionBackwardArgs& b);
 
 // Per-thread buffers of one unit (AttnBwdKernels::unit), rows x = (head of the group,
-// query of the tile), nx = (H/G) * tile_q at most: kt and vt [d][tile_k] (K and V of
-// the key tile transposed), p and ds [nx][tile_k] (probabilities, dP then dS), lse and
-// delta [nx], row pointers q, dout, dq [nx] and k, dk, dv [tile_k].
+// query of the tile), nx = (H/G) * tile_q at most: p and ds [nx][tile_k] (probabilities,
+// dP then dS), lse and delta [nx], row pointers q, dout, dq [nx] and k, dk, dv [tile_k].
 struct AttnBwdScratch {
-  float* kt;
-  float* vt;
   float* p;
   float* ds;
   float* lse;
@@ -35,9 +32,20 @@ struct AttnBwdScratch {
 // of g, against every key of the call (tiles of tile_k keys, wholly masked ones skipped).
 // Adds to dq (rows of the unit: no other unit writes them) and to dk, dv given as
 // [n_kv] rows dstride floats apart (KV head g at g*d of a row): the caller's, or a
-// thread's partial buffer.
-using AttnBwdUnitFn = void (*)(const AttentionBackwardArgs& b, int g, int64_t i0, int nq,
-                               float* dk, float* dv, int64_t dstride, const AttnBwdScratch& sc);
+// thread's partial buffer. kt and vt: K and V of KV head g transposed per key tile,
+// [tiles][d][tile_k] (keys past n_kv zero), made once per call (transpose_kv).
+struct AttnBwdUnit {
+  int g;
+  int64_t i0;
+  int nq;
+  float* dk;
+  float* dv;
+  int64_t dstride;
+  const float* kt;
+  const float* vt;
+};
+using AttnBwdUnitFn = void (*)(const AttentionBackwardArgs& b, const AttnBwdUnit& u,
+                               const AttnBwdScratch& sc);
 
 struct AttnBwdKernels {
   AttnBwdUnitFn unit;
