@@ -58,16 +58,17 @@ class RingAttentionGrad final : public AttentionGrad {
     std::memcpy(own + n * kvw, s.v, size_t(n * kvw) * sizeof(float));
     std::memcpy(own + 2 * n * kvw, s.pos, size_t(n) * sizeof(int32_t));
 
-    int step = 0;
+    int calls = 0;
     std::unique_ptr<comm::Request> acc_send;
     auto on_block = [&](int owner, const float* blk, int64_t nb) {
-      // The sum so far of this block's dK/dV (ranks owner .. rank-1), arriving now.
+      // The sum so far of this block's dK/dV (ranks owner .. rank-1), arriving now. (The
+      // circulator may skip empty blocks: the steps are counted by owner, not by call.)
       std::unique_ptr<comm::Request> acc_recv;
       std::vector<float>& in = acc_in_;
       in.resize(size_t(2 * nb * kvw));
-      if (step > 0 && nb > 0) acc_recv = comm_.irecv(in.data(), in.size() * sizeof(float), prev, kAccTag);
+      if (owner != r && nb > 0) acc_recv = comm_.irecv(in.data(), in.size() * sizeof(float), prev, kAccTag);
       // This rank's contribution, into the buffer not being sent.
-      std::vector<float>& part = part_[step % 2];
+      std::vector<float>& part = part_[calls % 2];
       part.assign(size_t(2 * nb * kvw), 0.0f);
       pos_.resize(size_t(nb));
       std::memcpy(pos_.data(), blk + 2 * nb * kvw, size_t(nb) * sizeof(int32_t));
@@ -89,12 +90,12 @@ class RingAttentionGrad final : public AttentionGrad {
       if (acc_send) comm_.wait(*acc_send);
       acc_send.reset();
       if (P > 1 && nb > 0) acc_send = comm_.isend(part.data(), part.size() * sizeof(float), next, kAccTag);
-      last_ = step % 2;
-      (void)owner;
-      ++step;
+      last_ = calls % 2;
+      ++calls;
     };
     circ_.run(on_block);
     if (P == 1) {
+      if (n == 0) return;
       std::memcpy(dk, part_[last_].data(), size_t(n * kvw) * sizeof(float));
       std::memcpy(dv, part_[last_].data() + n * kvw, size_t(n * kvw) * sizeof(float));
       return;

@@ -186,8 +186,9 @@ struct ModelGrad::Impl {
   // becomes d(loss)/d(xs[L]).
   LossSum head(const SeqShard& s, float grad_scale, ParamSet* g) {
     const int64_t n = s.size();
-    kernels::rmsnorm(xs[size_t(m.L)], p.output_norm(), xn, n, m.D, eps, pool);
     LossSum r;
+    if (n == 0) return r;  // a rank with no tokens of this sequence (N < P)
+    kernels::rmsnorm(xs[size_t(m.L)], p.output_norm(), xn, n, m.D, eps, pool);
     kernels::CrossEntropyArgs ce;
     ce.x = xn;
     ce.w = p.output();

@@ -55,8 +55,15 @@ SynthSpec preset_spec(const std::string& preset, int64_t n_vocab, const std::str
   SynthSpec s = synth_preset(preset);
   s.type = DType::F32;
   s.vocab_path = vocab_path;
-  s.n_vocab = vocab_path.empty() ? n_vocab : 0;
-  synthetic_tensors(s);  // validates (and reads the vocabulary's size)
+  s.n_vocab = n_vocab;
+  if (!vocab_path.empty()) {
+    const gguf::File f = gguf::File::open(vocab_path);
+    const gguf::Value* tokens = f.find("tokenizer.ggml.tokens");
+    if (!tokens || !tokens->as_array())
+      bad_input("--vocab {}: no tokenizer.ggml.tokens array (not a vocabulary file)", vocab_path);
+    s.n_vocab = int64_t(tokens->as_array()->items.size());
+  }
+  synthetic_tensors(s);  // validates
   return s;
 }
 
@@ -84,11 +91,8 @@ SynthSpec spec_of_model(const std::string& path) {
   s.rms_eps = hp.rms_eps;
   s.head_dim = hp.head_dim * hp.n_head == hp.n_embd ? 0 : hp.head_dim;
   s.type = DType::F32;
-  if (f.find("tokenizer.ggml.tokens")) {
-    s.vocab_path = path;
-  } else {
-    s.n_vocab = hp.n_vocab;
-  }
+  s.n_vocab = hp.n_vocab;
+  if (f.find("tokenizer.ggml.tokens")) s.vocab_path = path;
   synthetic_tensors(s);
   return s;
 }

@@ -87,7 +87,8 @@ void truncate_log(const std::string& path, int64_t step) {
 nlohmann::json StepLog::to_json() const {
   nlohmann::json j = {{"step", step},       {"loss", loss},         {"tokens_per_s", tokens_per_s},
                       {"lr", lr},           {"grad_norm", grad_norm}, {"seconds", seconds},
-                      {"peak_rss", peak_rss}};
+                      {"peak_rss", peak_rss}, {"attention_bytes", attention_bytes},
+                      {"allreduce_bytes", allreduce_bytes}, {"comm_wait_seconds", comm_wait_seconds}};
   if (flop_utilization > 0.0) j["flop_utilization"] = flop_utilization;
   return j;
 }
@@ -235,6 +236,7 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
   const int64_t last = c.stop_after > 0 ? std::min(c.steps, c.stop_after) : c.steps;
   for (int64_t step = first; step <= last; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
+    const comm::CommStats world0 = world.stats(), group0 = group->stats();
     std::fill(grads.data(), grads.data() + grads.size(), 0.0f);
     std::vector<SeqShard> shards;
     int64_t counted = 0;
@@ -259,6 +261,16 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     lg.tokens_per_s = double(c.ctx * c.batch * c.dp) / lg.seconds;
     if (c.peak_flops > 0.0) lg.flop_utilization = step_flops / lg.seconds / (c.peak_flops * world.size());
     lg.peak_rss = process_memory().peak_rss;
+    {
+      const comm::CommStats w = world.stats(), g = group->stats();
+      const uint64_t attn = g.bytes_sent - group0.bytes_sent;
+      double most[3] = {double(attn), double(w.bytes_sent - world0.bytes_sent - attn),
+                        w.wait_seconds - world0.wait_seconds};
+      world.allreduce(most, 3, comm::ReduceOp::Max);
+      lg.attention_bytes = uint64_t(most[0]);
+      lg.allreduce_bytes = uint64_t(most[1]);
+      lg.comm_wait_seconds = most[2];
+    }
     sum.steps.push_back(lg);
 
     nlohmann::json line = lg.to_json();

@@ -38,7 +38,7 @@ TEST(CliTrain, PasskeyRunWritesLogCheckpointAndReport) {
   }
   EXPECT_EQ(n, 3);
   // The checkpoint is a model the other commands read.
-  const auto info = run(tandem_bin() + " info " + dir + "/checkpoint.gguf");
+  const auto info = run(tandem_bin() + " info -m " + dir + "/checkpoint.gguf");
   EXPECT_EQ(info.code, 0) << info.out;
   EXPECT_NE(info.out.find("llama"), std::string::npos) << info.out;
   const std::string svg = read_text(rep + "/loss.svg");
@@ -65,9 +65,9 @@ TEST(CliTrain, BadInputNamesTheFlag) {
     std::string args, needle;
     int code;
   };
-  const std::string base = " train --preset tiny --ctx 32 --steps 1 -q";
+  const std::string base = " train --preset tiny --steps 1 -q";
   for (const Case& c : std::vector<Case>{
-           {base, "exactly one of --data", 2},
+           {base + " --ctx 32", "exactly one of --data", 2},
            {base + " --task copy", "--task copy", 2},
            {base + " --task passkey --batch 0", "--batch 0", 2},
            {base + " --task passkey --sp ulysses", "--sp ulysses", 2},

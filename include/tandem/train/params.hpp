@@ -48,7 +48,8 @@ class ParamSet {
 MatrixView f32_matrix(const float* p, int64_t rows, int64_t cols);
 
 // The spec of a model trained from scratch: the preset's shape (tiny, small), f32, llama,
-// with V = n_vocab and the tokenizer of vocab_path when given (else no tokenizer).
+// with the tokenizer and vocabulary size of vocab_path when given, else V = n_vocab and no
+// tokenizer.
 SynthSpec preset_spec(const std::string& preset, int64_t n_vocab, const std::string& vocab_path);
 
 // The spec of a GGUF model to continue training from; throws Error(BadInput) naming the

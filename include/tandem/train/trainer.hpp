@@ -64,6 +64,11 @@ struct StepLog {
   double seconds = 0.0;
   double flop_utilization = 0.0;  // model FLOPs per second / peak_flops (0: no peak)
   uint64_t peak_rss = 0;    // this process
+  // Communication of the step, the most of any rank: bytes sent by the sequence-parallel
+  // attention (within a group) and by the gradient all-reduce (and the rest of the
+  // step's collectives), and the time blocked waiting on either.
+  uint64_t attention_bytes = 0, allreduce_bytes = 0;
+  double comm_wait_seconds = 0.0;
   nlohmann::json to_json() const;
 };
 
