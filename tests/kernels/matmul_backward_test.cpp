@@ -103,13 +103,14 @@ struct Case {
   int64_t m, rows, cols;
 };
 // Odd and edge shapes: m = 1; rows and cols below, at and past a vector (16, 8) and a
-// register tile (AVX-512 14 x 32, AVX2 6 x 16, generic 4 x 4); depths (rows for dx, m
-// for dw) past one block of 256; token and row counts past one A block (224); dw
-// columns past one packed block of x (256).
-const Case kCases[] = {{1, 1, 1},     {1, 17, 33},    {3, 5, 7},     {2, 64, 48},
-                       {13, 31, 47},  {15, 14, 32},   {29, 30, 16},  {37, 70, 100},
-                       {64, 64, 64},  {1, 300, 40},   {5, 600, 97},  {231, 45, 36},
-                       {300, 29, 21}, {260, 240, 290}, {7, 3, 530}};
+// register tile (AVX-512 8 x 48, AVX2 6 x 16, generic 4 x 4); depths (rows for dx, m for
+// dw) past one pass of 512; token counts (dx) and row counts (dw) past one A block
+// (64 Ki floats over the pass's depth: 216 rows at depth 300, 240 at 265).
+const Case kCases[] = {{1, 1, 1},     {1, 17, 33},    {3, 5, 7},       {2, 64, 48},
+                       {13, 31, 47},  {15, 14, 32},   {29, 30, 16},    {37, 70, 100},
+                       {64, 64, 64},  {1, 300, 40},   {5, 600, 97},    {231, 45, 36},
+                       {300, 29, 21}, {260, 240, 290}, {7, 3, 530},    {300, 600, 40},
+                       {530, 300, 20}, {16, 8, 96}};
 
 TEST(MatmulBackward, DxMatchesReference) {
   std::mt19937 rng(5);
