@@ -1,10 +1,14 @@
 // Times the dense f32 products of training at the small preset's shapes: the forward
 // kernels::matmul on F32 weights, matmul_dx and matmul_dw, on 1 and 2 threads, and the
 // output head fused with cross-entropy. Prints GFLOP/s = 2 * m * rows * cols / time
-// (median of --reps runs after one warm-up run).
+// (median of --reps runs after one warm-up run), from wall-clock time and, in the "cpu"
+// columns, from the process's CPU time divided by the threads (what the op would take
+// with the cores to itself, spin-waits included: on a shared machine the wall-clock
+// figures drop when other processes take the cores, these much less).
 //   matmul_backward_timing [--m 1024] [--reps 7] [--threads 1,2] [--xent]
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,17 +25,30 @@ using namespace tandem::kernels;
 
 namespace {
 
+double cpu_seconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+// Medians of the wall-clock and the process CPU time of f over reps runs.
+struct Timing {
+  double wall, cpu;
+};
 template <typename F>
-double median_seconds(int reps, F&& f) {
+Timing median_seconds(int reps, F&& f) {
   f();  // warm-up: scratch buffers, pages, caches
-  std::vector<double> t;
+  std::vector<double> t, c;
   for (int r = 0; r < reps; ++r) {
+    const double c0 = cpu_seconds();
     const auto a = std::chrono::steady_clock::now();
     f();
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+    c.push_back(cpu_seconds() - c0);
   }
   std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  std::sort(c.begin(), c.end());
+  return {t[t.size() / 2], c[c.size() / 2]};
 }
 
 std::vector<float> rand_vec(size_t n, float scale, uint32_t seed) {
@@ -71,13 +88,15 @@ int main(int argc, char** argv) {
     int64_t rows, cols;
     const char* what;
   };
-  const Shape shapes[] = {{768, 768, "attn q/o (D x D)"},
+  const Shape shapes[] = {{768, 768, "attn q/o (DxD)"},
                           {256, 768, "attn k/v (G*d x D)"},
-                          {2048, 768, "ffn gate/up (F x D)"},
-                          {768, 2048, "ffn down (D x F)"},
-                          {32000, 768, "head (V x D)"}};
-  std::printf("%-22s %6s %6s %3s %10s %10s %10s\n", "shape", "rows", "cols", "thr",
-              "fwd GF/s", "dx GF/s", "dw GF/s");
+                          {2048, 768, "ffn gate/up (FxD)"},
+                          {768, 2048, "ffn down (DxF)"},
+                          {32000, 768, "head (VxD)"}};
+  std::printf("GF/s = 2*m*rows*cols / time; wall: wall-clock, cpu: process CPU time / threads\n");
+  std::printf("%-20s %6s %6s %3s | %7s %7s %7s | %7s %7s %7s\n", "shape", "rows", "cols", "thr",
+              "fwd", "dx", "dw", "fwd", "dx", "dw");
+  std::printf("%-20s %6s %6s %3s | %23s | %23s\n", "", "", "", "", "wall GF/s", "cpu GF/s");
   for (const Shape& s : shapes) {
     const std::vector<float> w = rand_vec(size_t(s.rows * s.cols), 0.05f, 1);
     const std::vector<float> x = rand_vec(size_t(m * s.cols), 1.0f, 2);
@@ -92,14 +111,16 @@ int main(int argc, char** argv) {
     const double flop = 2.0 * double(m) * double(s.rows) * double(s.cols);
     for (int nt : threads) {
       ThreadPool pool(nt);
-      const double tf = median_seconds(reps, [&] { matmul(wv, x.data(), m, y.data(), pool); });
-      const double tx = median_seconds(
+      const Timing tf = median_seconds(reps, [&] { matmul(wv, x.data(), m, y.data(), pool); });
+      const Timing tx = median_seconds(
           reps, [&] { matmul_dx(w.data(), s.rows, s.cols, dy.data(), m, dx.data(), false, pool); });
-      const double tw = median_seconds(
+      const Timing tw = median_seconds(
           reps, [&] { matmul_dw(dy.data(), x.data(), m, s.rows, s.cols, dw.data(), pool); });
-      std::printf("%-22s %6lld %6lld %3d %10.1f %10.1f %10.1f\n", s.what,
+      const double g = flop * 1e-9;
+      std::printf("%-20s %6lld %6lld %3d | %7.1f %7.1f %7.1f | %7.1f %7.1f %7.1f\n", s.what,
                   static_cast<long long>(s.rows), static_cast<long long>(s.cols), nt,
-                  flop / tf * 1e-9, flop / tx * 1e-9, flop / tw * 1e-9);
+                  g / tf.wall, g / tx.wall, g / tw.wall, g * nt / tf.cpu, g * nt / tx.cpu,
+                  g * nt / tw.cpu);
       std::fflush(stdout);
     }
   }
@@ -114,7 +135,8 @@ int main(int argc, char** argv) {
     const double flop = 3 * 2.0 * double(m) * double(V) * double(D);
     std::printf("\ncross_entropy V %lld D %lld: GF/s of its 3 products (loss only: 1)\n",
                 static_cast<long long>(V), static_cast<long long>(D));
-    std::printf("%6s %3s %12s %12s %12s\n", "block", "thr", "full GF/s", "ms", "loss-only ms");
+    std::printf("%6s %3s %10s %10s %10s %12s\n", "block", "thr", "wall GF/s", "cpu GF/s",
+                "wall ms", "loss-only ms");
     for (int64_t bt : {int64_t(64), int64_t(256)})
       for (int nt : threads) {
         ThreadPool pool(nt);
@@ -129,13 +151,13 @@ int main(int argc, char** argv) {
         a.dx = dx.data();
         a.dw = dw.data();
         a.block_tokens = bt;
-        const double t = median_seconds(std::max(reps / 2, 3), [&] { cross_entropy(a, pool); });
+        const Timing t = median_seconds(std::max(reps / 2, 3), [&] { cross_entropy(a, pool); });
         CrossEntropyArgs lo = a;
         lo.dx = nullptr;
         lo.dw = nullptr;
-        const double tl = median_seconds(std::max(reps / 2, 3), [&] { cross_entropy(lo, pool); });
-        std::printf("%6lld %3d %12.1f %12.1f %12.1f\n", static_cast<long long>(bt), nt,
-                    flop / t * 1e-9, t * 1e3, tl * 1e3);
+        const Timing tl = median_seconds(std::max(reps / 2, 3), [&] { cross_entropy(lo, pool); });
+        std::printf("%6lld %3d %10.1f %10.1f %10.1f %12.1f\n", static_cast<long long>(bt), nt,
+                    flop / t.wall * 1e-9, flop * nt / t.cpu * 1e-9, t.wall * 1e3, tl.wall * 1e3);
         std::fflush(stdout);
       }
   }
