@@ -60,8 +60,8 @@ void swiglu_backward(const float* gate, const float* up, const float* dout, floa
 // block_tokens tokens at a time ([block_tokens][V] floats held, never [m][V]); per block
 // the gradient g = (softmax - onehot(target)) * grad_scale gives
 //   dx[i][:] = sum_v g[i][v] * w[v][:]   (written; rows of ignored tokens are zeros)
-//   dw[v][:] += sum_i g[i][v] * x[i][:]  (accumulated; dw may be null: loss only, and dx
-//                                         may then be null too)
+//   dw[v][:] += sum_i g[i][v] * x[i][:]  (accumulated)
+// dx and dw may each be null (not wanted); both null: the loss only.
 // Returns the loss (sum, not mean, in double) and, when correct is set, the number of
 // counted tokens whose target has the highest logit (ties count for the lowest id).
 struct CrossEntropyArgs {
