@@ -4,8 +4,8 @@
 //  - the optimized op against the reference on every instruction set, 1-3 threads:
 //    ignored targets, V not a multiple of anything, block_tokens smaller and larger than
 //    m (and not dividing it), blocks whose tokens are all ignored, dw accumulated into
-//    a non-zero buffer, loss only (dw and dx null) and dx without dw, large logits,
-//    and ties in the correct count.
+//    a non-zero buffer, loss only (dw and dx null), dx without dw and dw without dx,
+//    large logits, and ties in the correct count.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -230,7 +230,7 @@ void check_against_ref(const Problem& pr, int64_t block, ThreadPool& pool, std::
       ASSERT_NEAR(dw[k], rdw[k], t) << "dw row " << v << " col " << c;
     }
 
-  // Loss only: the same loss and count; dx without dw: the same dx.
+  // Loss only: the same loss and count; dx without dw, dw without dx: the same values.
   int64_t c2 = -1;
   const double lo = cross_entropy(args_of(pr, scale, nullptr, nullptr, block, &c2), pool);
   ASSERT_NEAR(lo, rloss, ltol);
@@ -238,6 +238,9 @@ void check_against_ref(const Problem& pr, int64_t block, ThreadPool& pool, std::
   std::vector<float> dx2(dx.size(), 7.0f);
   cross_entropy(args_of(pr, scale, dx2.data(), nullptr, block, nullptr), pool);
   for (size_t k = 0; k < dx.size(); ++k) ASSERT_EQ(dx2[k], dx[k]) << "dx without dw " << k;
+  std::vector<float> dw2 = dw0;
+  cross_entropy(args_of(pr, scale, nullptr, dw2.data(), block, nullptr), pool);
+  for (size_t k = 0; k < dw.size(); ++k) ASSERT_EQ(dw2[k], dw[k]) << "dw without dx " << k;
 }
 
 TEST(CrossEntropy, MatchesReference) {
