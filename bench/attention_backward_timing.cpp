@@ -4,10 +4,13 @@
 // --reps runs (after one warm-up) of each, and GFLOP/s counting the visible (query, key)
 // pairs only: forward 4*d per pair and head (QK^T and PV), backward 10*d (QK^T, dO V^T,
 // P^T dO, dS^T Q, dS K: 2.5x the forward). The backward's time includes computing
-// delta = rowsum(dout * out) (delta not passed).
+// delta = rowsum(dout * out) (delta not passed). The cpu columns are the least process
+// CPU time of a run (all threads, their waits included): on a shared machine the one
+// thread's CPU time is steadier than its wall-clock time.
 //   build/bin/attention_backward_timing [--reps R] [--threads T ...] [n ...]
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -40,16 +43,28 @@ std::string loadavg() {
   return a + " " + b + " " + c;
 }
 
+double cpu_now() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+// The least wall-clock and the least process CPU time of reps runs of f.
+struct Best {
+  double wall = 1e30, cpu = 1e30;
+};
 template <typename F>
-double best_seconds(int reps, F&& f) {
+Best best_of(int reps, F&& f) {
   f();  // warm-up (scratch buffers, pages)
-  double best = 1e30;
+  Best b;
   for (int r = 0; r < reps; ++r) {
+    const double c0 = cpu_now();
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    b.wall = std::min(b.wall, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    b.cpu = std::min(b.cpu, cpu_now() - c0);
   }
-  return best;
+  return b;
 }
 
 }  // namespace
@@ -70,8 +85,8 @@ int main(int argc, char** argv) {
   const int H = 12, G = 4, d = 64;
   std::printf("isa %s, H %d, G %d, d %d, causal, best of %d; load average %s\n",
               tk::detail::isa().name, H, G, d, reps, loadavg().c_str());
-  std::printf("%6s %7s %12s %12s %12s %12s %8s\n", "n", "threads", "fwd ms", "fwd GFLOP/s",
-              "bwd ms", "bwd GFLOP/s", "bwd/fwd");
+  std::printf("%6s %7s %9s %12s %9s %12s %8s %11s %11s\n", "n", "threads", "fwd ms",
+              "fwd GFLOP/s", "bwd ms", "bwd GFLOP/s", "bwd/fwd", "fwd cpu ms", "bwd cpu ms");
   for (int n : ns) {
     const size_t nq = size_t(n) * H * d, nkv = size_t(n) * G * d;
     const std::vector<float> q = random_vec(nq, 1), k = random_vec(nkv, 2), v = random_vec(nkv, 3),
@@ -105,10 +120,11 @@ int main(int argc, char** argv) {
     const double fwd_flop = 4.0 * d * H * pairs, bwd_flop = 10.0 * d * H * pairs;
     for (int t : threads) {
       tk::ThreadPool pool(t);
-      const double tf = best_seconds(reps, [&] { tk::attention(a, pool); });
-      const double tb = best_seconds(reps, [&] { tk::attention_backward(b, pool); });
-      std::printf("%6d %7d %12.2f %12.1f %12.2f %12.1f %8.2f\n", n, t, tf * 1e3,
-                  fwd_flop / tf * 1e-9, tb * 1e3, bwd_flop / tb * 1e-9, tb / tf);
+      const Best f = best_of(reps, [&] { tk::attention(a, pool); });
+      const Best g = best_of(reps, [&] { tk::attention_backward(b, pool); });
+      std::printf("%6d %7d %9.2f %12.1f %9.2f %12.1f %8.2f %11.2f %11.2f\n", n, t, f.wall * 1e3,
+                  fwd_flop / f.wall * 1e-9, g.wall * 1e3, bwd_flop / g.wall * 1e-9,
+                  g.wall / f.wall, f.cpu * 1e3, g.cpu * 1e3);
       std::fflush(stdout);
     }
   }
