@@ -10,9 +10,9 @@
 //     buffers, and the work is even (every KV head costs the same).
 //   - else by query tile: every thread past the first adds dk, dv to a zeroed partial
 //     buffer [n_kv][G][d] of its own, summed into the caller's at the end (memory
-//     O(threads * n_kv * G * d), written and read once per call). Tiles are dealt in
-//     zigzag (t mod 2*nth in {tid, 2*nth-1-tid}) so that under a causal mask, where later
-//     tiles see more keys, each thread gets early and late ones.
+//     O(threads * n_kv * G * d), written and read once per call). Under a causal mask
+//     later tiles see more keys: tiles are dealt costliest first to the least loaded
+//     thread.
 // The alternative of a second pass over the key tiles for dk/dv recomputes the scores
 // and dP (7 products of [tile][tile][d] per pair of tiles instead of 5).
 #if !defined(__clang__)
@@ -157,25 +157,57 @@ void attention_backward(const AttentionBackwardArgs& b, ThreadPool& pool) {
     run(by_head);
     return;
   }
-  // By query tile, with partial dk and dv for threads 1.. ([nth-1][2][n_kv][G*d]).
+  // By query tile. Each tile goes to the thread with the least work so far, costliest
+  // tile first (its cost: the key tiles it does not skip); a static deal, so the sums
+  // are the same from run to run. Threads 1.. that get tiles add dk and dv to partial
+  // buffers of their own ([active-1][2][n_kv][G*d]).
+  std::vector<int64_t> cost(static_cast<size_t>(tiles), ktiles);
+  std::vector<int64_t> order(static_cast<size_t>(tiles));
+  if (a.causal) {
+    std::vector<int32_t> kmin(size_t(ktiles), std::numeric_limits<int32_t>::max()),
+        kmax(size_t(ktiles), std::numeric_limits<int32_t>::min());
+    for (int64_t j = 0; j < a.n_kv; ++j) {
+      kmin[size_t(j / tk)] = std::min(kmin[size_t(j / tk)], a.kv_pos[j]);
+      kmax[size_t(j / tk)] = std::max(kmax[size_t(j / tk)], a.kv_pos[j]);
+    }
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t i0 = t * kn.tile_q, i1 = std::min(a.n_q, i0 + kn.tile_q);
+      const int32_t qmin = *std::min_element(a.q_pos + i0, a.q_pos + i1);
+      const int32_t qmax = *std::max_element(a.q_pos + i0, a.q_pos + i1);
+      cost[size_t(t)] = 0;
+      for (int64_t u = 0; u < ktiles; ++u)
+        cost[size_t(t)] += kmin[size_t(u)] <= qmax &&
+                           (a.window <= 0 || int64_t(qmin) - kmax[size_t(u)] < a.window);
+    }
+  }
+  for (int64_t t = 0; t < tiles; ++t) order[size_t(t)] = t;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t x, int64_t y) { return cost[size_t(x)] > cost[size_t(y)]; });
+  const int active = int(std::min<int64_t>(nth, tiles));
+  std::vector<int> owner(static_cast<size_t>(tiles));
+  std::vector<int64_t> load(static_cast<size_t>(active), 0);
+  for (int64_t t : order) {
+    const int to = int(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[size_t(t)] = to;
+    load[size_t(to)] += cost[size_t(t)] + 1;
+  }
   const int64_t part = a.n_kv * kvd;
-  t_parts.resize(size_t(2 * part * (nth - 1)));
+  t_parts.resize(size_t(2 * part * (active - 1)));
   float* const parts = t_parts.data();  // the caller's: thread_local names differ per thread
-  auto by_tile = [&](int tid, int n) {
+  auto by_tile = [&](int tid, int) {
+    if (tid >= active) return;
     float* dk = tid == 0 ? b.dk : parts + 2 * part * (tid - 1);
     float* dv = tid == 0 ? b.dv : dk + part;
     const int64_t stride = tid == 0 ? a.kv_stride : kvd;
     if (tid > 0) std::fill(dk, dk + 2 * part, 0.0f);
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t m = t % (2 * n);
-      if (m != tid && m != 2 * n - 1 - tid) continue;
-      for (int g = 0; g < G; ++g) unit(g, t, dk, dv, stride);
-    }
+    for (int64_t t = 0; t < tiles; ++t)
+      if (owner[size_t(t)] == tid)
+        for (int g = 0; g < G; ++g) unit(g, t, dk, dv, stride);
   };
   pool.run(std::cref(by_tile));
   auto reduce = [&](int tid, int n) {
     const auto [j0, j1] = split_range(a.n_kv, tid, n);
-    for (int s = 0; s + 1 < nth; ++s) {
+    for (int s = 0; s + 1 < active; ++s) {
       const float* pk = parts + 2 * part * s;
       const float* pv = pk + part;
       for (int64_t j = j0; j < j1; ++j) {

@@ -88,10 +88,13 @@ double cross_entropy(const CrossEntropyArgs& a, ThreadPool& pool);
 // calls over disjoint key sets sum to the full gradient. Scores are recomputed per tile
 // from q, k and lse (memory O(n_q + n_kv)); tiles wholly masked by causality are
 // skipped; GQA: the dk/dv of a KV head sum over its H/G query heads. The sliding window
-// and causal rule are those of AttentionArgs.
+// and causal rule are those of AttentionArgs. A query whose lse is -inf (it sees no key)
+// adds nothing. softcap > 0 or pages are rejected with an Error. The floats of a k/v row
+// past G*d are left as they are in dk and dv.
 struct AttentionBackwardArgs {
   AttentionArgs fwd;                 // q, q_pos, n_q, k, v, kv_pos, n_kv, kv_stride, H, G, d,
                                      // scale, causal, window; out and lse as described above
+                                     // (out is read only when delta is null)
   const float* dout = nullptr;       // [n_q][H][d]
   const float* delta = nullptr;      // optional [n_q][H]: sum_e dout*out per query and head
                                      // (computed here when null)
