@@ -81,11 +81,13 @@ void attention_delta(const float* out, const float* dout, int64_t n_q, int H, in
 namespace {
 
 struct BwdScratch {
-  std::vector<float> p, ds, lse, delta;
+  std::vector<float> qc, oc, p, ds, lse, delta;
   std::vector<const float*> q, dout, k;
   std::vector<float*> dq, dk, dv;
   detail::AttnBwdScratch get(const detail::AttnBwdKernels& kn, int group, int d) {
     const size_t nx = size_t(group) * size_t(kn.tile_q), tk = size_t(kn.tile_k);
+    qc.resize(nx * size_t(d));
+    oc.resize(nx * size_t(d));
     p.resize(nx * tk);
     ds.resize(nx * tk);
     lse.resize(nx);
@@ -96,7 +98,7 @@ struct BwdScratch {
     k.resize(tk);
     dk.resize(tk);
     dv.resize(tk);
-    return {p.data(),  ds.data(), lse.data(), delta.data(), q.data(),
+    return {qc.data(), oc.data(), p.data(),  ds.data(), lse.data(), delta.data(), q.data(),
             dout.data(), dq.data(), k.data(),  dk.data(),  dv.data()};
   }
 };

@@ -13,9 +13,12 @@ namespace tandem::kernels::detail {
 void check_attention_backward(const AttentionBackwardArgs& b);
 
 // Per-thread buffers of one unit (AttnBwdKernels::unit), rows x = (head of the group,
-// query of the tile), nx = (H/G) * tile_q at most: p and ds [nx][tile_k] (probabilities,
-// dP then dS), lse and delta [nx], row pointers q, dout, dq [nx] and k, dk, dv [tile_k].
+// query of the tile), nx = (H/G) * tile_q at most: qc and oc [nx][d] (the unit's q and
+// dout rows, copied together), p and ds [nx][tile_k] (probabilities, dP then dS), lse and
+// delta [nx], row pointers q, dout, dq [nx] and k, dk, dv [tile_k].
 struct AttnBwdScratch {
+  float* qc;
+  float* oc;
   float* p;
   float* ds;
   float* lse;
