@@ -1,6 +1,9 @@
 #include "tandem/parallel/head_exchange.hpp"
 
+#include <algorithm>
 #include <cstring>
+
+#include "tandem/core/error.hpp"
 
 namespace tandem::parallel {
 namespace {
@@ -49,14 +52,44 @@ void HeadExchange::begin_step(int64_t m, const int32_t* pos) {
 }
 
 void HeadExchange::to_heads(const float* q, const float* k, const float* v) {
+  const int d = shape_.d;
+  const Moved qs[] = {{q, q_.data(), d}};
+  const Moved kvs[] = {{k, k_.data(), d}, {v, v_.data(), d}};
+  to_heads(qs, kvs);
+}
+
+void HeadExchange::to_tokens(float* out) {
+  const Moved qs[] = {{out_.data(), out, shape_.d}};
+  to_tokens(qs, {});
+}
+
+int64_t HeadExchange::head_floats(std::span<const Moved> qs, std::span<const Moved> kvs) const {
+  int64_t f = 0;
+  for (const Moved& x : qs) f += int64_t(view_.q_heads) * x.w;
+  for (const Moved& x : kvs) f += int64_t(view_.kv_heads) * x.w;
+  return f;
+}
+
+int64_t HeadExchange::token_floats(int j, std::span<const Moved> qs,
+                                   std::span<const Moved> kvs) const {
+  const HeadGroup& g = groups_[size_t(j)];
+  int64_t f = 0;
+  for (const Moved& x : qs) f += int64_t(g.nh) * x.w;
+  for (const Moved& x : kvs) f += int64_t(g.ng) * x.w;
+  return f;
+}
+
+void HeadExchange::to_heads(std::span<const Moved> qs, std::span<const Moved> kvs) {
   const int U = comm_.size(), me = comm_.rank();
-  const int64_t d = shape_.d, m = counts_[size_t(me)], qd = shape_.q_dim(), kvd = shape_.kv_dim();
-  // Send block for member j: q [m][nh_j*d], k [m][ng_j*d], v [m][ng_j*d].
+  const int64_t m = counts_[size_t(me)], H = shape_.H, G = shape_.G;
+  for (const Moved& x : qs) TD_CHECK(x.w >= 1);
+  for (const Moved& x : kvs) TD_CHECK(x.w >= 1);
+  // Send block for member j: each tensor of qs as [m][nh_j*w] (its query heads), then
+  // each of kvs as [m][ng_j*w] (its KV heads).
   int64_t total = 0;
   for (int j = 0; j < U; ++j) {
-    const HeadGroup& g = groups_[size_t(j)];
+    const int64_t floats = m * token_floats(j, qs, kvs);
     soff_[size_t(j)] = size_t(total) * sizeof(float);
-    const int64_t floats = m * (g.nh + 2 * g.ng) * d;
     sbytes_[size_t(j)] = size_t(floats) * sizeof(float);
     total += floats;
   }
@@ -64,72 +97,109 @@ void HeadExchange::to_heads(const float* q, const float* k, const float* v) {
   for (int j = 0; j < U; ++j) {
     const HeadGroup& g = groups_[size_t(j)];
     float* b = send_.data() + soff_[size_t(j)] / sizeof(float);
-    const int64_t qw = g.nh * d, kw = g.ng * d;
-    for (int64_t t = 0; t < m; ++t) {
-      copy_floats(b + t * qw, q + t * qd + g.h0 * d, qw);
-      copy_floats(b + m * qw + t * kw, k + t * kvd + g.g0 * d, kw);
-      copy_floats(b + m * (qw + kw) + t * kw, v + t * kvd + g.g0 * d, kw);
+    for (const Moved& x : qs) {
+      const int64_t w = x.w, rw = g.nh * w;
+      for (int64_t t = 0; t < m; ++t) copy_floats(b + t * rw, x.src + t * H * w + g.h0 * w, rw);
+      b += m * rw;
+    }
+    for (const Moved& x : kvs) {
+      const int64_t w = x.w, rw = g.ng * w;
+      for (int64_t t = 0; t < m; ++t) copy_floats(b + t * rw, x.src + t * G * w + g.g0 * w, rw);
+      b += m * rw;
     }
   }
   // Receive block from member i: the same for its m_i tokens and this member's heads.
-  const int64_t qw = view_.q_heads * d, kw = view_.kv_heads * d;
+  const int64_t hf = head_floats(qs, kvs);
   total = 0;
   for (int i = 0; i < U; ++i) {
+    const int64_t floats = counts_[size_t(i)] * hf;
     roff_[size_t(i)] = size_t(total) * sizeof(float);
-    const int64_t floats = counts_[size_t(i)] * (qw + 2 * kw);
     rbytes_[size_t(i)] = size_t(floats) * sizeof(float);
     total += floats;
   }
   grow(recv_, total);
   comm_.alltoallv(send_.data(), sbytes_, soff_, recv_.data(), rbytes_, roff_);
-  // Unpack: queries into the segment-major layout, K/V rows in token order.
+  // Unpack: query-head tensors into the segment-major layout, KV rows in token order.
   for (int i = 0; i < U; ++i) {
     const int64_t mi = counts_[size_t(i)], f = first_[size_t(i)];
     const float* b = recv_.data() + roff_[size_t(i)] / sizeof(float);
-    for (const HeadSegment& s : view_.segs)
-      for (int64_t t = 0; t < mi; ++t)
-        copy_floats(q_.data() + (n_ * s.q0 + (f + t) * s.nq) * d, b + t * qw + s.q0 * d,
-                    s.nq * d);
-    copy_floats(k_.data() + f * kw, b + mi * qw, mi * kw);
-    copy_floats(v_.data() + f * kw, b + mi * (qw + kw), mi * kw);
+    for (const Moved& x : qs) {
+      const int64_t w = x.w, rw = view_.q_heads * w;
+      for (const HeadSegment& s : view_.segs)
+        for (int64_t t = 0; t < mi; ++t)
+          copy_floats(x.dst + (n_ * s.q0 + (f + t) * s.nq) * w, b + t * rw + s.q0 * w, s.nq * w);
+      b += mi * rw;
+    }
+    for (const Moved& x : kvs) {
+      const int64_t rw = view_.kv_heads * int64_t(x.w);
+      copy_floats(x.dst + f * rw, b, mi * rw);
+      b += mi * rw;
+    }
   }
 }
 
-void HeadExchange::to_tokens(float* out) {
+void HeadExchange::to_tokens(std::span<const Moved> qs, std::span<const Moved> kvs) {
   const int U = comm_.size(), me = comm_.rank();
-  const int64_t d = shape_.d, m = counts_[size_t(me)], qd = shape_.q_dim();
-  // Send block for member i: out [m_i][nh*d] of its tokens, this member's heads.
-  const int64_t qw = view_.q_heads * d;
+  const int64_t m = counts_[size_t(me)], H = shape_.H, G = shape_.G;
+  for (const Moved& x : qs) TD_CHECK(x.w >= 1);
+  for (const Moved& x : kvs) TD_CHECK(x.w >= 1);
+  // Send block for member i: the rows of its m_i tokens, this member's heads, token-major:
+  // each tensor of qs as [m_i][nh*w], then each of kvs as [m_i][ng*w].
+  const int64_t hf = head_floats(qs, kvs);
   int64_t total = 0;
   for (int i = 0; i < U; ++i) {
+    const int64_t floats = counts_[size_t(i)] * hf;
     soff_[size_t(i)] = size_t(total) * sizeof(float);
-    sbytes_[size_t(i)] = size_t(counts_[size_t(i)] * qw) * sizeof(float);
-    total += counts_[size_t(i)] * qw;
+    sbytes_[size_t(i)] = size_t(floats) * sizeof(float);
+    total += floats;
   }
   grow(send_, total);
   for (int i = 0; i < U; ++i) {
     const int64_t mi = counts_[size_t(i)], f = first_[size_t(i)];
     float* b = send_.data() + soff_[size_t(i)] / sizeof(float);
-    for (const HeadSegment& s : view_.segs)
-      for (int64_t t = 0; t < mi; ++t)
-        copy_floats(b + t * qw + s.q0 * d, out_.data() + (n_ * s.q0 + (f + t) * s.nq) * d,
-                    s.nq * d);
+    for (const Moved& x : qs) {
+      const int64_t w = x.w, rw = view_.q_heads * w;
+      for (const HeadSegment& s : view_.segs)
+        for (int64_t t = 0; t < mi; ++t)
+          copy_floats(b + t * rw + s.q0 * w, x.src + (n_ * s.q0 + (f + t) * s.nq) * w, s.nq * w);
+      b += mi * rw;
+    }
+    for (const Moved& x : kvs) {
+      const int64_t rw = view_.kv_heads * int64_t(x.w);
+      copy_floats(b, x.src + f * rw, mi * rw);
+      b += mi * rw;
+    }
   }
-  // Receive block from member j: [m][nh_j*d], heads [h0_j, h0_j + nh_j) of this member's tokens.
+  // Receive block from member j: this member's m tokens, member j's heads.
   total = 0;
   for (int j = 0; j < U; ++j) {
-    const int64_t floats = m * groups_[size_t(j)].nh * d;
+    const int64_t floats = m * token_floats(j, qs, kvs);
     roff_[size_t(j)] = size_t(total) * sizeof(float);
     rbytes_[size_t(j)] = size_t(floats) * sizeof(float);
     total += floats;
   }
   grow(recv_, total);
   comm_.alltoallv(send_.data(), sbytes_, soff_, recv_.data(), rbytes_, roff_);
+  // Every KV head is read by some query head, so every element of a KV-head tensor
+  // receives at least one term.
+  for (const Moved& x : kvs) std::fill(x.dst, x.dst + m * G * x.w, 0.0f);
   for (int j = 0; j < U; ++j) {
     const HeadGroup& g = groups_[size_t(j)];
     const float* b = recv_.data() + roff_[size_t(j)] / sizeof(float);
-    for (int64_t t = 0; t < m; ++t)
-      copy_floats(out + t * qd + g.h0 * d, b + t * g.nh * d, g.nh * d);
+    for (const Moved& x : qs) {
+      const int64_t w = x.w, rw = g.nh * w;
+      for (int64_t t = 0; t < m; ++t) copy_floats(x.dst + t * H * w + g.h0 * w, b + t * rw, rw);
+      b += m * rw;
+    }
+    for (const Moved& x : kvs) {
+      const int64_t w = x.w, rw = g.ng * w;
+      for (int64_t t = 0; t < m; ++t) {
+        float* dst = x.dst + t * G * w + g.g0 * w;
+        const float* src = b + t * rw;
+        for (int64_t e = 0; e < rw; ++e) dst[e] += src[e];
+      }
+      b += m * rw;
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "tandem/core/error.hpp"
+#include "tandem/kernels/backward.hpp"
 #include "tandem/kernels/ops.hpp"
 #include "tandem/parallel/attention_kernel.hpp"
 
@@ -119,6 +120,40 @@ void attend_head_rows(const HeadView& hv, const float* q, const int32_t* q_pos, 
     a.out = o;
     a.lse = l;
     run_attention(a, kernel, pool);
+  }
+}
+
+void attend_heads_backward(const HeadView& hv, const HeadGradArgs& g, kernels::ThreadPool& pool) {
+  TD_CHECK(hv.softcap == 0.0f && g.n_q >= 0 && g.n_kv >= 0);
+  if (g.n_q == 0 || g.n_kv == 0 || hv.q_heads == 0) return;
+  TD_CHECK(g.delta != nullptr);  // the kernel then reads no out
+  const int64_t d = hv.d, nq = g.n_q;
+  for (const HeadSegment& s : hv.segs) {
+    // Segment s: query-head tensors [n_q][nq][d] at n_q*q0*d (lse, delta at n_q*q0).
+    const int64_t qo = nq * s.q0 * d, lo = nq * s.q0;
+    kernels::AttentionBackwardArgs b;
+    kernels::AttentionArgs& a = b.fwd;
+    a.q = g.q + qo;
+    a.q_pos = g.q_pos;
+    a.n_q = nq;
+    a.k = g.k + s.kv0 * d;
+    a.v = g.v + s.kv0 * d;
+    a.kv_pos = g.kv_pos;
+    a.n_kv = g.n_kv;
+    a.kv_stride = int64_t(hv.kv_heads) * d;
+    a.H = s.nq;
+    a.G = s.nkv;
+    a.d = hv.d;
+    a.scale = hv.scale;
+    a.window = hv.window;
+    a.causal = true;
+    a.lse = const_cast<float*>(g.lse + lo);  // read only by the backward
+    b.dout = g.dout + qo;
+    b.delta = g.delta + lo;
+    b.dq = g.dq + qo;
+    b.dk = g.dk + s.kv0 * d;
+    b.dv = g.dv + s.kv0 * d;
+    kernels::attention_backward(b, pool);
   }
 }
 

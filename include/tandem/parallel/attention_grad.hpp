@@ -9,7 +9,9 @@
 //   ring     pass-KV ring (attention_grad_ring.cpp): K/V blocks circulate in the forward;
 //            in the backward K/V circulate again with their dK/dV accumulators, which
 //            arrive back at their owner after a full turn;
-//   ulysses  all-to-all from token shards to head groups and back (both passes).
+//   ulysses  all-to-all from token shards to head groups and back (both passes;
+//            attention_grad_ulysses.cpp);
+//   hybrid   Ulysses within groups of U ranks, the pass-KV ring across the R groups.
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -60,5 +62,18 @@ std::unique_ptr<AttentionGrad> make_local_attention_grad(AttnShape shape,
 std::unique_ptr<AttentionGrad> make_ring_attention_grad(AttnShape shape,
                                                         kernels::ThreadPool& pool,
                                                         comm::Communicator& comm);
+
+// Ulysses over the ranks of comm (HeadExchange: any head split, KV heads replicated where
+// several ranks read them).
+std::unique_ptr<AttentionGrad> make_ulysses_attention_grad(AttnShape shape,
+                                                           kernels::ThreadPool& pool,
+                                                           comm::Communicator& comm);
+// Hybrid UxR (hybrid_attention.hpp's layout: groups of `ulysses` consecutive ranks, rings
+// of the ranks with the same place in their groups); ulysses * ring must equal comm.size()
+// (Error(BadInput) otherwise). Collective: splits comm when ring > 1.
+std::unique_ptr<AttentionGrad> make_hybrid_attention_grad(AttnShape shape,
+                                                          kernels::ThreadPool& pool,
+                                                          comm::Communicator& comm, int ulysses,
+                                                          int ring);
 
 }  // namespace tandem::parallel

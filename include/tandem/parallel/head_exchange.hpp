@@ -12,6 +12,13 @@
 // sends (U-1)/U of its m*(H + 2G)*d input floats (about m*(H/U + 2*ng)*d to each of the
 // others, ng = KV heads of the receiver's subset, >= G/U and replicated when U > G);
 // to_tokens sends back (U-1)/U of its n*nh*d outputs.
+//
+// Training moves more tensors each way (attention_grad_ulysses.cpp): the general
+// to_heads / to_tokens take lists of tensors with w floats per head, query-head ones and
+// KV-head ones, moved in one all-to-all. Back to tokens, a KV-head tensor is summed over
+// the members holding a replica of the head: the adjoint of to_heads, which makes the
+// gradient of replicated K/V.
+#include <span>
 #include <vector>
 
 #include "tandem/comm/communicator.hpp"
@@ -44,7 +51,27 @@ class HeadExchange {
   // member's tokens. Collective.
   void to_tokens(float* out);
 
+  // One tensor to move, w floats per head. Query-head tensors: [m][H*w] on the token side,
+  // view()'s segment-major layout with w floats per head ([n][nq_s][w] at n*q0_s*w) on the
+  // head side (w = d: q, out; w = 1: lse). KV-head tensors: [m][G*w] on the token side,
+  // [n][kv_heads*w] on the head side. src and dst are the caller's, sized so.
+  struct Moved {
+    const float* src = nullptr;
+    float* dst = nullptr;
+    int w = 0;
+  };
+  // Token side -> head side for every tensor of qs and kvs, one all-to-all. Collective.
+  void to_heads(std::span<const Moved> qs, std::span<const Moved> kvs);
+  // Head side -> token side, one all-to-all; a KV-head tensor's dst is the sum over the
+  // members that hold the head (written). Collective.
+  void to_tokens(std::span<const Moved> qs, std::span<const Moved> kvs);
+
  private:
+  // Floats per token of this member's tensors on the head side and member j's on the
+  // token side.
+  int64_t head_floats(std::span<const Moved> qs, std::span<const Moved> kvs) const;
+  int64_t token_floats(int j, std::span<const Moved> qs, std::span<const Moved> kvs) const;
+
   AttnShape shape_;
   comm::Communicator& comm_;
   std::vector<HeadGroup> groups_;

@@ -76,4 +76,26 @@ void attend_heads(const HeadView& hv, const float* q, const int32_t* q_pos, int6
                   float* out, float* lse, kernels::ThreadPool& pool,
                   AttnKernel kernel = AttnKernel::Flash);
 
+// The backward of attend_heads over contiguous K/V rows, for training: one
+// kernels::attention_backward call per segment. Every query-head tensor is in hv's
+// layout (lse and delta as lse), K/V rows and their gradients [n_kv][hv.kv_heads*d].
+// lse (and delta) are those of the queries over every key they see, so calls over
+// disjoint key sets (a ring's blocks) sum to the whole gradient. No softcap.
+struct HeadGradArgs {
+  const float* q = nullptr;
+  const int32_t* q_pos = nullptr;  // [n_q]
+  int64_t n_q = 0;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  const int32_t* kv_pos = nullptr;  // [n_kv]
+  int64_t n_kv = 0;
+  const float* lse = nullptr;    // the forward's
+  const float* dout = nullptr;
+  const float* delta = nullptr;  // sum over d of dout * out (kernels::attention_delta)
+  float* dq = nullptr;           // accumulated
+  float* dk = nullptr;           // accumulated
+  float* dv = nullptr;           // accumulated
+};
+void attend_heads_backward(const HeadView& hv, const HeadGradArgs& g, kernels::ThreadPool& pool);
+
 }  // namespace tandem::parallel
