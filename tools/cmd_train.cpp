@@ -135,7 +135,7 @@ void add_train(CLI::App& app) {
   sub->add_option("--out", o->c.out_dir, "Folder for checkpoint.gguf, the optimizer state and log.jsonl");
   sub->add_option("--resume", o->c.resume_dir, "Continue the run saved in this folder");
   sub->add_option("--report", o->report_dir, "Folder for the loss curve (SVG) and the run's numbers");
-  sub->add_option("--sp", o->c.sp, "Sequence parallelism within a group: local (one rank), ring, zigzag")->capture_default_str();
+  sub->add_option("--sp", o->c.sp, "Sequence parallelism within a group: local (one rank), ring, zigzag, ulysses, hybrid:UxR")->capture_default_str();
   sub->add_option("--dp", o->c.dp, "Data-parallel groups (P = dp x sp ranks)")->capture_default_str();
   sub->add_option("--ranks", o->sp.ranks, "Ranks as threads of this process (without mpirun)")->capture_default_str();
   sub->add_option("--eval-every", o->c.eval_every, "Held-out evaluation every N steps (0: at the end)")->capture_default_str();

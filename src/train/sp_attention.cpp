@@ -2,19 +2,35 @@
 
 #include "tandem/comm/communicator.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/parallel/scheme.hpp"
 
 namespace tandem::train {
+
+namespace {
+
+// hybrid:UxR as the inference scheme registry spells it, checked against sp_ranks.
+parallel::Scheme parse_hybrid(const std::string& name, int sp_ranks) {
+  return parallel::parse_scheme(name, sp_ranks, "--sp");
+}
+
+bool is_hybrid(const std::string& name) { return name.rfind("hybrid", 0) == 0; }
+
+}  // namespace
 
 void check_sp_scheme(const std::string& name, int sp_ranks) {
   if (name == "local") {
     if (sp_ranks != 1)
       bad_input("--sp local runs one rank per sequence, and there are {} ranks per group: give "
-                "--sp ring|zigzag, or --dp to train on different sequences",
+                "--sp ring|zigzag|ulysses|hybrid:UxR, or --dp to train on different sequences",
                 sp_ranks);
     return;
   }
-  if (name == "ring" || name == "zigzag") return;
-  bad_input("--sp {}: not a training scheme (local, ring, zigzag)", name);
+  if (name == "ring" || name == "zigzag" || name == "ulysses") return;
+  if (is_hybrid(name)) {
+    parse_hybrid(name, sp_ranks);
+    return;
+  }
+  bad_input("--sp {}: not a training scheme (local, ring, zigzag, ulysses, hybrid:UxR)", name);
 }
 
 SpAttention make_sp_attention(const std::string& name, parallel::AttnShape shape,
@@ -23,6 +39,11 @@ SpAttention make_sp_attention(const std::string& name, parallel::AttnShape shape
   SpAttention s;
   if (name == "local") {
     s.attention = parallel::make_local_attention_grad(shape, pool);
+  } else if (name == "ulysses") {
+    s.attention = parallel::make_ulysses_attention_grad(shape, pool, group);
+  } else if (is_hybrid(name)) {
+    const parallel::Scheme h = parse_hybrid(name, group.size());
+    s.attention = parallel::make_hybrid_attention_grad(shape, pool, group, h.ulysses, h.ring);
   } else {
     s.attention = parallel::make_ring_attention_grad(shape, pool, group);
     s.placement = name == "zigzag" ? parallel::Placement::Zigzag : parallel::Placement::Contiguous;

@@ -33,7 +33,7 @@ TEST(MpiTrain, SequenceParallelRanksGiveTheOneRankLosses) {
   ASSERT_EQ(one.code, 0) << one.out;
   const auto ref = losses(dir + "/one/log.jsonl");
   ASSERT_EQ(ref.size(), 6u);
-  for (const char* sp : {"zigzag", "ring"}) {
+  for (const char* sp : {"zigzag", "ring", "ulysses", "hybrid:1x2"}) {
     const std::string out = dir + "/" + sp;
     const auto r = run(mpirun(2) + tandem_bin() + kArgs + " --sp " + sp + " --out " + out);
     ASSERT_EQ(r.code, 0) << r.out;

@@ -4,6 +4,9 @@
 //   local    one rank per group
 //   ring     pass-KV ring over contiguous shards
 //   zigzag   the ring over zigzag shards (balanced causal work)
+//   ulysses  all-to-all to head groups over contiguous shards
+//   hybrid:UxR  Ulysses in groups of U ranks, the ring across R groups (U x R ranks a
+//               group), contiguous shards
 #include <memory>
 #include <string>
 
