@@ -71,8 +71,9 @@ TEST(Passkey, TheAnswerIsTheKeyAndOnlyTheAnswerCounts) {
               kPasskeyDigits);
     // Filler never uses the markers or digits.
     for (int64_t j = 1; j < 40; ++j)
-      if (j != key_at && j != query && !(j > key_at && j <= key_at + kPasskeyDigits) && j <= query)
+      if (j != key_at && j != query && !(j > key_at && j <= key_at + kPasskeyDigits) && j <= query) {
         EXPECT_GE(s.tokens[size_t(j)], kPasskeyDigit0 + 10) << j;
+      }
   }
   EXPECT_GT(keys.size(), 45u);  // the keys are drawn, not repeated
   // The same index gives the same sequence; the held-out stream differs.

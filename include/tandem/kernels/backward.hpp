@@ -2,7 +2,7 @@
 // Backward of the forward ops (ops.hpp) and the training-only kernels: gradients of dense
 // f32 products, the output head fused with cross-entropy, causal flash attention, and the
 // AdamW update. Each op has a plain scalar reference in namespace kernels::ref
-// (reference.hpp) with the same contract; tests check the references against central
+// (backward_reference.hpp) with the same contract; tests check the references against central
 // finite differences in float64 and the optimized ops against the references on every
 // instruction set. Shapes: N tokens (m rows), D model dim, V vocab, H query heads, G KV
 // heads, d head dim. "dX" is the gradient of the loss with respect to X.
