@@ -1,6 +1,7 @@
 #include "tandem/train/model_grad.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -41,6 +42,16 @@ struct Dims {
 constexpr int64_t kLossBlock = 256;
 
 }  // namespace
+
+parallel::AttnShape attn_shape(const SynthSpec& spec) {
+  const Dims m(spec);
+  parallel::AttnShape a;
+  a.H = int(m.H);
+  a.G = int(m.G);
+  a.d = int(m.d);
+  a.scale = 1.0f / std::sqrt(float(m.d));
+  return a;
+}
 
 size_t activation_bytes(const SynthSpec& spec, int64_t n, bool checkpoint_layers) {
   const Dims m(spec);

@@ -147,12 +147,7 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     bad_input("--task passkey: the model's vocabulary ({} tokens) is smaller than the task's {}",
               spec.n_vocab, kPasskeyVocab);
   kernels::ThreadPool pool(c.threads);
-  parallel::AttnShape shape;
-  shape.H = int(spec.n_head);
-  shape.G = int(spec.n_head_kv);
-  shape.d = int(spec.head_dim > 0 ? spec.head_dim : spec.n_embd / spec.n_head);
-  shape.scale = 1.0f / std::sqrt(float(shape.d));
-  const SpAttention spa = make_sp_attention(c.sp, shape, pool, *group);
+  const SpAttention spa = make_sp_attention(c.sp, attn_shape(spec), pool, *group);
   int64_t max_shard = 0;
   for (const int64_t s : parallel::shard_sizes(c.ctx, sp, spa.placement)) max_shard = std::max(max_shard, s);
 

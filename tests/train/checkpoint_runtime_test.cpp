@@ -41,10 +41,7 @@ TEST(CheckpointRuntime, TheEngineComputesTheTrainersLoss) {
   ParamSet p(spec_of_model(checkpoint_model_path(dir)));
   load_params(p, checkpoint_model_path(dir));
   kernels::ThreadPool pool(2);
-  parallel::AttnShape shape{int(p.spec().n_head), int(p.spec().n_head_kv),
-                            int(p.spec().n_embd / p.spec().n_head), 0.0f};
-  shape.scale = 1.0f / std::sqrt(float(shape.d));
-  auto attn = parallel::make_local_attention_grad(shape, pool);
+  auto attn = parallel::make_local_attention_grad(attn_shape(p.spec()), pool);
   ModelGrad mg(p, *attn, pool, c.ctx, false);
   SeqShard s{seq.tokens, seq.targets, {}};
   for (int32_t i = 0; i < int32_t(c.ctx); ++i) s.pos.push_back(i);

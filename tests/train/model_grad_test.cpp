@@ -150,10 +150,7 @@ struct Grads {
 
 Grads model_grads(ParamSet& p, const SeqShard& s, bool ckpt, int threads) {
   kernels::ThreadPool pool(threads);
-  parallel::AttnShape shape{int(p.spec().n_head), int(p.spec().n_head_kv),
-                            int(p.spec().n_embd / p.spec().n_head), 0.0f};
-  shape.scale = 1.0f / std::sqrt(float(shape.d));
-  auto attn = parallel::make_local_attention_grad(shape, pool);
+  auto attn = parallel::make_local_attention_grad(attn_shape(p.spec()), pool);
   ModelGrad mg(p, *attn, pool, s.size(), ckpt);
   ParamSet g(p.spec());
   const LossSum r = mg.step(s, 1.0f, g);
@@ -227,8 +224,7 @@ TEST(ModelGrad, EvaluateGivesTheLossOfStep) {
   randomize(p, 17);
   const SeqShard s = random_shard(10, p.spec().n_vocab, 9);
   kernels::ThreadPool pool(2);
-  parallel::AttnShape shape{4, 2, 4, 0.5f};
-  auto attn = parallel::make_local_attention_grad(shape, pool);
+  auto attn = parallel::make_local_attention_grad(attn_shape(p.spec()), pool);
   ModelGrad mg(p, *attn, pool, s.size(), false);
   ParamSet g(p.spec());
   const LossSum a = mg.step(s, 1.0f, g), b = mg.evaluate(s);

@@ -40,12 +40,6 @@ Sequence random_sequence(int64_t n, int64_t V, uint32_t seed) {
   return s;
 }
 
-parallel::AttnShape shape_of(const SynthSpec& s) {
-  parallel::AttnShape a{int(s.n_head), int(s.n_head_kv), int(s.n_embd / s.n_head), 0.0f};
-  a.scale = 1.0f / std::sqrt(float(a.d));
-  return a;
-}
-
 // The summed gradient and loss of a sequence under `scheme` on P in-process ranks.
 std::pair<double, std::vector<float>> sp_grads(const std::string& scheme, int P, const Sequence& seq,
                                                bool ckpt) {
@@ -60,7 +54,7 @@ std::pair<double, std::vector<float>> sp_grads(const std::string& scheme, int P,
     ParamSet p(base.spec());
     std::copy(base.data(), base.data() + base.size(), p.data());
     kernels::ThreadPool pool(1);
-    SpAttention spa = make_sp_attention(scheme, shape_of(p.spec()), pool, c);
+    SpAttention spa = make_sp_attention(scheme, attn_shape(p.spec()), pool, c);
     const SeqShard s = shard_of(seq, P, c.rank(), spa.placement);
     ModelGrad mg(p, *spa.attention, pool, std::max<int64_t>(1, s.size()), ckpt);
     ParamSet g(p.spec());

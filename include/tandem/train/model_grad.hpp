@@ -29,6 +29,9 @@ struct LossSum {
   int64_t correct = 0;   // counted tokens whose target has the highest logit
 };
 
+// The attention shape of a model (H, G, d, scale 1/sqrt(d)).
+parallel::AttnShape attn_shape(const SynthSpec& spec);
+
 // Activation bytes ModelGrad holds for sequences of up to n tokens on a rank (its whole
 // plan: saved activations, the backward's buffers and the loss head's logits block).
 size_t activation_bytes(const SynthSpec& spec, int64_t n, bool checkpoint_layers);
