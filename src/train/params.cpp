@@ -9,6 +9,11 @@
 
 namespace tandem::train {
 
+namespace {
+// Each tensor starts on a 64-byte boundary (16 floats) for the vector kernels.
+size_t padded_floats(const SynthTensor& t) { return (size_t(t.rows * t.cols) + 15) / 16 * 16; }
+}  // namespace
+
 ParamSet::ParamSet(const SynthSpec& spec) : spec_(spec) {
   TD_CHECK(spec_.arch == "llama" && !spec_.qkv_bias && !spec_.tied_output);
   spec_.type = DType::F32;
@@ -17,10 +22,15 @@ ParamSet::ParamSet(const SynthSpec& spec) : spec_(spec) {
   size_t total = 0;
   for (const SynthTensor& t : tensors_) {
     offsets_.push_back(total);
-    // Each tensor starts on a 64-byte boundary (16 floats) for the vector kernels.
-    total += (size_t(t.rows * t.cols) + 15) / 16 * 16;
+    total += padded_floats(t);
   }
   data_.assign(total, 0.0f);
+}
+
+int64_t ParamSet::floats_of(const SynthSpec& spec) {
+  size_t total = 0;
+  for (const SynthTensor& t : synthetic_tensors(spec)) total += padded_floats(t);
+  return int64_t(total);
 }
 
 float* ParamSet::find(const std::string& name) {

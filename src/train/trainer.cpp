@@ -153,11 +153,8 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
 
   TrainSummary sum;
   sum.activation_bytes = activation_bytes(spec, max_shard, c.checkpoint_layers);
-  sum.param_bytes = 0;
-  {
-    ParamSet probe_layout(spec);
-    sum.param_bytes = uint64_t(probe_layout.size()) * 4 * 4;
-  }
+  // Weights, gradients and the two AdamW moments, f32 each.
+  sum.param_bytes = uint64_t(ParamSet::floats_of(spec)) * 4 * sizeof(float);
   const uint64_t needed = sum.activation_bytes + sum.param_bytes;
   if (c.max_memory > 0 && needed > c.max_memory)
     fail(ErrorKind::Resource,

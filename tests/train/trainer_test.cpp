@@ -169,6 +169,8 @@ TEST(Trainer, MaxMemoryRefusesBeforeStepOne) {
   }
   // Checkpointing the layers needs less: the estimate says so.
   const SynthSpec spec = config_spec(c);
+  // The check counts the parameter set's floats without making one.
+  EXPECT_EQ(ParamSet::floats_of(spec), ParamSet(spec).size());
   EXPECT_LT(activation_bytes(spec, 4096, true), activation_bytes(spec, 4096, false) / 2);
 }
 

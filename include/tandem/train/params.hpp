@@ -19,6 +19,9 @@ class ParamSet {
   // trainer has backward passes for).
   explicit ParamSet(const SynthSpec& spec);
 
+  // Floats a ParamSet of spec holds (without making one).
+  static int64_t floats_of(const SynthSpec& spec);
+
   const SynthSpec& spec() const { return spec_; }
   const std::vector<SynthTensor>& tensors() const { return tensors_; }
   float* data() { return data_.data(); }
