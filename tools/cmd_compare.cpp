@@ -22,6 +22,8 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "compare_run.hpp"
+#include "compare_train.hpp"
 #include "tandem/analysis/compare.hpp"
 #include "tandem/analysis/hardware.hpp"
 #include "tandem/analysis/links.hpp"
@@ -39,7 +41,7 @@ using analysis::shell_quote;
 const auto& quote = shell_quote;
 
 struct Opts {
-  std::string model, lengths = "256,1024,4096", ranks = "2", launcher = "auto";
+  std::string model, lengths, ranks = "2", launcher = "auto";
   std::string schemes = "ring,zigzag,ulysses,pass-q,hybrid";
   std::string out = "tandem-report";
   std::string links;  // --links RATE: ranks on emulated hosts; empty: this host
@@ -50,47 +52,13 @@ struct Opts {
   int decode_tokens = 16;
   int64_t naive_max = 256;
   bool json = false;
+  bool train = false;  // the training workload instead of prefill + decode
+  int64_t train_steps = 3;
+  bool checkpoint_layers = false;
 };
 
-struct Proc {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs a shell command; stdout captured, stderr captured through a file in `scratch`.
-Proc run_cmd(const std::string& cmd, const fs::path& scratch) {
-  const fs::path err_file = scratch / ".compare-stderr.txt";
-  Proc p;
-  FILE* f = ::popen((cmd + " 2>" + quote(err_file.string())).c_str(), "r");
-  if (!f) fail(ErrorKind::Internal, "compare: cannot start '{}'", cmd);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) p.out.append(buf, n);
-  const int status = ::pclose(f);
-  p.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-  std::ifstream in(err_file);
-  p.err.assign(std::istreambuf_iterator<char>(in), {});
-  std::error_code ec;
-  fs::remove(err_file, ec);
-  return p;
-}
-
-// The error message in a subprocess's stderr: its last "error" line (tandem's own or
-// mpirun's), else its last line with any letters (mpirun frames messages with dashes).
-std::string last_line(const std::string& text) {
-  std::string last, error, line;
-  std::stringstream ss(text);
-  while (std::getline(ss, line)) {
-    if (std::none_of(line.begin(), line.end(), [](char c) { return std::isalpha(static_cast<unsigned char>(c)); }))
-      continue;
-    last = line;
-    if (line.find("error") != std::string::npos || line.find("Segmentation") != std::string::npos ||
-        line.find("signal") != std::string::npos)
-      error = line;
-  }
-  const std::string& pick = error.empty() ? last : error;
-  return pick.empty() ? "exited without a message" : pick;
-}
+constexpr const char* kInferenceLengths = "256,1024,4096";
+constexpr const char* kTrainLengths = "1024,4096,16384";
 
 // Checks a --schemes entry against the registry (exit 2 naming the flag).
 void check_scheme(const std::string& name) {
@@ -163,10 +131,7 @@ struct Runner {
     if (run.ranks > 1) cmd += " --sp " + quote(run.strategy) + ranks_flag(run.ranks);
     if (has_trace && run.strategy != "naive") {
       fs::create_directories(dir / "traces");
-      std::string name = run.label() + "-N" + std::to_string(run.tokens) + ".json";
-      for (auto& c : name)
-        if (c == ' ' || c == ':' || c == '=') c = c == '=' ? '_' : '-';
-      run.trace_file = "traces/" + name;
+      run.trace_file = "traces/" + file_name(run.label() + "-N" + std::to_string(run.tokens) + ".json");
       cmd += " --trace " + quote((dir / run.trace_file).string());
     }
     const auto p = run_cmd(cmd, dir);
@@ -295,7 +260,9 @@ bool help_mentions(const std::string& exe, const std::string& sub, const std::st
 
 void run(const Opts& o) {
   const auto t0 = std::chrono::steady_clock::now();
-  const auto lengths = parse_int_list(o.lengths, "--lengths", 1, int64_t{1} << 22);
+  const auto lengths = parse_int_list(
+      o.lengths.empty() ? (o.train ? kTrainLengths : kInferenceLengths) : o.lengths, "--lengths",
+      o.train ? 16 : 1, int64_t{1} << 22);
   const auto ranks = parse_int_list(o.ranks, "--ranks", 2, 64);
   const auto scheme_names = split_list(o.schemes);
   for (const auto& s : scheme_names) check_scheme(s);
@@ -311,6 +278,31 @@ void run(const Opts& o) {
   }
 
   Runner r(o, fs::read_symlink("/proc/self/exe").string(), fs::path(o.out));
+  if (o.train) {
+    if (link_rate) bad_input("--links: not available with --train yet (training ranks run on this host)");
+    const bool mpi = comm::mpi_available() && analysis::program_on_path("mpirun");
+    if (o.launcher == "mpirun" && !mpi)
+      bad_input("--launcher mpirun: {}", comm::mpi_available() ? "mpirun is not on PATH"
+                                                                : "this tandem was built without MPI");
+    r.use_mpirun = o.launcher == "mpirun" || (o.launcher == "auto" && mpi);
+    CompareTrainSetup t;
+    t.exe = r.exe;
+    t.dir = r.dir;
+    t.model = o.model;
+    t.lengths = lengths;
+    for (const int64_t p : ranks)
+      for (const auto& name : schemes_for(scheme_names, int(p))) t.schemes.emplace_back(name, int(p));
+    t.launch = [&r](int p) { return r.launch(p); };
+    t.in_process = !r.use_mpirun;
+    t.launcher = r.use_mpirun ? "mpirun" : "in-process threads";
+    t.threads = o.threads;
+    t.cores = default_threads();
+    t.steps = o.train_steps;
+    t.checkpoint_layers = o.checkpoint_layers;
+    t.json = o.json;
+    run_compare_train(t);
+    return;
+  }
   // This machine's profile unless --hardware names one: calibrated once per CPU model and
   // core count, then read from the cache.
   std::string hardware = o.hardware;
@@ -429,7 +421,9 @@ void add_compare(CLI::App& app) {
   sub->add_option("-m,--model", o->model,
                   "GGUF model (default: make the tiny synthetic model in --out)")
       ->check(CLI::ExistingFile);
-  sub->add_option("--lengths", o->lengths, "Sequence lengths N, comma list (default 256,1024,4096)");
+  sub->add_option("--lengths", o->lengths,
+                  fmt::format("Sequence lengths N, comma list (default {}; with --train {})",
+                              kInferenceLengths, kTrainLengths));
   sub->add_option("--ranks", o->ranks, "Rank counts P > 1, comma list (default 2)");
   sub->add_option("--schemes", o->schemes,
                   "Schemes: " + parallel::scheme_list(false) +
@@ -457,6 +451,14 @@ void add_compare(CLI::App& app) {
                   "~/.cache/tandem/profiles/)");
   sub->add_option("--out", o->out, "Report folder (default tandem-report/)");
   sub->add_flag("--json", o->json, "Print results.json on stdout instead of the table");
+  sub->add_flag("--train", o->train,
+                "Compare the training workload instead (tandem train on the passkey task, batch 1: "
+                "step time, memory per rank, communication per step); writes train.html");
+  sub->add_option("--train-steps", o->train_steps,
+                  "Training steps per run with --train (the first is not timed; default 3)")
+      ->check(int_in(1, 1000));
+  sub->add_flag("--checkpoint-layers", o->checkpoint_layers,
+                "With --train: recompute each layer in the backward (tandem train --checkpoint-layers)");
   sub->callback([o] { run(*o); });
 }
 

@@ -74,7 +74,7 @@ void write_report(const std::string& dir, const train::TrainConfig& c, const tra
       s.first_step, s.first_step + int64_t(s.steps.size()) - 1, s.seconds, tps / n, 100.0 * util / n,
       format_size(double(s.activation_bytes)), format_size(double(s.param_bytes)));
   if (!s.steps.empty())
-    rows += fmt::format("<tr><td>final loss</td><td>{:.4f}</td></tr><tr><td>peak RSS (rank 0)</td><td>{}</td></tr>",
+    rows += fmt::format("<tr><td>final loss</td><td>{:.4f}</td></tr><tr><td>peak RSS (most of any rank)</td><td>{}</td></tr>",
                         s.steps.back().loss, format_size(double(s.steps.back().peak_rss)));
   if (!s.evals.empty())
     rows += fmt::format("<tr><td>held-out accuracy (last)</td><td>{:.1f}% of {} examples</td></tr>",
@@ -87,6 +87,8 @@ void run(Opts& o) {
   train::TrainConfig& c = o.c;
   if (c.resume_dir.empty() && c.out_dir.empty() && c.save_every > 0)
     bad_input("--save-every: needs --out DIR");
+  if (!c.log_path.empty() && !std::ofstream(c.log_path, std::ios::app))
+    bad_input("--log {}: cannot write the file", c.log_path);
   c.peak_flops = fma_peak(c.threads);
   std::mutex m;
   train::TrainSummary lead;
@@ -133,6 +135,7 @@ void add_train(CLI::App& app) {
   sub->add_option("--seed", o->c.seed, "Seed of the initial weights, data order and task draws")->capture_default_str();
   sub->add_option("-t,--threads", o->c.threads, "Threads per rank")->capture_default_str();
   sub->add_option("--out", o->c.out_dir, "Folder for checkpoint.gguf, the optimizer state and log.jsonl");
+  sub->add_option("--log", o->c.log_path, "JSON-lines log of every step (default: --out DIR/log.jsonl)");
   sub->add_option("--resume", o->c.resume_dir, "Continue the run saved in this folder");
   sub->add_option("--report", o->report_dir, "Folder for the loss curve (SVG) and the run's numbers");
   sub->add_option("--sp", o->c.sp, "Sequence parallelism within a group: local (one rank), ring, zigzag, ulysses, hybrid:UxR")->capture_default_str();

@@ -88,7 +88,8 @@ nlohmann::json StepLog::to_json() const {
   nlohmann::json j = {{"step", step},       {"loss", loss},         {"tokens_per_s", tokens_per_s},
                       {"lr", lr},           {"grad_norm", grad_norm}, {"seconds", seconds},
                       {"peak_rss", peak_rss}, {"attention_bytes", attention_bytes},
-                      {"allreduce_bytes", allreduce_bytes}, {"comm_wait_seconds", comm_wait_seconds}};
+                      {"allreduce_bytes", allreduce_bytes}, {"comm_wait_seconds", comm_wait_seconds},
+                      {"activation_bytes", activation_bytes}};
   if (flop_utilization > 0.0) j["flop_utilization"] = flop_utilization;
   return j;
 }
@@ -189,11 +190,14 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
   }
   ModelGrad mg(params, *spa.attention, pool, max_shard, c.checkpoint_layers);
 
-  const std::string log_path = c.out_dir.empty() ? "" : c.out_dir + "/log.jsonl";
+  const std::string log_path = !c.log_path.empty() ? c.log_path
+                               : c.out_dir.empty()  ? ""
+                                                    : c.out_dir + "/log.jsonl";
+  if (lead && !c.out_dir.empty()) fs::create_directories(c.out_dir);
   if (lead && !log_path.empty()) {
-    fs::create_directories(c.out_dir);
     if (resume) truncate_log(log_path, resume->step);
-    else std::ofstream(log_path, std::ios::trunc);
+    else if (!std::ofstream(log_path, std::ios::trunc))
+      bad_input("--log {}: cannot write the file", log_path);
   }
   Schedule sched{c.lr, c.warmup, c.steps, c.min_lr_ratio};
   kernels::AdamW adam;
@@ -253,15 +257,17 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     lg.tokens_per_s = double(c.ctx * c.batch * c.dp) / lg.seconds;
     if (c.peak_flops > 0.0) lg.flop_utilization = step_flops / lg.seconds / (c.peak_flops * world.size());
     lg.peak_rss = process_memory().peak_rss;
+    lg.activation_bytes = sum.activation_bytes;
     {
       const comm::CommStats w = world.stats(), g = group->stats();
       const uint64_t attn = g.bytes_sent - group0.bytes_sent;
-      double most[3] = {double(attn), double(w.bytes_sent - world0.bytes_sent - attn),
-                        w.wait_seconds - world0.wait_seconds};
-      world.allreduce(most, 3, comm::ReduceOp::Max);
+      double most[4] = {double(attn), double(w.bytes_sent - world0.bytes_sent - attn),
+                        w.wait_seconds - world0.wait_seconds, double(lg.peak_rss)};
+      world.allreduce(most, 4, comm::ReduceOp::Max);
       lg.attention_bytes = uint64_t(most[0]);
       lg.allreduce_bytes = uint64_t(most[1]);
       lg.comm_wait_seconds = most[2];
+      lg.peak_rss = uint64_t(most[3]);
     }
     sum.steps.push_back(lg);
 

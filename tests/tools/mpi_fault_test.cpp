@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "support/test_paths.hpp"
 
@@ -32,8 +35,9 @@ struct FaultResult {
   double seconds_after_kill;
 };
 
+// With `wait_file`, the delay starts when that file exists (up to 60 s after the start).
 FaultResult kill_one_rank(const std::string& args, double delay, const std::string& signal = "-9",
-                          const std::string& env = "") {
+                          const std::string& env = "", const std::string& wait_file = "") {
   const std::string log = temp_dir() + "/fault.log";
   const std::string script =
       env + "timeout " + std::to_string(int(90 * kSlowdown)) + " mpirun --allow-run-as-root --oversubscribe --bind-to none -np 3 " + tandem_bin() +
@@ -41,7 +45,10 @@ FaultResult kill_one_rank(const std::string& args, double delay, const std::stri
       args.substr(1, args.find(' ', 1) - 1) +
       "'; for i in $(seq 300); do mp=$(pgrep -P $job); [ -n \"$mp\" ] && "
       "[ \"$(pgrep -P $mp -f -c \"$pat\")\" -ge 3 ] && break; sleep 0.1; "
-      "done; sleep " + std::to_string(delay * kSlowdown) +
+      "done; " +
+      (wait_file.empty() ? std::string()
+                         : "for i in $(seq 600); do [ -e " + wait_file + " ] && break; sleep 0.1; done; ") +
+      "sleep " + std::to_string(delay * kSlowdown) +
       "; victim=$(pgrep -P $mp -f -n \"$pat\"); [ -n \"$victim\" ] && kill " + signal +
       " $victim; t0=$(date +%s%N); wait $job; rc=$?; "
       "t1=$(date +%s%N); echo \"rc=$rc elapsed_ms=$(( (t1 - t0) / 1000000 ))\"; cat " + log;
@@ -125,4 +132,32 @@ TEST(MpiFault, StalledRankDuringUlyssesTimesOutNamingTheAllToAll) {
   EXPECT_NE(f.out.find("alltoallv (MPI_Ialltoallw) timed out after 3 s"), std::string::npos)
       << f.out;
   std::printf("job ended %.2f s after the stall, exit %d\n", f.seconds_after_kill, f.code);
+}
+
+TEST(MpiFault, KilledRankDuringTrainingEndsTheJobAndLeavesTheLastCheckpoint) {
+  // zigzag training on 3 ranks, a checkpoint after every step; one rank killed 1.5 s after
+  // the first checkpoint exists: the job ends, and the folder holds a complete checkpoint
+  // (written by temp file + rename) that a one-rank run resumes from.
+  const std::string dir = temp_dir() + "/run";
+  const auto f = kill_one_rank(" train --preset tiny --task passkey --ctx 3000 --batch 1 --steps 1000 "
+                               "--save-every 1 --eval-examples 1 -t 1 -q --sp zigzag --out " + dir,
+                               1.5, "-9", "", dir + "/state.json");
+  EXPECT_NE(f.code, 0) << f.out;
+  EXPECT_LT(f.seconds_after_kill, kBound) << f.out;
+  EXPECT_NE(f.out.find("signal 9"), std::string::npos) << f.out;
+  std::ifstream state(dir + "/state.json");
+  ASSERT_TRUE(state.good()) << f.out;
+  const int64_t saved = nlohmann::json::parse(state).at("step").get<int64_t>();
+  ASSERT_GE(saved, 1);
+  EXPECT_LT(saved, 1000) << "the kill landed after the run";
+  // The checkpoint loads as a model, and the run resumes from it.
+  const auto info = run(tandem_bin() + " info -m " + dir + "/checkpoint.gguf");
+  EXPECT_EQ(info.code, 0) << info.out;
+  const auto r = run(tandem_bin() + " train --resume " + dir + " --stop-after " +
+                     std::to_string(saved + 1) + " -t 2 -q");
+  EXPECT_EQ(r.code, 0) << r.out;
+  std::ifstream after(dir + "/state.json");
+  EXPECT_EQ(nlohmann::json::parse(after).at("step").get<int64_t>(), saved + 1) << r.out;
+  std::printf("job ended %.2f s after the kill, exit %d; resumed from step %lld\n", f.seconds_after_kill,
+              f.code, static_cast<long long>(saved));
 }

@@ -97,6 +97,8 @@ struct Crossover {
   // "N >= 1024 (1.40x at N=4096)" or "none in the measured range (N = 256..4096)".
   std::string summary() const;
 };
+// The crossover of `label` from its (N, speedup) pairs, in any order.
+Crossover make_crossover(std::string label, std::vector<std::pair<int64_t, double>> speedup);
 // Timings within 3% count as level (a shared machine is that noisy).
 inline constexpr double kLevelFraction = 0.03;
 

@@ -46,6 +46,7 @@ struct TrainConfig {
   int dp = 1;
   uint64_t max_memory = 0;   // per-rank budget in bytes; 0: none
   std::string out_dir;       // checkpoints and log.jsonl; empty: none written
+  std::string log_path;       // the JSON-lines log; empty: out_dir/log.jsonl (none without out_dir)
   std::string resume_dir;
   int64_t eval_every = 0;    // held-out evaluation every this many steps (0: at the end only)
   int64_t eval_examples = 64;
@@ -63,7 +64,8 @@ struct StepLog {
   double grad_norm = 0.0;   // before clipping
   double seconds = 0.0;
   double flop_utilization = 0.0;  // model FLOPs per second / peak_flops (0: no peak)
-  uint64_t peak_rss = 0;    // this process
+  uint64_t peak_rss = 0;    // the process peak resident set, the most of any rank
+  uint64_t activation_bytes = 0;  // per rank, what the plan holds (TrainSummary's)
   // Communication of the step, the most of any rank: bytes sent by the sequence-parallel
   // attention (within a group) and by the gradient all-reduce (and the rest of the
   // step's collectives), and the time blocked waiting on either.

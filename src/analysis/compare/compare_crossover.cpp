@@ -49,13 +49,17 @@ std::vector<Crossover> crossovers(const CompareResults& r) {
     if (run.ok && run.prefill_seconds > 0 && s != single.end())
       it->speedup.emplace_back(run.tokens, s->second->prefill_seconds / run.prefill_seconds);
   }
-  for (auto& c : out) {
-    std::sort(c.speedup.begin(), c.speedup.end());
-    // From the longest N down, while the scheme stays faster.
-    for (auto it = c.speedup.rbegin(); it != c.speedup.rend() && faster(it->second); ++it)
-      c.from_tokens = it->first;
-  }
+  for (auto& c : out) c = make_crossover(c.label, c.speedup);
   return out;
+}
+
+Crossover make_crossover(std::string label, std::vector<std::pair<int64_t, double>> speedup) {
+  Crossover c{std::move(label), std::move(speedup), {}};
+  std::sort(c.speedup.begin(), c.speedup.end());
+  // From the longest N down, while the scheme stays faster.
+  for (auto it = c.speedup.rbegin(); it != c.speedup.rend() && faster(it->second); ++it)
+    c.from_tokens = it->first;
+  return c;
 }
 
 std::string crossover_table(const CompareResults& r) {
