@@ -145,6 +145,9 @@ void add_train(CLI::App& app) {
   sub->add_option("--eval-examples", o->c.eval_examples, "Held-out examples per evaluation")->capture_default_str();
   sub->add_option("--save-every", o->c.save_every, "Checkpoint every N steps (0: at the end)")->capture_default_str();
   sub->add_flag("-q,--quiet", o->c.quiet, "No progress line per step");
+  sub->add_flag("--dry-run", o->c.dry_run,
+                "Check the settings and the memory per rank (with --max-memory: the longest --ctx "
+                "that fits), print them and stop before step 1");
   sub->add_option_function<std::string>(
       "--max-memory",
       [o](const std::string& v) {

@@ -108,6 +108,15 @@ thread_local std::vector<float> t_kvt;    // the caller's K and V transposed per
 
 }  // namespace
 
+size_t attention_backward_scratch_bytes(int64_t n_q, int64_t n_kv, int G, int d, int threads) {
+  const detail::AttnBwdKernels& kn = detail::attn_bwd_kernels();
+  const int64_t tk = kn.tile_k, tiles = (n_q + kn.tile_q - 1) / kn.tile_q;
+  size_t floats = size_t(2 * G * ((n_kv + tk - 1) / tk) * tk * d);  // t_kvt
+  if (threads > 1 && G % threads != 0)                               // t_parts
+    floats += size_t(2 * n_kv * G * d * (std::min<int64_t>(threads, tiles) - 1));
+  return floats * sizeof(float);
+}
+
 void attention_backward(const AttentionBackwardArgs& b, ThreadPool& pool) {
   detail::check_attention_backward(b);
   const AttentionArgs& a = b.fwd;

@@ -110,6 +110,19 @@ void matmul(const Weight& w, const float* x, int64_t m, float* y, ThreadPool& po
   matmul_fused(f, x, 0, m, pool);
 }
 
+size_t matmul_scratch_bytes(const Weight& w, int64_t m, int threads) {
+  if (m <= 0) return 0;
+  FusedMatmul f;
+  f.outs.assign(1, {w, nullptr, nullptr, 0});
+  MatmulPlan p;
+  plan_matmul(f, m, threads, p);
+  size_t bytes = 0;
+  if (p.quantize_x) bytes += size_t(m * p.xqs);
+  if (p.lanes_tile)
+    bytes += size_t((m + p.lane_tokens - 1) / p.lane_tokens * p.lane_tokens * w.cols) * sizeof(float);
+  return bytes;
+}
+
 namespace {
 
 // All threads of one pool.run wait here until every one has arrived (used once).

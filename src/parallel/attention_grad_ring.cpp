@@ -19,11 +19,16 @@
 
 #include "parallel/ring_grad.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/held_bytes.hpp"
 #include "tandem/kernels/backward.hpp"
 #include "tandem/parallel/attention_grad.hpp"
 #include "tandem/parallel/ring_attention.hpp"
 
 namespace tandem::parallel {
+
+size_t PassKVRingGrad::held_bytes() const {
+  return circ_.held_bytes() + held_bytes_of(acc_in_, part_[0], part_[1], home_, pos_);
+}
 
 void PassKVRingGrad::run(const HeadView& hv, const HeadGradArgs& g) {
   const int P = comm_.size(), r = comm_.rank();
@@ -101,6 +106,9 @@ class RingAttentionGrad final : public AttentionGrad {
     fwd_.set_chunk_rows(kWholeBlocks);
   }
   std::string_view name() const override { return "ring"; }
+  size_t held_bytes() const override {
+    return fwd_.held_bytes() + bwd_.held_bytes() + held_bytes_of(delta_);
+  }
 
   void forward(const AttnGradStep& s) override {
     TD_CHECK(shape_.softcap == 0.0f);

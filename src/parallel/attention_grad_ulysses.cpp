@@ -28,6 +28,7 @@
 
 #include "parallel/ring_grad.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/held_bytes.hpp"
 #include "tandem/kernels/backward.hpp"
 #include "tandem/parallel/attention_grad.hpp"
 #include "tandem/parallel/head_exchange.hpp"
@@ -65,6 +66,10 @@ class HeadShardedAttentionGrad final : public AttentionGrad {
     ex_ = std::make_unique<HeadExchange>(shape, *group);
   }
   std::string_view name() const override { return fwd_ ? "hybrid" : "ulysses"; }
+  size_t held_bytes() const override {
+    return ex_->held_bytes() + (fwd_ ? fwd_->held_bytes() : 0) + (bwd_ ? bwd_->held_bytes() : 0) +
+           held_bytes_of(q_, dout_, lse_, delta_, dq_, k_, v_, dk_, dv_, delta_tok_);
+  }
 
   void forward(const AttnGradStep& s) override {
     ex_->begin_step(s.n, s.pos);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "tandem/core/error.hpp"
+#include "tandem/core/held_bytes.hpp"
 
 namespace tandem::parallel {
 namespace {
@@ -28,6 +29,10 @@ HeadExchange::HeadExchange(AttnShape shape, comm::Communicator& group)
   soff_.resize(U);
   rbytes_.resize(U);
   roff_.resize(U);
+}
+
+size_t HeadExchange::held_bytes() const {
+  return held_bytes_of(q_, k_, v_, out_, send_, recv_, pos_);
 }
 
 void HeadExchange::begin_step(int64_t m, const int32_t* pos) {

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "tandem/core/error.hpp"
+#include "tandem/core/held_bytes.hpp"
 #include "tandem/core/timer.hpp"
 #include "tandem/kernels/attention_merge.hpp"
 #include "tandem/kernels/ops.hpp"
@@ -14,6 +15,12 @@
 namespace tandem::parallel {
 
 // ---- RingCirculator ----
+
+size_t RingCirculator::held_bytes() const { return held_bytes_of(buf_[0], buf_[1], buf_[2]); }
+
+size_t PassKVRing::held_bytes() const {
+  return circ_.held_bytes() + held_bytes_of(part_out_, part_lse_, lse_, pos_);
+}
 
 void RingCirculator::set_rows(int64_t rows) {
   rows_.assign(size_t(comm_.size()), 0);

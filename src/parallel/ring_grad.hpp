@@ -21,6 +21,7 @@ class PassKVRingGrad {
   // Writes dq (this member's queries: the gradient through every member's keys) and dk,
   // dv (its own rows: the gradient through every member's queries). Collective.
   void run(const HeadView& hv, const HeadGradArgs& g);
+  size_t held_bytes() const;  // its buffers and the circulator's
 
  private:
   comm::Communicator& comm_;

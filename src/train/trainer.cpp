@@ -59,6 +59,31 @@ void apply_settings(TrainConfig& c, const nlohmann::json& s) {
   if (c.steps == 0) c.steps = s.value("steps", int64_t{0});
 }
 
+// Per rank: the attention's buffers (K/V blocks in flight, head-side tensors; from probe
+// steps), the kernels' per-thread buffers at a shard of n tokens (the backward attention's
+// transposed K/V, every scheme's calls holding about a shard's keys x G heads; the widest
+// matrix product's repacked activations), and with several ranks a copy of the gradient,
+// which MPI's all-reduce may hold.
+uint64_t workspace_bytes(const SynthSpec& spec, const parallel::WorkspaceModel& attn, int64_t n,
+                         int threads, bool allreduce) {
+  const parallel::AttnShape shape = attn_shape(spec);
+  uint64_t b = attn.bytes(n);
+  b += kernels::attention_backward_scratch_bytes(n, n, shape.G, shape.d, threads);
+  size_t mm = 0;
+  for (const SynthTensor& t : synthetic_tensors(spec)) {
+    if (!t.matrix || t.name == "token_embd.weight" || t.name == "output.weight") continue;
+    MatrixView w;
+    w.type = DType::F32;
+    w.rows = t.rows;
+    w.cols = t.cols;
+    w.row_stride = size_t(t.cols) * sizeof(float);
+    mm = std::max(mm, kernels::matmul_scratch_bytes(w, n, threads));
+  }
+  b += mm;
+  if (allreduce) b += uint64_t(ParamSet::floats_of(spec)) * sizeof(float);
+  return b;
+}
+
 int64_t matrix_params(const SynthSpec& spec) {
   int64_t n = 0;
   for (const SynthTensor& t : synthetic_tensors(spec))
@@ -89,7 +114,7 @@ nlohmann::json StepLog::to_json() const {
                       {"lr", lr},           {"grad_norm", grad_norm}, {"seconds", seconds},
                       {"peak_rss", peak_rss}, {"attention_bytes", attention_bytes},
                       {"allreduce_bytes", allreduce_bytes}, {"comm_wait_seconds", comm_wait_seconds},
-                      {"activation_bytes", activation_bytes}};
+                      {"activation_bytes", activation_bytes}, {"needed_bytes", needed_bytes}};
   if (flop_utilization > 0.0) j["flop_utilization"] = flop_utilization;
   return j;
 }
@@ -149,21 +174,66 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
               spec.n_vocab, kPasskeyVocab);
   kernels::ThreadPool pool(c.threads);
   const SpAttention spa = make_sp_attention(c.sp, attn_shape(spec), pool, *group);
-  int64_t max_shard = 0;
-  for (const int64_t s : parallel::shard_sizes(c.ctx, sp, spa.placement)) max_shard = std::max(max_shard, s);
+  auto max_shard_of = [&](int64_t ctx) {
+    int64_t m = 0;
+    for (const int64_t s : parallel::shard_sizes(ctx, sp, spa.placement)) m = std::max(m, s);
+    return m;
+  };
+  const int64_t max_shard = max_shard_of(c.ctx);
 
-  TrainSummary sum;
-  sum.activation_bytes = activation_bytes(spec, max_shard, c.checkpoint_layers);
-  // Weights, gradients and the two AdamW moments, f32 each.
-  sum.param_bytes = uint64_t(ParamSet::floats_of(spec)) * 4 * sizeof(float);
-  const uint64_t needed = sum.activation_bytes + sum.param_bytes;
+  // The memory per rank at a context: what --max-memory is checked against.
+  parallel::WorkspaceModel attn_ws =
+      parallel::probe_workspace(*spa.attention, sp, group->rank(), spa.placement);
+  // What the process holds before any of it: code, libraries, MPI, thread stacks. The
+  // most of any rank, so that every rank checks (and reports) the same figure.
+  double most[3] = {double(process_memory().rss), attn_ws.at_probe, attn_ws.per_token};
+  world.allreduce(most, 3, comm::ReduceOp::Max);
+  const uint64_t baseline = uint64_t(most[0]);
+  attn_ws.at_probe = most[1];
+  attn_ws.per_token = most[2];
+  auto plan = [&](int64_t ctx) {
+    TrainSummary s;
+    const int64_t n = max_shard_of(ctx);
+    s.activation_bytes = activation_bytes(spec, n, c.checkpoint_layers);
+    // Weights, gradients and the two AdamW moments, f32 each.
+    s.param_bytes = uint64_t(ParamSet::floats_of(spec)) * 4 * sizeof(float);
+    s.workspace_bytes = workspace_bytes(spec, attn_ws, n, c.threads, world.size() > 1);
+    s.baseline_bytes = baseline;
+    return s;
+  };
+  TrainSummary sum = plan(c.ctx);
+  const uint64_t needed = sum.needed_bytes();
+  if (c.max_memory > 0) {
+    int64_t lo = 1, hi = int64_t{1} << 24;  // the longest ctx within the budget: lo fits
+    if (plan(2).needed_bytes() > c.max_memory) lo = 0;
+    while (lo > 0 && lo < hi) {
+      const int64_t mid = lo + (hi - lo + 1) / 2;
+      if (plan(mid).needed_bytes() <= c.max_memory) lo = mid;
+      else hi = mid - 1;
+    }
+    sum.longest_ctx = lo;
+  }
+  const std::string breakdown = fmt::format(
+      "{} per rank ({} of activations{}, {} of weights, gradients and AdamW moments, {} of "
+      "attention, kernel and communication buffers, {} for the process itself)",
+      format_size(double(needed)), format_size(double(sum.activation_bytes)),
+      c.checkpoint_layers ? ", layers checkpointed" : "", format_size(double(sum.param_bytes)),
+      format_size(double(sum.workspace_bytes)), format_size(double(sum.baseline_bytes)));
+  const std::string longest =
+      sum.longest_ctx > 1 ? fmt::format("the longest --ctx that fits is {}", sum.longest_ctx)
+                          : std::string("no --ctx fits");
   if (c.max_memory > 0 && needed > c.max_memory)
-    fail(ErrorKind::Resource,
-         "--max-memory {}: training at --ctx {} on {} sp rank(s) needs {} per rank ({} of "
-         "activations{}, {} of weights, gradients and AdamW moments)",
-         format_size(double(c.max_memory)), c.ctx, sp, format_size(double(needed)), format_size(double(sum.activation_bytes)),
-         c.checkpoint_layers ? ", layers checkpointed" : "; --checkpoint-layers needs less",
-         format_size(double(sum.param_bytes)));
+    fail(ErrorKind::Resource, "--max-memory {}: training at --ctx {} on {} sp rank(s) needs {}; {}{}",
+         format_size(double(c.max_memory)), c.ctx, sp, breakdown, longest,
+         c.checkpoint_layers ? "" : " (--checkpoint-layers needs less)");
+  if (c.dry_run) {
+    if (lead)
+      fmt::print("--ctx {} on {} sp rank(s) needs {}{}\n", c.ctx, sp, breakdown,
+                 c.max_memory > 0 ? fmt::format("; within --max-memory {} {}",
+                                                format_size(double(c.max_memory)), longest)
+                                  : "");
+    return sum;
+  }
 
   ParamSet params(spec), grads(spec);
   Optimizer opt(spec);
@@ -258,6 +328,7 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     if (c.peak_flops > 0.0) lg.flop_utilization = step_flops / lg.seconds / (c.peak_flops * world.size());
     lg.peak_rss = process_memory().peak_rss;
     lg.activation_bytes = sum.activation_bytes;
+    lg.needed_bytes = needed;
     {
       const comm::CommStats w = world.stats(), g = group->stats();
       const uint64_t attn = g.bytes_sent - group0.bytes_sent;

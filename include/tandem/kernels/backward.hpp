@@ -103,6 +103,10 @@ struct AttentionBackwardArgs {
   float* dv = nullptr;               // same layout as dk
 };
 void attention_backward(const AttentionBackwardArgs& a, ThreadPool& pool);
+// The most bytes attention_backward holds between calls (per-thread buffers it keeps,
+// the largest being K and V transposed per key tile and the threads' partial dK/dV) for a
+// call of n_q queries against n_kv keys, G KV heads of d, on `threads` threads.
+size_t attention_backward_scratch_bytes(int64_t n_q, int64_t n_kv, int G, int d, int threads);
 
 // delta[i][h] = sum_e dout[i][h][e] * out[i][h][e] ([n_q][H]; written).
 void attention_delta(const float* out, const float* dout, int64_t n_q, int H, int d,

@@ -18,6 +18,9 @@ using Weight = MatrixView;
 
 // y[i][r] = sum_c x[i][c] * W[r][c] (+ bias[r] when bias != nullptr), for i < m.
 // x is [m][cols], y is [m][rows], both dense f32.
+// The bytes of the calling thread's buffers matmul keeps after a call of m tokens on
+// `threads` threads (activations repacked for its tiles: tokens in lanes, or quantized).
+size_t matmul_scratch_bytes(const Weight& w, int64_t m, int threads);
 void matmul(const Weight& w, const float* x, int64_t m, float* y, ThreadPool& pool,
             const float* bias = nullptr);
 

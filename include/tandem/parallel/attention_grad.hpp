@@ -18,6 +18,7 @@
 
 #include "tandem/kernels/thread_pool.hpp"
 #include "tandem/parallel/sequence_attention.hpp"
+#include "tandem/parallel/sharding.hpp"
 
 namespace tandem::comm {
 class Communicator;
@@ -50,11 +51,28 @@ class AttentionGrad {
                         float* dv) = 0;
 
   const AttnShape& shape() const { return shape_; }
+  // Bytes of the buffers this strategy holds now (they grow to the largest step run; the
+  // trainer's memory check extrapolates them from small probe steps, held_bytes_probe).
+  virtual size_t held_bytes() const { return 0; }
 
  protected:
   AttnShape shape_;
   kernels::ThreadPool& pool_;
 };
+
+// What a strategy holds for shards of n tokens per rank: measured at two probe sizes,
+// extrapolated linearly above them.
+struct WorkspaceModel {
+  int64_t probe_tokens = 0;     // the larger probe
+  double at_probe = 0.0;        // bytes held after a step of probe_tokens per rank
+  double per_token = 0.0;       // bytes per further token
+  size_t bytes(int64_t n) const;
+};
+// Runs attn's forward and backward on zeros at shards of probe_tokens and twice that per
+// rank (positions laid out by `placement` over the ranks of its communicator) and reads
+// its held_bytes() after each. Collective over the strategy's ranks.
+WorkspaceModel probe_workspace(AttentionGrad& attn, int ranks, int rank, Placement placement,
+                               int64_t probe_tokens = 64);
 
 std::unique_ptr<AttentionGrad> make_local_attention_grad(AttnShape shape,
                                                          kernels::ThreadPool& pool);

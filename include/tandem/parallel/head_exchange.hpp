@@ -65,6 +65,7 @@ class HeadExchange {
   // Head side -> token side, one all-to-all; a KV-head tensor's dst is the sum over the
   // members that hold the head (written). Collective.
   void to_tokens(std::span<const Moved> qs, std::span<const Moved> kvs);
+  size_t held_bytes() const;  // its head-side tensors and message buffers
 
  private:
   // Floats per token of this member's tensors on the head side and member j's on the

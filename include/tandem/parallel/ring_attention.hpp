@@ -122,6 +122,7 @@ class RingCirculator {
   int subblocks() const;
   RingStats& stats() { return stats_; }
   const RingStats& stats() const { return stats_; }
+  size_t held_bytes() const;  // its block buffers
 
  private:
   comm::Communicator& comm_;
@@ -187,6 +188,7 @@ class PassKVRing {
   // Rows per conveyor chunk: ring_chunk_rows() unless set here (0 or kWholeBlocks: whole
   // blocks).
   void set_chunk_rows(int64_t rows) { chunk_rows_ = rows; }
+  size_t held_bytes() const;  // its buffers and the circulator's
 
  private:
   RingCirculator circ_;

@@ -53,6 +53,7 @@ struct TrainConfig {
   int64_t save_every = 0;    // checkpoint every this many steps (0: at the end only)
   double peak_flops = 0.0;   // the machine's FMA peak for `threads` threads (0: not shown)
   bool quiet = false;        // no progress line
+  bool dry_run = false;      // check the config and the memory per rank, print it, stop
 };
 
 // One step's record (a line of log.jsonl).
@@ -66,6 +67,7 @@ struct StepLog {
   double flop_utilization = 0.0;  // model FLOPs per second / peak_flops (0: no peak)
   uint64_t peak_rss = 0;    // the process peak resident set, the most of any rank
   uint64_t activation_bytes = 0;  // per rank, what the plan holds (TrainSummary's)
+  uint64_t needed_bytes = 0;      // per rank, what --max-memory is checked against
   // Communication of the step, the most of any rank: bytes sent by the sequence-parallel
   // attention (within a group) and by the gradient all-reduce (and the rest of the
   // step's collectives), and the time blocked waiting on either.
@@ -90,6 +92,11 @@ struct TrainSummary {
   double seconds = 0.0;
   uint64_t activation_bytes = 0;  // per rank, the plan
   uint64_t param_bytes = 0;       // weights, gradients and AdamW moments
+  uint64_t workspace_bytes = 0;   // per rank: attention, kernel and communication buffers
+  uint64_t baseline_bytes = 0;    // the process's resident set before the run's buffers
+  // What --max-memory is checked against: the sum of the above.
+  int64_t longest_ctx = 0;        // with --max-memory: the longest ctx within it (0: none)
+  uint64_t needed_bytes() const { return activation_bytes + param_bytes + workspace_bytes + baseline_bytes; }
 };
 
 // Model FLOPs of one training step on `sequences` sequences of n tokens: 6 x (matrix
