@@ -27,7 +27,7 @@
 namespace tandem::parallel {
 
 size_t PassKVRingGrad::held_bytes() const {
-  return circ_.held_bytes() + held_bytes_of(acc_in_, part_[0], part_[1], home_, pos_);
+  return (own_circ_ ? own_circ_->held_bytes() : 0) + held_bytes_of(acc_in_, part_[0], part_[1], pos_);
 }
 
 void PassKVRingGrad::run(const HeadView& hv, const HeadGradArgs& g) {
@@ -82,12 +82,13 @@ void PassKVRingGrad::run(const HeadView& hv, const HeadGradArgs& g) {
   const float* sum = part_[last].data();
   if (P > 1) {
     // This block's complete sum comes from the previous rank (the last to add to it).
-    home_.resize(size_t(2 * n * kvw));
+    std::vector<float>& home_sum = acc_in_;  // no accumulator arrives any more
+    home_sum.resize(size_t(2 * n * kvw));
     std::unique_ptr<comm::Request> home;
-    if (n > 0) home = comm_.irecv(home_.data(), home_.size() * sizeof(float), prev, acc_tag_);
+    if (n > 0) home = comm_.irecv(home_sum.data(), size_t(2 * n * kvw) * sizeof(float), prev, acc_tag_);
     if (acc_send) comm_.wait(*acc_send);
     if (home) comm_.wait(*home);
-    sum = home_.data();
+    sum = home_sum.data();
   }
   if (n == 0) return;
   std::memcpy(g.dk, sum, size_t(n * kvw) * sizeof(float));
@@ -101,7 +102,8 @@ constexpr int kForwardTag = 41, kBackwardTag = 42;  // and kBackwardTag + 1
 class RingAttentionGrad final : public AttentionGrad {
  public:
   RingAttentionGrad(AttnShape shape, kernels::ThreadPool& pool, comm::Communicator& comm)
-      : AttentionGrad(shape, pool), fwd_(comm, pool, kForwardTag), bwd_(comm, pool, kBackwardTag),
+      : AttentionGrad(shape, pool), fwd_(comm, pool, kForwardTag),
+        bwd_(fwd_.circulator(), pool, kBackwardTag + 1),
         view_(full_head_view(shape.H, shape.G, shape.d, shape.scale)) {
     fwd_.set_chunk_rows(kWholeBlocks);
   }

@@ -61,7 +61,7 @@ class HeadShardedAttentionGrad final : public AttentionGrad {
       group = group_comm_.get();
       fwd_ = std::make_unique<PassKVRing>(*ring_comm_, pool, kForwardTag);
       fwd_->set_chunk_rows(kWholeBlocks);
-      bwd_ = std::make_unique<PassKVRingGrad>(*ring_comm_, pool, kBackwardTag);
+      bwd_ = std::make_unique<PassKVRingGrad>(fwd_->circulator(), pool, kBackwardTag + 1);
     }
     ex_ = std::make_unique<HeadExchange>(shape, *group);
   }

@@ -59,11 +59,15 @@ void apply_settings(TrainConfig& c, const nlohmann::json& s) {
   if (c.steps == 0) c.steps = s.value("steps", int64_t{0});
 }
 
+// The gradient is summed over the ranks in pieces of this many floats: MPI may hold a copy
+// of what it reduces, and a piece bounds that copy.
+constexpr size_t kReducePiece = size_t(1) << 20;
+
 // Per rank: the attention's buffers (K/V blocks in flight, head-side tensors; from probe
 // steps), the kernels' per-thread buffers at a shard of n tokens (the backward attention's
 // transposed K/V, every scheme's calls holding about a shard's keys x G heads; the widest
-// matrix product's repacked activations), and with several ranks a copy of the gradient,
-// which MPI's all-reduce may hold.
+// matrix product's repacked activations), and with several ranks a copy of a piece of the
+// gradient, which MPI's all-reduce may hold.
 uint64_t workspace_bytes(const SynthSpec& spec, const parallel::WorkspaceModel& attn, int64_t n,
                          int threads, bool allreduce) {
   const parallel::AttnShape shape = attn_shape(spec);
@@ -80,7 +84,7 @@ uint64_t workspace_bytes(const SynthSpec& spec, const parallel::WorkspaceModel& 
     mm = std::max(mm, kernels::matmul_scratch_bytes(w, n, threads));
   }
   b += mm;
-  if (allreduce) b += uint64_t(ParamSet::floats_of(spec)) * sizeof(float);
+  if (allreduce) b += std::min(kReducePiece, size_t(ParamSet::floats_of(spec))) * sizeof(float);
   return b;
 }
 
@@ -315,7 +319,8 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     const float grad_scale = counted > 0 ? 1.0f / float(counted) : 0.0f;
     double loss = 0.0;
     for (const SeqShard& s : shards) loss += mg.step(s, grad_scale, grads).loss;
-    world.allreduce(grads.data(), size_t(grads.size()), comm::ReduceOp::Sum);
+    for (size_t i = 0; i < size_t(grads.size()); i += kReducePiece)
+      world.allreduce(grads.data() + i, std::min(kReducePiece, size_t(grads.size()) - i), comm::ReduceOp::Sum);
     world.allreduce(&loss, 1, comm::ReduceOp::Sum);
     StepLog lg;
     lg.step = step;

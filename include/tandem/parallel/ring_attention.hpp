@@ -189,6 +189,7 @@ class PassKVRing {
   // blocks).
   void set_chunk_rows(int64_t rows) { chunk_rows_ = rows; }
   size_t held_bytes() const;  // its buffers and the circulator's
+  RingCirculator& circulator() { return circ_; }
 
  private:
   RingCirculator circ_;
