@@ -61,11 +61,18 @@ class LocalAttentionGrad final : public AttentionGrad {
 }  // namespace
 
 size_t WorkspaceModel::bytes(int64_t n) const {
-  return size_t(at_probe + per_token * double(std::max<int64_t>(0, n - probe_tokens)));
+  if (points.empty()) return 0;
+  if (points.size() == 1 || n <= points.front().first) return size_t(points.front().second);
+  size_t i = 1;
+  while (i + 1 < points.size() && points[i].first < n) ++i;
+  const auto [x0, y0] = points[i - 1];
+  const auto [x1, y1] = points[i];
+  const double slope = std::max(0.0, (y1 - y0) / double(x1 - x0));
+  return size_t(std::max(y0, y0 + slope * double(n - x0)));
 }
 
 WorkspaceModel probe_workspace(AttentionGrad& attn, int ranks, int rank, Placement placement,
-                               int64_t probe_tokens) {
+                               int64_t max_tokens) {
   const AttnShape& sh = attn.shape();
   auto probe = [&](int64_t per_rank) {
     std::vector<int32_t> pos;
@@ -86,11 +93,8 @@ WorkspaceModel probe_workspace(AttentionGrad& attn, int ranks, int rank, Placeme
     attn.backward(s, dout.data(), dq.data(), dk.data(), dv.data());
     return double(attn.held_bytes());
   };
-  const double h1 = probe(probe_tokens), h2 = probe(2 * probe_tokens);
   WorkspaceModel w;
-  w.probe_tokens = 2 * probe_tokens;
-  w.at_probe = h2;
-  w.per_token = std::max(0.0, h2 - h1) / double(probe_tokens);
+  for (int64_t t = 64; t <= std::max<int64_t>(max_tokens, 128); t *= 2) w.points.emplace_back(t, probe(t));
   return w;
 }
 

@@ -37,7 +37,7 @@
 namespace tandem::parallel {
 namespace {
 
-constexpr int kForwardTag = 51, kBackwardTag = 52;  // and kBackwardTag + 1 (ring_grad.hpp)
+constexpr int kForwardTag = 51, kAccTag = 52;  // and kAccTag + 1 (ring_grad.hpp)
 
 void fit(std::vector<float>& b, int64_t n) {
   if (b.size() < size_t(n)) b.resize(size_t(n));
@@ -60,8 +60,7 @@ class HeadShardedAttentionGrad final : public AttentionGrad {
       ring_comm_ = comm.split(r % ulysses, r);
       group = group_comm_.get();
       fwd_ = std::make_unique<PassKVRing>(*ring_comm_, pool, kForwardTag);
-      fwd_->set_chunk_rows(kWholeBlocks);
-      bwd_ = std::make_unique<PassKVRingGrad>(fwd_->circulator(), pool, kBackwardTag + 1);
+      bwd_ = std::make_unique<PassKVRingGrad>(fwd_->circulator(), pool, kAccTag);
     }
     ex_ = std::make_unique<HeadExchange>(shape, *group);
   }

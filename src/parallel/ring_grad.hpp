@@ -2,6 +2,7 @@
 // The backward of pass-KV (PassKVRing) on one head subset, for training: the ring
 // attention's backward (attention_grad_ring.cpp), also run by the hybrid across its
 // Ulysses groups on head-sharded blocks (attention_grad_ulysses.cpp).
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -16,11 +17,13 @@ class PassKVRingGrad {
   // Uses tags tag (K/V blocks) and tag + 1 (dK/dV accumulators) on `ring`.
   PassKVRingGrad(comm::Communicator& ring, kernels::ThreadPool& pool, int tag)
       : comm_(ring), pool_(pool), own_circ_(std::make_unique<RingCirculator>(ring, tag)),
-        circ_(*own_circ_), acc_tag_(tag + 1) {}
-  // Circulates K/V with the forward's circulator (its block buffers serve both passes,
-  // which never run at once); accumulators on tag acc_tag.
+        circ_(*own_circ_), acc_tag_(tag + 1), home_tag_(tag + 2) {}
+  // Circulates K/V with the forward's circulator (its chunk buffers serve both passes,
+  // which never run at once); accumulators on tags acc_tag and acc_tag + 1.
   PassKVRingGrad(RingCirculator& shared, kernels::ThreadPool& pool, int acc_tag)
-      : comm_(shared.comm()), pool_(pool), circ_(shared), acc_tag_(acc_tag) {}
+      : comm_(shared.comm()), pool_(pool), circ_(shared), acc_tag_(acc_tag), home_tag_(acc_tag + 1) {}
+  // Rows per chunk (ring_chunk_rows() unless set; kWholeBlocks: whole blocks).
+  void set_chunk_rows(int64_t rows) { chunk_rows_ = rows; }
   // g holds this member's queries (q, q_pos, n_q, with the forward's lse over the keys of
   // every member, dout and delta; hv's layout) and its own K/V rows (k, v, kv_pos, n_kv).
   // Writes dq (this member's queries: the gradient through every member's keys) and dk,
@@ -31,11 +34,18 @@ class PassKVRingGrad {
  private:
   comm::Communicator& comm_;
   kernels::ThreadPool& pool_;
+  struct Part {  // this member's contribution to a chunk, and its send in flight
+    std::vector<float> buf;
+    std::unique_ptr<comm::Request> send;
+  };
+  Part& free_part(size_t floats);
+
   std::unique_ptr<RingCirculator> own_circ_;
   RingCirculator& circ_;
-  int acc_tag_;
-  // acc_in_ also receives this member's finished dK/dV at the end.
-  std::vector<float> acc_in_, part_[2];
+  int acc_tag_, home_tag_;  // chunks' sums on their way, and arriving home
+  int64_t chunk_rows_ = -1;
+  std::vector<float> acc_in_, home_;
+  std::deque<Part> parts_;  // stable addresses while sends are in flight
   std::vector<int32_t> pos_;
 };
 

@@ -61,7 +61,7 @@ void apply_settings(TrainConfig& c, const nlohmann::json& s) {
 
 // The gradient is summed over the ranks in pieces of this many floats: MPI may hold a copy
 // of what it reduces, and a piece bounds that copy.
-constexpr size_t kReducePiece = size_t(1) << 20;
+constexpr size_t kReducePiece = size_t(1) << 18;
 
 // Per rank: the attention's buffers (K/V blocks in flight, head-side tensors; from probe
 // steps), the kernels' per-thread buffers at a shard of n tokens (the backward attention's
@@ -186,15 +186,19 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
   const int64_t max_shard = max_shard_of(c.ctx);
 
   // The memory per rank at a context: what --max-memory is checked against.
+  // What the process holds before any of it: code, libraries, MPI, thread stacks (read
+  // before the probe, whose own inputs are transient).
+  const double rss0 = double(process_memory().rss);
+  // Probes at shards of 64 .. 2048 tokens, past the ring's chunk (512 rows), where its
+  // buffers stop growing.
   parallel::WorkspaceModel attn_ws =
       parallel::probe_workspace(*spa.attention, sp, group->rank(), spa.placement);
-  // What the process holds before any of it: code, libraries, MPI, thread stacks. The
-  // most of any rank, so that every rank checks (and reports) the same figure.
-  double most[3] = {double(process_memory().rss), attn_ws.at_probe, attn_ws.per_token};
-  world.allreduce(most, 3, comm::ReduceOp::Max);
+  // The most of any rank, so that every rank checks (and reports) the same figure.
+  std::vector<double> most = {rss0};
+  for (const auto& p : attn_ws.points) most.push_back(p.second);
+  world.allreduce(most.data(), most.size(), comm::ReduceOp::Max);
   const uint64_t baseline = uint64_t(most[0]);
-  attn_ws.at_probe = most[1];
-  attn_ws.per_token = most[2];
+  for (size_t i = 0; i < attn_ws.points.size(); ++i) attn_ws.points[i].second = most[i + 1];
   auto plan = [&](int64_t ctx) {
     TrainSummary s;
     const int64_t n = max_shard_of(ctx);

@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <memory>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "tandem/kernels/thread_pool.hpp"
 #include "tandem/parallel/sequence_attention.hpp"
@@ -60,19 +62,18 @@ class AttentionGrad {
   kernels::ThreadPool& pool_;
 };
 
-// What a strategy holds for shards of n tokens per rank: measured at two probe sizes,
-// extrapolated linearly above them.
+// What a strategy holds for shards of n tokens per rank: measured at probe sizes,
+// interpolated linearly between them and extrapolated from the last two above them.
 struct WorkspaceModel {
-  int64_t probe_tokens = 0;     // the larger probe
-  double at_probe = 0.0;        // bytes held after a step of probe_tokens per rank
-  double per_token = 0.0;       // bytes per further token
+  std::vector<std::pair<int64_t, double>> points;  // (tokens per rank, bytes held), ascending
   size_t bytes(int64_t n) const;
 };
-// Runs attn's forward and backward on zeros at shards of probe_tokens and twice that per
-// rank (positions laid out by `placement` over the ranks of its communicator) and reads
-// its held_bytes() after each. Collective over the strategy's ranks.
+// Runs attn's forward and backward on zeros at shards of 64, 128, ... up to max_tokens
+// per rank (positions laid out by `placement` over the ranks of its communicator) and
+// reads its held_bytes() after each; probing past any fixed-size buffer (the ring's
+// chunks) makes the extrapolation hold. Collective over the strategy's ranks.
 WorkspaceModel probe_workspace(AttentionGrad& attn, int ranks, int rank, Placement placement,
-                               int64_t probe_tokens = 64);
+                               int64_t max_tokens = 2048);
 
 std::unique_ptr<AttentionGrad> make_local_attention_grad(AttnShape shape,
                                                          kernels::ThreadPool& pool);
