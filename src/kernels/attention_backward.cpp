@@ -30,6 +30,7 @@
 
 #include "kernels/isa.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/held_bytes.hpp"
 #include "tandem/core/fp16.hpp"
 
 #define TANDEM_PER_ISA_BODY "kernels/attention_backward_body.inc"
@@ -137,7 +138,7 @@ void attention_backward(const AttentionBackwardArgs& b, ThreadPool& pool) {
   // each (keys past n_kv zero), read by every query tile.
   const int tk = kn.tile_k;
   const int64_t ktiles = (a.n_kv + tk - 1) / tk, per_g = ktiles * tk * a.d;
-  t_kvt.resize(size_t(2 * G * per_g));
+  grow_scratch(t_kvt, size_t(2 * G * per_g));
   float* const kt = t_kvt.data();
   float* const vt = kt + G * per_g;
   run([&](int tid, int n) {
@@ -203,7 +204,7 @@ void attention_backward(const AttentionBackwardArgs& b, ThreadPool& pool) {
     load[size_t(to)] += cost[size_t(t)] + 1;
   }
   const int64_t part = a.n_kv * kvd;
-  t_parts.resize(size_t(2 * part * (active - 1)));
+  grow_scratch(t_parts, size_t(2 * part * (active - 1)));
   float* const parts = t_parts.data();  // the caller's: thread_local names differ per thread
   auto by_tile = [&](int tid, int) {
     if (tid >= active) return;

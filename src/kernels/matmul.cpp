@@ -8,6 +8,7 @@
 #include "kernels/isa.hpp"
 #include "kernels/spin.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/core/held_bytes.hpp"
 #include "tandem/kernels/fused.hpp"
 #include "tandem/kernels/ops.hpp"
 
@@ -295,16 +296,16 @@ void matmul_fused(const FusedMatmul& f, const float* x, int64_t row_from, int64_
   uint8_t* xq = nullptr;
   float* xn = nullptr;
   if (f.norm_w) {
-    t_xn.resize(size_t(n * cols));
+    grow_scratch(t_xn, size_t(n * cols));
     xn = t_xn.data();
   }
   if (qfn) {
-    t_xq.resize(size_t(n * xqs));
+    grow_scratch(t_xq, size_t(n * xqs));
     xq = t_xq.data();
   }
   float* xl = nullptr;
   if (lfn) {
-    t_xl.resize(size_t((n + lt - 1) / lt * lt * cols));
+    grow_scratch(t_xl, size_t((n + lt - 1) / lt * lt * cols));
     xl = t_xl.data();
   }
   auto prepare = [&](int tid, int parts) {

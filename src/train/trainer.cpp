@@ -1,6 +1,9 @@
 #include "tandem/train/trainer.hpp"
 
 #include <algorithm>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -193,8 +196,14 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
   // buffers stop growing.
   parallel::WorkspaceModel attn_ws =
       parallel::probe_workspace(*spa.attention, sp, group->rank(), spa.placement);
+#ifdef __GLIBC__
+  malloc_trim(0);  // the probe's inputs, freed, would otherwise stay resident in the heap
+#endif
+  // What the probe left resident beyond the strategy's own buffers (kernel scratch of the
+  // threads, the allocator's) stays: it belongs to the baseline.
+  const double left = double(process_memory().rss) - double(spa.attention->held_bytes());
   // The most of any rank, so that every rank checks (and reports) the same figure.
-  std::vector<double> most = {rss0};
+  std::vector<double> most = {std::max(rss0, left)};
   for (const auto& p : attn_ws.points) most.push_back(p.second);
   world.allreduce(most.data(), most.size(), comm::ReduceOp::Max);
   const uint64_t baseline = uint64_t(most[0]);

@@ -30,8 +30,8 @@ void expect_needed_matches_peak(const std::string& launch, const std::string& sp
   const double needed = j.at("needed_bytes").get<double>(), peak = j.at("peak_rss").get<double>();
   std::printf("%s: needed %.1f MiB, peak RSS %.1f MiB (%.3f)\n", sp.empty() ? "one rank" : sp.c_str(),
               needed / 1048576, peak / 1048576, peak / needed);
-  EXPECT_LE(peak, 1.05 * needed);
-  EXPECT_GE(peak, 0.90 * needed);
+  EXPECT_LE(peak, 1.03 * needed);
+  EXPECT_GE(peak, 0.95 * needed);
 }
 
 }  // namespace

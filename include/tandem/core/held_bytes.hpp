@@ -12,3 +12,16 @@ size_t held_bytes_of(const std::vector<T>&... v) {
 }
 
 }  // namespace tandem
+
+namespace tandem {
+
+// Grows v to at least n elements without keeping its contents: the old storage is freed
+// before the new one is taken, so a scratch buffer's growth never holds both at once.
+template <class T>
+void grow_scratch(std::vector<T>& v, size_t n) {
+  if (v.size() >= n) return;
+  v = {};
+  v.resize(n);
+}
+
+}  // namespace tandem
