@@ -81,14 +81,7 @@ WorkspaceModel probe_workspace(AttentionGrad& attn, int ranks, int rank, Placeme
     const int64_t m = int64_t(pos.size());
     std::vector<float> q(size_t(m * sh.q_dim())), k(size_t(m * sh.kv_dim())), v(k.size()),
         out(q.size()), lse(size_t(m * sh.H)), dout(q.size()), dq(q.size()), dk(k.size()), dv(k.size());
-    AttnGradStep s;
-    s.n = m;
-    s.pos = pos.data();
-    s.q = q.data();
-    s.k = k.data();
-    s.v = v.data();
-    s.out = out.data();
-    s.lse = lse.data();
+    const AttnGradStep s{m, pos.data(), q.data(), k.data(), v.data(), out.data(), lse.data()};
     attn.forward(s);
     attn.backward(s, dout.data(), dq.data(), dk.data(), dv.data());
     return double(attn.held_bytes());

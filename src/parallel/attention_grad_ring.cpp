@@ -59,7 +59,7 @@ void PassKVRingGrad::run(const HeadView& hv, const HeadGradArgs& g) {
   int64_t most = 1;
   for (int j = 0; j < P; ++j) most = std::max(most, circ_.rows(j));
   // The conveyor's chunk (the same on every member): own chunk i is rows [i*chunk, ...).
-  const int64_t chunk = std::min(chunk_rows_ > 0 ? chunk_rows_ : ring_chunk_rows(), most);
+  const int64_t chunk = std::min(ring_chunk_rows(), most);
 
   // This member's chunks come home in the order they left: the finished sum of own chunk
   // `home_chunk` arrives from the previous member (the last to add to it). One receive is

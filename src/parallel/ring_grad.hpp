@@ -22,8 +22,6 @@ class PassKVRingGrad {
   // which never run at once); accumulators on tags acc_tag and acc_tag + 1.
   PassKVRingGrad(RingCirculator& shared, kernels::ThreadPool& pool, int acc_tag)
       : comm_(shared.comm()), pool_(pool), circ_(shared), acc_tag_(acc_tag), home_tag_(acc_tag + 1) {}
-  // Rows per chunk (ring_chunk_rows() unless set; kWholeBlocks: whole blocks).
-  void set_chunk_rows(int64_t rows) { chunk_rows_ = rows; }
   // g holds this member's queries (q, q_pos, n_q, with the forward's lse over the keys of
   // every member, dout and delta; hv's layout) and its own K/V rows (k, v, kv_pos, n_kv).
   // Writes dq (this member's queries: the gradient through every member's keys) and dk,
@@ -43,7 +41,6 @@ class PassKVRingGrad {
   std::unique_ptr<RingCirculator> own_circ_;
   RingCirculator& circ_;
   int acc_tag_, home_tag_;  // chunks' sums on their way, and arriving home
-  int64_t chunk_rows_ = -1;
   std::vector<float> acc_in_, home_;
   std::deque<Part> parts_;  // stable addresses while sends are in flight
   std::vector<int32_t> pos_;
