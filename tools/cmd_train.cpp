@@ -132,6 +132,8 @@ void add_train(CLI::App& app) {
   sub->add_option("--weight-decay", o->c.weight_decay, "AdamW weight decay (matrices)")->capture_default_str();
   sub->add_flag("--checkpoint-layers", o->c.checkpoint_layers,
                 "Keep only each layer's input; recompute the layer in the backward (less memory)");
+  sub->add_flag("!--no-overlap-reduce", o->c.overlap_reduce,
+                "Sum the gradient across ranks after the backward, not overlapped with it");
   sub->add_option("--seed", o->c.seed, "Seed of the initial weights, data order and task draws")->capture_default_str();
   sub->add_option("-t,--threads", o->c.threads, "Threads per rank")->capture_default_str();
   sub->add_option("--out", o->c.out_dir, "Folder for checkpoint.gguf, the optimizer state and log.jsonl");

@@ -257,6 +257,44 @@ void Communicator::allreduce(void* data, size_t n, ElemType type, ReduceOp op) {
   do_allreduce(data, n, type, op);
 }
 
+namespace {
+
+// iallreduce without a native form: the blocking allreduce runs at the wait.
+class DeferredAllreduce final : public Request {
+ public:
+  DeferredAllreduce(Communicator& c, void* data, size_t n, ElemType type, ReduceOp op)
+      : c_(c), data_(data), n_(n), type_(type), op_(op) {}
+
+ protected:
+  bool do_test() override { return done_; }
+  void do_wait_until(double, double) override {
+    if (done_) return;
+    done_ = true;
+    c_.allreduce(data_, n_, type_, op_);
+  }
+
+ private:
+  Communicator& c_;
+  void* data_;
+  size_t n_;
+  ElemType type_;
+  ReduceOp op_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Request> Communicator::do_iallreduce(void* data, size_t n, ElemType type, ReduceOp op) {
+  return std::make_unique<DeferredAllreduce>(*this, data, n, type, op);
+}
+
+std::unique_ptr<Request> Communicator::iallreduce(void* data, size_t n, ElemType type, ReduceOp op) {
+  if (!data && n) fail(ErrorKind::Internal, "{}: iallreduce: null data", who_);
+  auto r = do_iallreduce(data, n, type, op);
+  if (size_ > 1 && n > 0) track(*r);
+  return r;
+}
+
 void Communicator::broadcast(void* buf, size_t bytes, int root) {
   OpScope scope(*this, "broadcast");
   if (root < 0 || root >= size_)

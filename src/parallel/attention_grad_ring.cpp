@@ -114,10 +114,30 @@ void PassKVRingGrad::run(const HeadView& hv, const HeadGradArgs& g) {
       b.n_kv = nb;
       b.dk = part.data();
       b.dv = part.data() + nb * kvw;
-      attend_heads_backward(hv, b, pool_);
+      // In query sub-blocks, with every transfer of this ring tested between them
+      // (ring_attention.hpp: MPI moves a message only inside MPI calls).
+      auto progress = [&] {
+        circ_.progress();
+        if (acc_recv && acc_recv->test()) acc_recv.reset();
+        check_home(false);
+        bool sending = false;
+        for (Part& p : parts_)
+          if (p.send && p.send->test()) p.send.reset();
+          else sending = sending || p.send != nullptr;
+        return circ_.in_flight() || acc_recv || home || sending;
+      };
+      const int64_t rows = progress_subblock_rows(circ_.subblocks(), g.n_q, nb);
+      for (int64_t i0 = 0; i0 < g.n_q; i0 += rows) {
+        ++circ_.stats().attention_calls;
+        attend_heads_backward_rows(hv, b, i0, std::min(rows, g.n_q - i0), pool_);
+        if (!progress()) {
+          if (i0 + rows < g.n_q) attend_heads_backward_rows(hv, b, i0 + rows, g.n_q - i0 - rows, pool_);
+          break;
+        }
+      }
     }
-    if (acc_recv) {
-      comm_.wait(*acc_recv);
+    if (acc_recv) comm_.wait(*acc_recv);
+    if (owner != r) {
       for (size_t i = 0; i < part.size(); ++i) part[i] += acc_in_[i];
     }
     if (P == 1) {

@@ -124,18 +124,25 @@ void attend_head_rows(const HeadView& hv, const float* q, const int32_t* q_pos, 
 }
 
 void attend_heads_backward(const HeadView& hv, const HeadGradArgs& g, kernels::ThreadPool& pool) {
+  attend_heads_backward_rows(hv, g, 0, g.n_q, pool);
+}
+
+void attend_heads_backward_rows(const HeadView& hv, const HeadGradArgs& g, int64_t i0, int64_t m,
+                                kernels::ThreadPool& pool) {
   TD_CHECK(hv.softcap == 0.0f && g.n_q >= 0 && g.n_kv >= 0);
-  if (g.n_q == 0 || g.n_kv == 0 || hv.q_heads == 0) return;
+  TD_CHECK(i0 >= 0 && m >= 0 && i0 + m <= g.n_q);
+  if (m == 0 || g.n_kv == 0 || hv.q_heads == 0) return;
   TD_CHECK(g.delta != nullptr);  // the kernel then reads no out
   const int64_t d = hv.d, nq = g.n_q;
   for (const HeadSegment& s : hv.segs) {
-    // Segment s: query-head tensors [n_q][nq][d] at n_q*q0*d (lse, delta at n_q*q0).
-    const int64_t qo = nq * s.q0 * d, lo = nq * s.q0;
+    // Segment s: query-head tensors [n_q][nq][d] at n_q*q0*d (lse, delta at n_q*q0); rows
+    // from i0 on.
+    const int64_t qo = nq * s.q0 * d + i0 * s.nq * d, lo = nq * s.q0 + i0 * s.nq;
     kernels::AttentionBackwardArgs b;
     kernels::AttentionArgs& a = b.fwd;
     a.q = g.q + qo;
-    a.q_pos = g.q_pos;
-    a.n_q = nq;
+    a.q_pos = g.q_pos + i0;
+    a.n_q = m;
     a.k = g.k + s.kv0 * d;
     a.v = g.v + s.kv0 * d;
     a.kv_pos = g.kv_pos;

@@ -183,19 +183,19 @@ int ring_subblocks() {
   return n;
 }
 
-void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float* q,
-                           const int32_t* q_pos, int64_t n_q, const KvRows& kv, float* out,
-                           float* lse, kernels::ThreadPool& pool, AttnKernel kernel) {
-  const int64_t n_kv = kv.n;
+int64_t progress_subblock_rows(int max_parts, int64_t n_q, int64_t n_kv) {
   // Sub-blocks of whole multiples of 64 queries (a multiple of every attention tile
   // width), at least 128 queries each.
   constexpr int64_t kAlign = 64, kMinRows = 128;
-  const int64_t max_parts = circ.subblocks();
-  int64_t rows = n_q;
-  if (max_parts > 1 && n_kv > 0) {
-    rows = std::max<int64_t>(kMinRows, (n_q + max_parts - 1) / max_parts);
-    rows = (rows + kAlign - 1) / kAlign * kAlign;
-  }
+  if (max_parts <= 1 || n_kv == 0) return n_q;
+  const int64_t rows = std::max<int64_t>(kMinRows, (n_q + max_parts - 1) / max_parts);
+  return (rows + kAlign - 1) / kAlign * kAlign;
+}
+
+void attend_heads_progress(RingCirculator& circ, const HeadView& hv, const float* q,
+                           const int32_t* q_pos, int64_t n_q, const KvRows& kv, float* out,
+                           float* lse, kernels::ThreadPool& pool, AttnKernel kernel) {
+  const int64_t rows = progress_subblock_rows(circ.subblocks(), n_q, kv.n);
   if (rows >= n_q || !circ.in_flight()) {
     ++circ.stats().attention_calls;
     attend_heads(hv, q, q_pos, n_q, kv, out, lse, pool, kernel);

@@ -8,6 +8,7 @@
 #include "tandem/core/error.hpp"
 #include "tandem/kernels/backward.hpp"
 #include "tandem/kernels/ops.hpp"
+#include "tandem/train/grad_reduce.hpp"
 
 namespace tandem::train {
 namespace {
@@ -107,6 +108,11 @@ struct ModelGrad::Impl {
 
   Saved& saved_of(int64_t l) { return saved[size_t(ckpt ? 0 : l)]; }
 
+  GradSink* sink = nullptr;  // step()'s, while its backward runs
+  void progress() {
+    if (sink) sink->progress();
+  }
+
   void mm(const float* w, int64_t rows, int64_t cols, const float* x, int64_t n, float* y) {
     kernels::matmul(f32_matrix(w, rows, cols), x, n, y, pool);
   }
@@ -163,17 +169,20 @@ struct ModelGrad::Impl {
     kernels::rmsnorm(a.h, w.ffn_norm, xn, n, m.D, eps, pool);
     kernels::swiglu(a.gate, a.up, act, n * m.F);
     kernels::matmul_dw(dres, act, n, m.D, m.F, gw.down, pool);
+    progress();
     kernels::matmul_dx(w.down, m.D, m.F, dres, n, act, false, pool);
     kernels::swiglu_backward(a.gate, a.up, act, act, dup, n * m.F);
     kernels::matmul_dx(w.gate, m.F, m.D, act, n, dxn, false, pool);
     kernels::matmul_dx(w.up, m.F, m.D, dup, n, dxn, true, pool);
     kernels::matmul_dw(act, xn, n, m.F, m.D, gw.gate, pool);
     kernels::matmul_dw(dup, xn, n, m.F, m.D, gw.up, pool);
+    progress();
     kernels::rmsnorm_backward(a.h, w.ffn_norm, dxn, dxn, gw.ffn_norm, n, m.D, eps, pool);
     kernels::add(dres, dxn, n * m.D);
     // Attention: h = x + wo(attn(rope(wq xn), rope(wk xn), wv xn)), xn = RMSNorm(x).
     kernels::matmul_dx(w.wo, m.D, m.Hd, dres, n, d_ao, false, pool);
     kernels::matmul_dw(dres, a.ao, n, m.D, m.Hd, gw.wo, pool);
+    progress();
     attn.backward(attn_step(s, a), d_ao, dq, dk, dv);
     kernels::rope_backward(dq, n, int(m.H), int(m.d), rope, s.pos.data(), pool);
     kernels::rope_backward(dk, n, int(m.G), int(m.d), rope, s.pos.data(), pool);
@@ -182,6 +191,7 @@ struct ModelGrad::Impl {
     kernels::matmul_dx(w.wk, m.Gd, m.D, dk, n, dxn, true, pool);
     kernels::matmul_dx(w.wv, m.Gd, m.D, dv, n, dxn, true, pool);
     kernels::matmul_dw(dq, xn, n, m.Hd, m.D, gw.wq, pool);
+    progress();
     kernels::matmul_dw(dk, xn, n, m.Gd, m.D, gw.wk, pool);
     kernels::matmul_dw(dv, xn, n, m.Gd, m.D, gw.wv, pool);
     kernels::rmsnorm_backward(x, w.attn_norm, dxn, dxn, gw.attn_norm, n, m.D, eps, pool);
@@ -229,14 +239,25 @@ ModelGrad::ModelGrad(ParamSet& params, parallel::AttentionGrad& attn, kernels::T
 
 ModelGrad::~ModelGrad() = default;
 
-LossSum ModelGrad::step(const SeqShard& s, float grad_scale, ParamSet& grads) {
+LossSum ModelGrad::step(const SeqShard& s, float grad_scale, ParamSet& grads, GradSink* sink) {
   Impl& I = *impl_;
   I.check(s);
   I.embed(s);
   for (int64_t l = 0; l < I.m.L; ++l) I.layer_forward(l, s, I.saved_of(l), I.xs[size_t(l + 1)]);
   const LossSum r = I.head(s, grad_scale, &grads);
-  for (int64_t l = I.m.L - 1; l >= 0; --l) I.layer_backward(l, s, grads);
+  I.sink = sink;
+  if (sink) {
+    sink->ready(grads.span("output.weight"));
+    sink->ready(grads.span("output_norm.weight"));
+  }
+  for (int64_t l = I.m.L - 1; l >= 0; --l) {
+    I.layer_backward(l, s, grads);
+    if (sink)
+      for (const ParamSet::Span& sp : grads.layer_spans(l)) sink->ready(sp);
+  }
   kernels::get_rows_backward(s.tokens.data(), s.size(), I.dres, I.m.D, grads.tok_embd());
+  if (sink) sink->ready(grads.span("token_embd.weight"));
+  I.sink = nullptr;
   return r;
 }
 

@@ -43,6 +43,21 @@ const float* ParamSet::find(const std::string& name) const {
   fail(ErrorKind::Internal, "train: no tensor {} in the model", name);
 }
 
+ParamSet::Span ParamSet::span(const std::string& name) const {
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    if (tensors_[i].name == name) return {int64_t(offsets_[i]), int64_t(padded_floats(tensors_[i]))};
+  fail(ErrorKind::Internal, "train: no tensor {} in the model", name);
+}
+
+std::vector<ParamSet::Span> ParamSet::layer_spans(int64_t l) const {
+  const std::string p = "blk." + std::to_string(l) + ".";
+  std::vector<Span> out;
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    if (tensors_[i].name.starts_with(p))
+      out.push_back({int64_t(offsets_[i]), int64_t(padded_floats(tensors_[i]))});
+  return out;
+}
+
 ParamSet::Layer ParamSet::layer(int64_t l) {
   const std::string p = "blk." + std::to_string(l) + ".";
   return {find(p + "attn_norm.weight"),  find(p + "attn_q.weight"),  find(p + "attn_k.weight"),

@@ -20,6 +20,7 @@
 #include "tandem/parallel/sharding.hpp"
 #include "tandem/train/checkpoint.hpp"
 #include "tandem/train/data.hpp"
+#include "tandem/train/grad_reduce.hpp"
 #include "tandem/train/sp_attention.hpp"
 
 namespace tandem::train {
@@ -62,17 +63,13 @@ void apply_settings(TrainConfig& c, const nlohmann::json& s) {
   if (c.steps == 0) c.steps = s.value("steps", int64_t{0});
 }
 
-// The gradient is summed over the ranks in pieces of this many floats: MPI may hold a copy
-// of what it reduces, and a piece bounds that copy.
-constexpr size_t kReducePiece = size_t(1) << 18;
-
 // Per rank: the attention's buffers (K/V blocks in flight, head-side tensors; from probe
 // steps), the kernels' per-thread buffers at a shard of n tokens (the backward attention's
 // transposed K/V, every scheme's calls holding about a shard's keys x G heads; the widest
-// matrix product's repacked activations), and with several ranks a copy of a piece of the
-// gradient, which MPI's all-reduce may hold.
+// matrix product's repacked activations), and with several ranks copies of the pieces of
+// the gradient in flight, which MPI's all-reduce may hold (grad_reduce.hpp).
 uint64_t workspace_bytes(const SynthSpec& spec, const parallel::WorkspaceModel& attn, int64_t n,
-                         int threads, bool allreduce) {
+                         int threads, bool allreduce, bool overlap) {
   const parallel::AttnShape shape = attn_shape(spec);
   uint64_t b = attn.bytes(n);
   b += kernels::attention_backward_scratch_bytes(n, n, shape.G, shape.d, threads);
@@ -87,7 +84,7 @@ uint64_t workspace_bytes(const SynthSpec& spec, const parallel::WorkspaceModel& 
     mm = std::max(mm, kernels::matmul_scratch_bytes(w, n, threads));
   }
   b += mm;
-  if (allreduce) b += std::min(kReducePiece, size_t(ParamSet::floats_of(spec))) * sizeof(float);
+  if (allreduce) b += GradReducer::inflight_bytes(ParamSet::floats_of(spec), overlap);
   return b;
 }
 
@@ -121,6 +118,8 @@ nlohmann::json StepLog::to_json() const {
                       {"lr", lr},           {"grad_norm", grad_norm}, {"seconds", seconds},
                       {"peak_rss", peak_rss}, {"attention_bytes", attention_bytes},
                       {"allreduce_bytes", allreduce_bytes}, {"comm_wait_seconds", comm_wait_seconds},
+                      {"attention_wait_seconds", attention_wait_seconds},
+                      {"allreduce_seconds", allreduce_seconds},
                       {"activation_bytes", activation_bytes}, {"needed_bytes", needed_bytes}};
   if (flop_utilization > 0.0) j["flop_utilization"] = flop_utilization;
   return j;
@@ -214,7 +213,7 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     s.activation_bytes = activation_bytes(spec, n, c.checkpoint_layers);
     // Weights, gradients and the two AdamW moments, f32 each.
     s.param_bytes = uint64_t(ParamSet::floats_of(spec)) * 4 * sizeof(float);
-    s.workspace_bytes = workspace_bytes(spec, attn_ws, n, c.threads, world.size() > 1);
+    s.workspace_bytes = workspace_bytes(spec, attn_ws, n, c.threads, world.size() > 1, c.overlap_reduce);
     s.baseline_bytes = baseline;
     return s;
   };
@@ -276,6 +275,7 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     data = text_source(c.data_path, *tok, c.ctx, c.seed);
   }
   ModelGrad mg(params, *spa.attention, pool, max_shard, c.checkpoint_layers);
+  GradReducer reducer(world, grads, c.overlap_reduce);
 
   const std::string log_path = !c.log_path.empty() ? c.log_path
                                : c.out_dir.empty()  ? ""
@@ -331,9 +331,11 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     world.allreduce(&counted, 1, comm::ReduceOp::Sum);
     const float grad_scale = counted > 0 ? 1.0f / float(counted) : 0.0f;
     double loss = 0.0;
-    for (const SeqShard& s : shards) loss += mg.step(s, grad_scale, grads).loss;
-    for (size_t i = 0; i < size_t(grads.size()); i += kReducePiece)
-      world.allreduce(grads.data() + i, std::min(kReducePiece, size_t(grads.size()) - i), comm::ReduceOp::Sum);
+    for (size_t b = 0; b < shards.size(); ++b)
+      loss += mg.step(shards[b], grad_scale, grads, b + 1 == shards.size() ? &reducer : nullptr).loss;
+    const auto reduce_t0 = std::chrono::steady_clock::now();
+    reducer.finish();
+    const double reduce_seconds = seconds_since(reduce_t0);
     world.allreduce(&loss, 1, comm::ReduceOp::Sum);
     StepLog lg;
     lg.step = step;
@@ -350,13 +352,16 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     {
       const comm::CommStats w = world.stats(), g = group->stats();
       const uint64_t attn = g.bytes_sent - group0.bytes_sent;
-      double most[4] = {double(attn), double(w.bytes_sent - world0.bytes_sent - attn),
-                        w.wait_seconds - world0.wait_seconds, double(lg.peak_rss)};
-      world.allreduce(most, 4, comm::ReduceOp::Max);
+      double most[6] = {double(attn), double(w.bytes_sent - world0.bytes_sent - attn),
+                        w.wait_seconds - world0.wait_seconds, double(lg.peak_rss),
+                        g.wait_seconds - group0.wait_seconds, reduce_seconds};
+      world.allreduce(most, 6, comm::ReduceOp::Max);
       lg.attention_bytes = uint64_t(most[0]);
       lg.allreduce_bytes = uint64_t(most[1]);
       lg.comm_wait_seconds = most[2];
       lg.peak_rss = uint64_t(most[3]);
+      lg.attention_wait_seconds = most[4];
+      lg.allreduce_seconds = most[5];
     }
     sum.steps.push_back(lg);
 

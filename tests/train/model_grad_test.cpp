@@ -10,22 +10,12 @@
 
 #include "tandem/train/model_grad.hpp"
 #include "tandem/train/params.hpp"
+#include "train/train_specs.hpp"
 
 namespace tandem::train {
 namespace {
 
-SynthSpec small_spec() {
-  SynthSpec s;
-  s.arch = "llama";
-  s.n_embd = 16;
-  s.n_layer = 2;
-  s.n_head = 4;
-  s.n_head_kv = 2;
-  s.n_ff = 24;
-  s.n_vocab = 32;
-  s.type = DType::F32;
-  return s;
-}
+SynthSpec small_spec() { return test::gqa_llama(16, 2, 24, 32); }
 
 // Random weights large enough that every path carries gradient: matrices U(-0.3, 0.3),
 // norm weights U(0.8, 1.2).

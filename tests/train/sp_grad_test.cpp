@@ -11,20 +11,13 @@
 #include "tandem/comm/in_process.hpp"
 #include "tandem/train/sp_attention.hpp"
 #include "tandem/train/trainer.hpp"
+#include "train/train_specs.hpp"
 
 namespace tandem::train {
 namespace {
 
 SynthSpec gqa_spec() {
-  SynthSpec s;
-  s.arch = "llama";
-  s.n_embd = 32;
-  s.n_layer = 2;
-  s.n_head = 4;
-  s.n_head_kv = 2;
-  s.n_ff = 48;
-  s.n_vocab = 40;
-  s.type = DType::F32;
+  SynthSpec s = test::gqa_llama(32, 2, 48, 40);
   s.seed = 5;
   return s;
 }

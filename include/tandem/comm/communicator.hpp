@@ -141,6 +141,14 @@ class Communicator {
   void allreduce(float* data, size_t n, ReduceOp op) { allreduce(data, n, ElemType::F32, op); }
   void allreduce(double* data, size_t n, ReduceOp op) { allreduce(data, n, ElemType::F64, op); }
   void allreduce(int64_t* data, size_t n, ReduceOp op) { allreduce(data, n, ElemType::I64, op); }
+  // Non-blocking allreduce in place: data is the result once the request completes
+  // (test() true or a wait). Every rank posts its iallreduce calls in the same order
+  // and waits them in that order (a backend without a native form runs the blocking
+  // allreduce inside the wait: its test() is false until then).
+  std::unique_ptr<Request> iallreduce(void* data, size_t n, ElemType type, ReduceOp op);
+  std::unique_ptr<Request> iallreduce(float* data, size_t n, ReduceOp op) {
+    return iallreduce(data, n, ElemType::F32, op);
+  }
   void broadcast(void* buf, size_t bytes, int root);
   void barrier();
   // Collective: ranks with equal color form a sub-communicator, ranked by (key, rank).
@@ -177,6 +185,8 @@ class Communicator {
                              std::span<const size_t> recv_bytes,
                              std::span<const size_t> recv_offsets);
   virtual void do_allreduce(void* data, size_t n, ElemType type, ReduceOp op);
+  // The default defers to do_allreduce at the wait (see iallreduce).
+  virtual std::unique_ptr<Request> do_iallreduce(void* data, size_t n, ElemType type, ReduceOp op);
   virtual void do_broadcast(void* buf, size_t bytes, int root);
   virtual void do_barrier();
   virtual std::unique_ptr<Communicator> do_split(int color, int key);

@@ -97,5 +97,9 @@ struct HeadGradArgs {
   float* dv = nullptr;           // accumulated
 };
 void attend_heads_backward(const HeadView& hv, const HeadGradArgs& g, kernels::ThreadPool& pool);
+// The same for query rows [i0, i0 + m) of g's n_q: their dq, and their share of dk and dv
+// (calls over disjoint query rows sum to one call over all).
+void attend_heads_backward_rows(const HeadView& hv, const HeadGradArgs& g, int64_t i0, int64_t m,
+                                kernels::ThreadPool& pool);
 
 }  // namespace tandem::parallel

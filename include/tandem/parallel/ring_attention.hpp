@@ -156,6 +156,10 @@ int ring_subblocks();
 constexpr int64_t kWholeBlocks = int64_t{1} << 60;
 int64_t ring_chunk_rows(int64_t sp_chunk = 0);
 
+// Query rows per sub-block when work on n_q queries against n_kv keys is split into at
+// most max_parts sub-blocks of at least 128 queries, each a multiple of 64 (n_q: one call).
+int64_t progress_subblock_rows(int max_parts, int64_t n_q, int64_t n_kv);
+
 // attend_heads (head_split.hpp), split into query sub-blocks of at least 128 queries
 // (at most circ.subblocks() of them) with circ.progress() between them while circ has a
 // transfer in flight; one attend_heads call otherwise. Same arguments and result.

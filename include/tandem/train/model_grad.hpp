@@ -16,6 +16,8 @@
 
 namespace tandem::train {
 
+class GradSink;
+
 // This rank's share of one sequence: its tokens, their next-token targets (-1: not counted
 // in the loss) and global positions, in the order the rank holds them.
 struct SeqShard {
@@ -48,7 +50,10 @@ class ModelGrad {
   // Forward and backward of one shard: adds grad_scale * d(loss)/d(weight) to grads (same
   // layout as the params) and returns the loss of this rank's counted tokens. Every rank
   // of the attention's communicator calls it for its shard of the same sequence.
-  LossSum step(const SeqShard& s, float grad_scale, ParamSet& grads);
+  // With a sink, each tensor's gradient is reported final (sink->ready) as soon as the
+  // backward is done with it, and sink->progress() is called between the backward's ops
+  // (grad_reduce.hpp): pass one for the step's last shard only.
+  LossSum step(const SeqShard& s, float grad_scale, ParamSet& grads, GradSink* sink = nullptr);
   // The forward only: the loss of this rank's counted tokens.
   LossSum evaluate(const SeqShard& s);
 

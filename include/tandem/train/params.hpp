@@ -32,6 +32,14 @@ class ParamSet {
   float* find(const std::string& name);
   const float* find(const std::string& name) const;
 
+  // The floats [first, first + n) a tensor occupies, its padding included: the spans of
+  // all tensors tile the buffer (a gradient's all-reduce starts on spans that are final).
+  struct Span {
+    int64_t first = 0, n = 0;
+  };
+  Span span(const std::string& name) const;
+  std::vector<Span> layer_spans(int64_t l) const;
+
   struct Layer {
     float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *gate, *up, *down;
   };

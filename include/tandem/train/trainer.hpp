@@ -41,6 +41,7 @@ struct TrainConfig {
   float weight_decay = 0.1f;
   float beta2 = 0.95f;
   bool checkpoint_layers = false;
+  bool overlap_reduce = true;  // the gradient all-reduce overlaps the backward (grad_reduce.hpp)
   int threads = 1;
   std::string sp = "local";  // attention across the sp ranks of a group
   int dp = 1;
@@ -73,6 +74,10 @@ struct StepLog {
   // step's collectives), and the time blocked waiting on either.
   uint64_t attention_bytes = 0, allreduce_bytes = 0;
   double comm_wait_seconds = 0.0;
+  // Of comm_wait_seconds, the most of any rank: the time blocked in the attention's
+  // transfers; and the time the gradient all-reduce held the step up after the backward
+  // (all of it when not overlapped; what was left to finish when overlapped).
+  double attention_wait_seconds = 0.0, allreduce_seconds = 0.0;
   nlohmann::json to_json() const;
 };
 
