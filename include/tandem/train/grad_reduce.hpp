@@ -29,7 +29,7 @@ class GradSink {
 
 class GradReducer final : public GradSink {
  public:
-  static constexpr int64_t kPieceFloats = int64_t(1) << 20;
+  static constexpr int64_t kPieceFloats = int64_t(1) << 19;
   static constexpr int kMaxInFlight = 4;
   // Bytes of the pieces in flight at once (MPI may copy each) for a buffer of `floats`.
   static size_t inflight_bytes(int64_t floats, bool overlap);
