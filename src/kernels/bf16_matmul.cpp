@@ -254,8 +254,9 @@ void bf16_matmul_dw(const float* dy, const float* x, int64_t m, int64_t rows, in
 
 size_t bf16_scratch_bytes(int64_t rows, int64_t cols, int64_t m, int threads) {
   if (m <= 0 || rows <= 0 || cols <= 0) return 0;
-  if (!bf16_products_fast())  // the rounded activations, on the calling thread
-    return size_t(m * (std::max(rows, cols) + cols)) * sizeof(float);
+  if (!bf16_products_fast())  // the rounded activations (calling thread), the f32 kernels'
+    return size_t(m * (std::max(rows, cols) + cols)) * sizeof(float) +
+           matmul_scratch_bytes(f32_view(nullptr, rows, cols), m, threads);
   // Per thread: slot 0 (the A block of any product), slot 1 (dw's x for its panels).
   const int64_t panels = detail::bf16_panels(cols);
   const int64_t np = (panels + std::min<int64_t>(threads, panels) - 1) /

@@ -84,7 +84,8 @@ void bf16_matmul_dw(const float* dy, const float* x, int64_t m, int64_t rows, in
                     float* dw, ThreadPool& pool);
 
 // The most bytes the three products of a [rows][cols] matrix at m tokens keep in buffers
-// between calls, over all `threads` threads, on the path of bf16_products_fast() now.
+// between calls, over all `threads` threads, on the path of bf16_products_fast() now (the
+// portable path: with the f32 kernels' own).
 size_t bf16_scratch_bytes(int64_t rows, int64_t cols, int64_t m, int threads);
 
 namespace ref {
