@@ -88,13 +88,16 @@ double tol(double mag, int64_t K, double start, double want) {
 struct Case {
   int64_t m, rows, cols;
 };
-// AVX-512 BF16 tile: 8 rows x 48 columns, pairs of depth steps, passes of at most 256
-// pairs, A blocks of 256 KiB (256 rows at 256 pairs).
-const Case kCases[] = {{1, 1, 1},    {1, 17, 33},   {3, 5, 7},      {2, 64, 48},
-                       {7, 48, 96},  {13, 31, 47},  {9, 49, 97},    {29, 30, 16},
-                       {37, 70, 100}, {8, 16, 1},   {1, 300, 40},   {5, 600, 97},
-                       {300, 29, 21}, {260, 240, 290}, {530, 300, 20}, {17, 8, 1100},
-                       {400, 40, 1100}, {600, 520, 64}};
+// AVX-512 BF16 tile: 8 rows x 48 columns, pairs of depth steps, passes of at most 512
+// pairs, A blocks of 256 KiB (rows = 64 Ki / pairs of the pass: 232 at 1100 values, 240
+// at 530, 216 at 600). Depths past one pass: forward 1100 cols, dx 1100 rows, dw 1100
+// tokens; blocks past one: forward 400 tokens at 1100 cols, dx 600 tokens at 530 rows, dw
+// 530 rows at 600 tokens.
+const Case kCases[] = {{1, 1, 1},      {1, 17, 33},     {3, 5, 7},      {2, 64, 48},
+                       {7, 48, 96},    {13, 31, 47},    {9, 49, 97},    {29, 30, 16},
+                       {37, 70, 100},  {8, 16, 1},      {1, 300, 40},   {5, 600, 97},
+                       {300, 29, 21},  {260, 240, 290}, {530, 300, 20}, {17, 8, 1100},
+                       {400, 40, 1100}, {9, 1100, 40},  {1100, 20, 50}, {600, 530, 24}};
 
 // Sum of |a| * |b| over the depth, on rounded values: the scale of one output's terms.
 double mag_of(const float* a, int64_t sa, const float* b, int64_t sb, int64_t K) {
