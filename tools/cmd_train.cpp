@@ -70,9 +70,10 @@ void write_report(const std::string& dir, const train::TrainConfig& c, const tra
       "<tr><td>steps</td><td>{}..{}</td></tr><tr><td>wall time</td><td>{:.1f} s</td></tr>"
       "<tr><td>mean tokens/s</td><td>{:.0f}</td></tr><tr><td>mean FLOP utilization</td><td>{:.1f}%</td></tr>"
       "<tr><td>activations per rank (plan)</td><td>{}</td></tr>"
-      "<tr><td>weights, gradients, moments</td><td>{}</td></tr>",
+      "<tr><td>weights, gradients, moments</td><td>{}</td></tr>"
+      "<tr><td>layer products</td><td>{}</td></tr>",
       s.first_step, s.first_step + int64_t(s.steps.size()) - 1, s.seconds, tps / n, 100.0 * util / n,
-      format_size(double(s.activation_bytes)), format_size(double(s.param_bytes)));
+      format_size(double(s.activation_bytes)), format_size(double(s.param_bytes)), s.products);
   if (!s.steps.empty())
     rows += fmt::format("<tr><td>final loss</td><td>{:.4f}</td></tr><tr><td>peak RSS (most of any rank)</td><td>{}</td></tr>",
                         s.steps.back().loss, format_size(double(s.steps.back().peak_rss)));
@@ -102,10 +103,11 @@ void run(Opts& o) {
     }
   });
   if (!lead.steps.empty())
-    fmt::print("trained steps {}..{} in {:.1f} s: final loss {:.4f}{}\n", lead.first_step,
-               lead.steps.back().step, lead.seconds, lead.steps.back().loss,
+    fmt::print("trained steps {}..{} in {:.1f} s: final loss {:.4f}{} ({} products)\n",
+               lead.first_step, lead.steps.back().step, lead.seconds, lead.steps.back().loss,
                lead.evals.empty() ? "" : fmt::format(", held-out accuracy {:.1f}%",
-                                                     100.0 * lead.evals.back().sequence_accuracy));
+                                                     100.0 * lead.evals.back().sequence_accuracy),
+               lead.products);
   if (!o.report_dir.empty()) write_report(o.report_dir, c, lead, ranks);
 }
 
@@ -134,6 +136,9 @@ void add_train(CLI::App& app) {
                 "Keep only each layer's input; recompute the layer in the backward (less memory)");
   sub->add_flag("!--no-overlap-reduce", o->c.overlap_reduce,
                 "Sum the gradient across ranks after the backward, not overlapped with it");
+  sub->add_flag("--bf16", o->c.bf16,
+                "The layers' matrix products in BF16 with f32 sums (AVX-512 BF16; elsewhere a "
+                "slower portable path); weights, gradients and AdamW state stay f32");
   sub->add_option("--seed", o->c.seed, "Seed of the initial weights, data order and task draws")->capture_default_str();
   sub->add_option("-t,--threads", o->c.threads, "Threads per rank")->capture_default_str();
   sub->add_option("--out", o->c.out_dir, "Folder for checkpoint.gguf, the optimizer state and log.jsonl");

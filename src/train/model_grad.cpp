@@ -7,7 +7,9 @@
 
 #include "tandem/core/error.hpp"
 #include "tandem/kernels/backward.hpp"
+#include "tandem/kernels/bf16_matmul.hpp"
 #include "tandem/kernels/ops.hpp"
+#include "tandem/train/bf16_params.hpp"
 #include "tandem/train/grad_reduce.hpp"
 
 namespace tandem::train {
@@ -78,6 +80,7 @@ struct ModelGrad::Impl {
   std::vector<float*> xs;  // [L+1] layer inputs (xs[L]: the last layer's output)
   std::vector<Saved> saved;
   float *xn, *tmp, *dres, *dxn, *act, *dup, *d_ao, *dq, *dk, *dv;
+  const Bf16Params* bf16 = nullptr;  // set: the layers' products in BF16
 
   Impl(ParamSet& params, parallel::AttentionGrad& a, kernels::ThreadPool& tp, int64_t max_tokens,
        bool checkpoint)
@@ -113,8 +116,22 @@ struct ModelGrad::Impl {
     if (sink) sink->progress();
   }
 
+  // The layers' products: f32, or BF16 on the packed copies (set_bf16).
   void mm(const float* w, int64_t rows, int64_t cols, const float* x, int64_t n, float* y) {
+    if (const kernels::Bf16Matrix* b = bf16 ? bf16->find(w) : nullptr)
+      return kernels::bf16_matmul(*b, x, n, y, pool);
     kernels::matmul(f32_matrix(w, rows, cols), x, n, y, pool);
+  }
+  void matmul_dx(const float* w, int64_t rows, int64_t cols, const float* dy, int64_t n,
+                 float* dx, bool accumulate, kernels::ThreadPool& tp) {
+    if (const kernels::Bf16Matrix* b = bf16 ? bf16->find(w) : nullptr)
+      return kernels::bf16_matmul_dx(*b, dy, n, dx, accumulate, tp);
+    kernels::matmul_dx(w, rows, cols, dy, n, dx, accumulate, tp);
+  }
+  void matmul_dw(const float* dy, const float* x, int64_t n, int64_t rows, int64_t cols,
+                 float* dw, kernels::ThreadPool& tp) {
+    if (bf16) return kernels::bf16_matmul_dw(dy, x, n, rows, cols, dw, tp);
+    kernels::matmul_dw(dy, x, n, rows, cols, dw, tp);
   }
 
   parallel::AttnGradStep attn_step(const SeqShard& s, Saved& a) {
@@ -168,32 +185,32 @@ struct ModelGrad::Impl {
     // FFN: x_next = h + down(silu(gate) * up), gate/up = W (RMSNorm(h) * ffn_norm).
     kernels::rmsnorm(a.h, w.ffn_norm, xn, n, m.D, eps, pool);
     kernels::swiglu(a.gate, a.up, act, n * m.F);
-    kernels::matmul_dw(dres, act, n, m.D, m.F, gw.down, pool);
+    matmul_dw(dres, act, n, m.D, m.F, gw.down, pool);
     progress();
-    kernels::matmul_dx(w.down, m.D, m.F, dres, n, act, false, pool);
+    matmul_dx(w.down, m.D, m.F, dres, n, act, false, pool);
     kernels::swiglu_backward(a.gate, a.up, act, act, dup, n * m.F);
-    kernels::matmul_dx(w.gate, m.F, m.D, act, n, dxn, false, pool);
-    kernels::matmul_dx(w.up, m.F, m.D, dup, n, dxn, true, pool);
-    kernels::matmul_dw(act, xn, n, m.F, m.D, gw.gate, pool);
-    kernels::matmul_dw(dup, xn, n, m.F, m.D, gw.up, pool);
+    matmul_dx(w.gate, m.F, m.D, act, n, dxn, false, pool);
+    matmul_dx(w.up, m.F, m.D, dup, n, dxn, true, pool);
+    matmul_dw(act, xn, n, m.F, m.D, gw.gate, pool);
+    matmul_dw(dup, xn, n, m.F, m.D, gw.up, pool);
     progress();
     kernels::rmsnorm_backward(a.h, w.ffn_norm, dxn, dxn, gw.ffn_norm, n, m.D, eps, pool);
     kernels::add(dres, dxn, n * m.D);
     // Attention: h = x + wo(attn(rope(wq xn), rope(wk xn), wv xn)), xn = RMSNorm(x).
-    kernels::matmul_dx(w.wo, m.D, m.Hd, dres, n, d_ao, false, pool);
-    kernels::matmul_dw(dres, a.ao, n, m.D, m.Hd, gw.wo, pool);
+    matmul_dx(w.wo, m.D, m.Hd, dres, n, d_ao, false, pool);
+    matmul_dw(dres, a.ao, n, m.D, m.Hd, gw.wo, pool);
     progress();
     attn.backward(attn_step(s, a), d_ao, dq, dk, dv);
     kernels::rope_backward(dq, n, int(m.H), int(m.d), rope, s.pos.data(), pool);
     kernels::rope_backward(dk, n, int(m.G), int(m.d), rope, s.pos.data(), pool);
     kernels::rmsnorm(x, w.attn_norm, xn, n, m.D, eps, pool);
-    kernels::matmul_dx(w.wq, m.Hd, m.D, dq, n, dxn, false, pool);
-    kernels::matmul_dx(w.wk, m.Gd, m.D, dk, n, dxn, true, pool);
-    kernels::matmul_dx(w.wv, m.Gd, m.D, dv, n, dxn, true, pool);
-    kernels::matmul_dw(dq, xn, n, m.Hd, m.D, gw.wq, pool);
+    matmul_dx(w.wq, m.Hd, m.D, dq, n, dxn, false, pool);
+    matmul_dx(w.wk, m.Gd, m.D, dk, n, dxn, true, pool);
+    matmul_dx(w.wv, m.Gd, m.D, dv, n, dxn, true, pool);
+    matmul_dw(dq, xn, n, m.Hd, m.D, gw.wq, pool);
     progress();
-    kernels::matmul_dw(dk, xn, n, m.Gd, m.D, gw.wk, pool);
-    kernels::matmul_dw(dv, xn, n, m.Gd, m.D, gw.wv, pool);
+    matmul_dw(dk, xn, n, m.Gd, m.D, gw.wk, pool);
+    matmul_dw(dv, xn, n, m.Gd, m.D, gw.wv, pool);
     kernels::rmsnorm_backward(x, w.attn_norm, dxn, dxn, gw.attn_norm, n, m.D, eps, pool);
     kernels::add(dres, dxn, n * m.D);
   }
@@ -260,6 +277,8 @@ LossSum ModelGrad::step(const SeqShard& s, float grad_scale, ParamSet& grads, Gr
   I.sink = nullptr;
   return r;
 }
+
+void ModelGrad::set_bf16(const Bf16Params* b) { impl_->bf16 = b; }
 
 LossSum ModelGrad::evaluate(const SeqShard& s) {
   Impl& I = *impl_;

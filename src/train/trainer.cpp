@@ -18,6 +18,7 @@
 #include "tandem/model/gguf.hpp"
 #include "tandem/model/tokenizer.hpp"
 #include "tandem/parallel/sharding.hpp"
+#include "tandem/train/bf16_params.hpp"
 #include "tandem/train/checkpoint.hpp"
 #include "tandem/train/data.hpp"
 #include "tandem/train/grad_reduce.hpp"
@@ -39,7 +40,7 @@ nlohmann::json settings_of(const TrainConfig& c) {
           {"ctx", c.ctx},           {"batch", c.batch},       {"steps", c.steps},
           {"lr", c.lr},             {"warmup", c.warmup},     {"min_lr_ratio", c.min_lr_ratio},
           {"grad_clip", c.grad_clip}, {"weight_decay", c.weight_decay}, {"beta2", c.beta2},
-          {"dp", c.dp}};
+          {"dp", c.dp},             {"bf16", c.bf16}};
 }
 
 void apply_settings(TrainConfig& c, const nlohmann::json& s) {
@@ -58,6 +59,7 @@ void apply_settings(TrainConfig& c, const nlohmann::json& s) {
   c.weight_decay = s.value("weight_decay", c.weight_decay);
   c.beta2 = s.value("beta2", c.beta2);
   c.dp = s.value("dp", c.dp);
+  c.bf16 = s.value("bf16", c.bf16);
   // The schedule's length is the original run's unless --steps is given again: a resumed
   // run continues the same curve.
   if (c.steps == 0) c.steps = s.value("steps", int64_t{0});
@@ -69,7 +71,7 @@ void apply_settings(TrainConfig& c, const nlohmann::json& s) {
 // matrix product's repacked activations), and with several ranks copies of the pieces of
 // the gradient in flight, which MPI's all-reduce may hold (grad_reduce.hpp).
 uint64_t workspace_bytes(const SynthSpec& spec, const parallel::WorkspaceModel& attn, int64_t n,
-                         int threads, bool allreduce, bool overlap) {
+                         int threads, bool allreduce, bool overlap, bool bf16) {
   const parallel::AttnShape shape = attn_shape(spec);
   uint64_t b = attn.bytes(n);
   b += kernels::attention_backward_scratch_bytes(n, n, shape.G, shape.d, threads);
@@ -81,7 +83,9 @@ uint64_t workspace_bytes(const SynthSpec& spec, const parallel::WorkspaceModel& 
     w.rows = t.rows;
     w.cols = t.cols;
     w.row_stride = size_t(t.cols) * sizeof(float);
-    mm = std::max(mm, kernels::matmul_scratch_bytes(w, n, threads));
+    // --bf16: the layers' products are the BF16 kernels' instead (their buffers).
+    mm = std::max(mm, bf16 ? kernels::bf16_scratch_bytes(t.rows, t.cols, n, threads)
+                           : kernels::matmul_scratch_bytes(w, n, threads));
   }
   b += mm;
   if (allreduce) b += GradReducer::inflight_bytes(ParamSet::floats_of(spec), overlap);
@@ -122,6 +126,7 @@ nlohmann::json StepLog::to_json() const {
                       {"allreduce_seconds", allreduce_seconds},
                       {"activation_bytes", activation_bytes}, {"needed_bytes", needed_bytes}};
   if (flop_utilization > 0.0) j["flop_utilization"] = flop_utilization;
+  if (bf16) j["bf16"] = true;
   return j;
 }
 
@@ -213,7 +218,9 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     s.activation_bytes = activation_bytes(spec, n, c.checkpoint_layers);
     // Weights, gradients and the two AdamW moments, f32 each.
     s.param_bytes = uint64_t(ParamSet::floats_of(spec)) * 4 * sizeof(float);
-    s.workspace_bytes = workspace_bytes(spec, attn_ws, n, c.threads, world.size() > 1, c.overlap_reduce);
+    if (c.bf16) s.param_bytes += Bf16Params::bytes_of(spec);  // the layers' BF16 copies
+    s.workspace_bytes =
+        workspace_bytes(spec, attn_ws, n, c.threads, world.size() > 1, c.overlap_reduce, c.bf16);
     s.baseline_bytes = baseline;
     return s;
   };
@@ -230,10 +237,11 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     sum.longest_ctx = lo;
   }
   const std::string breakdown = fmt::format(
-      "{} per rank ({} of activations{}, {} of weights, gradients and AdamW moments, {} of "
+      "{} per rank ({} of activations{}, {} of weights, gradients and AdamW moments{}, {} of "
       "attention, kernel and communication buffers, {} for the process itself)",
       format_size(double(needed)), format_size(double(sum.activation_bytes)),
       c.checkpoint_layers ? ", layers checkpointed" : "", format_size(double(sum.param_bytes)),
+      c.bf16 ? " (with the layers' BF16 copies)" : "",
       format_size(double(sum.workspace_bytes)), format_size(double(sum.baseline_bytes)));
   const std::string longest =
       sum.longest_ctx > 1 ? fmt::format("the longest --ctx that fits is {}", sum.longest_ctx)
@@ -276,6 +284,17 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
   }
   ModelGrad mg(params, *spa.attention, pool, max_shard, c.checkpoint_layers);
   GradReducer reducer(world, grads, c.overlap_reduce);
+  // --bf16: the layers' matrices in BF16, packed from the master weights now and after every
+  // optimizer step.
+  std::optional<Bf16Params> bf16;
+  if (c.bf16) {
+    bf16.emplace(params, pool);
+    mg.set_bf16(&*bf16);
+    sum.products = bf16->fast() ? "bf16 (AVX-512 BF16)" : "bf16 (portable)";
+    if (lead && !c.quiet && !bf16->fast())
+      fmt::print(stderr, "--bf16: no AVX-512 BF16 in use (CPU or TANDEM_KERNELS_ISA); the BF16 "
+                         "products run on the portable path, slower than f32\n");
+  }
 
   const std::string log_path = !c.log_path.empty() ? c.log_path
                                : c.out_dir.empty()  ? ""
@@ -343,12 +362,14 @@ TrainSummary run_training(const TrainConfig& given, comm::Communicator& world) {
     lg.grad_norm = grad_norm(grads, pool);
     lg.lr = sched.at(step);
     opt.step(params, grads, lg.lr, clip_factor(lg.grad_norm, c.grad_clip), adam, pool);
+    if (bf16) bf16->pack(pool);
     lg.seconds = seconds_since(t0);
     lg.tokens_per_s = double(c.ctx * c.batch * c.dp) / lg.seconds;
     if (c.peak_flops > 0.0) lg.flop_utilization = step_flops / lg.seconds / (c.peak_flops * world.size());
     lg.peak_rss = process_memory().peak_rss;
     lg.activation_bytes = sum.activation_bytes;
     lg.needed_bytes = needed;
+    lg.bf16 = c.bf16;
     {
       const comm::CommStats w = world.stats(), g = group->stats();
       const uint64_t attn = g.bytes_sent - group0.bytes_sent;

@@ -46,6 +46,29 @@ TEST(CliTrain, PasskeyRunWritesLogCheckpointAndReport) {
   EXPECT_NE(read_text(rep + "/index.html").find("final loss"), std::string::npos);
 }
 
+// --bf16: the log and the summary say so; where AVX-512 BF16 is not in use (another
+// instruction set here) the run goes on on the portable path and says that it does.
+TEST(CliTrain, Bf16RunSaysWhichProductsRan) {
+  const std::string dir = temp_dir() + "/bf16";
+  const std::string args = " train --preset tiny --task passkey --ctx 32 --batch 2 --steps 2 "
+                           "--eval-examples 4 -t 2 --bf16";
+  const auto r = run(tandem_bin() + args + " --out " + dir);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("(bf16 ("), std::string::npos) << r.out;
+  std::ifstream log(dir + "/log.jsonl");
+  std::string line;
+  int n = 0;
+  for (; std::getline(log, line); ++n) EXPECT_TRUE(nlohmann::json::parse(line).value("bf16", false)) << line;
+  EXPECT_EQ(n, 2);
+  const auto p = run("TANDEM_KERNELS_ISA=avx2 " + tandem_bin() + args);
+  ASSERT_EQ(p.code, 0) << p.out;
+  EXPECT_NE(p.out.find("--bf16: no AVX-512 BF16 in use"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("(bf16 (portable) products)"), std::string::npos) << p.out;
+  const auto f = run(tandem_bin() + " train --preset tiny --task passkey --ctx 32 --batch 2 "
+                     "--steps 1 --eval-examples 4 -t 2");
+  EXPECT_NE(f.out.find("(f32 products)"), std::string::npos) << f.out;
+}
+
 TEST(CliTrain, TextDataIsTokenizedWithTheVocabulary) {
   const std::string txt = temp_dir() + "/data.txt";
   {

@@ -17,6 +17,7 @@
 namespace tandem::train {
 
 class GradSink;
+class Bf16Params;
 
 // This rank's share of one sequence: its tokens, their next-token targets (-1: not counted
 // in the loss) and global positions, in the order the rank holds them.
@@ -56,6 +57,10 @@ class ModelGrad {
   LossSum step(const SeqShard& s, float grad_scale, ParamSet& grads, GradSink* sink = nullptr);
   // The forward only: the loss of this rank's counted tokens.
   LossSum evaluate(const SeqShard& s);
+  // With b set, the layers' matrix products (forward, dX and dW of wq wk wv wo gate up
+  // down) run in BF16 on b's copies (kernels/bf16_matmul.hpp); null: f32 (the default).
+  // The output head stays f32.
+  void set_bf16(const Bf16Params* b);
 
  private:
   struct Impl;

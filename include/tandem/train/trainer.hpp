@@ -42,6 +42,8 @@ struct TrainConfig {
   float beta2 = 0.95f;
   bool checkpoint_layers = false;
   bool overlap_reduce = true;  // the gradient all-reduce overlaps the backward (grad_reduce.hpp)
+  bool bf16 = false;         // the layers' matrix products in BF16 (master weights, gradients
+                             // and AdamW moments stay f32; the output head stays f32)
   int threads = 1;
   std::string sp = "local";  // attention across the sp ranks of a group
   int dp = 1;
@@ -69,6 +71,7 @@ struct StepLog {
   uint64_t peak_rss = 0;    // the process peak resident set, the most of any rank
   uint64_t activation_bytes = 0;  // per rank, what the plan holds (TrainSummary's)
   uint64_t needed_bytes = 0;      // per rank, what --max-memory is checked against
+  bool bf16 = false;              // the layers' products ran in BF16 (logged as "bf16": true)
   // Communication of the step, the most of any rank: bytes sent by the sequence-parallel
   // attention (within a group) and by the gradient all-reduce (and the rest of the
   // step's collectives), and the time blocked waiting on either.
@@ -96,7 +99,10 @@ struct TrainSummary {
   int64_t first_step = 1;
   double seconds = 0.0;
   uint64_t activation_bytes = 0;  // per rank, the plan
-  uint64_t param_bytes = 0;       // weights, gradients and AdamW moments
+  uint64_t param_bytes = 0;       // weights, gradients and AdamW moments (and with bf16 the
+                                  // BF16 copies of the layers' matrices)
+  // The layers' products: "f32", "bf16 (AVX-512 BF16)" or "bf16 (portable)".
+  std::string products = "f32";
   uint64_t workspace_bytes = 0;   // per rank: attention, kernel and communication buffers
   uint64_t baseline_bytes = 0;    // the process's resident set before the run's buffers
   // What --max-memory is checked against: the sum of the above.
