@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "kernels/bf16_matmul.hpp"
+#include "tandem/core/aligned_scratch.hpp"
 #include "tandem/core/error.hpp"
 
 #if defined(__x86_64__)
@@ -22,23 +23,9 @@ namespace {
 
 // Per-thread buffers (64-byte aligned, grown as needed, kept for the thread's life):
 // slot 0 the A block, slot 1 matmul_dw's packed x.
-struct Scratch {
-  uint32_t* p = nullptr;
-  size_t n = 0;
-  ~Scratch() { std::free(p); }
-};
 uint32_t* bf16_scratch(int slot, size_t words) {
-  thread_local Scratch s[2];
-  Scratch& b = s[slot];
-  if (b.n < words) {
-    std::free(b.p);
-    b.p = nullptr;  // never hold the old and the new buffer at once
-    b.n = 0;
-    b.p = static_cast<uint32_t*>(std::aligned_alloc(64, (words * 4 + 63) / 64 * 64));
-    TD_CHECK(b.p);
-    b.n = words;
-  }
-  return b.p;
+  thread_local AlignedScratch s[2];
+  return static_cast<uint32_t*>(s[slot].get(words * sizeof(uint32_t)));
 }
 
 }  // namespace

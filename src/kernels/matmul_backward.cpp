@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "kernels/isa.hpp"
+#include "tandem/core/aligned_scratch.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/fp16.hpp"
 #include "tandem/kernels/backward.hpp"
@@ -36,21 +37,9 @@ struct MatmulBackwardKernels {
 
 // Per-thread scratch for the packed activation panels (64-byte aligned, grown as
 // needed, kept for the thread's life): slot 0 the A block, slot 1 dw's x block.
-struct Scratch {
-  float* p = nullptr;
-  size_t n = 0;
-  ~Scratch() { std::free(p); }
-};
 float* mmb_scratch(int slot, size_t floats) {
-  thread_local Scratch s[2];
-  Scratch& b = s[slot];
-  if (b.n < floats) {
-    std::free(b.p);
-    b.p = static_cast<float*>(std::aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64));
-    TD_CHECK(b.p);
-    b.n = floats;
-  }
-  return b.p;
+  thread_local AlignedScratch s[2];
+  return static_cast<float*>(s[slot].get(floats * sizeof(float)));
 }
 
 }  // namespace
