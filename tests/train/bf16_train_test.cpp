@@ -23,6 +23,7 @@
 #include "tandem/train/bf16_params.hpp"
 #include "tandem/train/sp_attention.hpp"
 #include "tandem/train/trainer.hpp"
+#include "train/train_specs.hpp"
 
 namespace tandem::train {
 namespace {
@@ -192,25 +193,11 @@ TEST(Bf16SpGrad, RoundingFlipsAcrossRanksStaySmall) {
 }
 
 TrainConfig tiny_passkey(int64_t steps, bool bf16) {
-  TrainConfig c;
-  c.preset = "tiny";
-  c.task = "passkey";
-  c.ctx = 32;
-  c.batch = 2;
-  c.steps = steps;
-  c.lr = 3e-3f;
-  c.warmup = 2;
-  c.threads = 2;
-  c.eval_examples = 8;
-  c.quiet = true;
+  TrainConfig c = test::tiny_passkey(steps);
   c.bf16 = bf16;
   return c;
 }
-
-TrainSummary train1(const TrainConfig& c) {
-  auto world = comm::in_process_single();
-  return run_training(c, *world);
-}
+using test::train1;
 
 // Measured over 20 steps: the largest step difference 0.17% of the loss (step 4), most
 // below 0.05%. Held: 1% at every one of 8 steps.

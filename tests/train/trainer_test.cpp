@@ -12,6 +12,7 @@
 #include "tandem/core/error.hpp"
 #include "tandem/train/data.hpp"
 #include "tandem/train/trainer.hpp"
+#include "train/train_specs.hpp"
 
 namespace tandem::train {
 namespace {
@@ -24,25 +25,8 @@ std::string temp_dir(const std::string& name) {
   return p.string();
 }
 
-TrainConfig tiny_passkey(int64_t steps) {
-  TrainConfig c;
-  c.preset = "tiny";
-  c.task = "passkey";
-  c.ctx = 32;
-  c.batch = 2;
-  c.steps = steps;
-  c.lr = 3e-3f;
-  c.warmup = 2;
-  c.threads = 2;
-  c.eval_examples = 8;
-  c.quiet = true;
-  return c;
-}
-
-TrainSummary train1(const TrainConfig& c) {
-  auto world = comm::in_process_single();
-  return run_training(c, *world);
-}
+using test::tiny_passkey;
+using test::train1;
 
 TEST(Passkey, TheAnswerIsTheKeyAndOnlyTheAnswerCounts) {
   auto src = passkey_source(40, 5, false);
