@@ -15,6 +15,7 @@
 #include "session_cli.hpp"
 #include "tandem/analysis/calibrate.hpp"
 #include "tandem/analysis/hardware.hpp"
+#include "tandem/analysis/model_shapes.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
 
@@ -26,7 +27,38 @@ struct Opts {
   int threads = 1;
   std::string types;
   bool no_links = false;
+  std::string model;   // also measure this model shape's own calls
+  bool update = false; // add them to the profile at -o, measuring nothing else
 };
+
+// The shape, weight type and file of --model: a GGUF file's, or a named shape's with the
+// first of --types (f16 by default) and no file.
+struct ToMeasure {
+  analysis::ModelShape shape;
+  std::string dtype, path;
+};
+ToMeasure model_to_measure(const Opts& o) {
+  if (auto shape = analysis::named_shape(o.model))
+    return {*shape, o.types.empty() ? std::string("f16") : split_list(o.types).front(), ""};
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(o.model, ec))
+    bad_input("--model '{}': not a GGUF file nor a named shape", o.model);
+  auto g = analysis::shape_from_gguf(o.model);
+  return {g.shape, g.weight_dtype, o.model};
+}
+
+void write_profile(const analysis::HardwareProfile& h, const std::string& path) {
+  const std::filesystem::path out(path);
+  std::error_code ec;
+  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path(), ec);
+  // Written whole or not at all: a temporary file, then renamed.
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  if (!f) bad_input("-o {}: cannot create", path);
+  fmt::print(f, "{}\n", analysis::profile_to_json(h).dump(1));
+  if (std::fclose(f) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0)
+    bad_input("-o {}: cannot write", path);
+}
 
 // comm-probe on 2 ranks under mpirun with the given transports; throws naming the link.
 analysis::LinkCurves probe_link(const std::string& btl, const std::string& what) {
@@ -59,6 +91,20 @@ void run(const Opts& o) {
   co.progress = [&](const std::string& line) { fmt::print(stderr, "[{:5.1f} s] {}\n", sw.seconds(), line); };
   const bool under_mpirun = launched_by_mpirun();
   if (under_mpirun) bad_input("calibrate: run it without mpirun (it starts its own for the links)");
+  if (o.update) {
+    if (o.model.empty()) bad_input("--update: adds a model's calls to a profile; give --model");
+    analysis::HardwareProfile h = analysis::load_profile(o.out, "-o");
+    if (h.threads != o.threads)
+      bad_input("--update: -o {} was calibrated with {} threads, not -t {}", o.out, h.threads, o.threads);
+    const ToMeasure m = model_to_measure(o);
+    fmt::print(stderr, "measuring the calls of {} ({}) with {} thread(s) into {}\n", o.model, m.dtype,
+               o.threads, o.out);
+    analysis::calibrate_model_shape(h, m.shape, m.dtype, m.path, co);
+    h.validate("calibrate");
+    write_profile(h, o.out);
+    fmt::print("wrote {} in {:.1f} s\n", o.out, sw.seconds());
+    return;
+  }
   if (!o.no_links && std::system("command -v mpirun >/dev/null 2>&1") != 0)
     bad_input("calibrate: MPI links cannot be measured: mpirun is not on PATH (install Open MPI, "
               "or --no-links for a profile of one node)");
@@ -73,8 +119,8 @@ void run(const Opts& o) {
   h.has_links = !o.no_links;
   if (h.has_links) {
     const auto shm = probe_link("self,vader", "shared memory");
-    co.progress(fmt::format("MPI shared memory: {:.2f} GB/s, {:.1f} us one way, first contact {:.2f} ms",
-                            shm.bandwidth / 1e9, shm.latency * 1e6, shm.first_contact * 1e3));
+    co.progress(fmt::format("MPI shared memory: {:.2f} GB/s, {:.1f} us one way", shm.bandwidth / 1e9,
+                            shm.latency * 1e6));
     const auto tcp = probe_link("self,tcp", "TCP");
     co.progress(fmt::format("MPI TCP: {:.2f} GB/s, {:.1f} us one way", tcp.bandwidth / 1e9, tcp.latency * 1e6));
     h.intra = {shm.bandwidth, shm.latency};
@@ -83,22 +129,15 @@ void run(const Opts& o) {
     h.curves.intra_alltoall = shm.alltoall;
     h.curves.inter_message = tcp.message;
     h.curves.inter_alltoall = tcp.alltoall;
-    h.curves.intra_first_contact = analysis::Curve::grid({"threads"}, {{1}}, shm.first_contact);
-    h.curves.inter_first_contact = analysis::Curve::grid({"threads"}, {{1}}, tcp.first_contact);
   } else {
     h.description += "; no links (--no-links)";
   }
+  if (!o.model.empty()) {
+    const ToMeasure m = model_to_measure(o);
+    analysis::calibrate_model_shape(h, m.shape, m.dtype, m.path, co);
+  }
   h.validate("calibrate");
-  const std::filesystem::path out(o.out);
-  std::error_code ec;
-  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path(), ec);
-  // Written whole or not at all: a temporary file, then renamed.
-  const std::string tmp = o.out + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "w");
-  if (!f) bad_input("-o {}: cannot create", o.out);
-  fmt::print(f, "{}\n", analysis::profile_to_json(h).dump(1));
-  if (std::fclose(f) != 0 || std::rename(tmp.c_str(), o.out.c_str()) != 0)
-    bad_input("-o {}: cannot write", o.out);
+  write_profile(h, o.out);
   fmt::print("wrote {} in {:.1f} s (use: tandem plan --hardware {}; tandem compare --hardware {})\n",
              o.out, sw.seconds(), o.out, o.out);
 }
@@ -118,18 +157,12 @@ void add_calibrate(CLI::App& app) {
   add_threads_option(sub, o->threads);
   sub->add_option("--types", o->types, "Weight types of the matmul curves, comma-separated (default: every type)");
   sub->add_flag("--no-links", o->no_links, "Do not measure MPI links: a profile of one node (plans --gpus 1)");
+  sub->add_option("-m,--model", o->model,
+                  "Also measure this model's own calls as the runtime runs them (its products, "
+                  "output head and attention): a GGUF file, or a named shape in the first of --types");
+  sub->add_flag("--update", o->update,
+                "Add --model's calls to the profile at -o (made with the same -t), measuring nothing else");
   sub->callback([o] { run(*o); });
-
-  auto* sp = app.add_subcommand("step-probe", "First forward step vs its replay, used by calibrate");
-  sp->group("");  // hidden from the main help
-  auto probe_model = std::make_shared<std::string>();
-  auto probe_threads = std::make_shared<int>(1);
-  sp->add_option("-m", *probe_model)->required();
-  sp->add_option("-t", *probe_threads)->check(int_in(1, 1024));
-  sp->callback([probe_model, probe_threads] {
-    const auto r = analysis::measure_first_step(*probe_model, *probe_threads);
-    fmt::print("{:.9f} {:.9f}\n", r.first, r.replay);
-  });
 
   auto* pr = app.add_subcommand("comm-probe", "MPI message and all-to-all rates used by calibrate (run under mpirun -np 2)");
   pr->group("");  // hidden from the main help

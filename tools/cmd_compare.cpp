@@ -25,6 +25,7 @@
 #include "compare_run.hpp"
 #include "compare_train.hpp"
 #include "tandem/analysis/compare.hpp"
+#include "tandem/analysis/model_shapes.hpp"
 #include "tandem/analysis/hardware.hpp"
 #include "tandem/analysis/links.hpp"
 #include "tandem/comm/mpi.hpp"
@@ -100,6 +101,7 @@ struct Runner {
   fs::path dir;
   bool use_mpirun = false;
   bool has_reference = false, has_no_kv = false, has_trace = false, has_switches = false;
+  bool has_repeat = false;
   // The naive pipeline: every sequential optimization this tandem can switch off.
   std::string naive_flags() const {
     std::string f = has_reference ? " --kernels reference" : "";
@@ -112,12 +114,20 @@ struct Runner {
   // the measured emulated link (and one rank per node).
   std::string hardware;
 
-  std::string launch(int ranks) const {
+  // `threads`: each rank's (0: not known). Where the ranks' threads fit the cores, each
+  // rank is bound to cores of its own: unbound, the scheduler at times runs two ranks on
+  // one core while the other idles (measured here: a rank's products 1.8x slower than its
+  // peer's, either rank, run to run). More threads than cores: unbound, they take turns.
+  std::string launch(int ranks, int threads = 0) const {
     if (ranks <= 1) return quote(exe);
     if (hosts) return hosts->mpirun_command(ranks) + " " + quote(exe);
-    if (use_mpirun)
-      return fmt::format("mpirun --allow-run-as-root --oversubscribe --bind-to none -np {} {}",
-                         ranks, quote(exe));
+    if (use_mpirun) {
+      const std::string bind = threads > 0 && ranks * threads <= cores
+                                   ? fmt::format("--map-by slot:PE={} --bind-to core", threads)
+                                   : std::string("--bind-to none");
+      return fmt::format("mpirun --allow-run-as-root --oversubscribe {} -np {} {}", bind, ranks,
+                         quote(exe));
+    }
     return quote(exe);
   }
   std::string ranks_flag(int ranks) const {
@@ -125,8 +135,11 @@ struct Runner {
   }
 
   void prefill(RunMeasurement& run, const std::string& model) {
-    std::string cmd = fmt::format("{} prefill -m {} --random-tokens {} -t {} --json", launch(run.ranks),
-                                  quote(model), run.tokens, run.threads);
+    std::string cmd = fmt::format("{} prefill -m {} --random-tokens {} -t {} --json",
+                                  launch(run.ranks, run.threads), quote(model), run.tokens, run.threads);
+    // The steady prefill: one untimed run (graphs built, pages faulted in), then the median
+    // of three; the report keeps the process's first beside it.
+    if (has_repeat) cmd += " --warmup 1 --repeat 3";
     if (run.strategy == "naive") cmd += naive_flags();
     if (run.ranks > 1) cmd += " --sp " + quote(run.strategy) + ranks_flag(run.ranks);
     if (has_trace && run.strategy != "naive") {
@@ -162,7 +175,7 @@ struct Runner {
       return;
     }
     std::string cmd = fmt::format("{} generate -m {} --ids {} -n {} --temp 0 --json -t {}",
-                                  launch(run.ranks), quote(model), ids, n_gen, run.threads);
+                                  launch(run.ranks, run.threads), quote(model), ids, n_gen, run.threads);
     if (run.strategy == "naive") {
       cmd += naive_flags();
       if (has_no_kv) cmd += " --no-kv-cache";
@@ -175,7 +188,15 @@ struct Runner {
     }
     try {
       const GenerateReport g = generate_report_from_json(nlohmann::json::parse(p.out), "generate --json");
-      run.decode_tokens_per_s = g.stats.gen_tokens_per_s();
+      // The median step: a transient on this shared machine (one step of 16 taking 10x)
+      // moves the mean, not the median; the planner predicts a steady step.
+      std::vector<double> steps = g.stats.step_seconds;
+      if (!steps.empty()) {
+        std::nth_element(steps.begin(), steps.begin() + long(steps.size() / 2), steps.end());
+        run.decode_tokens_per_s = 1 / steps[steps.size() / 2];
+      } else {
+        run.decode_tokens_per_s = g.stats.gen_tokens_per_s();
+      }
     } catch (const std::exception& e) {
       run.decode_error = std::string("unreadable generate output: ") + e.what();
     }
@@ -215,9 +236,8 @@ struct Runner {
                l.measured_bandwidth > 0 ? l.measured_latency : h.inter.latency};
     // The ranks talk over the emulated link only: curves measured over this host's own
     // transports would stand in for it.
-    for (analysis::Curve* c : {&h.curves.intra_message, &h.curves.inter_message, &h.curves.intra_alltoall,
-                               &h.curves.inter_alltoall, &h.curves.intra_first_contact,
-                               &h.curves.inter_first_contact})
+    for (analysis::Curve* c : {&h.curves.intra_message, &h.curves.inter_message,
+                               &h.curves.intra_alltoall, &h.curves.inter_alltoall})
       *c = analysis::Curve{};
     hardware = (dir / "links-profile.json").string();
     std::ofstream(hardware) << analysis::profile_to_json(h).dump(2) << "\n";
@@ -235,6 +255,25 @@ struct Runner {
   }
   std::optional<analysis::PlanRequest> request;
 };
+
+// The model's own calls (calibrate --model --update), measured once into this machine's
+// profile: the planner reads them for its products and attention. A failure leaves the
+// profile as it was (the predictions then read the node's grids) and says so.
+void add_model_calls(const Runner& r, const std::string& profile, const std::string& model) {
+  const analysis::GgufShape g = analysis::shape_from_gguf(model);
+  const analysis::ModelShape& m = g.shape;
+  const analysis::HardwareProfile h = analysis::load_profile(profile);
+  const std::string qkv = analysis::shape_matmul_key(
+      g.weight_dtype, analysis::MatKind::Qkv, double((m.n_head + 2 * m.n_head_kv) * m.head_dim),
+      double(m.n_embd));
+  if (h.curves.shape_matmul.count(qkv)) return;
+  fmt::print(stderr, "compare: measuring the model's own calls into {} (once per model shape, "
+                     "about 10 s)\n", profile);
+  const std::string cmd = fmt::format("{} calibrate -t {} -o {} --update -m {}", quote(r.exe),
+                                      h.threads, quote(profile), quote(model));
+  if (std::system(cmd.c_str()) != 0)
+    fmt::print(stderr, "compare: `{}` failed: the predictions read the node's grids only\n", cmd);
+}
 
 std::string make_synthetic_model(const Runner& r) {
   const fs::path file = r.dir / "tiny-f16.gguf";
@@ -359,10 +398,12 @@ void run(const Opts& o) {
   r.has_reference = help_mentions(r.exe, "prefill", "--kernels", r.dir);
   r.has_no_kv = help_mentions(r.exe, "generate", "--no-kv-cache", r.dir);
   r.has_trace = help_mentions(r.exe, "prefill", "--trace", r.dir);
+  r.has_repeat = help_mentions(r.exe, "prefill", "--repeat", r.dir);
   r.has_switches = help_mentions(r.exe, "prefill", "--no-graph-reuse", r.dir);
 
   res.synthetic_model = o.model.empty();
   res.model = o.model.empty() ? make_synthetic_model(r) : o.model;
+  if (o.hardware.empty()) add_model_calls(r, hardware, res.model);
   fmt::print(stderr, "compare: P > 1 runs use {} ({})\n", res.launcher, res.launcher_note);
   if (!r.has_reference || !r.has_no_kv)
     fmt::print(stderr, "compare: note: this tandem lacks{}{}; the naive rows use what exists\n",

@@ -30,7 +30,32 @@ struct Opts {
   bool fit = false;
   SessionFlags session;
   std::string trace;
+  int warmup = 0, repeat = 1;
 };
+
+// --warmup W untimed prefills, then --repeat R timed ones: the report of the median run
+// (by the slowest rank's time; the lower middle one for even R), with every timed run's
+// seconds and the process's first prefill beside it. Collective.
+PrefillReport measure_repeated(Session& s, std::span<const int32_t> ids, int warmup, int repeat) {
+  std::vector<PrefillReport> runs;
+  double first = 0;
+  for (int i = 0; i < warmup + repeat; ++i) {
+    PrefillReport r = s.measure_prefill(ids);
+    if (i == 0) first = r.seconds;
+    if (i >= warmup) runs.push_back(std::move(r));
+  }
+  if (warmup == 0 && repeat == 1) return std::move(runs.front());
+  std::vector<size_t> order(runs.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return runs[a].seconds < runs[b].seconds; });
+  PrefillReport out = std::move(runs[order[(order.size() - 1) / 2]]);
+  out.warmup = warmup;
+  out.first_seconds = first;
+  for (const PrefillReport& r : runs) out.seconds_each.push_back(r.seconds);
+  if (out.seconds_each.empty()) out.seconds_each.push_back(out.seconds);
+  return out;
+}
 
 // `text`: the content of --prompt-file, read before the model is loaded.
 std::vector<int32_t> prompt_ids(const Opts& o, const Model& m, const std::string& text) {
@@ -49,6 +74,12 @@ void print_report(const Opts& o, const PrefillReport& r) {
   }
   fmt::print("prefill of {} tokens, scheme {}, {} rank(s) x {} thread(s): {:.3f} s, {:.1f} tokens/s\n",
              r.tokens, r.scheme, r.ranks, r.threads_per_rank, r.seconds, r.tokens_per_s);
+  if (!r.seconds_each.empty()) {
+    std::string each;
+    for (double x : r.seconds_each) each += fmt::format("{}{:.3f}", each.empty() ? "" : " ", x);
+    fmt::print("median of {} timed prefill(s) after {} untimed: {} s; the process's first took {:.3f} s\n",
+               r.seconds_each.size(), r.warmup, each, r.first_seconds);
+  }
   fmt::print("{:>4} {:>8} {:>9} {:>11} {:>9} {:>12} {:>11} {:>11} {:>11} {:>10} {:>8}\n", "rank",
              "tokens", "seconds", "weights MiB", "KV MiB", "activ. MiB", "sent MiB", "recv MiB",
              "in flight s", "wait s", "hidden");
@@ -152,7 +183,7 @@ void run(const Opts& o) {
       s.engine().set_trace(&trace);
       s.comm().set_trace(&trace);
     }
-    const PrefillReport report = s.measure_prefill(ids);
+    const PrefillReport report = measure_repeated(s, ids, o.warmup, o.repeat);
     s.engine().set_trace(nullptr);
     s.comm().set_trace(nullptr);
     if (s.comm().rank() == 0) print_report(o, report);
@@ -176,6 +207,12 @@ void add_prefill(CLI::App& app) {
   sub->add_flag("--fit", o->fit,
                 "Prefill the longest random prompt that fits --max-memory per rank (under the "
                 "scheme of --sp: local on one rank, ring on more)");
+  sub->add_option("--warmup", o->warmup,
+                  "Untimed prefills of the same prompt before the timed ones (default 0)")
+      ->check(CLI::Range(0, 100));
+  sub->add_option("--repeat", o->repeat,
+                  "Timed prefills; the report is the median one's, with each time (default 1)")
+      ->check(CLI::Range(1, 100));
   add_session_options(sub, o->session);
   sub->add_option("--trace", o->trace,
                   "Write a Chrome/Perfetto trace JSON of every rank's compute and communication");

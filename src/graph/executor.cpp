@@ -111,7 +111,8 @@ float* Executor::ptr(ValueId v, int64_t row) {
 }
 
 void Executor::run(const int32_t* ids, const int32_t* pos, std::span<float* const> outputs,
-                   const AttendFn& attend, kernels::ThreadPool& pool, Trace* trace) {
+                   const AttendFn& attend, kernels::ThreadPool& pool, Trace* trace,
+                   OpTimer* timer) {
   TD_CHECK(outputs.size() == externals_.size());
   for (size_t i = 0; i < externals_.size(); ++i) bound_[size_t(externals_[i])] = outputs[i];
   for (size_t r = 0; r < rope_tables_.size(); ++r)
@@ -126,7 +127,9 @@ void Executor::run(const int32_t* ids, const int32_t* pos, std::span<float* cons
       phase = n.phase;
       begin = now_seconds();
     }
+    const double t0 = timer ? now_seconds() : 0;
     run_node(n, i, ids, pos, attend, pool);
+    if (timer) timer->add(n, g_.m - n.row_from, now_seconds() - t0);
     for (ValueId v : dies_after_[i]) {
       const Value& val = g_.values[size_t(v)];
       float* p = ptr(v, val.row0);

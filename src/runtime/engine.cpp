@@ -154,7 +154,8 @@ void Engine::run_step(const int32_t* ids, const int32_t* pos, int64_t m, int64_t
   const int64_t from = logits ? out_from : m;
   graph::Executor& ex = executor(m, from);
   float* outputs[1] = {logits};
-  ex.run(ids, pos, std::span<float* const>(outputs, from < m ? 1 : 0), attend, pool_, trace_);
+  ex.run(ids, pos, std::span<float* const>(outputs, from < m ? 1 : 0), attend, pool_, trace_,
+         op_timer_);
   last_mem_ = ex.memory();
   if (!opt_.graph_reuse) graphs_.erase(std::make_pair(m, from));
 }

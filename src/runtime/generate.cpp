@@ -66,7 +66,9 @@ void decode_loop(Engine& engine, KVCache& cache, std::vector<float>& logits, int
       engine.forward(cache, std::span<const int32_t>(&next, 1), std::span<const int32_t>(&p, 1), 1,
                      logits.data());
     }
-    st.decode_seconds += sw.seconds();
+    const double step = sw.seconds();
+    st.decode_seconds += step;
+    st.step_seconds.push_back(step);
     ++st.n_decode_steps;
     ++p;
     next = sampler.sample(logits);
@@ -118,6 +120,7 @@ ParallelResult generate_parallel(Engine& engine, std::span<const int32_t> prompt
     st.n_generated += s.n_generated;
     st.n_decode_steps += s.n_decode_steps;
     st.decode_seconds += s.decode_seconds;
+    st.step_seconds.insert(st.step_seconds.end(), s.step_seconds.begin(), s.step_seconds.end());
   }
   r.kv = caches[0].stats();
   r.kv_used_bytes = caches[0].used_bytes();

@@ -99,6 +99,11 @@ nlohmann::json to_json(const PrefillReport& r) {
   j["threads_per_rank"] = r.threads_per_rank;
   j["seconds"] = r.seconds;
   j["tokens_per_s"] = r.tokens_per_s;
+  if (!r.seconds_each.empty()) {
+    j["warmup"] = r.warmup;
+    j["seconds_each"] = r.seconds_each;
+    j["first_seconds"] = r.first_seconds;
+  }
   j["per_rank"] = nlohmann::json::array();
   for (const auto& x : r.per_rank) j["per_rank"].push_back(to_json(x));
   return j;
@@ -117,6 +122,7 @@ nlohmann::json to_json(const GenerateReport& r) {
           {"prompt_seconds", s.prompt_seconds},
           {"decode_seconds", s.decode_seconds},
           {"ttft_seconds", s.ttft_seconds},
+          {"decode_step_seconds", s.step_seconds},
           {"prompt_tokens_per_s", s.prompt_tokens_per_s()},
           {"generation_tokens_per_s", s.gen_tokens_per_s()},
           {"estimate_bytes", uint64_t(r.estimate_bytes)},
@@ -159,6 +165,11 @@ PrefillReport prefill_report_from_json(const nlohmann::json& j, const std::strin
     r.tokens = j.at("tokens").get<int64_t>();
     r.seconds = j.at("seconds").get<double>();
     r.tokens_per_s = j.at("tokens_per_s").get<double>();
+    if (j.contains("seconds_each")) {
+      r.warmup = j.at("warmup").get<int>();
+      r.seconds_each = j.at("seconds_each").get<std::vector<double>>();
+      r.first_seconds = j.at("first_seconds").get<double>();
+    }
     for (const auto& x : j.at("per_rank")) r.per_rank.push_back(rank_report_from_json(x, what));
     return r;
   });
@@ -179,6 +190,8 @@ GenerateReport generate_report_from_json(const nlohmann::json& j, const std::str
     s.prompt_seconds = j.at("prompt_seconds").get<double>();
     s.decode_seconds = j.at("decode_seconds").get<double>();
     s.ttft_seconds = j.at("ttft_seconds").get<double>();
+    if (j.contains("decode_step_seconds"))
+      s.step_seconds = j.at("decode_step_seconds").get<std::vector<double>>();
     r.tokens = j.at("tokens").get<std::vector<int32_t>>();
     r.estimate_bytes = j.at("estimate_bytes").get<double>();
     r.peak_rss_bytes = j.at("peak_rss_bytes").get<double>();

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include "tandem/analysis/planner.hpp"
+#include <nlohmann/json.hpp>
+
+#include "tandem/core/error.hpp"
 
 using namespace tandem::analysis;
 
@@ -91,4 +94,44 @@ TEST(PlannerCurves, MoreRanksThanCoresTakeTurns) {
   // instead of half, its ops' fixed costs): at least the products' time more than on 2.
   EXPECT_GT(two.decode_seconds_per_token, one_thread);
   EXPECT_GT(four.decode_seconds_per_token, two.decode_seconds_per_token + 0.99 * one_thread);
+}
+
+TEST(PlannerCurves, ACallOfAShapeTheProfileHoldsReadsItsOwnCurve) {
+  // The tiny shape's Q/K/V products at 10 GFLOP/s per thread instead of the grid's 50,
+  // and its attention at 5 instead of 20: the single prefill of N = 512 (one chunk)
+  // grows by exactly those calls' difference, and a shape the profile does not hold
+  // (f32 products of other sizes) keeps the grid's rate.
+  const ModelShape m = *named_shape("tiny");
+  const double L = double(m.n_layer), H = double(m.n_head), G = double(m.n_head_kv),
+               d = double(m.head_dim), D = double(m.n_embd), c = 512;
+  PlanRequest base = tiny_request(512, 1, 1);
+  PlanRequest own = base;
+  const std::string qkv = shape_matmul_key("f32", MatKind::Qkv, (H + 2 * G) * d, D);
+  own.hw.curves.shape_matmul[qkv] = Curve::grid({"threads", "tokens"}, {{1, 2}, {1, 512}}, 10e9);
+  own.hw.curves.shape_attention[shape_attention_key(d, H / G)] =
+      Curve::grid({"threads", "queries", "keys", "heads"}, {{1, 2}, {1, 512}, {1, 512}, {1, 64}}, 5e9);
+  const double qkv_flops = 2 * c * (H + 2 * G) * d * D, attn_flops = 4 * d * H * c * (c + 1) / 2;
+  const double more = L * (qkv_flops / 10e9 - qkv_flops / 50e9 + attn_flops / 5e9 - attn_flops / 20e9);
+  const double t0 = plan_strategy(base, "single").prefill_seconds;
+  const double t1 = plan_strategy(own, "single").prefill_seconds;
+  EXPECT_NEAR(t1 - t0, more, 1e-6 * t1);
+  // Keys name the type as calibrate spells it (the planner's fp16 is f16), the kind and
+  // the whole call's rows x cols.
+  EXPECT_EQ(shape_matmul_key("fp16", MatKind::GateUp, 1536, 288), "f16 gate_up 1536x288");
+  EXPECT_EQ(shape_attention_key(48, 1), "d48 g1");
+}
+
+TEST(PlannerCurves, ShapeCurvesSurviveTheProfileFileAndRetiredCurvesAreSkipped) {
+  HardwareProfile h = flat_cpu();
+  h.curves.shape_matmul["f32 qkv 864x288"] = Curve::grid({"threads", "tokens"}, {{1, 2}, {1, 512}}, 7e9);
+  h.curves.shape_attention["d48 g1"] = Curve::grid({"threads", "queries"}, {{1, 2}, {1, 512}}, 3e9);
+  auto j = profile_to_json(h);
+  // A profile of an earlier tandem with the one-time curves nothing reads now.
+  j["curves"]["graph_build"] = curve_to_json(Curve::grid({"threads"}, {{1}}, 1e-3));
+  const HardwareProfile back = profile_from_json(j, "profile");
+  ASSERT_EQ(back.curves.shape_matmul.count("f32 qkv 864x288"), 1u);
+  EXPECT_NEAR(back.curves.shape_matmul.at("f32 qkv 864x288").at({{"threads", 2}, {"tokens", 100}}), 7e9, 1);
+  ASSERT_EQ(back.curves.shape_attention.count("d48 g1"), 1u);
+  j["curves"]["no_such_curve"] = curve_to_json(Curve::grid({"threads"}, {{1}}, 1));
+  EXPECT_THROW(profile_from_json(j, "profile"), tandem::Error);
 }

@@ -108,3 +108,39 @@ TEST(Graph, PassesFuseDropAndKeepResults) {
 
 }  // namespace
 }  // namespace tandem::graph
+
+namespace tandem::graph {
+namespace {
+
+// Every node of a step, once, in order, with the rows it computed.
+struct Recorder final : OpTimer {
+  std::vector<std::pair<std::string, int64_t>> seen;
+  void add(const Node& n, int64_t rows, double seconds) override {
+    EXPECT_GE(seconds, 0);
+    seen.emplace_back(n.name, rows);
+  }
+};
+
+TEST(Graph, OpTimerHearsEveryNodeOnceWithItsRows) {
+  Toy t;
+  Executor ex(t.build(5, 3), {true, false});
+  std::vector<int32_t> ids = {1, 2, 3, 4, 5}, pos = {0, 1, 2, 3, 4};
+  std::vector<float> out(2 * 6);
+  float* outs[1] = {out.data()};
+  kernels::ThreadPool pool(1);
+  Recorder r;
+  ex.run(ids.data(), pos.data(), outs, {}, pool, nullptr, &r);
+  ASSERT_EQ(r.seen.size(), ex.graph().nodes.size());
+  for (size_t i = 0; i < r.seen.size(); ++i) {
+    const Node& n = ex.graph().nodes[i];
+    EXPECT_EQ(r.seen[i].first, n.name);
+    EXPECT_EQ(r.seen[i].second, 5 - n.row_from) << n.name;
+  }
+  EXPECT_EQ(r.seen.back().second, 2);  // wo: the output rows [3, 5) only
+  r.seen.clear();
+  ex.run(ids.data(), pos.data(), outs, {}, pool);  // no timer: nothing heard
+  EXPECT_TRUE(r.seen.empty());
+}
+
+}  // namespace
+}  // namespace tandem::graph

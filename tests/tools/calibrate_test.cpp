@@ -72,7 +72,28 @@ TEST(Calibrate, CompareCalibratesThisMachineOnceThenReadsTheCache) {
   for (const auto& r : j.at("runs"))
     if (r.at("strategy") == "single") predicted = r.at("predicted").is_object();
   EXPECT_TRUE(predicted) << j.dump(2);
+  // Then the model's own calls, once: its products timed inside its forward pass and its
+  // attention, at 1 and 2 threads (the profile's).
+  EXPECT_NE(first.out.find("measuring the model's own calls"), std::string::npos) << first.out;
+  const std::string profile =
+      j.at("planner_hardware").get<std::string>();
+  const auto p = nlohmann::json::parse(std::ifstream(profile));
+  const auto& shapes = p.at("curves").at("shape_matmul");
+  for (const char* key : {"f16 qkv 864x288", "f16 gate_up 1536x288", "f16 plain 288x288",
+                          "f16 plain 288x768", "f16 plain 32000x288"}) {
+    ASSERT_TRUE(shapes.contains(key)) << key << "\n" << shapes.dump(1);
+    for (const auto& v : shapes.at(key).at("values")) EXPECT_GT(v.get<double>(), 1e8) << key;
+  }
+  ASSERT_TRUE(p.at("curves").at("shape_attention").contains("d48 g1"));
   const auto second = run(cmd);
   ASSERT_EQ(second.code, 0) << second.out;
   EXPECT_EQ(second.out.find("calibrating once"), std::string::npos) << second.out;
+  EXPECT_EQ(second.out.find("measuring the model's own calls"), std::string::npos) << second.out;
+  // --update adds a model's calls to a profile made with the same threads, only.
+  const auto bare = run(tandem_bin() + " calibrate --update -o " + profile);
+  EXPECT_EQ(bare.code, 2) << bare.out;
+  EXPECT_NE(bare.out.find("--update: adds a model's calls to a profile; give --model"), std::string::npos) << bare.out;
+  const auto threads = run(tandem_bin() + " calibrate --update -t 7 -m tiny -o " + profile);
+  EXPECT_EQ(threads.code, 2) << threads.out;
+  EXPECT_NE(threads.out.find("not -t 7"), std::string::npos) << threads.out;
 }

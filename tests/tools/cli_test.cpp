@@ -4,6 +4,8 @@
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "support/test_paths.hpp"
 
@@ -57,6 +59,15 @@ TEST(Cli, GenerateReportsSpeeds) {
   EXPECT_NE(r.out.find("prompt:"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("tokens/s"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("time to first token"), std::string::npos) << r.out;
+  // --json: each decode step's time, adding up to the decode time.
+  const auto j = run(tandem_bin() + " generate -m " + tiny() + " -p 'Hello' -n 5 --seed 1 -t 1 --json");
+  ASSERT_EQ(j.code, 0) << j.out;
+  const auto doc = nlohmann::json::parse(j.out.substr(j.out.find('{')));
+  const auto steps = doc.at("decode_step_seconds").get<std::vector<double>>();
+  EXPECT_EQ(int64_t(steps.size()), doc.at("decode_steps").get<int64_t>());
+  double sum = 0;
+  for (double x : steps) sum += x;
+  EXPECT_NEAR(sum, doc.at("decode_seconds").get<double>(), 1e-9);
 }
 
 TEST(Cli, LogitsFileMatchesReference) {
@@ -150,4 +161,27 @@ TEST(Cli, GenerateParallelSequencesEqualSingleRunsAndSharePages) {
   const auto bad = run(base + " --parallel 2 --kv-page 0");
   EXPECT_EQ(bad.code, 2) << bad.out;
   EXPECT_NE(bad.out.find("--kv-page"), std::string::npos) << bad.out;
+}
+
+// prefill --warmup W --repeat R: the report is the median timed run's, with every timed
+// run's seconds beside it and the process's first prefill (a warm-up one here).
+TEST(Cli, PrefillRepeatsReportTheMedianRun) {
+  const auto r = run(tandem_bin() + " prefill -m " + tiny() +
+                     " --random-tokens 64 -t 1 --warmup 1 --repeat 5 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j.at("warmup").get<int>(), 1);
+  auto each = j.at("seconds_each").get<std::vector<double>>();
+  ASSERT_EQ(each.size(), 5u);
+  std::sort(each.begin(), each.end());
+  EXPECT_DOUBLE_EQ(j.at("seconds").get<double>(), each[2]);
+  EXPECT_DOUBLE_EQ(j.at("per_rank").at(0).at("seconds").get<double>(), each[2]);
+  EXPECT_GT(j.at("first_seconds").get<double>(), 0);
+  // One prefill: no repeat fields.
+  const auto one = run(tandem_bin() + " prefill -m " + tiny() + " --random-tokens 64 -t 1 --json");
+  ASSERT_EQ(one.code, 0) << one.out;
+  EXPECT_FALSE(nlohmann::json::parse(one.out.substr(one.out.find('{'))).contains("seconds_each"));
+  const auto bad = run(tandem_bin() + " prefill -m " + tiny() + " --random-tokens 64 --repeat 0");
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("--repeat"), std::string::npos) << bad.out;
 }

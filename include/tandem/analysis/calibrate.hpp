@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tandem/analysis/hardware.hpp"
+#include "tandem/analysis/model_shapes.hpp"
 
 namespace tandem::comm {
 class Communicator;
@@ -29,13 +30,16 @@ struct CalibrateOptions {
 // op_overhead and bandwidth.
 HardwareProfile calibrate_node(const CalibrateOptions& opts);
 
-// A fresh process's first 1-token forward step of the model at `path` and its replay,
-// in seconds (`tandem step-probe`, which calibrate runs as a fresh process so that
-// nothing set up once per process is warm).
-struct FirstStep {
-  double first = 0, replay = 0;
-};
-FirstStep measure_first_step(const std::string& model_path, int threads);
+// Adds to h the calls of model shape `s` with weights of `dtype` (calibrate's spelling:
+// "f16", "q8_0", ...), measured at 1..opts.threads threads as the runtime runs them: Q/K/V
+// with RMSNorm and rope folded in, the attention output, gate/up with RMSNorm and SwiGLU
+// folded in, down, the output head (ProfileCurves::shape_matmul), and its attention at its
+// head dim and group (shape_attention). With the model's file at `path`, the products are
+// timed inside its forward pass and the attention grid is scaled to its calls' time
+// there; without (a named shape), each call is timed alone. Throws Error(BadInput) for a
+// bad shape or type.
+void calibrate_model_shape(HardwareProfile& h, const ModelShape& s, const std::string& dtype,
+                           const std::string& path, const CalibrateOptions& opts);
 
 // Between ranks 0 and 1 of `comm` (2 ranks or more; the others idle): one-way message
 // rates and two-rank all-to-all rates by size, as curves over "bytes". Collective: every
@@ -44,9 +48,6 @@ struct LinkCurves {
   Curve message, alltoall;
   double latency = 0;    // seconds one way of an 8-byte message
   double bandwidth = 0;  // bytes/s of the largest message
-  // Seconds the first exchange and the first all-to-all of two ranks take beyond steady
-  // ones (the transport sets up its state then: a run pays it once).
-  double first_contact = 0;
 };
 LinkCurves measure_links(comm::Communicator& comm);
 nlohmann::json link_curves_to_json(const LinkCurves& l);

@@ -39,6 +39,10 @@ struct RunMeasurement {
   bool ok = false;
   std::string error;     // why the run failed (when !ok)
   double prefill_seconds = 0, prefill_tokens_per_s = 0;
+  // With repeated prefills (prefill_seconds their median): each timed one, and the
+  // process's first (a warm-up, with the one-time costs of a fresh process).
+  std::vector<double> prefill_seconds_each;
+  double prefill_first_seconds = 0;
   std::optional<double> decode_tokens_per_s;  // absent: decode not run or failed
   std::string decode_error;
   std::vector<RankMeasurement> per_rank;

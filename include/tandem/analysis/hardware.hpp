@@ -22,6 +22,17 @@ struct Link {
 // Measured rates as curves (`tandem calibrate` measures them on a CPU; the GPU profiles
 // carry measured ones). Where a curve is present the planner reads it instead of the
 // constants of the profile (flops x efficiency, memory_bandwidth, the links).
+// The products of a transformer layer as the runtime runs them: plain, Q/K/V in one call
+// with the input's RMSNorm and the rotary embedding of Q and K folded in, gate and up in
+// one call with the input's RMSNorm and SwiGLU folded in.
+enum class MatKind { Plain, Qkv, GateUp };
+
+// Keys of ProfileCurves::shape_matmul and shape_attention: "f16 qkv 864x288" (the weight
+// type in calibrate's spelling, the kind, rows x cols of the whole call: Q, K and V rows
+// together, gate and up together) and "d48 g1" (head dim, query heads per KV head).
+std::string shape_matmul_key(const std::string& dtype, MatKind kind, double rows, double cols);
+std::string shape_attention_key(double head_dim, double group);
+
 struct ProfileCurves {
   // FLOP/s of a matrix product y = x W^T (2 FLOPs per weight per token), per weight type:
   // axes among "threads" (threads of the device; CPU profiles), "tokens" (rows of x per
@@ -31,15 +42,15 @@ struct ProfileCurves {
   // axes among "threads", "queries" (query tokens per call), "keys" (keys each query sees,
   // on average), "group" (query heads per KV head) and "heads" (query heads per call).
   Curve attention;
+  // The calls of particular model shapes, measured as the runtime runs them (`tandem
+  // calibrate --model`), by the keys above: FLOP/s over "threads" and "tokens" (products;
+  // 2 FLOPs per weight per token) or over "threads", "queries", "keys" and "heads"
+  // (attention, as above). A call of a shape held here reads its own curve instead of
+  // the grids above, which do not see a shape's tiling, nor the folded ops.
+  std::map<std::string, Curve> shape_matmul, shape_attention;
   // Seconds of fixed cost per op of a forward step (dispatch, thread-pool barrier): axis
   // "threads".
   Curve op_overhead;
-  // Seconds the runtime takes to build a forward step's graph (and first write its
-  // buffers) beyond replaying it, once per step shape: axes "threads" and "layers".
-  Curve graph_build;
-  // Seconds of the first read of one page of a mapped, cached file (the token-embedding
-  // rows a prompt reads): one point.
-  Curve file_fault;
   // Bytes/s of streaming reads (decode's weights and cache, elementwise ops): axes
   // "threads" (all threads of the node reading at once) and "bytes" (bytes read per
   // pass: caches serve small ones).
@@ -48,9 +59,6 @@ struct ProfileCurves {
   // time), and of an all-to-all among two ranks ("bytes" sent by each), inside a node and
   // across. Rates, not times, so that they hold beyond the largest size measured.
   Curve intra_message, inter_message, intra_alltoall, inter_alltoall;
-  // Seconds two ranks' first exchanges take beyond steady ones (a run pays it once),
-  // inside a node and across: one point each (axis "threads").
-  Curve intra_first_contact, inter_first_contact;
 };
 
 struct HardwareProfile {

@@ -36,6 +36,14 @@ struct MemoryStats {
   size_t live_bytes_max = 0;   // lower bound of any plan
 };
 
+// Told how long each node of a step ran (Engine::set_op_timer: calibrate measures a model's
+// calls inside its forward pass). `rows`: the rows the node computed.
+class OpTimer {
+ public:
+  virtual ~OpTimer() = default;
+  virtual void add(const Node& n, int64_t rows, double seconds) = 0;
+};
+
 class Executor {
  public:
   // Validates the graph, plans its buffers and allocates them. The weights the graph
@@ -45,7 +53,8 @@ class Executor {
   // One step: ids and pos of the graph's m tokens; `outputs` binds the external values in
   // id order (each points at the value's stored rows).
   void run(const int32_t* ids, const int32_t* pos, std::span<float* const> outputs,
-           const AttendFn& attend, kernels::ThreadPool& pool, Trace* trace = nullptr);
+           const AttendFn& attend, kernels::ThreadPool& pool, Trace* trace = nullptr,
+           OpTimer* timer = nullptr);
 
   const Graph& graph() const { return g_; }
   const MemoryStats& memory() const { return mem_; }

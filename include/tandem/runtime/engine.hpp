@@ -55,6 +55,8 @@ class Engine {
   const EngineOptions& options() const { return opt_; }
   // Records compute spans per layer while set (not owned).
   void set_trace(Trace* t) { trace_ = t; }
+  // Told each node's time of the following steps while set (not owned).
+  void set_op_timer(graph::OpTimer* t) { op_timer_ = t; }
 
   // The attention shape of the model (for building SequenceAttention strategies).
   parallel::AttnShape attn_shape() const;
@@ -133,6 +135,7 @@ class Engine {
   parallel::SequenceAttention* attn_;
   EngineOptions opt_;
   Trace* trace_ = nullptr;
+  graph::OpTimer* op_timer_ = nullptr;
   // Compiled graphs by shape (m, out_from).
   std::map<std::pair<int64_t, int64_t>, std::unique_ptr<graph::Executor>> graphs_;
   graph::MemoryStats last_mem_;

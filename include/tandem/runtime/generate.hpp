@@ -27,6 +27,7 @@ struct GenerateStats {
   double prompt_seconds = 0;    // prefill forward time
   double decode_seconds = 0;    // time of the decode forward passes
   double ttft_seconds = 0;      // start to first sampled token
+  std::vector<double> step_seconds;  // each decode forward pass, in order
   double prompt_tokens_per_s() const { return prompt_seconds > 0 ? n_prompt / prompt_seconds : 0; }
   double gen_tokens_per_s() const {
     return decode_seconds > 0 ? n_decode_steps / decode_seconds : 0;

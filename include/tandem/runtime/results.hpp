@@ -59,9 +59,15 @@ struct PrefillReport {
   std::string model, scheme;
   int ranks = 1, threads_per_rank = 1;
   int64_t tokens = 0;
-  double seconds = 0;       // the slowest rank
+  double seconds = 0;       // the slowest rank (with repeats: the median run's)
   double tokens_per_s = 0;
-  std::vector<RankReport> per_rank;
+  std::vector<RankReport> per_rank;  // of the run `seconds` is
+  // With `prefill --warmup W --repeat R`: W untimed prefills ran first, and seconds_each
+  // holds the R timed ones (each the slowest rank's); first_seconds is the process's
+  // first prefill (warm-up or timed). Empty / 0 for one prefill.
+  int warmup = 0;
+  std::vector<double> seconds_each;
+  double first_seconds = 0;
 };
 
 struct GenerateReport {

@@ -26,12 +26,10 @@ LinkCurves measure_links(comm::Communicator& c) {
   const int me = c.rank(), peer = 1 - me;
   const bool active = me < 2;
   // The first exchange between the two ranks (and their first all-to-all) sets up the
-  // transport's state: what a run's first step pays once beyond the steady rate.
+  // transport's state: done once, untimed, before the steady rates.
   c.barrier();
-  double first = 0;
   if (active) {
     char one = 0, got = 0;
-    const Stopwatch sw;
     if (me == 0) {
       c.send(&one, 1, peer, 3);
       c.recv(&got, 1, peer, 4);
@@ -39,16 +37,13 @@ LinkCurves measure_links(comm::Communicator& c) {
       c.recv(&got, 1, peer, 3);
       c.send(&one, 1, peer, 4);
     }
-    first = sw.seconds();
   }
   // Two ranks talk; a split keeps the others out of the all-to-alls.
   auto pair = c.split(active ? 0 : comm::Communicator::kNoColor, me);
   if (active) {
     std::vector<char> s1(2 << 20), r1(2 << 20);
     const std::vector<size_t> sz = {1 << 20, 1 << 20}, off = {0, 1 << 20};
-    const Stopwatch sw;
     pair->alltoallv(s1.data(), sz, off, r1.data(), sz, off);
-    first += sw.seconds();
   }
   for (size_t i = 0; i < sizes.size(); ++i) {
     const size_t bytes = size_t(sizes[i]);
@@ -88,7 +83,6 @@ LinkCurves measure_links(comm::Communicator& c) {
       out.message.values[i] = sizes[i] / one_way;
       out.alltoall.values[i] = sizes[i] / a2a;
       if (i == 0) out.latency = one_way;
-      if (i == 0) out.first_contact = std::max(first - 2 * one_way, 1e-7);
       if (i + 1 == sizes.size()) out.bandwidth = sizes[i] / one_way;
     }
   }
@@ -99,7 +93,6 @@ nlohmann::json link_curves_to_json(const LinkCurves& l) {
   return {{"message", curve_to_json(l.message)},
           {"alltoall", curve_to_json(l.alltoall)},
           {"latency", l.latency},
-          {"first_contact", l.first_contact},
           {"bandwidth", l.bandwidth}};
 }
 
@@ -113,9 +106,6 @@ LinkCurves link_curves_from_json(const nlohmann::json& j, const std::string& whe
   l.alltoall = curve_from_json(j.at("alltoall"), where + ".alltoall");
   l.latency = j.at("latency").get<double>();
   l.bandwidth = j.at("bandwidth").get<double>();
-  if (!j.contains("first_contact") || !j.at("first_contact").is_number())
-    bad_input("{}: expected first_contact", where);
-  l.first_contact = j.at("first_contact").get<double>();
   return l;
 }
 

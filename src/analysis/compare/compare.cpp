@@ -75,6 +75,8 @@ void set_prefill(RunMeasurement& run, const PrefillReport& report) {
   run.tokens = report.tokens;
   run.prefill_seconds = report.seconds;
   run.prefill_tokens_per_s = report.tokens_per_s;
+  run.prefill_seconds_each = report.seconds_each;
+  run.prefill_first_seconds = report.first_seconds;
   run.per_rank = report.per_rank;
   run.ok = true;
 }
@@ -149,6 +151,10 @@ nlohmann::json to_json(const CompareResults& r) {
     if (!run.ok) x["error"] = run.error;
     x["prefill_seconds"] = run.prefill_seconds;
     x["prefill_tokens_per_s"] = run.prefill_tokens_per_s;
+    if (!run.prefill_seconds_each.empty()) {
+      x["prefill_seconds_each"] = run.prefill_seconds_each;
+      x["prefill_first_seconds"] = run.prefill_first_seconds;
+    }
     x["decode_tokens_per_s"] = run.decode_tokens_per_s ? nlohmann::json(*run.decode_tokens_per_s)
                                                        : nlohmann::json(nullptr);
     if (!run.decode_error.empty()) x["decode_error"] = run.decode_error;
@@ -187,9 +193,16 @@ std::string mib(double b) { return fmt::format("{:.1f}", b / (1 << 20)); }
 
 std::string compare_table(const CompareResults& r) {
   std::string out;
+  for (const auto& run : r.runs)
+    if (!run.prefill_seconds_each.empty()) {
+      out = fmt::format("prefill s: the median of {} prefills after an untimed one in the same "
+                        "process (results.json: each, and the first)\n",
+                        run.prefill_seconds_each.size());
+      break;
+    }
   if (r.links)
-    out = fmt::format("links: {} (P > 1 rows: one emulated host per rank, MPI over TCP through "
-                      "tbf; single and naive on one host)\n", r.links->rate);
+    out += fmt::format("links: {} (P > 1 rows: one emulated host per rank, MPI over TCP through "
+                       "tbf; single and naive on one host)\n", r.links->rate);
   out += fmt::format(
       "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7}\n",
       "strategy", "PxT", "N", "prefill s", "prefill", "decode", "KV+act", "weights", "peak RSS",

@@ -20,6 +20,7 @@ const Curve* matmul_curve(const HardwareProfile& hw, const std::string& dtype) {
 DeviceTime::DeviceTime(const HardwareProfile& hw, const std::string& dtype,
                        const std::string& attn_dtype, int threads, int sharers)
     : hw_(hw),
+      dtype_(dtype),
       matmul_(matmul_curve(hw, dtype)),
       lin_rate_(hw.flops_for(dtype) * hw.efficiency),
       attn_rate_(hw.flops_for(attn_dtype) * hw.efficiency),
@@ -36,16 +37,23 @@ double DeviceTime::bandwidth(double bytes) const {
          sharers_;
 }
 
-double DeviceTime::matmul(double tokens, double rows, double cols, double weight_bytes) const {
+double DeviceTime::matmul(double tokens, double rows, double cols, double weight_bytes,
+                          MatKind kind) const {
   if (tokens <= 0 || rows <= 0 || cols <= 0) return 0;
   const double flops = 2 * tokens * rows * cols;
-  const double t = oversubscribed_ *
-                   (matmul_ ? flops / matmul_->at({{"threads", double(threads_)},
-                                                   {"tokens", tokens},
-                                                   {"elements", rows * cols},
-                                                   {"rows", rows},
-                                                   {"cols", cols}})
-                            : flops / lin_rate_);
+  const auto& shapes = hw_.curves.shape_matmul;
+  const auto own = shapes.empty() ? shapes.end()
+                                  : shapes.find(shape_matmul_key(dtype_, kind, rows, cols));
+  const double t =
+      oversubscribed_ *
+      (own != shapes.end()
+           ? flops / own->second.at({{"threads", double(threads_)}, {"tokens", tokens}})
+       : matmul_ ? flops / matmul_->at({{"threads", double(threads_)},
+                                        {"tokens", tokens},
+                                        {"elements", rows * cols},
+                                        {"rows", rows},
+                                        {"cols", cols}})
+                 : flops / lin_rate_);
   // No faster than reading the weights once (a curve measured with the node to itself
   // does not see the ranks that share its memory).
   return std::max(t, weight_bytes / bandwidth(weight_bytes));
@@ -54,7 +62,9 @@ double DeviceTime::matmul(double tokens, double rows, double cols, double weight
 double DeviceTime::attention(double triples, double d, double queries, double keys, double group,
                              double heads, double kv_bytes) const {
   if (triples <= 0) return 0;
-  const Curve& c = hw_.curves.attention;
+  const auto& shapes = hw_.curves.shape_attention;
+  const auto own = shapes.empty() ? shapes.end() : shapes.find(shape_attention_key(d, group));
+  const Curve& c = own != shapes.end() ? own->second : hw_.curves.attention;
   const double rate = c.empty() ? attn_rate_
                                 : c.at({{"threads", double(threads_)},
                                         {"queries", std::max(queries, 1.0)},
@@ -69,21 +79,6 @@ double DeviceTime::stream(double bytes) const { return bytes > 0 ? bytes / bandw
 double DeviceTime::ops(double n) const {
   const Curve& c = hw_.curves.op_overhead;
   return c.empty() || n <= 0 ? 0 : oversubscribed_ * n * c.at({{"threads", double(threads_)}});
-}
-
-double DeviceTime::graph_build(double layers) const {
-  const Curve& c = hw_.curves.graph_build;
-  return c.empty() ? 0 : oversubscribed_ * c.at({{"threads", double(threads_)}, {"layers", layers}});
-}
-
-double DeviceTime::file_faults(double pages) const {
-  const Curve& c = hw_.curves.file_fault;
-  return c.empty() || pages <= 0 ? 0 : pages * c.at({{"threads", double(threads_)}});
-}
-
-double DeviceTime::first_contact(bool inter) const {
-  const Curve& c = inter ? hw_.curves.inter_first_contact : hw_.curves.intra_first_contact;
-  return c.empty() ? 0 : c.at({{"threads", double(threads_)}});
 }
 
 double DeviceTime::message(double bytes, const Link& link, bool inter) const {

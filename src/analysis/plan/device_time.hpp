@@ -22,7 +22,9 @@ class DeviceTime {
 
   // y = x W^T for `tokens` rows of x and W of rows x cols, whose weights take
   // `weight_bytes` (read from memory at least once per call).
-  double matmul(double tokens, double rows, double cols, double weight_bytes) const;
+  // A call of a shape the profile holds (shape_matmul, by kind) reads its own curve.
+  double matmul(double tokens, double rows, double cols, double weight_bytes,
+                MatKind kind = MatKind::Plain) const;
   // Attention of `triples` visible (query, key, query head) triples at head dim d: calls
   // of `queries` query tokens whose queries see `keys` keys on average, `group` query
   // heads per KV head, `heads` query heads per call, reading `kv_bytes` of K and V.
@@ -32,12 +34,6 @@ class DeviceTime {
   double stream(double bytes) const;
   // The fixed costs of `ops` ops of a forward step.
   double ops(double n) const;
-  // Building a forward step's graph of `layers` layers (once per step shape), and the
-  // first reads of `pages` pages of a mapped file (the embedding's rows).
-  double graph_build(double layers) const;
-  double file_faults(double pages) const;
-  // Two ranks' first exchanges beyond steady ones (once per run).
-  double first_contact(bool inter) const;
   // One message of `bytes` between two devices (inside a node, or across nodes).
   double message(double bytes, const Link& link, bool inter) const;
   // An all-to-all in which every device sends `bytes` in all to n - 1 peers.
@@ -50,6 +46,7 @@ class DeviceTime {
   double bandwidth(double bytes) const;  // this device's share when `sharers` stream
 
   const HardwareProfile& hw_;
+  std::string dtype_;
   const Curve* matmul_ = nullptr;
   double lin_rate_, attn_rate_;
   int threads_, sharers_;

@@ -2,6 +2,8 @@
 // measurements; see docs/planner.md) and the JSON profile format.
 #include "tandem/analysis/hardware.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -265,26 +267,40 @@ const std::vector<std::string>& builtin_profile_names() {
   return names;
 }
 
+std::string shape_matmul_key(const std::string& dtype, MatKind kind, double rows, double cols) {
+  const char* k = kind == MatKind::Qkv ? "qkv" : kind == MatKind::GateUp ? "gate_up" : "plain";
+  return fmt::format("{} {} {}x{}", dtype == "fp16" ? std::string("f16") : dtype, k,
+                     std::llround(rows), std::llround(cols));
+}
+
+std::string shape_attention_key(double head_dim, double group) {
+  return fmt::format("d{} g{}", std::llround(head_dim), std::llround(group));
+}
+
 namespace {
 
 // The single curves of ProfileCurves by JSON name.
 std::vector<std::pair<const char*, Curve ProfileCurves::*>> single_curves() {
   return {{"attention", &ProfileCurves::attention},
           {"op_overhead", &ProfileCurves::op_overhead},
-          {"graph_build", &ProfileCurves::graph_build},
-          {"file_fault", &ProfileCurves::file_fault},
           {"bandwidth", &ProfileCurves::bandwidth},
           {"intra_message", &ProfileCurves::intra_message},
           {"inter_message", &ProfileCurves::inter_message},
           {"intra_alltoall", &ProfileCurves::intra_alltoall},
-          {"inter_alltoall", &ProfileCurves::inter_alltoall},
-          {"intra_first_contact", &ProfileCurves::intra_first_contact},
-          {"inter_first_contact", &ProfileCurves::inter_first_contact}};
+          {"inter_alltoall", &ProfileCurves::inter_alltoall}};
+}
+
+// The curve maps of ProfileCurves by JSON name.
+std::vector<std::pair<const char*, std::map<std::string, Curve> ProfileCurves::*>> curve_maps() {
+  return {{"matmul", &ProfileCurves::matmul},
+          {"shape_matmul", &ProfileCurves::shape_matmul},
+          {"shape_attention", &ProfileCurves::shape_attention}};
 }
 
 nlohmann::json curves_to_json(const ProfileCurves& c) {
   nlohmann::json j = nlohmann::json::object();
-  for (const auto& [type, curve] : c.matmul) j["matmul"][type] = curve_to_json(curve);
+  for (const auto& [name, member] : curve_maps())
+    for (const auto& [key, curve] : c.*member) j[name][key] = curve_to_json(curve);
   for (const auto& [name, member] : single_curves())
     if (!(c.*member).empty()) j[name] = curve_to_json(c.*member);
   return j;
@@ -294,13 +310,20 @@ ProfileCurves curves_from_json(const nlohmann::json& j, const std::string& where
   if (!j.is_object()) bad_input("{}: must be an object of curves", where);
   ProfileCurves c;
   for (const auto& [key, v] : j.items()) {
-    if (key == "matmul") {
-      if (!v.is_object()) bad_input("{}.matmul: must be an object of curves per weight type", where);
-      for (const auto& [type, curve] : v.items())
-        c.matmul[type] = curve_from_json(curve, where + ".matmul." + type);
-      continue;
-    }
     bool known = false;
+    for (const auto& [name, member] : curve_maps()) {
+      if (key != name) continue;
+      if (!v.is_object()) bad_input("{}.{}: must be an object of curves by key", where, key);
+      for (const auto& [k, curve] : v.items())
+        (c.*member)[k] = curve_from_json(curve, where + "." + key + "." + k);
+      known = true;
+    }
+    if (known) continue;
+    // The one-time costs of a fresh process, which earlier profiles held and nothing reads
+    // since compare measures steady prefills.
+    if (key == "graph_build" || key == "file_fault" || key == "intra_first_contact" ||
+        key == "inter_first_contact")
+      continue;
     for (const auto& [name, member] : single_curves())
       if (key == name) c.*member = curve_from_json(v, where + "." + key), known = true;
     if (!known) bad_input("{}: unknown curve '{}'", where, key);

@@ -131,9 +131,11 @@ double allreduce(const Ctx& c, const DeviceTime& dt, double bytes, int n, bool i
 // gate and up fused, as the runtime runs them).
 double layer_linear(const Ctx& c, const DeviceTime& dt, double tokens, int tp) {
   const double kvh = std::max(c.G, double(tp)) / tp;
-  auto mm = [&](double rows, double cols) { return dt.matmul(tokens, rows, cols, rows * cols * c.bpp); };
-  return mm((c.H / tp + 2 * kvh) * c.d, c.D) + mm(c.D, c.H / tp * c.d) + mm(2 * c.F / tp, c.D) +
-         mm(c.D, c.F / tp);
+  auto mm = [&](double rows, double cols, MatKind kind) {
+    return dt.matmul(tokens, rows, cols, rows * cols * c.bpp, kind);
+  };
+  return mm((c.H / tp + 2 * kvh) * c.d, c.D, MatKind::Qkv) + mm(c.D, c.H / tp * c.d, MatKind::Plain) +
+         mm(2 * c.F / tp, c.D, MatKind::GateUp) + mm(c.D, c.F / tp, MatKind::Plain);
 }
 
 // One layer's elementwise traffic for `tokens` tokens (norms, rope, SwiGLU, residuals)
@@ -160,16 +162,6 @@ double attention_call(const Ctx& c, const DeviceTime& dt, double triples, double
 // The output head for the last token, and the step's fixed costs at its ends.
 double model_ends(const Ctx& c, const DeviceTime& dt, int tp) {
   return dt.matmul(1, c.V / tp, c.D, c.V / tp * c.D * c.bpp) + dt.ops(kOpsPerStep);
-}
-
-// What a prefill of `tokens` tokens in steps of `shapes` distinct sizes pays once: each
-// step shape's graph built, and the token-embedding rows it reads faulted in from the
-// mapped file (the runtime keeps the table mapped), a 4 KiB page at a time: for
-// random-looking ids the expected count of distinct pages.
-double prefill_once(const Ctx& c, const DeviceTime& dt, double tokens, double shapes) {
-  const double pages = std::max(1.0, std::ceil(c.V * c.D * c.bpp / 4096));
-  const double touched = pages * -std::expm1(-tokens / pages);
-  return shapes * dt.graph_build(c.L) + dt.file_faults(touched);
 }
 
 // Activations alive while one layer runs on T tokens with weights split tp ways (no
@@ -248,7 +240,7 @@ StrategyPlan single(const Ctx& c) {
     compute += c.L * (layer_linear(c, dt, m, 1) + layer_elementwise(c, dt, m, 1) +
                       attention_call(c, dt, triples, m, c.H));
   }
-  compute += model_ends(c, dt, 1) + prefill_once(c, dt, c.N, n % chunk != 0 && n > chunk ? 2 : 1);
+  compute += model_ends(c, dt, 1);
   s.decode_seconds_per_token = decode_step(c, dt, 1, c.N, c.H, c.G);
   finish(c, s, compute, 0, compute);
   s.note = "all work on one device, no communication";
@@ -309,9 +301,7 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
   // The products and elementwise ops, step by step: each rank's tokens of each band.
   const int64_t band = parallel::scheme_band(scheme, n, c.P);
   const auto bands = parallel::bands_of(n, band);
-  double lin = prefill_once(c, dt, std::ceil(c.N / c.P),
-                            bands.size() > 1 && bands.back().size() != bands.front().size() ? 2 : 1) +
-               dt.first_contact(c.P > c.K);
+  double lin = 0;
   for (const parallel::TokenRange& b : bands) {
     double most = 0;
     for (int r = 0; r < c.P; ++r) {

@@ -1,0 +1,137 @@
+// Internal to calibrate: operands, timing and one attention call's rate (measure.hpp).
+#include "analysis/measure.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "tandem/core/quant_rows.hpp"
+
+namespace tandem::analysis {
+
+namespace {
+// Bytes the largest cache holds (sysfs), 32 MiB when it does not say.
+double last_cache_bytes() {
+  for (const char* idx : {"index3", "index2"}) {
+    std::ifstream f(fmt::format("/sys/devices/system/cpu/cpu0/cache/{}/size", idx));
+    std::string s;
+    if (f >> s && !s.empty()) {
+      double v = std::atof(s.c_str());
+      if (s.back() == 'K') v *= 1024;
+      if (s.back() == 'M') v *= 1024 * 1024;
+      if (v > 0) return v;
+    }
+  }
+  return 32.0 * 1024 * 1024;
+}
+
+}  // namespace
+
+int copies_for(double bytes) {
+  return int(std::clamp(std::ceil(2 * last_cache_bytes() / std::max(bytes, 1.0)), 1.0, 256.0));
+}
+
+std::vector<double> thread_points(int T) {
+  std::vector<double> v;
+  for (int t = 1; t < T; t *= 2) v.push_back(t);
+  v.push_back(T);
+  return v;
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+Buffer::Buffer(size_t n) : p(static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64)), &std::free) {
+  if (!p) fail(ErrorKind::Resource, "calibrate: cannot allocate {} bytes", n);
+}
+
+Weights make_weights(DType type, int64_t rows, int64_t cols) {
+  const DTypeInfo& ti = info(type);
+  const size_t row_bytes = size_t(cols / ti.block_size) * ti.block_bytes;
+  const size_t bytes = row_bytes * size_t(rows);
+  Weights w;
+  const auto src = random_floats(size_t(cols), 7);
+  Buffer first(bytes);
+  for (int64_t r = 0; r < rows; ++r) quantize_row(type, src.data(), first.get() + size_t(r) * row_bytes, cols);
+  const int n = copies_for(double(bytes));
+  for (int i = 0; i < n; ++i) {
+    w.data.emplace_back(bytes);
+    std::memcpy(w.data.back().get(), first.get(), bytes);
+    MatrixView v{type, rows, cols, w.data.back().get(), row_bytes};
+    if (const size_t pb = kernels::packed_size(v); pb > 0) {
+      w.packed.emplace_back(pb);
+      v.packed_layout = kernels::pack_weight(v, w.packed.back().get());
+      v.packed = w.packed.back().get();
+      v.packed_bytes = pb;
+    }
+    w.views.push_back(v);
+  }
+  return w;
+}
+
+
+double attention_rate(kernels::ThreadPool& pool, int H, int G, int d, int64_t nq, double keys,
+                      double min_seconds) {
+  // Causal band: n_kv keys, the queries at the last nq positions, seeing on average
+  // n_kv - (nq - 1) / 2 keys; else a block of keys before every query.
+  const bool band = keys >= double(nq) / 2;
+  const int64_t n_kv = std::max<int64_t>(1, std::llround(band ? keys + double(nq - 1) / 2 : keys));
+  const size_t kv_floats = size_t(n_kv) * size_t(G) * size_t(d);
+  const auto q = random_floats(size_t(nq) * size_t(H) * size_t(d), 5);
+  std::vector<float> out(q.size());
+  // Each copy holds K, then V: views into one buffer kept across calls (written once,
+  // grown when a call needs more), so that a grid of calls does not fault in new pages
+  // for every point.
+  static std::vector<float> store;
+  const size_t n_copies = size_t(copies_for(double(kv_floats) * 4 * 2));
+  if (store.size() < n_copies * 2 * kv_floats) {
+    const size_t old = store.size();
+    store.resize(n_copies * 2 * kv_floats);
+    uint32_t x = 2463534242u + uint32_t(old);
+    for (size_t i = old; i < store.size(); ++i) {
+      x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+      store[i] = float(int32_t(x >> 8) - (1 << 23)) / float(1 << 23);  // in [-1, 1)
+    }
+  }
+  std::vector<float*> kv(n_copies);
+  for (size_t i = 0; i < n_copies; ++i) kv[i] = store.data() + i * 2 * kv_floats;
+  std::vector<int32_t> kv_pos(static_cast<size_t>(n_kv)), q_pos(static_cast<size_t>(nq));
+  for (int64_t j = 0; j < n_kv; ++j) kv_pos[size_t(j)] = int32_t(j);
+  for (int64_t j = 0; j < nq; ++j) q_pos[size_t(j)] = int32_t(band ? n_kv - nq + j : n_kv + j);
+  double visible = 0;
+  for (int64_t j = 0; j < nq; ++j) visible += std::min(double(n_kv), double(q_pos[size_t(j)]) + 1);
+  // Pages of 256 keys, as the runtime's cache holds them (kDefaultKvPage).
+  const int64_t T = 256;
+  std::vector<std::vector<KvPage>> pages(kv.size());
+  for (size_t i = 0; i < kv.size(); ++i)
+    for (int64_t p0 = 0; p0 < n_kv; p0 += T)
+      pages[i].push_back({kv[i] + p0 * G * d, kv[i] + kv_floats + p0 * G * d, kv_pos.data() + p0});
+  const double s = time_call([&](int i) {
+    kernels::AttentionArgs a;
+    a.n_q = nq;
+    a.q = q.data();
+    a.q_pos = q_pos.data();
+    a.n_kv = n_kv;
+    a.k = kv[size_t(i) % kv.size()];
+    a.v = a.k + kv_floats;
+    a.kv_pos = kv_pos.data();
+    a.kv_stride = int64_t(G) * d;
+    a.H = H, a.G = G, a.d = d;
+    a.scale = 1.0f / std::sqrt(float(d));
+    a.out = out.data();
+    a.pages = {T, pages[size_t(i) % pages.size()].data(), DType::F32, size_t(G * d) * 4};
+    kernels::attention(a, pool);
+  }, min_seconds);
+  return 4.0 * d * H * visible / s;
+}
+
+}  // namespace tandem::analysis

@@ -1,0 +1,283 @@
+// `tandem calibrate --model`: one model shape's own calls, as the runtime runs them: its
+// four products per layer (fused as the execution graph fuses them), its output head and
+// its attention at its head dim and group (ProfileCurves::shape_matmul, shape_attention).
+// Given a model file, the products are timed inside its own forward pass, and the
+// attention grid (timed alone, over more sizes than a pass could visit quickly) is
+// scaled to what its calls take inside a pass.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <map>
+#include <random>
+
+#include "analysis/measure.hpp"
+#include "tandem/analysis/calibrate.hpp"
+#include "tandem/graph/executor.hpp"
+#include "tandem/kernels/fused.hpp"
+#include "tandem/runtime/engine.hpp"
+#include "tandem/runtime/weight_layout.hpp"
+
+namespace tandem::analysis {
+namespace {
+
+// The most FLOPs one timed call may take (about 0.05-0.1 s here). A larger point takes
+// the value of the point before it on the tokens (queries) axis: the rates have levelled
+// off by then, and the profile stays quick to make for large models.
+constexpr double kMaxCallFlops = 1.2e10;
+
+// FLOP/s over threads x tokens of one product: outputs of `rows` rows each over `cols`
+// inputs, Qkv (RMSNorm folded in, rope on the first two outputs), GateUp (RMSNorm and
+// SwiGLU folded in) or Plain.
+Curve product_curve(DType type, MatKind kind, const std::vector<int64_t>& rows, int64_t cols,
+                    int head_dim, const std::vector<double>& threads,
+                    const std::vector<double>& tokens) {
+  Curve c = Curve::grid({"threads", "tokens"}, {threads, tokens});
+  std::vector<Weights> w;
+  int64_t all_rows = 0;
+  for (int64_t r : rows) w.push_back(make_weights(type, r, cols)), all_rows += r;
+  const auto m_max = int64_t(tokens.back());
+  const auto x = random_floats(size_t(m_max * cols), 3);
+  const auto norm = random_floats(size_t(cols), 4);
+  std::vector<std::vector<float>> y;
+  for (int64_t r : rows) y.emplace_back(size_t(m_max * r));
+  std::vector<int32_t> pos(static_cast<size_t>(m_max));
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
+  kernels::RopeSpec rs;
+  rs.n_rot = head_dim;
+  kernels::RopeTable rope;
+  rope.build(pos.data(), m_max, rs);
+  // One fused spec per copy of the weights, as the graph holds one per layer.
+  const size_t copies = w.front().views.size();
+  std::vector<kernels::FusedMatmul> f(copies);
+  for (size_t i = 0; i < copies; ++i) {
+    for (size_t o = 0; o < rows.size(); ++o) {
+      kernels::MatmulOut out;
+      out.w = w[o].views[i % w[o].views.size()];
+      out.y = y[o].data();
+      out.rope_d = kind == MatKind::Qkv && o < 2 ? head_dim : 0;
+      f[i].outs.push_back(out);
+    }
+    if (kind != MatKind::Plain) f[i].norm_w = norm.data(), f[i].eps = 1e-5f;
+    if (kind == MatKind::Qkv) f[i].rope = &rope;
+    if (kind == MatKind::GateUp) f[i].glu = true, f[i].outs[1].y = nullptr;
+  }
+  for (size_t t = 0; t < threads.size(); ++t) {
+    kernels::ThreadPool pool(int(threads[t]));
+    for (size_t m = 0; m < tokens.size(); ++m) {
+      const double flops = 2 * tokens[m] * double(all_rows) * double(cols);
+      if (m > 0 && flops > kMaxCallFlops) {
+        c.values[c.index({t, m})] = c.values[c.index({t, m - 1})];
+        continue;
+      }
+      const auto n = int64_t(tokens[m]);
+      for (auto& spec : f) kernels::plan_matmul(spec, n, int(threads[t]), spec.plan);
+      const double s = time_call([&](int i) {
+        kernels::matmul_fused(f[size_t(i) % f.size()], x.data(), 0, n, pool);
+      }, 0.006);
+      c.values[c.index({t, m})] = flops / s;
+    }
+  }
+  return c;
+}
+
+// FLOP/s of the shape's attention over threads x queries x keys x heads per call
+// (attention_rate's calls at its head dim and group).
+Curve shape_attention_curve(const ModelShape& s, const std::vector<double>& threads) {
+  const std::vector<double> queries = {1, 16, 128, 512, 2048}, keys = {64, 256, 1024, 4096, 16384};
+  const int group = int(s.n_head / s.n_head_kv), d = int(s.head_dim);
+  std::vector<double> heads;
+  for (int64_t h : {(s.n_head + 3) / 4, (s.n_head + 1) / 2, s.n_head}) {
+    // Whole KV heads per call (a Ulysses rank's share), at least one.
+    const double whole = double(std::max<int64_t>(1, h / group) * group);
+    if (heads.empty() || whole > heads.back()) heads.push_back(whole);
+  }
+  Curve c = Curve::grid({"threads", "queries", "keys", "heads"}, {threads, queries, keys, heads});
+  for (size_t t = 0; t < threads.size(); ++t) {
+    kernels::ThreadPool pool(int(threads[t]));
+    for (size_t k = 0; k < keys.size(); ++k)
+      for (size_t hi = 0; hi < heads.size(); ++hi)
+        for (size_t q = 0; q < queries.size(); ++q) {
+          const double flops = 4.0 * d * heads[hi] * queries[q] * keys[k];
+          if (q > 0 && flops > kMaxCallFlops) {
+            c.values[c.index({t, q, k, hi})] = c.values[c.index({t, q - 1, k, hi})];
+            continue;
+          }
+          const int H = int(heads[hi]);
+          c.values[c.index({t, q, k, hi})] =
+              attention_rate(pool, H, H / group, d, int64_t(queries[q]), keys[k], 0.006);
+        }
+  }
+  return c;
+}
+
+
+// Each node's time in the passes it watches: the products by shape key and rows, the
+// attention calls in order.
+class PassTimer final : public graph::OpTimer {
+ public:
+  std::map<std::pair<std::string, int64_t>, std::vector<double>> products;
+  std::vector<double> attention;
+  void add(const graph::Node& n, int64_t rows, double seconds) override {
+    if (n.kind == graph::OpKind::Attention) {
+      attention.push_back(seconds);
+      return;
+    }
+    if (n.kind != graph::OpKind::MatMul || n.mats.empty()) return;
+    int64_t all = 0;
+    bool rope = false;
+    for (const graph::MatSpec& m : n.mats) all += m.w.rows, rope |= m.rope;
+    const MatKind kind = n.glu ? MatKind::GateUp : rope ? MatKind::Qkv : MatKind::Plain;
+    const std::string key = shape_matmul_key(std::string(dtype_name(n.mats[0].w.type)), kind,
+                                             double(all), double(n.mats[0].w.cols));
+    products[{key, rows}].push_back(seconds);
+  }
+};
+
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+  return v[v.size() / 2];
+}
+
+std::vector<int32_t> some_ids(int64_t n, int64_t vocab) {
+  std::mt19937 rng(17);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& x : ids) x = int32_t(rng() % uint32_t(vocab));
+  return ids;
+}
+
+// Runs `ids` through the engine at positions 0.. onto a fresh cache (paged as a single
+// rank's is).
+void forward(Engine& e, std::span<const int32_t> ids) {
+  EngineOptions eo = e.options();
+  eo.kv.page_tokens = 256;  // kDefaultKvPage: the single pipeline's cache
+  e.set_options(eo);
+  KVCache cache = e.make_cache(int64_t(ids.size()));
+  std::vector<int32_t> pos(ids.size());
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
+  std::vector<float> logits(size_t(e.model().hparams().n_vocab));
+  e.forward(cache, ids, pos, 1, logits.data());
+}
+
+// The products of the model as its forward pass runs them, FLOP/s over threads x tokens
+// per step (steps of each token count, one untimed, then the median call of three steps'
+// layers), into h.curves.shape_matmul; then each thread count's attention grid scaled by
+// the time its calls take inside a pass (a 2048-token prefill in chunks of 512) over
+// the time the grid gives them.
+void measure_in_pass(HardwareProfile& h, const std::string& path, const ModelShape& s,
+                     const std::vector<double>& threads, const std::vector<double>& tokens,
+                     Curve& attention) {
+  const std::unique_ptr<Model> model = load_model(path);
+  const double flops_per_token = 2.0 * double(s.layer_matmul_params()) * double(s.n_layer);
+  std::map<std::string, Curve> curves;
+  for (size_t t = 0; t < threads.size(); ++t) {
+    kernels::ThreadPool pool(int(threads[t]));
+    for (size_t m = 0; m < tokens.size(); ++m) {
+      const auto n = int64_t(tokens[m]);
+      if (m > 0 && flops_per_token * tokens[m] * 4 > 4 * kMaxCallFlops) {
+        for (auto& [key, c] : curves)
+          if (c.points[1].size() > 1) c.values[c.index({t, m})] = c.values[c.index({t, m - 1})];
+        continue;
+      }
+      Engine e(*model, pool, n);
+      const auto ids = some_ids(n, s.n_vocab);
+      forward(e, ids);
+      PassTimer timer;
+      e.set_op_timer(&timer);
+      for (int rep = 0; rep < 3; ++rep) forward(e, ids);
+      e.set_op_timer(nullptr);
+      for (const auto& [at, secs] : timer.products) {
+        const auto& [key, rows] = at;
+        const auto x = key.rfind(' ');
+        const double rows_all = std::atof(key.c_str() + x + 1);
+        const double cols = std::atof(key.c_str() + key.find('x', x) + 1);
+        // The output head runs on the last row only: one point, at one token.
+        const bool head = std::llround(rows_all) == s.n_vocab;
+        if (head ? rows != 1 : rows != n) continue;
+        auto it = curves.find(key);
+        if (it == curves.end())
+          it = curves.emplace(key, Curve::grid({"threads", "tokens"},
+                                               {threads, head ? std::vector<double>{1} : tokens}))
+                   .first;
+        it->second.values[it->second.index({t, head ? size_t(0) : m})] =
+            2 * double(rows) * rows_all * cols / median(secs);
+      }
+    }
+    // Attention inside a pass against the grid.
+    const int64_t chunk = 512, n = 2048;
+    Engine e(*model, pool, chunk);
+    const auto ids = some_ids(n, s.n_vocab);
+    forward(e, ids);
+    PassTimer timer;
+    e.set_op_timer(&timer);
+    forward(e, ids);
+    e.set_op_timer(nullptr);
+    const double d = double(s.head_dim), H = double(s.n_head);
+    double in_pass = 0, alone = 0;
+    for (size_t i = 0; i < timer.attention.size(); ++i) {
+      const double at = double(int64_t(i) / s.n_layer * chunk), q = double(chunk);
+      const double pairs = q * at + q * (q + 1) / 2;
+      const double rate = attention.at({{"threads", threads[t]}, {"queries", q},
+                                        {"keys", pairs / q}, {"heads", H}});
+      in_pass += timer.attention[i];
+      alone += 4 * d * H * pairs / rate;
+    }
+    if (in_pass > 0 && alone > 0) {
+      const double slower = in_pass / alone;
+      for (size_t i = t * attention.values.size() / threads.size();
+           i < (t + 1) * attention.values.size() / threads.size(); ++i)
+        attention.values[i] /= slower;
+    }
+  }
+  for (auto& [key, c] : curves) {
+    for (double v : c.values)
+      if (!(v > 0)) fail(ErrorKind::Internal, "calibrate --model {}: product {} was not timed", path, key);
+    h.curves.shape_matmul[key] = std::move(c);
+  }
+}
+
+}  // namespace
+
+void calibrate_model_shape(HardwareProfile& h, const ModelShape& s, const std::string& dtype,
+                           const std::string& path, const CalibrateOptions& o) {
+  s.validate("calibrate --model");
+  const auto type = parse_dtype(dtype == "fp16" ? "f16" : dtype);  // the planner spells f16 fp16
+  if (!type || !info(*type).matrix)
+    bad_input("calibrate --model: weight type '{}' has no matrix kernels", dtype);
+  const auto threads = thread_points(o.threads);
+  const std::vector<double> tokens = {1, 16, 64, 256, 512, 2048};
+  const int d = int(s.head_dim);
+  const int64_t D = s.n_embd, Q = s.n_head * s.head_dim, K = s.n_head_kv * s.head_dim, F = s.n_ff;
+  auto add = [&](MatKind kind, const std::vector<int64_t>& rows, int64_t cols,
+                 const std::vector<double>& at) {
+    int64_t all = 0;
+    for (int64_t r : rows) all += r;
+    h.curves.shape_matmul[shape_matmul_key(dtype, kind, double(all), double(cols))] =
+        product_curve(*type, kind, rows, cols, d, threads, at);
+  };
+  Curve attention = shape_attention_curve(s, threads);
+  if (!path.empty()) {
+    measure_in_pass(h, path, s, threads, tokens, attention);
+  } else {
+    add(MatKind::Qkv, {Q, K, K}, D, tokens);
+    add(MatKind::Plain, {D}, Q, tokens);
+    add(MatKind::GateUp, {F, F}, D, tokens);
+    add(MatKind::Plain, {D}, F, tokens);
+    add(MatKind::Plain, {s.n_vocab}, D, {1});  // the output head, for the last token
+  }
+  h.curves.shape_attention[shape_attention_key(double(d), double(s.n_head / s.n_head_kv))] =
+      std::move(attention);
+  if (o.progress) {
+    const Curve& qkv = h.curves.shape_matmul.at(shape_matmul_key(dtype, MatKind::Qkv, double(Q + 2 * K), double(D)));
+    const Curve& att = h.curves.shape_attention.at(shape_attention_key(double(d), double(s.n_head / s.n_head_kv)));
+    o.progress(fmt::format("model {} ({}): Q/K/V {:.1f} GFLOP/s at 512 tokens, attention {:.1f} at "
+                           "512 queries x 4096 keys ({} threads)",
+                           s.name, dtype, qkv.at({{"threads", threads.back()}, {"tokens", 512}}) / 1e9,
+                           att.at({{"threads", threads.back()}, {"queries", 512}, {"keys", 4096},
+                                   {"heads", double(s.n_head)}}) / 1e9,
+                           threads.back()));
+  }
+}
+
+}  // namespace tandem::analysis
