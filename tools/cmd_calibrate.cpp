@@ -91,12 +91,13 @@ void run(const Opts& o) {
   co.progress = [&](const std::string& line) { fmt::print(stderr, "[{:5.1f} s] {}\n", sw.seconds(), line); };
   const bool under_mpirun = launched_by_mpirun();
   if (under_mpirun) bad_input("calibrate: run it without mpirun (it starts its own for the links)");
+  // A bad --model fails before anything is measured.
+  const ToMeasure m = o.model.empty() ? ToMeasure{} : model_to_measure(o);
   if (o.update) {
     if (o.model.empty()) bad_input("--update: adds a model's calls to a profile; give --model");
     analysis::HardwareProfile h = analysis::load_profile(o.out, "-o");
     if (h.threads != o.threads)
       bad_input("--update: -o {} was calibrated with {} threads, not -t {}", o.out, h.threads, o.threads);
-    const ToMeasure m = model_to_measure(o);
     fmt::print(stderr, "measuring the calls of {} ({}) with {} thread(s) into {}\n", o.model, m.dtype,
                o.threads, o.out);
     analysis::calibrate_model_shape(h, m.shape, m.dtype, m.path, co);
@@ -132,10 +133,7 @@ void run(const Opts& o) {
   } else {
     h.description += "; no links (--no-links)";
   }
-  if (!o.model.empty()) {
-    const ToMeasure m = model_to_measure(o);
-    analysis::calibrate_model_shape(h, m.shape, m.dtype, m.path, co);
-  }
+  if (!o.model.empty()) analysis::calibrate_model_shape(h, m.shape, m.dtype, m.path, co);
   h.validate("calibrate");
   write_profile(h, o.out);
   fmt::print("wrote {} in {:.1f} s (use: tandem plan --hardware {}; tandem compare --hardware {})\n",

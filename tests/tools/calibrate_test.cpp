@@ -97,3 +97,23 @@ TEST(Calibrate, CompareCalibratesThisMachineOnceThenReadsTheCache) {
   EXPECT_EQ(threads.code, 2) << threads.out;
   EXPECT_NE(threads.out.find("not -t 7"), std::string::npos) << threads.out;
 }
+
+TEST(Calibrate, ANamedShapesCallsAreTimedAloneAndPlanReadsThem) {
+  // No file: each of the shape's calls is timed alone, fused as the runtime fuses them.
+  const std::string prof = temp_dir() + "/named.json";
+  const auto r = run(tandem_bin() + " calibrate -t 1 --types f16 --no-links -m tiny -o " + prof);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto p = nlohmann::json::parse(std::ifstream(prof));
+  const auto& shapes = p.at("curves").at("shape_matmul");
+  for (const char* key : {"f16 qkv 864x288", "f16 gate_up 1536x288", "f16 plain 288x288",
+                          "f16 plain 288x768", "f16 plain 32000x288"}) {
+    ASSERT_TRUE(shapes.contains(key)) << key << "\n" << shapes.dump(1);
+    for (const auto& v : shapes.at(key).at("values")) EXPECT_GT(v.get<double>(), 1e8) << key;
+  }
+  ASSERT_TRUE(p.at("curves").at("shape_attention").contains("d48 g1"));
+  const auto plan = run(tandem_bin() + " plan --model tiny --dtype fp16 --tokens 512 --hardware " + prof);
+  EXPECT_EQ(plan.code, 0) << plan.out;
+  const auto bad = run(tandem_bin() + " calibrate -t 1 --no-links -m no-such-model -o " + prof);
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("--model 'no-such-model': not a GGUF file nor a named shape"), std::string::npos) << bad.out;
+}
