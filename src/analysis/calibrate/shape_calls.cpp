@@ -8,12 +8,11 @@
 
 #include <algorithm>
 #include <cmath>
-
 #include <functional>
 #include <map>
 #include <memory>
-#include <tuple>
 #include <random>
+#include <tuple>
 
 #include "analysis/measure.hpp"
 #include "tandem/analysis/calibrate.hpp"
@@ -121,12 +120,16 @@ Curve shape_attention_curve(const ModelShape& s, const std::vector<double>& thre
   return c;
 }
 
-
 // Each node's time in the passes it watches: the products by shape key and rows, the
 // attention calls in order.
 class PassTimer final : public graph::OpTimer {
  public:
-  std::map<std::pair<std::string, int64_t>, std::vector<double>> products;
+  struct Product {
+    std::string key;     // shape_matmul_key
+    double rows = 0, cols = 0;  // of the whole call
+    std::vector<double> seconds;
+  };
+  std::map<std::pair<std::string, int64_t>, Product> products;  // by key and rows computed
   std::vector<double> attention;
   void add(const graph::Node& n, int64_t rows, double seconds) override {
     if (n.kind == graph::OpKind::Attention) {
@@ -140,7 +143,9 @@ class PassTimer final : public graph::OpTimer {
     const MatKind kind = n.glu ? MatKind::GateUp : rope ? MatKind::Qkv : MatKind::Plain;
     const std::string key = shape_matmul_key(std::string(dtype_name(n.mats[0].w.type)), kind,
                                              double(all), double(n.mats[0].w.cols));
-    products[{key, rows}].push_back(seconds);
+    Product& p = products[{key, rows}];
+    p.key = key, p.rows = double(all), p.cols = double(n.mats[0].w.cols);
+    p.seconds.push_back(seconds);
   }
 };
 
@@ -201,7 +206,8 @@ void measure_in_pass(HardwareProfile& h, const std::string& path, const ModelSha
       ids.push_back(some_ids(n, s.n_vocab));
       forward(*engines.back(), ids.back());
     }
-    std::map<std::tuple<std::string, int64_t, size_t>, double> best;  // key, rows, m: seconds
+    // By key, rows computed and token count: the call's shape and its fastest seconds.
+    std::map<std::tuple<std::string, int64_t, size_t>, std::pair<PassTimer::Product, double>> best;
     for (int round = 0; round < kRounds; ++round)
       for (size_t i = 0; i < measured.size(); ++i) {
         // Two steps back to back, the second timed: as the runtime runs a prefill's chunks
@@ -211,17 +217,16 @@ void measure_in_pass(HardwareProfile& h, const std::string& path, const ModelSha
         engines[i]->set_op_timer(&timer);
         forward(*engines[i], ids[i]);
         engines[i]->set_op_timer(nullptr);
-        for (const auto& [at, secs] : timer.products) {
+        for (const auto& [at, p] : timer.products) {
           const auto k = std::make_tuple(at.first, at.second, measured[i]);
-          const double v = median(secs);
-          if (auto it = best.find(k); it == best.end() || v < it->second) best[k] = v;
+          const double v = median(p.seconds);
+          if (auto it = best.find(k); it == best.end() || v < it->second.second) best[k] = {p, v};
         }
       }
-    for (const auto& [k, secs] : best) {
+    for (const auto& [k, timed] : best) {
       const auto& [key, rows, m] = k;
-      const auto x = key.rfind(' ');
-      const double rows_all = std::atof(key.c_str() + x + 1);
-      const double cols = std::atof(key.c_str() + key.find('x', x) + 1);
+      const auto& [call, secs] = timed;
+      const double rows_all = call.rows, cols = call.cols;
       // The output head runs on the last row only: one point, at one token.
       const bool head = std::llround(rows_all) == s.n_vocab;
       if (head ? rows != 1 : rows != int64_t(tokens[m])) continue;
