@@ -24,6 +24,7 @@
 #include "common.hpp"
 #include "compare_run.hpp"
 #include "compare_train.hpp"
+#include "tandem/analysis/calibrate.hpp"
 #include "tandem/analysis/compare.hpp"
 #include "tandem/analysis/model_shapes.hpp"
 #include "tandem/analysis/hardware.hpp"
@@ -254,6 +255,27 @@ struct Runner {
     run.predicted = analysis::predict_run(*request, run);
   }
   std::optional<analysis::PlanRequest> request;
+
+  // Each core's speed, probed around every run (CoreProbe): this host's cores change
+  // speed by the second, and the report says how they ran. Null: not probed.
+  std::unique_ptr<analysis::CoreProbe> probe;
+  std::vector<std::vector<double>> samples;
+  void probe_cores() {
+    if (!probe) return;
+    auto r = probe->rates(2);
+    if (!r.empty()) samples.push_back(std::move(r));
+  }
+  // The median of the samples per core, into the run (a dip at one probe is passed
+  // over); the samples start again.
+  void keep_core_rates(RunMeasurement& run) {
+    for (size_t c = 0; !samples.empty() && c < samples.front().size(); ++c) {
+      std::vector<double> v;
+      for (const auto& s : samples) v.push_back(s[c]);
+      std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+      run.core_rates.push_back(v[v.size() / 2]);
+    }
+    samples.clear();
+  }
 };
 
 // The model's own calls (calibrate --model --update), measured once into this machine's
@@ -364,6 +386,8 @@ void run(const Opts& o) {
     fmt::print(stderr, "compare: --hardware {}: the profile has no link figures (calibrated "
                        "without MPI): P > 1 runs are measured without a prediction\n", hardware);
   r.hardware = fs::exists(hardware) ? fs::absolute(hardware).string() : hardware;
+  r.probe = std::make_unique<analysis::CoreProbe>(default_threads());
+  if (!r.probe->active()) r.probe.reset();
   std::error_code ec;
   fs::create_directories(r.dir, ec);
   if (ec) bad_input("--out {}: cannot create the folder ({})", o.out, ec.message());
@@ -425,8 +449,12 @@ void run(const Opts& o) {
                run.label(), run.tokens, run.ranks, run.threads);
     std::fflush(stderr);
     const auto s0 = std::chrono::steady_clock::now();
+    if (run.strategy != "naive") r.probe_cores();
     r.prefill(run, res.model);
+    if (run.strategy != "naive") r.probe_cores();
     if (run.ok) r.decode(run, res.model);
+    if (run.strategy != "naive") r.probe_cores();
+    r.keep_core_rates(run);
     r.predict(run, res.model);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
     if (run.ok)

@@ -36,6 +36,7 @@ TEST(CompareCli, TinyEndToEnd) {
   EXPECT_NE(r.out.find("ring P=2"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("P > 1 runs use"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("single optimized pipeline"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("slow core: the slowest core's speed"), std::string::npos) << r.out;
 
   const auto j = nlohmann::json::parse(read_text(out + "/results.json"));
   ASSERT_EQ(j["runs"].size(), 6u);
@@ -55,6 +56,14 @@ TEST(CompareCli, TinyEndToEnd) {
     EXPECT_EQ(x["trace"].is_string(), want[i % 3] != "naive");
     if (want[i % 3] == "ring P=2") {
       EXPECT_GT(x["bytes_sent_per_rank"].get<double>(), 0);
+    }
+    // Each core's speed around every optimized run.
+    if (want[i % 3] == "naive") {
+      EXPECT_FALSE(x.contains("core_rates"));
+    } else {
+      ASSERT_TRUE(x.contains("core_rates"));
+      ASSERT_EQ(x["core_rates"].size(), j["cores"].get<size_t>());
+      for (const auto& c : x["core_rates"]) EXPECT_GT(c.get<double>(), 1e8);
     }
   }
   // KV per rank halves with two ranks.

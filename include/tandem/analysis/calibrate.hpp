@@ -5,6 +5,7 @@
 // and all-to-all rates between two ranks (measure_links, run under MPI). Every figure
 // is measured; a measurement that cannot be made throws, naming it.
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,31 @@ struct CalibrateOptions {
   std::vector<std::string> types;  // weight types of the matmul curves; empty: all
   // Called with a line of progress ("matmul q8_0 ...").
   std::function<void(const std::string&)> progress;
+};
+
+// The speed of the node's cores one by one: FLOP/s of one thread running a small f16
+// product (256 tokens x 768 x 288, the runtime's kernel) pinned to each core in turn.
+// The cores of a shared host are not alike over time: on this project's 2-core VM each
+// core switched, seconds apart, between about 125 and 78 GFLOP/s of this product (work of
+// another tenant on the same physical core, it seems; the VM reports no steal time), and
+// a run on a slow core takes longer. calibrate prints the rates as it starts; compare
+// records them around each run (results.json `core_rates`), so that a measurement taken
+// while a core was slow can be told from the planner's error.
+class CoreProbe {
+ public:
+  // Probes the first n CPUs this process may use; none where it may use fewer.
+  explicit CoreProbe(int n);
+  ~CoreProbe();
+  CoreProbe(const CoreProbe&) = delete;
+  CoreProbe& operator=(const CoreProbe&) = delete;
+  bool active() const;
+  // Each probed core's rate now, the median of `rounds` (empty when not active). The
+  // calling thread's CPU set is as it was after.
+  std::vector<double> rates(int rounds = 1);
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
 };
 
 // The node's curves and figures (no links): flops["f32"] (FMA peak at T threads),

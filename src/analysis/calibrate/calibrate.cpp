@@ -122,6 +122,8 @@ HardwareProfile calibrate_node(const CalibrateOptions& opts) {
   HardwareProfile h;
   h.threads = opts.threads;
   h.activation_bytes = 4;
+  // This host's cores need not run alike, nor at one speed over time: their rates now.
+  if (opts.progress) opts.progress(core_rates_line(CoreProbe(opts.threads).rates(3)));
   double peak = 0, bw = 0;
   h.curves.bandwidth = bandwidth_curve(threads, opts, &peak, &bw);
   h.flops["f32"] = peak;

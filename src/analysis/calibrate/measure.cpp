@@ -2,6 +2,7 @@
 #include "analysis/measure.hpp"
 
 #include <fmt/format.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cmath>
@@ -40,6 +41,82 @@ std::vector<double> thread_points(int T) {
   for (int t = 1; t < T; t *= 2) v.push_back(t);
   v.push_back(T);
   return v;
+}
+
+namespace {
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> v;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return v;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) v.push_back(c);
+  return v;
+}
+
+bool pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof set, &set) == 0;
+}
+}  // namespace
+
+struct CoreProbe::State {
+  std::vector<int> cpus;
+  Weights w;
+  std::vector<float> x, y;
+  kernels::ThreadPool pool{1};  // no workers: the calls run on the probing thread
+};
+
+namespace {
+constexpr int64_t kProbeTokens = 256, kProbeRows = 768, kProbeCols = 288;
+}
+
+CoreProbe::CoreProbe(int n) {
+  const std::vector<int> cpus = allowed_cpus();
+  if (n < 1 || size_t(n) > cpus.size()) return;
+  s_ = std::make_unique<State>();
+  s_->cpus.assign(cpus.begin(), cpus.begin() + n);
+  s_->w = make_weights(DType::F16, kProbeRows, kProbeCols);
+  s_->x = random_floats(size_t(kProbeTokens * kProbeCols), 3);
+  s_->y.resize(size_t(kProbeTokens * kProbeRows));
+}
+
+CoreProbe::~CoreProbe() = default;
+
+bool CoreProbe::active() const { return s_ != nullptr; }
+
+std::vector<double> CoreProbe::rates(int rounds) {
+  if (!s_) return {};
+  cpu_set_t saved;
+  const bool restore = sched_getaffinity(0, sizeof saved, &saved) == 0;
+  std::vector<std::vector<double>> secs(s_->cpus.size());
+  bool pinned = true;
+  for (int round = 0; round < std::max(rounds, 1) && pinned; ++round)
+    for (size_t i = 0; i < s_->cpus.size() && pinned; ++i) {
+      if (!(pinned = pin_to(s_->cpus[i]))) break;
+      secs[i].push_back(time_call([&](int k) {
+        kernels::matmul(s_->w.views[size_t(k) % s_->w.views.size()], s_->x.data(), kProbeTokens,
+                        s_->y.data(), s_->pool);
+      }, 0.004));
+    }
+  std::vector<double> r;
+  if (restore) sched_setaffinity(0, sizeof saved, &saved);
+  if (!pinned) return r;  // a CPU set this thread may not take: no reading
+  for (auto& v : secs) {
+    std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+    r.push_back(2.0 * double(kProbeTokens * kProbeRows * kProbeCols) / v[v.size() / 2]);
+  }
+  return r;
+}
+
+std::string core_rates_line(const std::vector<double>& rates) {
+  if (rates.empty()) return "cores: not measured one by one (more threads than CPUs)";
+  std::string v;
+  for (double r : rates) v += fmt::format("{}{:.1f}", v.empty() ? "" : ", ", r / 1e9);
+  const auto [lo, hi] = std::minmax_element(rates.begin(), rates.end());
+  return fmt::format("cores: 1-thread f16 product {} GFLOP/s (the slowest {:.2f}x the fastest)", v, *lo / *hi);
 }
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {

@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "tandem/analysis/calibrate.hpp"
 #include "tandem/core/dtype.hpp"
 #include "tandem/core/error.hpp"
 #include "tandem/core/timer.hpp"
@@ -38,6 +40,9 @@ double time_call(F&& fn, double min_seconds = 0.02) {
 
 // 1, 2, 4, ... up to T, and T itself.
 std::vector<double> thread_points(int T);
+
+// "cores: 1-thread f16 product 52.1, 35.9 GFLOP/s (the slowest 0.69x the fastest)".
+std::string core_rates_line(const std::vector<double>& rates);
 
 std::vector<float> random_floats(size_t n, uint32_t seed);
 

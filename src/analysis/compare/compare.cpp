@@ -181,6 +181,7 @@ nlohmann::json to_json(const CompareResults& r) {
     } else {
       x["predicted"] = nullptr;
     }
+    if (!run.core_rates.empty()) x["core_rates"] = run.core_rates;
     x["trace"] = run.trace_file.empty() ? nlohmann::json(nullptr) : nlohmann::json(run.trace_file);
     j["runs"].push_back(std::move(x));
   }
@@ -203,14 +204,22 @@ std::string compare_table(const CompareResults& r) {
   if (r.links)
     out += fmt::format("links: {} (P > 1 rows: one emulated host per rank, MPI over TCP through "
                        "tbf; single and naive on one host)\n", r.links->rate);
+  // The fastest one-core probe reading of the whole comparison: each row's slowest core
+  // against it.
+  double fastest = 0;
+  for (const auto& run : r.runs)
+    for (double c : run.core_rates) fastest = std::max(fastest, c);
+  if (fastest > 0)
+    out += "slow core: the slowest core's speed around the run (a one-thread product on each "
+           "core; results.json core_rates) over the fastest reading of this comparison\n";
   out += fmt::format(
-      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7}\n",
+      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7} {:>5}\n",
       "strategy", "PxT", "N", "prefill s", "prefill", "decode", "KV+act", "weights", "peak RSS",
-      "sent", "wait s", "hidden", "plan s", "error", "plan dec", "error");
+      "sent", "wait s", "hidden", "plan s", "error", "plan dec", "error", "slow");
   out += fmt::format(
-      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7}\n", "",
+      "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7} {:>5}\n", "",
       "", "", "", "tok/s", "tok/s", "MiB/rank", "MiB/rank", "MiB/rank", "MiB/rank", "", "",
-      "predicted", "", "tok/s", "");
+      "predicted", "", "tok/s", "", "core");
   for (const auto& run : r.runs) {
     const std::string pxt = fmt::format("{}x{}", run.ranks, run.threads);
     if (!run.ok) {
@@ -231,15 +240,20 @@ std::string compare_table(const CompareResults& r) {
           dec_err = fmt::format("{:+.0f}%", 100 * (rate / *run.decode_tokens_per_s - 1));
       }
     }
+    const std::string slow =
+        run.core_rates.empty() || !(fastest > 0)
+            ? "-"
+            : fmt::format("{:.2f}", *std::min_element(run.core_rates.begin(), run.core_rates.end()) / fastest);
     out += fmt::format(
-        "{:<14} {:>5} {:>6} {:>9.4f} {:>9.1f} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7}\n",
+        "{:<14} {:>5} {:>6} {:>9.4f} {:>9.1f} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7} {:>5}\n",
         run.label(), pxt, run.tokens, run.prefill_seconds, run.prefill_tokens_per_s,
         run.decode_tokens_per_s ? fmt::format("{:.1f}", *run.decode_tokens_per_s) : "-",
         mib(run.peak_kv_activation_bytes()), mib(run.weights_bytes()),
         run.peak_rss_bytes() > 0 ? mib(run.peak_rss_bytes()) : "-",
         sp ? mib(run.bytes_sent_per_rank()) : "-",
         sp ? fmt::format("{:.4f}", run.comm_wait_seconds()) : "-",
-        sp ? fmt::format("{:.0f}%", 100 * run.hidden_fraction()) : "-", plan, err, plan_dec, dec_err);
+        sp ? fmt::format("{:.0f}%", 100 * run.hidden_fraction()) : "-", plan, err, plan_dec, dec_err,
+        slow);
   }
   return out;
 }
