@@ -257,24 +257,33 @@ struct Runner {
   std::optional<analysis::PlanRequest> request;
 
   // Each core's speed, probed around every run (CoreProbe): this host's cores change
-  // speed by the second, and the report says how they ran. Null: not probed.
+  // speed by the second; the report says how they ran and the planner predicts the run
+  // on them. Null: not probed.
   std::unique_ptr<analysis::CoreProbe> probe;
-  std::vector<std::vector<double>> samples;
+  static constexpr analysis::CoreWork kKinds[] = {analysis::CoreWork::Product, analysis::CoreWork::Attention,
+                                                  analysis::CoreWork::Stream};
+  std::vector<std::vector<double>> samples[3];  // per CoreWork: readings, each per core
   void probe_cores() {
     if (!probe) return;
-    auto r = probe->rates(2);
-    if (!r.empty()) samples.push_back(std::move(r));
+    for (const auto w : kKinds)
+      if (auto r = probe->rates(w, 2); !r.empty()) samples[int(w)].push_back(std::move(r));
   }
-  // The median of the samples per core, into the run (a dip at one probe is passed
-  // over); the samples start again.
+  // The median of the samples per core and kind, into the run (a dip at one probe is
+  // passed over); the samples start again.
   void keep_core_rates(RunMeasurement& run) {
-    for (size_t c = 0; !samples.empty() && c < samples.front().size(); ++c) {
-      std::vector<double> v;
-      for (const auto& s : samples) v.push_back(s[c]);
-      std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
-      run.core_rates.push_back(v[v.size() / 2]);
+    const size_t cores = samples[0].empty() ? 0 : samples[0].front().size();
+    for (const auto w : kKinds)
+      if (samples[int(w)].size() != samples[0].size()) return;  // a probe failed: none
+    run.core_rates.assign(cores, analysis::CoreRates{});
+    for (const auto w : kKinds) {
+      for (size_t c = 0; c < cores; ++c) {
+        std::vector<double> v;
+        for (const auto& s : samples[int(w)]) v.push_back(s[c]);
+        std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+        run.core_rates[c].of(w) = v[v.size() / 2];
+      }
+      samples[int(w)].clear();
     }
-    samples.clear();
   }
 };
 
@@ -369,9 +378,17 @@ void run(const Opts& o) {
   std::string hardware = o.hardware;
   if (hardware.empty()) {
     hardware = machine_profile_path(default_threads());
-    if (!fs::exists(hardware)) {
-      fmt::print(stderr, "compare: no profile of this machine yet: calibrating once into {} "
-                         "(about 30 s)\n", hardware);
+    // One made before calibrate held its curves at the cores' rates, or one this tandem
+    // cannot read, is made again (it is a cache).
+    bool stale = false;
+    if (fs::exists(hardware)) try {
+        stale = !(analysis::load_profile(hardware).core_rate.stream > 0);
+      } catch (const Error&) {
+        stale = true;
+      }
+    if (!fs::exists(hardware) || stale) {
+      fmt::print(stderr, "compare: no {}profile of this machine yet: calibrating once into {} "
+                         "(about 30 s)\n", stale ? "per-core " : "", hardware);
       const bool mpi = comm::mpi_available() && analysis::program_on_path("mpirun") &&
                        o.launcher != "threads";
       const std::string cmd = fmt::format("{} calibrate -t {} -o {}{}", quote(r.exe), default_threads(),

@@ -96,6 +96,102 @@ TEST(PlannerCurves, MoreRanksThanCoresTakeTurns) {
   EXPECT_GT(four.decode_seconds_per_token, two.decode_seconds_per_token + 0.99 * one_thread);
 }
 
+namespace {
+// Every kind of work at `x` FLOP/s.
+CoreRates all_at(double x) { return {x, x, x}; }
+}  // namespace
+
+TEST(PlannerCurves, ADeviceRunsAtThePaceOfTheSlowestCoreInStep) {
+  // Curves held at 100 GFLOP/s of every probe; the cores as a run went: core 1 at half.
+  auto with_cores = [](int64_t n, int gpus, int threads, std::vector<CoreRates> rates) {
+    PlanRequest r = tiny_request(n, gpus, threads);
+    r.hw.core_rate = all_at(100e9);
+    r.hw.core_rates = std::move(rates);
+    return r;
+  };
+  // Both cores at the held rates: the prediction of a profile without core rates.
+  for (const char* s : {"single", "ring"}) {
+    SCOPED_TRACE(s);
+    const int P = std::string(s) == "single" ? 1 : 2;
+    const StrategyPlan plain = plan_strategy(tiny_request(1024, P), s);
+    const StrategyPlan same = plan_strategy(with_cores(1024, P, 0, {all_at(100e9), all_at(100e9)}), s);
+    EXPECT_NEAR(same.prefill_seconds, plain.prefill_seconds, 1e-9 * plain.prefill_seconds);
+    // Core 1 at half: the 2-thread pipeline waits for its thread on core 1, and the two
+    // 1-thread ranks (cores 0 and 1) wait for rank 1: every computed second doubles
+    // (bandwidth binds nothing here; ring's messages are free on cpu-this's links).
+    const StrategyPlan half = plan_strategy(with_cores(1024, P, 0, {all_at(100e9), all_at(50e9)}), s);
+    EXPECT_NEAR(half.prefill_seconds, 2 * plain.prefill_seconds, 0.01 * plain.prefill_seconds);
+    // (decode: but ring's merge of partial outputs across the ranks, a message each step)
+    EXPECT_NEAR(half.decode_seconds_per_token, 2 * plain.decode_seconds_per_token,
+                0.03 * plain.decode_seconds_per_token);
+    EXPECT_GT(half.decode_seconds_per_token, 1.9 * plain.decode_seconds_per_token);
+  }
+  // One 1-thread rank on core 0 alone does not wait for core 1.
+  const StrategyPlan alone = plan_strategy(with_cores(1024, 1, 1, {all_at(100e9), all_at(50e9)}), "single");
+  const StrategyPlan alone_plain = plan_strategy(tiny_request(1024, 1, 1), "single");
+  EXPECT_NEAR(alone.prefill_seconds, alone_plain.prefill_seconds, 1e-9 * alone_plain.prefill_seconds);
+  // 4 ranks on the 2 cores take turns on 1.5 cores' worth instead of 2.
+  const StrategyPlan four = plan_strategy(tiny_request(1024, 4, 1), "ring");
+  const StrategyPlan four_half = plan_strategy(with_cores(1024, 4, 1, {all_at(100e9), all_at(50e9)}), "ring");
+  EXPECT_NEAR(four_half.decode_seconds_per_token, four.decode_seconds_per_token * 2 / 1.5,
+              0.01 * four.decode_seconds_per_token);
+}
+
+TEST(PlannerCurves, EachKindOfWorkReadsItsOwnCoreRate) {
+  // Core 1 slow at one kind of work at a time: products of a prefill's chunks, its
+  // attention, or decode's one-token products.
+  PlanRequest r = tiny_request(4096, 2);
+  const StrategyPlan plain = plan_strategy(r, "ring");
+  r.hw.core_rate = all_at(100e9);
+  auto slow_at = [&](CoreWork w) {
+    CoreRates slow = all_at(100e9);
+    slow.of(w) = 50e9;
+    r.hw.core_rates = {all_at(100e9), slow};
+    return plan_strategy(r, "ring");
+  };
+  const StrategyPlan products = slow_at(CoreWork::Product), attention = slow_at(CoreWork::Attention),
+                     stream = slow_at(CoreWork::Stream);
+  EXPECT_GT(products.prefill_seconds, 1.01 * plain.prefill_seconds);
+  EXPECT_GT(attention.prefill_seconds, 1.01 * plain.prefill_seconds);
+  // Products and attention slow add up to twice the whole prefill (every computed second
+  // doubles); of the one-token products, the prefill has the output head's only.
+  EXPECT_NEAR(products.prefill_seconds + attention.prefill_seconds - plain.prefill_seconds,
+              2 * plain.prefill_seconds, 0.01 * plain.prefill_seconds);
+  const ModelShape m = *named_shape("tiny");
+  const double head = 2.0 * double(m.n_vocab) * double(m.n_embd) / 50e9;  // 1 thread: 50 GFLOP/s
+  EXPECT_NEAR(stream.prefill_seconds - plain.prefill_seconds, head, 0.01 * head);
+  // Decode's products are one-token products: twice their time at the stream rate's half.
+  const double one_token = double(m.n_layer) * 2 * double(m.layer_matmul_params()) / 50e9 + head;
+  EXPECT_NEAR(stream.decode_seconds_per_token - plain.decode_seconds_per_token, one_token, 0.01 * one_token);
+  EXPECT_GT(attention.decode_seconds_per_token, plain.decode_seconds_per_token);
+}
+
+TEST(PlannerCurves, CoreRatesAreOnePerThreadAndPositive) {
+  nlohmann::json j = profile_to_json(flat_cpu());
+  j["core_rate"] = {{"product", 100e9}, {"attention", 90e9}, {"stream", 20e9}};
+  j["core_rates"] = {core_rates_to_json(all_at(100e9)), core_rates_to_json({50e9, 80e9, 10e9})};
+  const HardwareProfile h = profile_from_json(j, "p.json");
+  EXPECT_EQ(h.core_rate.attention, 90e9);
+  ASSERT_EQ(h.core_rates.size(), 2u);
+  EXPECT_EQ(h.core_rates[1].stream, 10e9);
+  EXPECT_EQ(profile_to_json(h)["core_rates"], j["core_rates"]);
+  for (const auto& [field, bad] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"core_rates", {core_rates_to_json(all_at(1e9))}},
+           {"core_rates", {core_rates_to_json(all_at(1e9)), core_rates_to_json(all_at(-1))}},
+           {"core_rates", "fast"},
+           {"core_rate", {{"product", -1}}},
+           {"core_rate", {{"stream", "quick"}}}}) {
+    nlohmann::json b = j;
+    b[field] = bad;
+    try {
+      profile_from_json(b, "p.json");
+      ADD_FAILURE() << field << " = " << bad.dump() << " accepted";
+    } catch (const tandem::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'" + field), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(PlannerCurves, ACallOfAShapeTheProfileHoldsReadsItsOwnCurve) {
   // The tiny shape's Q/K/V products at 10 GFLOP/s per thread instead of the grid's 50,
   // and its attention at 5 instead of 20: the single prefill of N = 512 (one chunk)

@@ -85,6 +85,10 @@ TEST(Calibrate, CompareCalibratesThisMachineOnceThenReadsTheCache) {
     for (const auto& v : shapes.at(key).at("values")) EXPECT_GT(v.get<double>(), 1e8) << key;
   }
   ASSERT_TRUE(p.at("curves").at("shape_attention").contains("d48 g1"));
+  // Its compute curves held at the cores' uncontended rate, and each run predicted on
+  // the cores as they went.
+  for (const char* k : {"product", "attention", "stream"}) EXPECT_GT(p.at("core_rate").at(k).get<double>(), 1e8) << k;
+  for (const auto& r : j.at("runs")) EXPECT_EQ(r.at("core_rates").size(), p.at("threads").get<size_t>());
   const auto second = run(cmd);
   ASSERT_EQ(second.code, 0) << second.out;
   EXPECT_EQ(second.out.find("calibrating once"), std::string::npos) << second.out;

@@ -25,14 +25,18 @@ struct CalibrateOptions {
   std::function<void(const std::string&)> progress;
 };
 
-// The speed of the node's cores one by one: FLOP/s of one thread running a small f16
-// product (256 tokens x 768 x 288, the runtime's kernel) pinned to each core in turn.
+// The speed of the node's cores one by one: FLOP/s of one thread pinned to each core in
+// turn at each kind of work (CoreWork, hardware.hpp), with the runtime's kernels: an f16
+// product of 256 tokens by 768 x 288 weights, the same at one token (its weights in
+// copies rotated through, so streamed from memory), an attention call of 256 queries
+// over 1024 keys (8 heads of 64).
 // The cores of a shared host are not alike over time: on this project's 2-core VM each
-// core switched, seconds apart, between about 125 and 78 GFLOP/s of this product (work of
-// another tenant on the same physical core, it seems; the VM reports no steal time), and
-// a run on a slow core takes longer. calibrate prints the rates as it starts; compare
-// records them around each run (results.json `core_rates`), so that a measurement taken
-// while a core was slow can be told from the planner's error.
+// core switched, seconds apart, between about 115 and 75 GFLOP/s of the product (work of
+// another tenant on the same physical core, it seems; the VM reports no steal time) while
+// the attention call lost less (about 105 to 90), and a run on a slow core takes longer. calibrate times its compute over the cores' pace at
+// that moment and holds its curves at the cores' uncontended rate
+// (HardwareProfile::core_rate); compare probes the cores around each run (results.json
+// `core_rates`) and the planner predicts the run on the cores as they went.
 class CoreProbe {
  public:
   // Probes the first n CPUs this process may use; none where it may use fewer.
@@ -40,10 +44,17 @@ class CoreProbe {
   ~CoreProbe();
   CoreProbe(const CoreProbe&) = delete;
   CoreProbe& operator=(const CoreProbe&) = delete;
+  using Work = CoreWork;
   bool active() const;
-  // Each probed core's rate now, the median of `rounds` (empty when not active). The
-  // calling thread's CPU set is as it was after.
-  std::vector<double> rates(int rounds = 1);
+  // Each probed core's rate at `w` now, the median of `rounds` (empty when not active).
+  // The calling thread's CPU set is as it was after.
+  std::vector<double> rates(Work w, int rounds = 1);
+  // The rate at `w` of the slowest of the first t cores now (one reading each): the pace
+  // of t threads that split work evenly, as the runtime's pool does (1 when not active).
+  double pace(Work w, int t);
+  // The cores' rate at `w` when no other work slows them: the median of the readings so
+  // far within 15% of the fastest (1 when none).
+  double uncontended(Work w) const;
 
  private:
   struct State;

@@ -47,10 +47,11 @@ struct RunMeasurement {
   std::string decode_error;
   std::vector<RankMeasurement> per_rank;
   std::optional<Prediction> predicted;
-  // FLOP/s of CoreProbe on each of the node's cores around the run (before the prefill,
-  // between it and the decode, after: the median per core); empty: not probed. The
-  // cores of a shared host change speed by the second: a run on a slow core is slow.
-  std::vector<double> core_rates;
+  // CoreProbe's rates on each of the node's cores around the run (before the prefill,
+  // between it and the decode, after: the median per core and kind); empty: not probed.
+  // The cores of a shared host change speed by the second: a run on a slow core is slow,
+  // and the prediction is made for the cores as they ran (HardwareProfile::core_rates).
+  std::vector<CoreRates> core_rates;
   std::string trace_file;  // relative to the report folder; empty: none
 
   std::string label() const;  // "single", "ring P=2"

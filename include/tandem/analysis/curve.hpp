@@ -27,6 +27,10 @@ struct Curve {
   // A grid of the given axes, every value `fill` (set them with index()).
   static Curve grid(std::vector<std::string> axes, std::vector<std::vector<double>> points,
                     double fill = 0);
+  // Every value times f.
+  void scale(double f) {
+    for (double& v : values) v *= f;
+  }
   // The flat index of the grid point with these per-axis indices.
   size_t index(std::initializer_list<size_t> at) const;
   // Throws Error(BadInput) naming `where`'s field at fault.

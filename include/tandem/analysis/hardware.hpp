@@ -27,6 +27,22 @@ struct Link {
 // one call with the input's RMSNorm and SwiGLU folded in.
 enum class MatKind { Plain, Qkv, GateUp };
 
+// The three kinds of work whose speed a CPU core is probed at (CoreProbe, calibrate.hpp):
+// a 256-token f16 product (compute), a 256-query attention call, a one-token f16 product
+// (its weights streamed, as decode's are). The cores of a shared host lose speed to
+// other tenants' work unevenly across them.
+enum class CoreWork { Product, Attention, Stream };
+// FLOP/s of the three on one core (0: not known).
+struct CoreRates {
+  double product = 0, attention = 0, stream = 0;
+  double of(CoreWork w) const {
+    return w == CoreWork::Product ? product : w == CoreWork::Attention ? attention : stream;
+  }
+  double& of(CoreWork w) {
+    return w == CoreWork::Product ? product : w == CoreWork::Attention ? attention : stream;
+  }
+};
+
 // Keys of ProfileCurves::shape_matmul and shape_attention: "f16 qkv 864x288" (the weight
 // type in calibrate's spelling, the kind, rows x cols of the whole call: Q, K and V rows
 // together, gate and up together) and "d48 g1" (head dim, query heads per KV head).
@@ -88,6 +104,17 @@ struct HardwareProfile {
   // Threads one node gives its devices (CPU profiles: its cores; the ranks on a node
   // share them). 0: a device is a fixed unit (a GPU).
   int threads = 0;
+  // CPU profiles of `tandem calibrate` (CoreProbe, calibrate.hpp): the cores of a shared
+  // host change speed by the second, so calibrate holds its curves at one core rate per
+  // kind of work, `core_rate`: its probes' FLOP/s on a core no other work slows (0: not
+  // held; those curves are as timed). Products of more than one token (and op costs)
+  // are held at core_rate.product, one-token products at .stream, attention at
+  // .attention. `core_rates`: each of the node's `threads` cores' probe rates as a run
+  // went (compare probes around each run; empty: every core at the held rates). A
+  // device's work of a kind takes the held rate over the rate of the slowest core it
+  // and the devices in step with it use, times the curves' time.
+  CoreRates core_rate;
+  std::vector<CoreRates> core_rates;
   ProfileCurves curves;
 
   // FLOP/s for a compute type, with the fallbacks above.
@@ -107,5 +134,8 @@ const std::vector<std::string>& builtin_profile_names();
 HardwareProfile load_profile(const std::string& name_or_path, const std::string& flag = "--hardware");
 HardwareProfile profile_from_json(const nlohmann::json& j, const std::string& where);
 nlohmann::json profile_to_json(const HardwareProfile& p);
+nlohmann::json core_rates_to_json(const CoreRates& r);
+// Throws Error(BadInput) naming `field` of `where`.
+CoreRates core_rates_from_json(const nlohmann::json& j, const std::string& where, const std::string& field);
 
 }  // namespace tandem::analysis

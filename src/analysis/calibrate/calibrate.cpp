@@ -26,7 +26,7 @@ namespace {
 // FLOP/s of products of `type` over threads x tokens x cols x rows of W: the inputs per
 // output (cols) set how long each dot product runs, the outputs how the work splits.
 Curve matmul_curve(DType type, const std::vector<double>& threads,
-                   const CalibrateOptions& o) {
+                   const CalibrateOptions& o, CoreProbe& probe) {
   const std::vector<double> tokens = {1, 16, 512}, cols = {256, 1024, 4096}, rows = {256, 2048};
   Curve c = Curve::grid({"threads", "tokens", "cols", "rows"}, {threads, tokens, cols, rows});
   const auto x = random_floats(size_t(tokens.back()) * size_t(cols.back()), 3);
@@ -35,20 +35,23 @@ Curve matmul_curve(DType type, const std::vector<double>& threads,
     for (size_t r = 0; r < rows.size(); ++r) {
       const Weights w = make_weights(type, int64_t(rows[r]), int64_t(cols[k]));
       for (size_t t = 0; t < threads.size(); ++t) {
+        const PinFirst pin(int(threads[t]));
         kernels::ThreadPool pool(int(threads[t]));
+        const double pace = probe.pace(CoreWork::Product, int(threads[t])),
+                     stream = probe.pace(CoreWork::Stream, int(threads[t]));
         for (size_t m = 0; m < tokens.size(); ++m) {
           const double s = time_call([&](int i) {
             kernels::matmul(w.views[size_t(i) % w.views.size()], x.data(), int64_t(tokens[m]), y.data(), pool);
           }, 0.006);
-          c.values[c.index({t, m, k, r})] = 2 * tokens[m] * rows[r] * cols[k] / s;
+          c.values[c.index({t, m, k, r})] = 2 * tokens[m] * rows[r] * cols[k] / s / (tokens[m] <= 1 ? stream : pace);
         }
       }
     }
   if (o.progress)
     o.progress(fmt::format("matmul {}: {:.1f} GFLOP/s at 512 tokens, {:.1f} at 1 (1024 x 2048, {} threads)",
                            info(type).name,
-                           c.at({{"threads", threads.back()}, {"tokens", 512}, {"cols", 1024}, {"rows", 2048}}) / 1e9,
-                           c.at({{"threads", threads.back()}, {"tokens", 1}, {"cols", 1024}, {"rows", 2048}}) / 1e9,
+                           c.at({{"threads", threads.back()}, {"tokens", 512}, {"cols", 1024}, {"rows", 2048}}) * probe.uncontended(CoreWork::Product) / 1e9,
+                           c.at({{"threads", threads.back()}, {"tokens", 1}, {"cols", 1024}, {"rows", 2048}}) * probe.uncontended(CoreWork::Stream) / 1e9,
                            threads.back()));
   return c;
 }
@@ -56,40 +59,46 @@ Curve matmul_curve(DType type, const std::vector<double>& threads,
 // FLOP/s of causal attention over threads x queries per call x keys each query sees x
 // query heads per KV head x query heads per call (a rank of Ulysses computes a few
 // heads), at d = 64 (attention_rate: a prefill chunk, or a ring block of keys).
-Curve attention_curve(const std::vector<double>& threads, const CalibrateOptions& o) {
+Curve attention_curve(const std::vector<double>& threads, const CalibrateOptions& o, CoreProbe& probe) {
   const std::vector<double> queries = {1, 16, 128, 1024}, keys = {64, 512, 2048}, groups = {1, 4},
                             heads = {4, 16};
   Curve c = Curve::grid({"threads", "queries", "keys", "group", "heads"},
                         {threads, queries, keys, groups, heads});
   for (size_t t = 0; t < threads.size(); ++t) {
+    const PinFirst pin(int(threads[t]));
     kernels::ThreadPool pool(int(threads[t]));
-    for (size_t qi = 0; qi < queries.size(); ++qi)
+    for (size_t qi = 0; qi < queries.size(); ++qi) {
+      const double pace = probe.pace(CoreWork::Attention, int(threads[t]));
       for (size_t k = 0; k < keys.size(); ++k)
         for (size_t g = 0; g < groups.size(); ++g)
           for (size_t hi = 0; hi < heads.size(); ++hi) {
             const int H = int(heads[hi]);
             c.values[c.index({t, qi, k, g, hi})] =
-                attention_rate(pool, H, H / int(groups[g]), 64, int64_t(queries[qi]), keys[k]);
+                attention_rate(pool, H, H / int(groups[g]), 64, int64_t(queries[qi]), keys[k]) / pace;
           }
+    }
   }
   if (o.progress)
     o.progress(fmt::format("attention: {:.1f} GFLOP/s at 1024 queries x 2048 keys, {:.1f} at 1 query (16 heads, {} threads)",
-                           c.at({{"threads", threads.back()}, {"queries", 1024}, {"keys", 2048}, {"group", 1}, {"heads", 16}}) / 1e9,
-                           c.at({{"threads", threads.back()}, {"queries", 1}, {"keys", 2048}, {"group", 1}, {"heads", 16}}) / 1e9,
+                           c.at({{"threads", threads.back()}, {"queries", 1024}, {"keys", 2048}, {"group", 1}, {"heads", 16}}) * probe.uncontended(CoreWork::Attention) / 1e9,
+                           c.at({{"threads", threads.back()}, {"queries", 1}, {"keys", 2048}, {"group", 1}, {"heads", 16}}) * probe.uncontended(CoreWork::Attention) / 1e9,
                            threads.back()));
   return c;
 }
 
 // Seconds of one small op through the pool (dispatch and barrier): an RMSNorm of 4 rows.
-Curve op_overhead_curve(const std::vector<double>& threads, const CalibrateOptions& o) {
+Curve op_overhead_curve(const std::vector<double>& threads, const CalibrateOptions& o, CoreProbe& probe) {
   Curve c = Curve::grid({"threads"}, {threads});
   const auto x = random_floats(4 * 256, 1), w = random_floats(256, 2);
   std::vector<float> y(x.size());
   for (size_t t = 0; t < threads.size(); ++t) {
+    const PinFirst pin(int(threads[t]));
     kernels::ThreadPool pool(int(threads[t]));
-    c.values[t] = time_call([&](int) { kernels::rmsnorm(x.data(), w.data(), y.data(), 4, 256, 1e-5f, pool); });
+    const double pace = probe.pace(CoreWork::Product, int(threads[t]));
+    c.values[t] = pace * time_call([&](int) { kernels::rmsnorm(x.data(), w.data(), y.data(), 4, 256, 1e-5f, pool); });
   }
-  if (o.progress) o.progress(fmt::format("op overhead: {:.1f} us ({} threads)", c.values.back() * 1e6, threads.back()));
+  if (o.progress)
+    o.progress(fmt::format("op overhead: {:.1f} us ({} threads)", c.values.back() / probe.uncontended(CoreWork::Product) * 1e6, threads.back()));
   return c;
 }
 
@@ -100,6 +109,7 @@ Curve bandwidth_curve(const std::vector<double>& threads, const CalibrateOptions
   Curve c = Curve::grid({"threads", "bytes"}, {threads, bytes});
   for (size_t t = 0; t < threads.size(); ++t)
     for (size_t b = 0; b < bytes.size(); ++b) {
+      const PinFirst pin(int(threads[t]));
       RooflineOptions ro;
       ro.threads = int(threads[t]);
       ro.buffer_bytes = size_t(bytes[b]);
@@ -122,14 +132,16 @@ HardwareProfile calibrate_node(const CalibrateOptions& opts) {
   HardwareProfile h;
   h.threads = opts.threads;
   h.activation_bytes = 4;
-  // This host's cores need not run alike, nor at one speed over time: their rates now.
-  if (opts.progress) opts.progress(core_rates_line(CoreProbe(opts.threads).rates(3)));
+  // This host's cores need not run alike, nor at one speed over time: compute is timed
+  // over the cores' pace at that moment (CoreProbe), then held at their uncontended rate.
+  CoreProbe probe(opts.threads);
+  if (opts.progress) opts.progress(core_rates_line(probe));
   double peak = 0, bw = 0;
   h.curves.bandwidth = bandwidth_curve(threads, opts, &peak, &bw);
   h.flops["f32"] = peak;
   h.memory_bandwidth = bw;
   h.memory_efficiency = 1.0;
-  h.curves.op_overhead = op_overhead_curve(threads, opts);
+  h.curves.op_overhead = op_overhead_curve(threads, opts, probe);
   std::vector<std::string> types = opts.types;
   if (types.empty())
     for (const DTypeInfo& t : dtype_table())
@@ -137,9 +149,15 @@ HardwareProfile calibrate_node(const CalibrateOptions& opts) {
   for (const std::string& name : types) {
     const auto t = parse_dtype(name);
     if (!t || !info(*t).matrix) bad_input("calibrate: --types: '{}' is not a weight type", name);
-    h.curves.matmul[name] = matmul_curve(*t, threads, opts);
+    h.curves.matmul[name] = matmul_curve(*t, threads, opts, probe);
   }
-  h.curves.attention = attention_curve(threads, opts);
+  h.curves.attention = attention_curve(threads, opts, probe);
+  if (probe.active()) {
+    h.core_rate = uncontended_rates(probe);
+    for (auto& [name, c] : h.curves.matmul) hold_at(c, h.core_rate, CoreWork::Product);
+    hold_at(h.curves.attention, h.core_rate, CoreWork::Attention);
+    h.curves.op_overhead.scale(1 / h.core_rate.product);  // seconds
+  }
   // The constant figures, for what reads no curve: a 512-token f32 product's share of peak.
   const Curve& f32 = h.curves.matmul.count("f32") ? h.curves.matmul.at("f32") : h.curves.matmul.begin()->second;
   h.efficiency = std::clamp(

@@ -62,11 +62,25 @@ bool pin_to(int cpu) {
 }
 }  // namespace
 
+PinFirst::PinFirst(int n) {
+  const std::vector<int> cpus = allowed_cpus();
+  if (cpus.empty() || sched_getaffinity(0, sizeof saved_, &saved_) != 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (long i = 0; i < std::clamp<long>(n, 1, long(cpus.size())); ++i) CPU_SET(cpus[size_t(i)], &set);
+  pinned_ = sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
+PinFirst::~PinFirst() {
+  if (pinned_) sched_setaffinity(0, sizeof saved_, &saved_);
+}
+
 struct CoreProbe::State {
   std::vector<int> cpus;
   Weights w;
   std::vector<float> x, y;
   kernels::ThreadPool pool{1};  // no workers: the calls run on the probing thread
+  std::vector<double> seen[3];  // every reading, per CoreWork
 };
 
 namespace {
@@ -87,36 +101,80 @@ CoreProbe::~CoreProbe() = default;
 
 bool CoreProbe::active() const { return s_ != nullptr; }
 
-std::vector<double> CoreProbe::rates(int rounds) {
+std::vector<double> CoreProbe::rates(Work work, int rounds) {
   if (!s_) return {};
   cpu_set_t saved;
   const bool restore = sched_getaffinity(0, sizeof saved, &saved) == 0;
-  std::vector<std::vector<double>> secs(s_->cpus.size());
+  std::vector<std::vector<double>> got(s_->cpus.size());
   bool pinned = true;
   for (int round = 0; round < std::max(rounds, 1) && pinned; ++round)
     for (size_t i = 0; i < s_->cpus.size() && pinned; ++i) {
       if (!(pinned = pin_to(s_->cpus[i]))) break;
-      secs[i].push_back(time_call([&](int k) {
-        kernels::matmul(s_->w.views[size_t(k) % s_->w.views.size()], s_->x.data(), kProbeTokens,
-                        s_->y.data(), s_->pool);
+      if (work == Work::Attention) {
+        got[i].push_back(attention_rate(s_->pool, 8, 8, 64, 256, 1024, 0.004));
+        continue;
+      }
+      const int64_t m = work == Work::Stream ? 1 : kProbeTokens;
+      got[i].push_back(2.0 * double(m * kProbeRows * kProbeCols) / time_call([&](int k) {
+        kernels::matmul(s_->w.views[size_t(k) % s_->w.views.size()], s_->x.data(), m, s_->y.data(),
+                        s_->pool);
       }, 0.004));
     }
   std::vector<double> r;
   if (restore) sched_setaffinity(0, sizeof saved, &saved);
-  if (!pinned) return r;  // a CPU set this thread may not take: no reading
-  for (auto& v : secs) {
+  if (!pinned) return r;  // a CPU this thread may not take: no reading
+  for (auto& v : got) {
     std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
-    r.push_back(2.0 * double(kProbeTokens * kProbeRows * kProbeCols) / v[v.size() / 2]);
+    r.push_back(v[v.size() / 2]);
+    s_->seen[int(work)].push_back(r.back());
   }
   return r;
 }
 
-std::string core_rates_line(const std::vector<double>& rates) {
-  if (rates.empty()) return "cores: not measured one by one (more threads than CPUs)";
-  std::string v;
-  for (double r : rates) v += fmt::format("{}{:.1f}", v.empty() ? "" : ", ", r / 1e9);
-  const auto [lo, hi] = std::minmax_element(rates.begin(), rates.end());
-  return fmt::format("cores: 1-thread f16 product {} GFLOP/s (the slowest {:.2f}x the fastest)", v, *lo / *hi);
+double CoreProbe::pace(Work work, int t) {
+  const std::vector<double> r = rates(work);
+  if (r.empty()) return 1;
+  return *std::min_element(r.begin(), r.begin() + std::clamp<long>(t, 1, long(r.size())));
+}
+
+double CoreProbe::uncontended(Work work) const {
+  if (!s_ || s_->seen[int(work)].empty()) return 1;
+  const std::vector<double>& seen = s_->seen[int(work)];
+  const double top = *std::max_element(seen.begin(), seen.end());
+  std::vector<double> v;
+  for (double x : seen)
+    if (x >= 0.85 * top) v.push_back(x);
+  std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+  return v[v.size() / 2];
+}
+
+std::string core_rates_line(CoreProbe& probe) {
+  const std::vector<double> p = probe.rates(CoreWork::Product, 3), a = probe.rates(CoreWork::Attention, 3),
+                            s = probe.rates(CoreWork::Stream, 3);
+  if (p.empty() || a.empty() || s.empty()) return "cores: not probed one by one (more threads than CPUs)";
+  auto list = [](const std::vector<double>& r) {
+    std::string v;
+    for (double x : r) v += fmt::format("{}{:.1f}", v.empty() ? "" : ", ", x / 1e9);
+    return v;
+  };
+  return fmt::format("cores, one thread each, GFLOP/s: f16 product {}; attention {}; one-token product {}",
+                     list(p), list(a), list(s));
+}
+
+void hold_at(Curve& c, const CoreRates& r, CoreWork kind) {
+  size_t axis = c.axes.size();
+  for (size_t i = 0; i < c.axes.size(); ++i)
+    if (c.axes[i] == "tokens") axis = i;
+  if (kind == CoreWork::Attention || axis == c.axes.size()) {
+    c.scale(r.of(kind));
+    return;
+  }
+  // The flat index's stride of the tokens axis, and its length.
+  size_t stride = 1;
+  for (size_t i = axis + 1; i < c.axes.size(); ++i) stride *= c.points[i].size();
+  const size_t n = c.points[axis].size();
+  for (size_t i = 0; i < c.values.size(); ++i)
+    c.values[i] *= c.points[axis][(i / stride) % n] <= 1 ? r.stream : r.product;
 }
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {

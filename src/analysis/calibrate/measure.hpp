@@ -2,6 +2,8 @@
 // Internal to calibrate: timing a call, operands that defeat the caches as a model's
 // layers do, and one attention call's rate, shared by the node's grids (calibrate.cpp)
 // and a model shape's own calls (shape_calls.cpp).
+#include <sched.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -41,8 +43,33 @@ double time_call(F&& fn, double min_seconds = 0.02) {
 // 1, 2, 4, ... up to T, and T itself.
 std::vector<double> thread_points(int T);
 
-// "cores: 1-thread f16 product 52.1, 35.9 GFLOP/s (the slowest 0.69x the fastest)".
-std::string core_rates_line(const std::vector<double>& rates);
+// While alive, the calling thread, and the threads it starts (a pool's workers), run on
+// the first n CPUs this process may use (all of them where n exceeds their count); the
+// thread's previous set comes back after. The curves at T threads are timed on the
+// first T cores, whose pace CoreProbe::pace(T) reads, as compare binds rank 0.
+class PinFirst {
+ public:
+  explicit PinFirst(int n);
+  ~PinFirst();
+  PinFirst(const PinFirst&) = delete;
+  PinFirst& operator=(const PinFirst&) = delete;
+
+ private:
+  cpu_set_t saved_{};
+  bool pinned_ = false;
+};
+
+// "cores, one thread each: f16 product 113.1, 75.2 GFLOP/s, attention ..." (3 rounds).
+std::string core_rates_line(CoreProbe& probe);
+
+// A curve timed over the cores' pace (rates / CoreProbe::pace), held at the rates `r`:
+// attention curves at r.attention; product curves at r.stream where their "tokens"
+// point is one token (decode's calls stream their weights) and r.product elsewhere.
+void hold_at(Curve& c, const CoreRates& r, CoreWork kind);
+// The probe's uncontended rate of each kind.
+inline CoreRates uncontended_rates(const CoreProbe& p) {
+  return {p.uncontended(CoreWork::Product), p.uncontended(CoreWork::Attention), p.uncontended(CoreWork::Stream)};
+}
 
 std::vector<float> random_floats(size_t n, uint32_t seed);
 

@@ -36,7 +36,7 @@ constexpr int kRounds = 5;
 // SwiGLU folded in) or Plain.
 Curve product_curve(DType type, MatKind kind, const std::vector<int64_t>& rows, int64_t cols,
                     int head_dim, const std::vector<double>& threads,
-                    const std::vector<double>& tokens) {
+                    const std::vector<double>& tokens, CoreProbe& probe) {
   Curve c = Curve::grid({"threads", "tokens"}, {threads, tokens});
   std::vector<Weights> w;
   int64_t all_rows = 0;
@@ -68,6 +68,7 @@ Curve product_curve(DType type, MatKind kind, const std::vector<int64_t>& rows, 
     if (kind == MatKind::GateUp) f[i].glu = true, f[i].outs[1].y = nullptr;
   }
   for (size_t t = 0; t < threads.size(); ++t) {
+    const PinFirst pin(int(threads[t]));
     kernels::ThreadPool pool(int(threads[t]));
     for (size_t m = 0; m < tokens.size(); ++m) {
       const double flops = 2 * tokens[m] * double(all_rows) * double(cols);
@@ -77,10 +78,11 @@ Curve product_curve(DType type, MatKind kind, const std::vector<int64_t>& rows, 
       }
       const auto n = int64_t(tokens[m]);
       for (auto& spec : f) kernels::plan_matmul(spec, n, int(threads[t]), spec.plan);
+      const double pace = probe.pace(tokens[m] <= 1 ? CoreWork::Stream : CoreWork::Product, int(threads[t]));
       const double s = time_call([&](int i) {
         kernels::matmul_fused(f[size_t(i) % f.size()], x.data(), 0, n, pool);
       }, 0.006);
-      c.values[c.index({t, m})] = flops / s;
+      c.values[c.index({t, m})] = flops / s / pace;
     }
   }
   return c;
@@ -88,7 +90,7 @@ Curve product_curve(DType type, MatKind kind, const std::vector<int64_t>& rows, 
 
 // FLOP/s of the shape's attention over threads x queries x keys x heads per call
 // (attention_rate's calls at its head dim and group).
-Curve shape_attention_curve(const ModelShape& s, const std::vector<double>& threads) {
+Curve shape_attention_curve(const ModelShape& s, const std::vector<double>& threads, CoreProbe& probe) {
   const std::vector<double> queries = {1, 16, 128, 512, 2048}, keys = {64, 256, 1024, 4096, 16384};
   const int group = int(s.n_head / s.n_head_kv), d = int(s.head_dim);
   std::vector<double> heads;
@@ -98,24 +100,32 @@ Curve shape_attention_curve(const ModelShape& s, const std::vector<double>& thre
     if (heads.empty() || whole > heads.back()) heads.push_back(whole);
   }
   Curve c = Curve::grid({"threads", "queries", "keys", "heads"}, {threads, queries, keys, heads});
-  // Two passes over the grid, a point's faster one kept: a burst of other work on a
-  // shared machine during one point's few calls (it slowed a point 1.7x here) would
-  // otherwise stay in the profile.
+  // Two passes over the grid, each point's rate over the cores' pace as it was timed
+  // (CoreProbe): a point keeps the pass whose cores ran faster (the faster rate where
+  // their paces are within 15%), so that a burst of other work on this shared host
+  // during one point's few calls (it slowed a point 1.7x here) does not stay in it.
+  std::vector<double> paces(c.values.size(), 0.0);
   for (int pass = 0; pass < 2; ++pass)
     for (size_t t = 0; t < threads.size(); ++t) {
+      const PinFirst pin(int(threads[t]));
       kernels::ThreadPool pool(int(threads[t]));
-      for (size_t k = 0; k < keys.size(); ++k)
+      for (size_t k = 0; k < keys.size(); ++k) {
+        const double pace = probe.pace(CoreWork::Attention, int(threads[t]));
         for (size_t hi = 0; hi < heads.size(); ++hi)
           for (size_t q = 0; q < queries.size(); ++q) {
-            double& v = c.values[c.index({t, q, k, hi})];
+            const size_t at = c.index({t, q, k, hi});
+            double& v = c.values[at];
             const double flops = 4.0 * d * heads[hi] * queries[q] * keys[k];
             if (q > 0 && flops > kMaxCallFlops) {
               v = c.values[c.index({t, q - 1, k, hi})];
               continue;
             }
             const int H = int(heads[hi]);
-            v = std::max(v, attention_rate(pool, H, H / group, d, int64_t(queries[q]), keys[k], 0.006));
+            const double r = attention_rate(pool, H, H / group, d, int64_t(queries[q]), keys[k], 0.006) / pace;
+            if (pace > 1.15 * paces[at] || (pace > paces[at] / 1.15 && r > v)) v = r;
+            paces[at] = std::max(paces[at], pace);
           }
+      }
     }
   return c;
 }
@@ -178,22 +188,25 @@ void forward(Engine& e, std::span<const int32_t> ids) {
 }
 
 // The products of the model as its forward pass runs them, FLOP/s over threads x tokens
-// per step (steps of each token count, one untimed, then the fastest of kRounds rounds,
-// each the median call over the layers of a step run right after another of its size),
+// per step (steps of each token count, one untimed, then kRounds rounds, each the median
+// call over the layers of a step run right after another of its size, times the cores'
+// pace around it: the median of the rounds on the fastest cores),
 // into h.curves.shape_matmul; then each thread count's attention grid scaled,
 // keys by keys, by the time its calls take inside a pass (a 512-token chunk at depths 0
 // to 15872) over the time the grid gives them.
-void measure_in_pass(HardwareProfile& h, const std::string& path, const ModelShape& s,
+void measure_in_pass(std::map<std::string, Curve>& products, const std::string& path, const ModelShape& s,
                      const std::vector<double>& threads, const std::vector<double>& tokens,
-                     Curve& attention, const std::function<void(const std::string&)>& progress) {
+                     Curve& attention, CoreProbe& probe,
+                     const std::function<void(const std::string&)>& progress) {
   const std::unique_ptr<Model> model = load_model(path);
   const double flops_per_token = 2.0 * double(s.layer_matmul_params()) * double(s.n_layer);
   std::map<std::string, Curve> curves;
   for (size_t t = 0; t < threads.size(); ++t) {
+    const PinFirst pin(int(threads[t]));
     kernels::ThreadPool pool(int(threads[t]));
     // One engine per token count (its graph built and run once untimed), then rounds over
     // the counts, so that a burst of other work on a shared machine falls on one round,
-    // not on one count: a call's time is its fastest round's median over the layers.
+    // not on one count.
     std::vector<size_t> measured;
     std::vector<std::unique_ptr<Engine>> engines;
     std::vector<std::vector<int32_t>> ids;
@@ -206,30 +219,49 @@ void measure_in_pass(HardwareProfile& h, const std::string& path, const ModelSha
       ids.push_back(some_ids(n, s.n_vocab));
       forward(*engines.back(), ids.back());
     }
-    // By key, rows computed and token count: the call's shape and its fastest seconds.
-    std::map<std::tuple<std::string, int64_t, size_t>, std::pair<PassTimer::Product, double>> best;
+    // By key, rows computed and token count: the call's shape, and per round its seconds
+    // and the cores' pace around it (CoreProbe).
+    struct Timed {
+      PassTimer::Product call;
+      std::vector<std::pair<double, double>> rounds;  // seconds, pace
+    };
+    std::map<std::tuple<std::string, int64_t, size_t>, Timed> timed_calls;
     for (int round = 0; round < kRounds; ++round)
       for (size_t i = 0; i < measured.size(); ++i) {
         // Two steps back to back, the second timed: as the runtime runs a prefill's chunks
-        // and decode's steps, each after one like it (its weights where it left them).
+        // and decode's steps, each after one like it (its weights where it left them; the
+        // probe, which streams weights of its own, goes before both).
+        const CoreWork kind = tokens[measured[i]] <= 1 ? CoreWork::Stream : CoreWork::Product;
+        const double before = probe.pace(kind, int(threads[t]));
         forward(*engines[i], ids[i]);
         PassTimer timer;
         engines[i]->set_op_timer(&timer);
         forward(*engines[i], ids[i]);
         engines[i]->set_op_timer(nullptr);
+        const double pace = (before + probe.pace(kind, int(threads[t]))) / 2;
         for (const auto& [at, p] : timer.products) {
-          const auto k = std::make_tuple(at.first, at.second, measured[i]);
-          const double v = median(p.seconds);
-          if (auto it = best.find(k); it == best.end() || v < it->second.second) best[k] = {p, v};
+          Timed& tc = timed_calls[std::make_tuple(at.first, at.second, measured[i])];
+          tc.call = p;
+          tc.rounds.emplace_back(median(p.seconds), pace);
         }
       }
-    for (const auto& [k, timed] : best) {
+    for (const auto& [k, timed] : timed_calls) {
       const auto& [key, rows, m] = k;
-      const auto& [call, secs] = timed;
+      const PassTimer::Product& call = timed.call;
+      // Seconds times the pace, the median of the rounds whose cores ran within 15% of the
+      // fastest round's: a round on a core another tenant slowed is left out, and the
+      // rest are put on one footing.
+      double top = 0;
+      for (const auto& r : timed.rounds) top = std::max(top, r.second);
+      std::vector<double> kept;
+      for (const auto& [sec, pace] : timed.rounds)
+        if (pace >= top / 1.15) kept.push_back(sec * pace);
+      const double secs = median(kept);
       const double rows_all = call.rows, cols = call.cols;
-      // The output head runs on the last row only: one point, at one token.
+      // The output head runs on the last row only: one point, at one token, from the
+      // one-token steps (decode's; their pace is the stream probe's).
       const bool head = std::llround(rows_all) == s.n_vocab;
-      if (head ? rows != 1 : rows != int64_t(tokens[m])) continue;
+      if (head ? rows != 1 || tokens[m] > 1 : rows != int64_t(tokens[m])) continue;
       auto it = curves.find(key);
       if (it == curves.end())
         it = curves.emplace(key, Curve::grid({"threads", "tokens"},
@@ -253,7 +285,7 @@ void measure_in_pass(HardwareProfile& h, const std::string& path, const ModelSha
       Engine e(*model, pool, chunk);
       page_cache(e);
       KVCache cache = e.make_cache(depth + chunk);
-      const auto ids = some_ids(chunk, s.n_vocab);
+      const auto chunk_ids = some_ids(chunk, s.n_vocab);
       std::vector<int32_t> pos(static_cast<size_t>(depth + chunk));
       for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
       if (depth > 0) {
@@ -263,19 +295,21 @@ void measure_in_pass(HardwareProfile& h, const std::string& path, const ModelSha
       }
       std::vector<float> logits(size_t(s.n_vocab));
       const std::span<const int32_t> at(pos.data() + depth, size_t(chunk));
-      e.forward(cache, ids, at, 1, logits.data());
+      const double before = probe.pace(CoreWork::Attention, int(threads[t]));  // (before the untimed chunk)
+      e.forward(cache, chunk_ids, at, 1, logits.data());
       double in_pass = 0;  // the faster of two timed chunks, per layer
       for (int round = 0; round < 2; ++round) {
         cache.truncate(depth);
         PassTimer timer;
         e.set_op_timer(&timer);
-        e.forward(cache, ids, at, 1, logits.data());
+        e.forward(cache, chunk_ids, at, 1, logits.data());
         e.set_op_timer(nullptr);
         double sum = 0;
         for (double x : timer.attention) sum += x;
         sum /= double(timer.attention.size());
         if (round == 0 || sum < in_pass) in_pass = sum;
       }
+      in_pass *= (before + probe.pace(CoreWork::Attention, int(threads[t]))) / 2;  // x the cores' pace, as the grid
       const double q = double(chunk), pairs = q * double(depth) + q * (q + 1) / 2;
       const double rate = attention.at({{"threads", threads[t]}, {"queries", q},
                                         {"keys", pairs / q}, {"heads", H}});
@@ -300,7 +334,7 @@ void measure_in_pass(HardwareProfile& h, const std::string& path, const ModelSha
   for (auto& [key, c] : curves) {
     for (double v : c.values)
       if (!(v > 0)) fail(ErrorKind::Internal, "calibrate --model {}: product {} was not timed", path, key);
-    h.curves.shape_matmul[key] = std::move(c);
+    products[key] = std::move(c);
   }
 }
 
@@ -316,16 +350,22 @@ void calibrate_model_shape(HardwareProfile& h, const ModelShape& s, const std::s
   const std::vector<double> tokens = {1, 16, 64, 256, 512, 2048};
   const int d = int(s.head_dim);
   const int64_t D = s.n_embd, Q = s.n_head * s.head_dim, K = s.n_head_kv * s.head_dim, F = s.n_ff;
+  // Every rate below is timed over the cores' pace at that moment (CoreProbe), then held
+  // at the profile's core rate: the node's, where it has one, else the uncontended rate
+  // seen here.
+  CoreProbe probe(o.threads);
+  if (o.progress) o.progress(core_rates_line(probe));
+  std::map<std::string, Curve> products;
   auto add = [&](MatKind kind, const std::vector<int64_t>& rows, int64_t cols,
                  const std::vector<double>& at) {
     int64_t all = 0;
     for (int64_t r : rows) all += r;
-    h.curves.shape_matmul[shape_matmul_key(dtype, kind, double(all), double(cols))] =
-        product_curve(*type, kind, rows, cols, d, threads, at);
+    products[shape_matmul_key(dtype, kind, double(all), double(cols))] =
+        product_curve(*type, kind, rows, cols, d, threads, at, probe);
   };
-  Curve attention = shape_attention_curve(s, threads);
+  Curve attention = shape_attention_curve(s, threads, probe);
   if (!path.empty()) {
-    measure_in_pass(h, path, s, threads, tokens, attention, o.progress);
+    measure_in_pass(products, path, s, threads, tokens, attention, probe, o.progress);
   } else {
     add(MatKind::Qkv, {Q, K, K}, D, tokens);
     add(MatKind::Plain, {D}, Q, tokens);
@@ -333,6 +373,15 @@ void calibrate_model_shape(HardwareProfile& h, const ModelShape& s, const std::s
     add(MatKind::Plain, {D}, F, tokens);
     add(MatKind::Plain, {s.n_vocab}, D, {1});  // the output head, for the last token
   }
+  if (probe.active()) {
+    // The node's held rates where it has them (its curves are held there too).
+    const CoreRates seen = uncontended_rates(probe);
+    for (const CoreWork w : {CoreWork::Product, CoreWork::Attention, CoreWork::Stream})
+      if (!(h.core_rate.of(w) > 0)) h.core_rate.of(w) = seen.of(w);
+    for (auto& [key, c] : products) hold_at(c, h.core_rate, CoreWork::Product);
+    hold_at(attention, h.core_rate, CoreWork::Attention);
+  }
+  for (auto& [key, c] : products) h.curves.shape_matmul[key] = std::move(c);
   h.curves.shape_attention[shape_attention_key(double(d), double(s.n_head / s.n_head_kv))] =
       std::move(attention);
   if (o.progress) {

@@ -90,6 +90,9 @@ std::optional<Prediction> predict_run(const PlanRequest& request, const RunMeasu
   req.threads = run.threads;  // a device is what one rank uses
   // 0: every rank on one node (this host); compare --links: one rank per emulated host.
   if (req.gpus_per_node <= 0) req.gpus_per_node = run.ranks;
+  // The cores as they ran, where the profile holds its curves at one core rate (a shared
+  // host's cores change speed by the second).
+  if (run.core_rates.size() == size_t(req.hw.threads)) req.hw.core_rates = run.core_rates;
   try {
     const StrategyPlan s = plan_strategy(std::move(req), run.strategy);
     if (!s.applicable) {
@@ -181,7 +184,10 @@ nlohmann::json to_json(const CompareResults& r) {
     } else {
       x["predicted"] = nullptr;
     }
-    if (!run.core_rates.empty()) x["core_rates"] = run.core_rates;
+    if (!run.core_rates.empty()) {
+      x["core_rates"] = nlohmann::json::array();
+      for (const CoreRates& c : run.core_rates) x["core_rates"].push_back(core_rates_to_json(c));
+    }
     x["trace"] = run.trace_file.empty() ? nlohmann::json(nullptr) : nlohmann::json(run.trace_file);
     j["runs"].push_back(std::move(x));
   }
@@ -208,10 +214,11 @@ std::string compare_table(const CompareResults& r) {
   // against it.
   double fastest = 0;
   for (const auto& run : r.runs)
-    for (double c : run.core_rates) fastest = std::max(fastest, c);
+    for (const CoreRates& c : run.core_rates) fastest = std::max(fastest, c.product);
   if (fastest > 0)
     out += "slow core: the slowest core's speed around the run (a one-thread product on each "
-           "core; results.json core_rates) over the fastest reading of this comparison\n";
+           "core; results.json core_rates) over the fastest reading of this comparison; the "
+           "predictions are for the cores as they ran\n";
   out += fmt::format(
       "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7} {:>5}\n",
       "strategy", "PxT", "N", "prefill s", "prefill", "decode", "KV+act", "weights", "peak RSS",
@@ -243,7 +250,10 @@ std::string compare_table(const CompareResults& r) {
     const std::string slow =
         run.core_rates.empty() || !(fastest > 0)
             ? "-"
-            : fmt::format("{:.2f}", *std::min_element(run.core_rates.begin(), run.core_rates.end()) / fastest);
+            : fmt::format("{:.2f}", std::min_element(run.core_rates.begin(), run.core_rates.end(),
+                                                     [](const CoreRates& a, const CoreRates& b) {
+                                                       return a.product < b.product;
+                                                     })->product / fastest);
     out += fmt::format(
         "{:<14} {:>5} {:>6} {:>9.4f} {:>9.1f} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7} {:>5}\n",
         run.label(), pxt, run.tokens, run.prefill_seconds, run.prefill_tokens_per_s,

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace tandem::analysis {
 
@@ -15,6 +16,25 @@ const Curve* matmul_curve(const HardwareProfile& hw, const std::string& dtype) {
     if (auto it = hw.curves.matmul.find(k); it != hw.curves.matmul.end()) return &it->second;
   return nullptr;
 }
+// How much longer a device's compute of one kind takes than the profile's curves say. A
+// calibrated CPU profile holds its curves at one core rate per kind (`held`); where it
+// also holds each core's rate as a run went (`now`), a device runs at the pace of the
+// slowest core it uses (its threads split the work evenly) and devices in step wait for
+// the slowest: the node's devices take cores in order (rank r of T threads the cores
+// rT .. rT + T - 1, as compare binds them). More threads than cores take turns: each
+// thread gets the cores' summed rate over the threads.
+double slowdown(const HardwareProfile& hw, int threads, int sharers, CoreWork w) {
+  if (hw.threads <= 0) return 1;  // a GPU
+  const int used = threads * sharers;
+  const double held = hw.core_rate.of(w);
+  if (!(held > 0) || hw.core_rates.size() != size_t(hw.threads)) return std::max(1.0, double(used) / hw.threads);
+  double slowest = hw.core_rates[0].of(w), all = 0;
+  for (int c = 0; c < hw.threads; ++c) {
+    if (c < used) slowest = std::min(slowest, hw.core_rates[size_t(c)].of(w));
+    all += hw.core_rates[size_t(c)].of(w);
+  }
+  return used <= hw.threads ? held / slowest : held * used / all;
+}
 }  // namespace
 
 DeviceTime::DeviceTime(const HardwareProfile& hw, const std::string& dtype,
@@ -26,8 +46,9 @@ DeviceTime::DeviceTime(const HardwareProfile& hw, const std::string& dtype,
       attn_rate_(hw.flops_for(attn_dtype) * hw.efficiency),
       threads_(std::max(threads, 1)),
       sharers_(std::max(sharers, 1)),
-      // More threads than the node has cores (4 ranks x 1 thread on 2): they take turns.
-      oversubscribed_(hw.threads > 0 ? std::max(1.0, double(threads_) * sharers_ / hw.threads) : 1.0) {}
+      slowdown_(slowdown(hw, threads_, sharers_, CoreWork::Product)),
+      attn_slowdown_(slowdown(hw, threads_, sharers_, CoreWork::Attention)),
+      stream_slowdown_(slowdown(hw, threads_, sharers_, CoreWork::Stream)) {}
 
 double DeviceTime::bandwidth(double bytes) const {
   const Curve& c = hw_.curves.bandwidth;
@@ -44,8 +65,9 @@ double DeviceTime::matmul(double tokens, double rows, double cols, double weight
   const auto& shapes = hw_.curves.shape_matmul;
   const auto own = shapes.empty() ? shapes.end()
                                   : shapes.find(shape_matmul_key(dtype_, kind, rows, cols));
+  // (A one-token product, decode's, streams its weights: the stream probe's kind.)
   const double t =
-      oversubscribed_ *
+      (tokens <= 1 ? stream_slowdown_ : slowdown_) *
       (own != shapes.end()
            ? flops / own->second.at({{"threads", double(threads_)}, {"tokens", tokens}})
        : matmul_ ? flops / matmul_->at({{"threads", double(threads_)},
@@ -71,14 +93,14 @@ double DeviceTime::attention(double triples, double d, double queries, double ke
                                         {"keys", std::max(keys, 1.0)},
                                         {"group", std::max(group, 1.0)},
                                         {"heads", std::max(heads, 1.0)}});
-  return std::max(oversubscribed_ * 4 * d * triples / rate, kv_bytes / bandwidth(kv_bytes));
+  return std::max(attn_slowdown_ * 4 * d * triples / rate, kv_bytes / bandwidth(kv_bytes));
 }
 
 double DeviceTime::stream(double bytes) const { return bytes > 0 ? bytes / bandwidth(bytes) : 0; }
 
 double DeviceTime::ops(double n) const {
   const Curve& c = hw_.curves.op_overhead;
-  return c.empty() || n <= 0 ? 0 : oversubscribed_ * n * c.at({{"threads", double(threads_)}});
+  return c.empty() || n <= 0 ? 0 : slowdown_ * n * c.at({{"threads", double(threads_)}});
 }
 
 double DeviceTime::message(double bytes, const Link& link, bool inter) const {

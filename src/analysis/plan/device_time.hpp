@@ -50,7 +50,9 @@ class DeviceTime {
   const Curve* matmul_ = nullptr;
   double lin_rate_, attn_rate_;
   int threads_, sharers_;
-  double oversubscribed_;  // threads of the node's devices over its cores, at least 1
+  // Of its products (of more than one token) and ops, its attention, and its one-token
+  // products, against the curves (slower cores, or cores shared).
+  double slowdown_, attn_slowdown_, stream_slowdown_;
 };
 
 }  // namespace tandem::analysis

@@ -37,6 +37,16 @@ void HardwareProfile::validate(const std::string& where) const {
   if (activation_bytes != 2 && activation_bytes != 4)
     bad_input("{}: field 'activation_bytes' must be 2 or 4", where);
   if (devices_per_node < 1) bad_input("{}: field 'devices_per_node' must be >= 1", where);
+  for (const CoreWork w : {CoreWork::Product, CoreWork::Attention, CoreWork::Stream})
+    if (!(core_rate.of(w) >= 0) || !std::isfinite(core_rate.of(w)))
+      bad_input("{}: field 'core_rate' must hold rates >= 0", where);
+  if (!core_rates.empty() && core_rates.size() != size_t(threads))
+    bad_input("{}: field 'core_rates' must hold one entry per thread ({}), not {}", where, threads,
+              core_rates.size());
+  for (const CoreRates& r : core_rates)
+    for (const CoreWork w : {CoreWork::Product, CoreWork::Attention, CoreWork::Stream})
+      if (!(r.of(w) > 0) || !std::isfinite(r.of(w)))
+        bad_input("{}: field 'core_rates' must hold positive rates", where);
   if (!has_links) return;
   positive("intra_node.bandwidth", intra.bandwidth);
   positive("inter_node.bandwidth", inter.bandwidth);
@@ -333,6 +343,22 @@ ProfileCurves curves_from_json(const nlohmann::json& j, const std::string& where
 
 }  // namespace
 
+nlohmann::json core_rates_to_json(const CoreRates& r) {
+  return {{"product", r.product}, {"attention", r.attention}, {"stream", r.stream}};
+}
+
+CoreRates core_rates_from_json(const nlohmann::json& j, const std::string& where, const std::string& field) {
+  if (!j.is_object()) bad_input("{}: field '{}' must hold objects of product, attention and stream FLOP/s", where, field);
+  CoreRates r;
+  for (const auto& [key, w] : {std::pair{"product", CoreWork::Product}, std::pair{"attention", CoreWork::Attention},
+                               std::pair{"stream", CoreWork::Stream}}) {
+    if (!j.contains(key)) continue;
+    if (!j.at(key).is_number()) bad_input("{}: field '{}.{}' must be a number", where, field, key);
+    r.of(w) = j.at(key).get<double>();
+  }
+  return r;
+}
+
 HardwareProfile profile_from_json(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) bad_input("{}: a hardware profile must be a JSON object", where);
   HardwareProfile p;
@@ -379,6 +405,11 @@ HardwareProfile profile_from_json(const nlohmann::json& j, const std::string& wh
   const double th = number(j, "threads", "threads", false, 0);
   if (!(th >= 0 && th <= 1e6 && th == std::floor(th))) bad_input("{}: field 'threads' must be a whole number >= 0", where);
   p.threads = int(th);
+  if (j.contains("core_rate")) p.core_rate = core_rates_from_json(j.at("core_rate"), where, "core_rate");
+  if (j.contains("core_rates")) {
+    if (!j.at("core_rates").is_array()) bad_input("{}: field 'core_rates' must be an array", where);
+    for (const auto& x : j.at("core_rates")) p.core_rates.push_back(core_rates_from_json(x, where, "core_rates"));
+  }
   if (j.contains("curves")) p.curves = curves_from_json(j.at("curves"), where + ": curves");
   p.validate(where);
   return p;
@@ -400,6 +431,12 @@ nlohmann::json profile_to_json(const HardwareProfile& p) {
     j["inter_node"] = {{"bandwidth", p.inter.bandwidth}, {"latency", p.inter.latency}};
   }
   if (p.threads > 0) j["threads"] = p.threads;
+  if (p.core_rate.product > 0 || p.core_rate.attention > 0 || p.core_rate.stream > 0)
+    j["core_rate"] = core_rates_to_json(p.core_rate);
+  if (!p.core_rates.empty()) {
+    j["core_rates"] = nlohmann::json::array();
+    for (const CoreRates& r : p.core_rates) j["core_rates"].push_back(core_rates_to_json(r));
+  }
   const nlohmann::json c = curves_to_json(p.curves);
   if (!c.empty()) j["curves"] = c;
   return j;
