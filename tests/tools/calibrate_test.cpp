@@ -13,6 +13,19 @@ using tandem::test::run;
 using tandem::test::tandem_bin;
 using tandem::test::temp_dir;
 
+namespace {
+// The tiny shape's five products and its attention, each a rate, in profile `p`.
+void expect_tiny_calls(const nlohmann::json& p) {
+  const auto& shapes = p.at("curves").at("shape_matmul");
+  for (const char* key : {"f16 qkv 864x288", "f16 gate_up 1536x288", "f16 plain 288x288",
+                          "f16 plain 288x768", "f16 plain 32000x288"}) {
+    ASSERT_TRUE(shapes.contains(key)) << key << "\n" << shapes.dump(1);
+    for (const auto& v : shapes.at(key).at("values")) EXPECT_GT(v.get<double>(), 1e8) << key;
+  }
+  EXPECT_TRUE(p.at("curves").at("shape_attention").contains("d48 g1"));
+}
+}  // namespace
+
 TEST(Calibrate, WithoutMpirunFailsNamingTheLinksOrLeavesThemOutWhenAsked) {
   const std::string prof = temp_dir() + "/prof.json";
   // A PATH where no mpirun can be found (the program is started by its full path).
@@ -78,13 +91,7 @@ TEST(Calibrate, CompareCalibratesThisMachineOnceThenReadsTheCache) {
   const std::string profile =
       j.at("planner_hardware").get<std::string>();
   const auto p = nlohmann::json::parse(std::ifstream(profile));
-  const auto& shapes = p.at("curves").at("shape_matmul");
-  for (const char* key : {"f16 qkv 864x288", "f16 gate_up 1536x288", "f16 plain 288x288",
-                          "f16 plain 288x768", "f16 plain 32000x288"}) {
-    ASSERT_TRUE(shapes.contains(key)) << key << "\n" << shapes.dump(1);
-    for (const auto& v : shapes.at(key).at("values")) EXPECT_GT(v.get<double>(), 1e8) << key;
-  }
-  ASSERT_TRUE(p.at("curves").at("shape_attention").contains("d48 g1"));
+  expect_tiny_calls(p);
   // Its compute curves held at the cores' uncontended rate, and each run predicted on
   // the cores as they went.
   for (const char* k : {"product", "attention", "stream"}) EXPECT_GT(p.at("core_rate").at(k).get<double>(), 1e8) << k;
@@ -108,13 +115,7 @@ TEST(Calibrate, ANamedShapesCallsAreTimedAloneAndPlanReadsThem) {
   const auto r = run(tandem_bin() + " calibrate -t 1 --types f16 --no-links -m tiny -o " + prof);
   ASSERT_EQ(r.code, 0) << r.out;
   const auto p = nlohmann::json::parse(std::ifstream(prof));
-  const auto& shapes = p.at("curves").at("shape_matmul");
-  for (const char* key : {"f16 qkv 864x288", "f16 gate_up 1536x288", "f16 plain 288x288",
-                          "f16 plain 288x768", "f16 plain 32000x288"}) {
-    ASSERT_TRUE(shapes.contains(key)) << key << "\n" << shapes.dump(1);
-    for (const auto& v : shapes.at(key).at("values")) EXPECT_GT(v.get<double>(), 1e8) << key;
-  }
-  ASSERT_TRUE(p.at("curves").at("shape_attention").contains("d48 g1"));
+  expect_tiny_calls(p);
   const auto plan = run(tandem_bin() + " plan --model tiny --dtype fp16 --tokens 512 --hardware " + prof);
   EXPECT_EQ(plan.code, 0) << plan.out;
   const auto bad = run(tandem_bin() + " calibrate -t 1 --no-links -m no-such-model -o " + prof);
