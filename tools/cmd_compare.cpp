@@ -269,14 +269,15 @@ struct Runner {
       if (auto r = probe->rates(w, 2); !r.empty()) samples[int(w)].push_back(std::move(r));
   }
   // The median of the samples per core and kind, into the run (a dip at one probe is
-  // passed over); the samples start again.
+  // passed over; a kind a probe failed to read leaves the run without rates); the
+  // samples start again.
   void keep_core_rates(RunMeasurement& run) {
     const size_t cores = samples[0].empty() ? 0 : samples[0].front().size();
-    for (const auto w : kKinds)
-      if (samples[int(w)].size() != samples[0].size()) return;  // a probe failed: none
-    run.core_rates.assign(cores, analysis::CoreRates{});
+    bool whole = true;
+    for (const auto w : kKinds) whole &= samples[int(w)].size() == samples[0].size();
+    if (whole) run.core_rates.assign(cores, analysis::CoreRates{});
     for (const auto w : kKinds) {
-      for (size_t c = 0; c < cores; ++c) {
+      for (size_t c = 0; whole && c < cores; ++c) {
         std::vector<double> v;
         for (const auto& s : samples[int(w)]) v.push_back(s[c]);
         std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());

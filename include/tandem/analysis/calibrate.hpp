@@ -31,12 +31,13 @@ struct CalibrateOptions {
 // copies rotated through, so streamed from memory), an attention call of 256 queries
 // over 1024 keys (8 heads of 64).
 // The cores of a shared host are not alike over time: on this project's 2-core VM each
-// core switched, seconds apart, between about 115 and 75 GFLOP/s of the product (work of
-// another tenant on the same physical core, it seems; the VM reports no steal time) while
-// the attention call lost less (about 105 to 90), and a run on a slow core takes longer. calibrate times its compute over the cores' pace at
-// that moment and holds its curves at the cores' uncontended rate
-// (HardwareProfile::core_rate); compare probes the cores around each run (results.json
-// `core_rates`) and the planner predicts the run on the cores as they went.
+// core switched, seconds apart, between about 110-135 and 72-80 GFLOP/s of the product
+// (work of another tenant on the same physical core, it seems; the VM reports no steal
+// time), while the attention call lost less (94-105 against 83-89: compare's results.json
+// `core_rates`), and a run on a slow core takes longer. calibrate times its compute over
+// the cores' pace at that moment and holds its curves at the cores' uncontended rates
+// (HardwareProfile::core_rate); compare probes the cores around each run and the planner
+// predicts the run on the cores as they went.
 class CoreProbe {
  public:
   // Probes the first n CPUs this process may use; none where it may use fewer.
