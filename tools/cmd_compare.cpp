@@ -52,6 +52,8 @@ struct Opts {
   std::string hardware;
   int threads = 0;  // 0: cores for one rank, cores / P per rank for P ranks
   int decode_tokens = 16;
+  int rounds = 3;  // passes over every configuration; each row the median (median_of_rounds)
+  bool rounds_given = false;
   int64_t naive_max = 256;
   bool json = false;
   bool train = false;  // the training workload instead of prefill + decode
@@ -135,7 +137,8 @@ struct Runner {
     return ranks > 1 && !use_mpirun ? fmt::format(" --ranks {}", ranks) : "";
   }
 
-  void prefill(RunMeasurement& run, const std::string& model) {
+  // `round`: the round of compare --rounds (its trace file's suffix); 0: one round.
+  void prefill(RunMeasurement& run, const std::string& model, int round = 0) {
     std::string cmd = fmt::format("{} prefill -m {} --random-tokens {} -t {} --json",
                                   launch(run.ranks, run.threads), quote(model), run.tokens, run.threads);
     // The steady prefill: one untimed run (graphs built, pages faulted in), then the median
@@ -145,7 +148,8 @@ struct Runner {
     if (run.ranks > 1) cmd += " --sp " + quote(run.strategy) + ranks_flag(run.ranks);
     if (has_trace && run.strategy != "naive") {
       fs::create_directories(dir / "traces");
-      run.trace_file = "traces/" + file_name(run.label() + "-N" + std::to_string(run.tokens) + ".json");
+      run.trace_file = "traces/" + file_name(run.label() + "-N" + std::to_string(run.tokens) +
+                                              (round > 0 ? fmt::format("-r{}", round) : "") + ".json");
       cmd += " --trace " + quote((dir / run.trace_file).string());
     }
     const auto p = run_cmd(cmd, dir);
@@ -272,12 +276,12 @@ struct Runner {
   // passed over; a kind a probe failed to read leaves the run without rates); the
   // samples start again.
   void keep_core_rates(RunMeasurement& run) {
-    const size_t cores = samples[0].empty() ? 0 : samples[0].front().size();
+    const size_t n_cores = samples[0].empty() ? 0 : samples[0].front().size();
     bool whole = true;
     for (const auto w : kKinds) whole &= samples[int(w)].size() == samples[0].size();
-    if (whole) run.core_rates.assign(cores, analysis::CoreRates{});
+    if (whole) run.core_rates.assign(n_cores, analysis::CoreRates{});
     for (const auto w : kKinds) {
-      for (size_t c = 0; whole && c < cores; ++c) {
+      for (size_t c = 0; whole && c < n_cores; ++c) {
         std::vector<double> v;
         for (const auto& s : samples[int(w)]) v.push_back(s[c]);
         std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
@@ -349,6 +353,9 @@ void run(const Opts& o) {
   }
 
   Runner r(o, fs::read_symlink("/proc/self/exe").string(), fs::path(o.out));
+  if (o.train && o.rounds_given)
+    bad_input("--rounds: the training comparison (--train) measures each run once; "
+              "leave --rounds out");
   if (o.train) {
     if (link_rate) bad_input("--links: not available with --train yet (training ranks run on this host)");
     const bool mpi = comm::mpi_available() && analysis::program_on_path("mpirun");
@@ -461,27 +468,45 @@ void run(const Opts& o) {
         res.runs.push_back(make_run(s, int(p), o.threads > 0 ? o.threads : std::max(1, r.cores / int(p)), n));
   }
   if (res.runs.empty()) bad_input("--schemes: nothing to run");
-  for (size_t i = 0; i < res.runs.size(); ++i) {
-    auto& run = res.runs[i];
-    fmt::print(stderr, "[{}/{}] {} N={} ({} rank(s) x {} thread(s)) ...", i + 1, res.runs.size(),
-               run.label(), run.tokens, run.ranks, run.threads);
-    std::fflush(stderr);
-    const auto s0 = std::chrono::steady_clock::now();
-    if (run.strategy != "naive") r.probe_cores();
-    r.prefill(run, res.model);
-    if (run.strategy != "naive") r.probe_cores();
-    if (run.ok) r.decode(run, res.model);
-    if (run.strategy != "naive") r.probe_cores();
-    r.keep_core_rates(run);
-    r.predict(run, res.model);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
-    if (run.ok)
-      fmt::print(stderr, " prefill {:.3f} s{} ({:.1f} s)\n", run.prefill_seconds,
-                 run.decode_tokens_per_s ? fmt::format(", decode {:.1f} tok/s", *run.decode_tokens_per_s)
-                                         : (run.decode_error.empty() ? "" : ", decode failed: " + run.decode_error),
-                 secs);
-    else
-      fmt::print(stderr, " failed: {}\n", run.error);
+  // Round after round over every configuration: a slow spell of a shared host (its cores
+  // change speed for seconds at a time) lands in one round of a configuration, and each
+  // row is the median of its rounds, each measured and predicted on its own.
+  const std::vector<RunMeasurement> plan = res.runs;
+  res.rounds = o.rounds;
+  std::vector<std::vector<RunMeasurement>> rounds(plan.size());
+  for (int k = 0; k < o.rounds; ++k) {
+    for (size_t i = 0; i < plan.size(); ++i) {
+      RunMeasurement run = plan[i];
+      fmt::print(stderr, "{}[{}/{}] {} N={} ({} rank(s) x {} thread(s)) ...",
+                 o.rounds > 1 ? fmt::format("round {}/{} ", k + 1, o.rounds) : "", i + 1, plan.size(),
+                 run.label(), run.tokens, run.ranks, run.threads);
+      std::fflush(stderr);
+      const auto s0 = std::chrono::steady_clock::now();
+      if (run.strategy != "naive") r.probe_cores();
+      r.prefill(run, res.model, o.rounds > 1 ? k + 1 : 0);
+      if (run.strategy != "naive") r.probe_cores();
+      if (run.ok) r.decode(run, res.model);
+      if (run.strategy != "naive") r.probe_cores();
+      r.keep_core_rates(run);
+      r.predict(run, res.model);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
+      if (run.ok)
+        fmt::print(stderr, " prefill {:.3f} s{} ({:.1f} s)\n", run.prefill_seconds,
+                   run.decode_tokens_per_s ? fmt::format(", decode {:.1f} tok/s", *run.decode_tokens_per_s)
+                                           : (run.decode_error.empty() ? "" : ", decode failed: " + run.decode_error),
+                   secs);
+      else
+        fmt::print(stderr, " failed: {}\n", run.error);
+      rounds[i].push_back(std::move(run));
+    }
+  }
+  for (size_t i = 0; i < plan.size(); ++i) {
+    res.runs[i] = analysis::median_of_rounds(rounds[i]);
+    for (const auto& run : rounds[i])  // the other rounds' traces
+      if (!run.trace_file.empty() && run.trace_file != res.runs[i].trace_file) {
+        std::error_code gone;
+        fs::remove(r.dir / run.trace_file, gone);
+      }
   }
   res.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto files = analysis::write_report(res, r.dir.string());
@@ -522,6 +547,11 @@ void add_compare(CLI::App& app) {
                   fmt::format("Tokens decoded after the prompt (default 16; the naive pipeline "
                               "decodes at most {})", analysis::kNaiveDecodeTokens))
       ->check(int_in(0, 1 << 20));
+  auto* rounds = sub->add_option("--rounds", o->rounds,
+                                 "Passes over every configuration, each row the median of its "
+                                 "rounds: a slow spell of a shared host moves one round, not the "
+                                 "figure (default 3; 1 to measure each once)")
+                     ->check(int_in(1, 100));
   sub->add_option("--naive-max", o->naive_max,
                   "Longest N for the naive pipeline, which is slow (default 256)")
       ->check(int_in(0, int64_t{1} << 22));
@@ -546,7 +576,10 @@ void add_compare(CLI::App& app) {
       ->check(int_in(1, 1000));
   sub->add_flag("--checkpoint-layers", o->checkpoint_layers,
                 "With --train: recompute each layer in the backward (tandem train --checkpoint-layers)");
-  sub->callback([o] { run(*o); });
+  sub->callback([o, rounds] {
+    o->rounds_given = rounds->count() > 0;
+    run(*o);
+  });
 }
 
 }  // namespace tandem::cli

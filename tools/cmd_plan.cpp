@@ -20,7 +20,7 @@ constexpr int64_t kMaxTokens = analysis::kMaxPlanTokens;
 struct Opts {
   std::string model, hardware = "h100", dtype;
   int64_t tokens = 0, decode_tokens = 0;
-  int gpus = 1, gpus_per_node = 0;
+  int gpus = 1, gpus_per_node = 0, threads = 0;
   bool per_node_given = false;  // else the profile's devices per node
   bool json = false;
 };
@@ -33,9 +33,14 @@ std::string joined(const std::vector<std::string>& v) {
 
 void run(const Opts& o) {
   const auto hw = analysis::load_profile(o.hardware, "--hardware");
+  if (o.threads > 0 && hw.threads <= 0)
+    bad_input("--threads {}: the profile '{}' describes GPUs (a device is one GPU, no threads); "
+              "--threads is for CPU profiles (cpu-this, or a file from `tandem calibrate`)",
+              o.threads, hw.name);
   const int per_node = o.per_node_given ? o.gpus_per_node
                                         : std::max(1, std::min(o.gpus, hw.devices_per_node));
   auto req = analysis::plan_request(o.model, hw, o.tokens, o.gpus, per_node, o.decode_tokens, o.dtype);
+  req.threads = o.threads;
   const auto plan = analysis::make_plan(std::move(req));
   if (o.json)
     fmt::print("{}\n", analysis::plan_to_json(plan).dump(2));
@@ -69,6 +74,11 @@ void add_plan(CLI::App& app) {
   sub->add_option("--decode-tokens", o->decode_tokens,
                   "Tokens generated after the prompt, counted in the ranking, 0 to 2^40 (default 0)")
       ->check(int_in(0, kMaxTokens));
+  sub->add_option("--threads", o->threads,
+                  "Threads of each device (a rank) on a CPU profile, 1 to 1024 (default: the "
+                  "profile's for one device, split evenly between the devices of a node); more "
+                  "threads than the node's cores take turns on them")
+      ->check(int_in(1, 1024));
   sub->add_flag("--json", o->json, "Print JSON: {best, strategies, ...}");
   sub->callback([o, per_node] {
     o->per_node_given = per_node->count() > 0;

@@ -29,7 +29,7 @@ void expect_bad(const std::string& args, const std::string& needle) {
 TEST(CompareCli, TinyEndToEnd) {
   const std::string out = temp_dir() + "/report";
   const auto r = run(tandem_bin() + " compare --lengths 64,128 --ranks 2 --schemes ring " +
-                     "--decode-tokens 4 -t 1 --out " + out);
+                     "--decode-tokens 4 -t 1 --rounds 2 --out " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   // Progress, the table and the crossover sentence.
   EXPECT_NE(r.out.find("[1/6] naive N=64"), std::string::npos) << r.out;
@@ -38,8 +38,10 @@ TEST(CompareCli, TinyEndToEnd) {
   EXPECT_NE(r.out.find("single optimized pipeline"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("slow core: the slowest core's speed"), std::string::npos) << r.out;
 
+  EXPECT_NE(r.out.find("round 2/2 [6/6] ring P=2 N=128"), std::string::npos) << r.out;
   const auto j = nlohmann::json::parse(read_text(out + "/results.json"));
   ASSERT_EQ(j["runs"].size(), 6u);
+  EXPECT_EQ(j["rounds"], 2);
   std::vector<std::string> want = {"naive", "single", "ring P=2"};
   for (size_t i = 0; i < 6; ++i) {
     const auto& x = j["runs"][i];
@@ -56,6 +58,18 @@ TEST(CompareCli, TinyEndToEnd) {
     EXPECT_EQ(x["trace"].is_string(), want[i % 3] != "naive");
     if (want[i % 3] == "ring P=2") {
       EXPECT_GT(x["bytes_sent_per_rank"].get<double>(), 0);
+    }
+    // Two rounds, the row the faster of each (the median of two).
+    ASSERT_EQ(x["rounds"].size(), 2u);
+    const auto& pr = x["rounds"][x["prefill_round"].get<size_t>()];
+    EXPECT_EQ(pr["prefill_seconds"], x["prefill_seconds"]);
+    for (const auto& other : x["rounds"]) EXPECT_LE(x["prefill_seconds"], other["prefill_seconds"]);
+    const auto& dr = x["rounds"][x["decode_round"].get<size_t>()];
+    EXPECT_EQ(dr["decode_tokens_per_s"], x["decode_tokens_per_s"]);
+    for (const auto& other : x["rounds"]) EXPECT_GE(x["decode_tokens_per_s"], other["decode_tokens_per_s"]);
+    if (!x["predicted"].is_null()) {
+      EXPECT_EQ(pr["predicted_prefill_seconds"], x["predicted"]["prefill_seconds"]);
+      EXPECT_EQ(dr["predicted_decode_seconds_per_token"], x["predicted"]["decode_seconds_per_token"]);
     }
     // Each core's speed around every optimized run.
     if (want[i % 3] == "naive") {
@@ -74,6 +88,10 @@ TEST(CompareCli, TinyEndToEnd) {
     EXPECT_TRUE(std::filesystem::exists(out + "/" + f)) << f;
   const auto html = read_text(out + "/index.html");
   EXPECT_NE(html.find("<svg"), std::string::npos);
+  // The rows' traces only: the other round's are removed.
+  size_t traces = 0;
+  for ([[maybe_unused]] const auto& f : std::filesystem::directory_iterator(out + "/traces")) ++traces;
+  EXPECT_EQ(traces, 4u);
   for (const auto& x : j["runs"])
     if (x["trace"].is_string()) {
       const auto trace = nlohmann::json::parse(read_text(out + "/" + x["trace"].get<std::string>()));
@@ -93,4 +111,6 @@ TEST(CompareCli, BadFlags) {
   expect_bad("--launcher carrier-pigeon", "--launcher");
   expect_bad("-m /no/such/model.gguf", "model");
   expect_bad("--frobnicate", "frobnicate");
+  expect_bad("--rounds 0", "--rounds");
+  expect_bad("--train --rounds 2", "--rounds");
 }

@@ -49,6 +49,33 @@ TEST(PlanCli, TableForAGgufFile) {
     EXPECT_NE(r.out.find(s), std::string::npos) << s;
 }
 
+// A CPU device is a rank's threads (plan --threads): ranks whose threads outnumber the
+// node's cores take turns on them, so two ranks of 4 threads on 4 cores take about twice
+// as long as two of 2.
+TEST(PlanCli, ThreadsPerDeviceOnACpuProfile) {
+  const std::string path = temp_dir() + "/cpu4.json";
+  std::ofstream(path) << R"({"name": "cpu4", "flops": {"f32": 1e11, "bf16": 1e11}, "efficiency": 0.5,
+    "memory_bandwidth": 2e10, "memory_capacity": 1.6e10, "devices_per_node": 1, "threads": 4,
+    "intra_node": {"bandwidth": 1e10, "latency": 1e-6},
+    "inter_node": {"bandwidth": 1e9, "latency": 1e-5}})";
+  auto ring = [&](const std::string& threads) {
+    const auto r = plan("--model " + shared_path("models/tiny-f16.gguf") + " --tokens 2048 --gpus 2 " +
+                        "--gpus-per-node 2 --hardware " + path + " --json --threads " + threads);
+    EXPECT_EQ(r.code, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out);
+    for (const auto& s : j["strategies"])
+      if (s["strategy"] == "ring") {
+        EXPECT_NE(s["layout"].get<std::string>().find(threads + " threads"), std::string::npos) << s;
+        return s["compute_seconds"].get<double>();
+      }
+    ADD_FAILURE() << "no ring: " << r.out;
+    return 0.0;
+  };
+  EXPECT_NEAR(ring("4") / ring("2"), 2.0, 0.2);
+  expect_bad("--model llama3-8b --tokens 1024 --hardware h100 --threads 4", "--threads");
+  expect_bad("--model llama3-8b --tokens 1024 --hardware " + path + " --threads 0", "--threads");
+}
+
 TEST(PlanCli, ProfileFile) {
   const std::string path = temp_dir() + "/profile.json";
   std::ofstream(path) << R"({"name": "lab", "flops": {"bf16": 1e14}, "efficiency": 0.5,

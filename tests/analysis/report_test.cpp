@@ -490,3 +490,60 @@ TEST(Report, TimelineFromTrace) {
   EXPECT_EQ(xml_problem(bad), "");
   EXPECT_NE(bad.find("no trace events"), std::string::npos);
 }
+
+namespace {
+ta::RunMeasurement round_of(double prefill_s, std::optional<double> decode, double predicted_prefill,
+                            double predicted_step, double core) {
+  ta::RunMeasurement m;
+  m.strategy = "ring";
+  m.ranks = 2;
+  m.tokens = 1024;
+  m.ok = true;
+  m.prefill_seconds = prefill_s;
+  m.decode_tokens_per_s = decode;
+  m.predicted = ta::Prediction{"ring 2", predicted_prefill, predicted_step, 0, 0};
+  m.core_rates = {ta::CoreRates{core, core, core}};
+  m.trace_file = "traces/r" + std::to_string(prefill_s) + ".json";
+  return m;
+}
+}  // namespace
+
+// compare --rounds: the row is the median round of the prefill (with its own prediction,
+// cores and trace) and, for the decode, the median round of the decode rate (with that
+// round's predicted step), not one round for both nor a mix of measurement and prediction.
+TEST(Report, MedianOfRounds) {
+  const auto row = ta::median_of_rounds({round_of(0.3, 20, 0.31, 0.05, 1), round_of(0.1, 10, 0.11, 0.09, 2),
+                                         round_of(0.2, 30, 0.21, 0.03, 3)});
+  EXPECT_EQ(row.prefill_round, 2);
+  EXPECT_DOUBLE_EQ(row.prefill_seconds, 0.2);
+  ASSERT_TRUE(row.predicted);
+  EXPECT_DOUBLE_EQ(row.predicted->prefill_seconds, 0.21);
+  EXPECT_DOUBLE_EQ(row.core_rates.at(0).product, 3);
+  EXPECT_EQ(row.trace_file, "traces/r" + std::to_string(0.2) + ".json");
+  EXPECT_EQ(row.decode_round, 0);
+  EXPECT_DOUBLE_EQ(*row.decode_tokens_per_s, 20);
+  EXPECT_DOUBLE_EQ(row.predicted->decode_seconds_per_token, 0.05);
+  ASSERT_EQ(row.rounds.size(), 3u);
+  EXPECT_DOUBLE_EQ(row.rounds[1].prefill_seconds, 0.1);
+  EXPECT_DOUBLE_EQ(*row.rounds[2].decode_tokens_per_s, 30);
+  EXPECT_DOUBLE_EQ(row.rounds[1].predicted->decode_seconds_per_token, 0.09);
+  const auto j = ta::to_json(ta::CompareResults{.runs = {row}});
+  EXPECT_EQ(j["runs"][0]["rounds"].size(), 3u);
+  EXPECT_EQ(j["runs"][0]["decode_round"], 0);
+  EXPECT_DOUBLE_EQ(j["runs"][0]["predicted"]["decode_error"].get<double>(), 1 / 0.05 / 20 - 1);
+
+  // Of two, the faster; a failed round counts only where all failed; a round without a
+  // decode leaves the decode to those that have one.
+  auto failed = round_of(0.01, 50, 0.01, 0.01, 9);
+  failed.ok = false;
+  const auto two = ta::median_of_rounds({round_of(0.2, std::nullopt, 0.2, 0.1, 1), failed,
+                                         round_of(0.1, 40, 0.1, 0.1, 2)});
+  EXPECT_EQ(two.prefill_round, 2);
+  EXPECT_EQ(two.decode_round, 2);
+  EXPECT_DOUBLE_EQ(*two.decode_tokens_per_s, 40);
+  const auto none = ta::median_of_rounds({failed, failed});
+  EXPECT_FALSE(none.ok);
+  EXPECT_EQ(none.rounds.size(), 2u);
+  // One round is the run itself.
+  EXPECT_TRUE(ta::median_of_rounds({round_of(0.2, 20, 0.2, 0.05, 1)}).rounds.empty());
+}

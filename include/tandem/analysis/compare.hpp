@@ -53,6 +53,20 @@ struct RunMeasurement {
   // and the prediction is made for the cores as they ran (HardwareProfile::core_rates).
   std::vector<CoreRates> core_rates;
   std::string trace_file;  // relative to the report folder; empty: none
+  // compare --rounds R > 1: the configuration was measured R times, each round a pass over
+  // every configuration, so rounds of one configuration lie far apart in time. The row
+  // holds the round with the median prefill (its ranks, memory, trace, cores and
+  // predicted prefill) and the decode rate of the round with the median decode (and that
+  // round's predicted decode); each round's figures are here, in order.
+  struct Round {
+    bool ok = false;
+    double prefill_seconds = 0;
+    std::optional<double> decode_tokens_per_s;
+    std::optional<Prediction> predicted;
+    std::vector<CoreRates> core_rates;
+  };
+  std::vector<Round> rounds;                // empty: measured once
+  int prefill_round = 0, decode_round = 0;  // indexes into `rounds`
 
   std::string label() const;  // "single", "ring P=2"
   double max_rank_seconds() const;
@@ -85,6 +99,7 @@ struct CompareResults {
   std::string launcher_note; // why
   int cores = 1;
   int decode_tokens = 0;
+  int rounds = 1;         // compare --rounds: each run the median of this many
   int64_t naive_max = 0;  // the naive pipeline runs only for N <= this
   std::vector<int64_t> lengths;
   std::vector<RunMeasurement> runs;
@@ -114,6 +129,10 @@ inline constexpr double kLevelFraction = 0.03;
 // A measured prefill (`tandem prefill --json`, read with prefill_report_from_json) into
 // the run (strategy, ranks and threads are the caller's).
 void set_prefill(RunMeasurement& run, const PrefillReport& report);
+// One configuration's rounds (each measured and predicted on its own) as one row: see
+// RunMeasurement::rounds. The median of an even count is the faster middle round. A
+// round that failed counts only where every round failed (the row is then the first).
+RunMeasurement median_of_rounds(std::vector<RunMeasurement> rounds);
 // The planner's figures for a compare run: the plan of exactly its configuration
 // ("single" is the local scheme; "naive" has none) with request's model, profile and
 // devices per node (0: all ranks on one node), or nothing when the planner cannot predict

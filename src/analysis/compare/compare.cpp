@@ -81,6 +81,42 @@ void set_prefill(RunMeasurement& run, const PrefillReport& report) {
   run.ok = true;
 }
 
+RunMeasurement median_of_rounds(std::vector<RunMeasurement> rounds) {
+  TD_CHECK(!rounds.empty());
+  if (rounds.size() == 1) return std::move(rounds.front());
+  std::vector<RunMeasurement::Round> figures;
+  std::vector<size_t> ok, decoded;
+  for (size_t i = 0; i < rounds.size(); ++i) {
+    const RunMeasurement& r = rounds[i];
+    figures.push_back({r.ok, r.prefill_seconds, r.decode_tokens_per_s, r.predicted, r.core_rates});
+    if (r.ok) ok.push_back(i);
+    if (r.ok && r.decode_tokens_per_s) decoded.push_back(i);
+  }
+  // The median by `faster` (an even count: the faster of the middle two).
+  auto median = [](std::vector<size_t> v, auto faster) {
+    std::sort(v.begin(), v.end(), [&](size_t a, size_t b) { return faster(a, b) || (!faster(b, a) && a < b); });
+    return v[(v.size() - 1) / 2];
+  };
+  const size_t p = ok.empty() ? 0 : median(ok, [&](size_t a, size_t b) {
+    return rounds[a].prefill_seconds < rounds[b].prefill_seconds;
+  });
+  RunMeasurement row = rounds[p];
+  row.prefill_round = int(p);
+  row.decode_round = int(p);
+  if (!decoded.empty()) {
+    const size_t d = median(decoded, [&](size_t a, size_t b) {
+      return *rounds[a].decode_tokens_per_s > *rounds[b].decode_tokens_per_s;
+    });
+    row.decode_round = int(d);
+    row.decode_tokens_per_s = rounds[d].decode_tokens_per_s;
+    row.decode_error.clear();
+    if (row.predicted && rounds[d].predicted)
+      row.predicted->decode_seconds_per_token = rounds[d].predicted->decode_seconds_per_token;
+  }
+  row.rounds = std::move(figures);
+  return row;
+}
+
 std::optional<Prediction> predict_run(const PlanRequest& request, const RunMeasurement& run,
                                       std::string* why) {
   if (run.strategy == "naive") return std::nullopt;
@@ -115,6 +151,7 @@ nlohmann::json to_json(const CompareResults& r) {
   j["launcher_note"] = r.launcher_note;
   j["cores"] = r.cores;
   j["decode_tokens"] = r.decode_tokens;
+  j["rounds"] = r.rounds;
   j["naive_max"] = r.naive_max;
   j["planner_hardware"] = r.planner_hardware;
   j["lengths"] = r.lengths;
@@ -189,6 +226,23 @@ nlohmann::json to_json(const CompareResults& r) {
       for (const CoreRates& c : run.core_rates) x["core_rates"].push_back(core_rates_to_json(c));
     }
     x["trace"] = run.trace_file.empty() ? nlohmann::json(nullptr) : nlohmann::json(run.trace_file);
+    if (!run.rounds.empty()) {
+      x["prefill_round"] = run.prefill_round;
+      x["decode_round"] = run.decode_round;
+      x["rounds"] = nlohmann::json::array();
+      for (const auto& rd : run.rounds) {
+        nlohmann::json y = {{"ok", rd.ok},
+                            {"prefill_seconds", rd.prefill_seconds},
+                            {"decode_tokens_per_s", rd.decode_tokens_per_s ? nlohmann::json(*rd.decode_tokens_per_s)
+                                                                           : nlohmann::json(nullptr)}};
+        y["predicted_prefill_seconds"] = rd.predicted ? nlohmann::json(rd.predicted->prefill_seconds) : nlohmann::json(nullptr);
+        y["predicted_decode_seconds_per_token"] =
+            rd.predicted ? nlohmann::json(rd.predicted->decode_seconds_per_token) : nlohmann::json(nullptr);
+        y["core_rates"] = nlohmann::json::array();
+        for (const CoreRates& c : rd.core_rates) y["core_rates"].push_back(core_rates_to_json(c));
+        x["rounds"].push_back(std::move(y));
+      }
+    }
     j["runs"].push_back(std::move(x));
   }
   return j;
@@ -207,6 +261,11 @@ std::string compare_table(const CompareResults& r) {
                         run.prefill_seconds_each.size());
       break;
     }
+  if (r.rounds > 1)
+    out += fmt::format("rounds: every configuration measured {} times, one pass over all after "
+                       "another; each row's prefill and decode are the median of its rounds, each "
+                       "round predicted on its own cores (results.json: rounds)\n",
+                       r.rounds);
   if (r.links)
     out += fmt::format("links: {} (P > 1 rows: one emulated host per rank, MPI over TCP through "
                        "tbf; single and naive on one host)\n", r.links->rate);

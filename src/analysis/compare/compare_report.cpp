@@ -241,8 +241,12 @@ std::string index_html(const CompareResults& r, const Figures& plots, const Figu
                    r.synthetic_model ? " (tiny synthetic model, F16)" : "");
   for (size_t i = 0; i < r.lengths.size(); ++i) b += (i ? ", " : "") + std::to_string(r.lengths[i]);
   b += fmt::format("; {} decode tokens after each prompt; {} core(s). P &gt; 1 runs use <b>{}</b> "
-                   "({}). All runs took {:.0f} s.</p>\n",
+                   "({}).{} All runs took {:.0f} s.</p>\n",
                    r.decode_tokens, r.cores, xml_escape(r.launcher), xml_escape(r.launcher_note),
+                   r.rounds > 1 ? fmt::format(" Each configuration ran {} times, a pass over all "
+                                              "after another; each row is the median of its rounds.",
+                                              r.rounds)
+                                : std::string(),
                    r.wall_seconds);
   b += links_html(r);
   b += "<h2>Findings</h2>\n<ul>\n";
