@@ -130,11 +130,22 @@ TEST(PlannerCurves, ADeviceRunsAtThePaceOfTheSlowestCoreInStep) {
   const StrategyPlan alone = plan_strategy(with_cores(1024, 1, 1, {all_at(100e9), all_at(50e9)}), "single");
   const StrategyPlan alone_plain = plan_strategy(tiny_request(1024, 1, 1), "single");
   EXPECT_NEAR(alone.prefill_seconds, alone_plain.prefill_seconds, 1e-9 * alone_plain.prefill_seconds);
-  // 4 ranks on the 2 cores take turns on 1.5 cores' worth instead of 2.
+  // 4 ranks on the 2 cores take turns, two on each (the scheduler spreads them by count,
+  // not by speed): the ranks in step wait for the two on the half-speed core, so every
+  // computed second doubles, not 2 / 1.5 (both cores' summed rate).
   const StrategyPlan four = plan_strategy(tiny_request(1024, 4, 1), "ring");
   const StrategyPlan four_half = plan_strategy(with_cores(1024, 4, 1, {all_at(100e9), all_at(50e9)}), "ring");
-  EXPECT_NEAR(four_half.decode_seconds_per_token, four.decode_seconds_per_token * 2 / 1.5,
-              0.01 * four.decode_seconds_per_token);
+  EXPECT_NEAR(four_half.prefill_seconds, four.prefill_seconds * 2, 0.03 * four.prefill_seconds);
+  EXPECT_GT(four_half.decode_seconds_per_token, 1.9 * four.decode_seconds_per_token);
+  // Three 1-thread ranks on 2 cores: one core holds two of them, and the third rank waits
+  // for both: twice the compute of three ranks on cores of their own, with or without the
+  // cores' rates.
+  PlanRequest own = tiny_request(1024, 3, 1);
+  own.hw.threads = 4;
+  const double alone3 = plan_strategy(own, "ring").compute_seconds;
+  EXPECT_NEAR(plan_strategy(tiny_request(1024, 3, 1), "ring").compute_seconds / alone3, 2, 0.02);
+  EXPECT_NEAR(plan_strategy(with_cores(1024, 3, 1, {all_at(100e9), all_at(100e9)}), "ring").compute_seconds / alone3,
+              2, 0.02);
 }
 
 TEST(PlannerCurves, EachKindOfWorkReadsItsOwnCoreRate) {

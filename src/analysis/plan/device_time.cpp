@@ -21,19 +21,18 @@ const Curve* matmul_curve(const HardwareProfile& hw, const std::string& dtype) {
 // also holds each core's rate as a run went (`now`), a device runs at the pace of the
 // slowest core it uses (its threads split the work evenly) and devices in step wait for
 // the slowest: the node's devices take cores in order (rank r of T threads the cores
-// rT .. rT + T - 1, as compare binds them). More threads than cores take turns: each
-// thread gets the cores' summed rate over the threads.
+// rT .. rT + T - 1, as compare binds them). More threads than cores take turns: the
+// scheduler spreads them evenly over the cores (by count, not by speed), and devices in
+// step wait for the slowest core's share, ceil(threads / cores) turns at its rate.
 double slowdown(const HardwareProfile& hw, int threads, int sharers, CoreWork w) {
   if (hw.threads <= 0) return 1;  // a GPU
   const int used = threads * sharers;
+  const int turns = (used + hw.threads - 1) / hw.threads;
   const double held = hw.core_rate.of(w);
-  if (!(held > 0) || hw.core_rates.size() != size_t(hw.threads)) return std::max(1.0, double(used) / hw.threads);
-  double slowest = hw.core_rates[0].of(w), all = 0;
-  for (int c = 0; c < hw.threads; ++c) {
-    if (c < used) slowest = std::min(slowest, hw.core_rates[size_t(c)].of(w));
-    all += hw.core_rates[size_t(c)].of(w);
-  }
-  return used <= hw.threads ? held / slowest : held * used / all;
+  if (!(held > 0) || hw.core_rates.size() != size_t(hw.threads)) return turns;
+  double slowest = hw.core_rates[0].of(w);
+  for (int c = 0; c < std::min(used, hw.threads); ++c) slowest = std::min(slowest, hw.core_rates[size_t(c)].of(w));
+  return held * turns / slowest;
 }
 }  // namespace
 
