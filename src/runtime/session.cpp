@@ -137,8 +137,18 @@ PrefillOutput Session::prefill(std::span<const int32_t> ids, int64_t n_logits, i
     my_ids[size_t(i)] = ids[size_t(out.indices[size_t(i)])];
     my_pos[size_t(i)] = int32_t(out.indices[size_t(i)]);
   }
-  cache_ = KVCache();  // the previous sequence's pages go back first
-  cache_ = engine_->make_cache(parallel::scheme_cache_capacity(scheme_, n, n_decode, P, r));
+  // A cache of the capacity this prompt needs is emptied and kept (the session never forks
+  // it, so its pool holds this sequence alone): its memory stays mapped. A new pool would
+  // fault in and zero every page the prefill writes, again for each prompt: in a trace of
+  // repeated 256-token prefills of the tiny model on 2 threads, the attention calls that
+  // wrote fresh pages took 1.5-2.2 ms against 0.3 ms, about a fifth of the prefill.
+  const int64_t capacity = parallel::scheme_cache_capacity(scheme_, n, n_decode, P, r);
+  if (cache_.capacity() == capacity && capacity > 0) {
+    cache_.truncate(0);
+  } else {
+    cache_ = KVCache();  // the previous sequence's pages go back first
+    cache_ = engine_->make_cache(capacity);
+  }
   // The tokens with logits are the last n_logits of the sequence: a suffix of this rank's
   // ascending indices.
   out.first_out = m;

@@ -359,3 +359,37 @@ TEST(SpExactness, LastRowsGatheredOnRankZero) {
       }
     }
 }
+
+// A second prompt of the same length in one session reuses the first's KV cache, emptied:
+// its logits and the decode step after it equal those of a fresh session (nothing of the
+// first prompt's keys is read).
+TEST(SpExactness, SecondPromptReusesTheCacheAsNew) {
+  const auto m = make_model({4, 2});
+  const int64_t V = m->hparams().n_vocab, n = 23;
+  const auto first = random_ids(n, V, 5), second = random_ids(n, V, 6);
+  for (const auto& [scheme, P] : std::vector<std::pair<std::string, int>>{{"local", 1}, {"zigzag", 2}}) {
+    auto run = [&, scheme = scheme, P = P](bool twice) {
+      std::vector<float> out;
+      std::mutex mu;
+      comm::run_in_process(P, [&](comm::Communicator& comm) {
+        SessionOptions so;
+        so.scheme = scheme;
+        Session s(m, so, comm);
+        if (twice) s.prefill(first, 1, 2);
+        auto logits = s.gather_logits(s.prefill(second, 1, 2));
+        std::vector<float> step(static_cast<size_t>(V));
+        s.decode_step(second[0], int32_t(n), step.data());
+        const std::lock_guard<std::mutex> lock(mu);
+        if (comm.rank() == 0) {
+          out = std::move(logits);
+          out.insert(out.end(), step.begin(), step.end());
+        }
+      });
+      return out;
+    };
+    SCOPED_TRACE(scheme);
+    const auto fresh = run(false), reused = run(true);
+    ASSERT_EQ(fresh.size(), size_t(2 * V));
+    EXPECT_EQ(reused, fresh);
+  }
+}
