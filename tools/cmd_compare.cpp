@@ -142,8 +142,10 @@ struct Runner {
     std::string cmd = fmt::format("{} prefill -m {} --random-tokens {} -t {} --json",
                                   launch(run.ranks, run.threads), quote(model), run.tokens, run.threads);
     // The steady prefill: one untimed run (graphs built, pages faulted in), then the median
-    // of three; the report keeps the process's first beside it.
-    if (has_repeat) cmd += " --warmup 1 --repeat 3";
+    // of three, or with rounds one per round (the rounds' median stands for the repeats,
+    // spread over minutes instead of a second); the report keeps the process's first
+    // beside it.
+    if (has_repeat) cmd += fmt::format(" --warmup 1 --repeat {}", o.rounds > 1 ? 1 : 3);
     if (run.strategy == "naive") cmd += naive_flags();
     if (run.ranks > 1) cmd += " --sp " + quote(run.strategy) + ranks_flag(run.ranks);
     if (has_trace && run.strategy != "naive") {

@@ -135,7 +135,7 @@ TEST(SchemeRegistry, CompareRunsEveryScheme) {
     if (d->name != "local") names += (names.empty() ? "" : ",") + std::string(d->name);
   const std::string out = test::temp_dir() + "/registry-compare";
   const auto r = test::run(test::tandem_bin() + " compare --lengths 64 --ranks 4 --schemes " + names +
-                           " --decode-tokens 2 --naive-max 0 --launcher threads -t 1 --out " + out);
+                           " --decode-tokens 2 --naive-max 0 --launcher threads -t 1 --rounds 1 --out " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(test::read_text(out + "/results.json"));
   for (const parallel::SchemeDesc* d : parallel::scheme_registry()) {

@@ -63,7 +63,7 @@ TEST(Calibrate, WithoutMpirunFailsNamingTheLinksOrLeavesThemOutWhenAsked) {
 
   // compare keeps working with it: P = 1 predicted, P > 1 measured without a prediction.
   const auto c = run(tandem_bin() + " compare --hardware " + prof + " --lengths 16 --schemes ring "
-                     "--launcher threads --decode-tokens 0 --naive-max 0 -t 1 --out " +
+                     "--launcher threads --decode-tokens 0 --naive-max 0 -t 1 --rounds 1 --out " +
                      temp_dir() + "/report");
   EXPECT_EQ(c.code, 0) << c.out;
   EXPECT_NE(c.out.find("P > 1 runs are measured without a prediction"), std::string::npos) << c.out;
@@ -72,7 +72,7 @@ TEST(Calibrate, WithoutMpirunFailsNamingTheLinksOrLeavesThemOutWhenAsked) {
 TEST(Calibrate, CompareCalibratesThisMachineOnceThenReadsTheCache) {
   const std::string cache = temp_dir() + "/cache";
   const std::string cmd = "XDG_CACHE_HOME=" + cache + " " + tandem_bin() +
-                          " compare --lengths 16 --schemes ring --launcher threads --decode-tokens 0 "
+                          " compare --lengths 16 --schemes ring --launcher threads --decode-tokens 0 --rounds 1 "
                           "--naive-max 0 --out " + temp_dir() + "/report";
   const auto first = run(cmd);
   ASSERT_EQ(first.code, 0) << first.out;

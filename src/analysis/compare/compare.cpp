@@ -256,9 +256,11 @@ std::string compare_table(const CompareResults& r) {
   std::string out;
   for (const auto& run : r.runs)
     if (!run.prefill_seconds_each.empty()) {
-      out = fmt::format("prefill s: the median of {} prefills after an untimed one in the same "
-                        "process (results.json: each, and the first)\n",
-                        run.prefill_seconds_each.size());
+      const size_t k = run.prefill_seconds_each.size();
+      out = k > 1 ? fmt::format("prefill s: the median of {} prefills after an untimed one in the same "
+                                "process (results.json: each, and the first)\n", k)
+                  : std::string("prefill s: one prefill after an untimed one in the same process "
+                                "(results.json: the first too)\n");
       break;
     }
   if (r.rounds > 1)
