@@ -201,51 +201,67 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
   const std::unique_ptr<Model> model = load_model(path);
   const double flops_per_token = 2.0 * double(s.layer_matmul_params()) * double(s.n_layer);
   std::map<std::string, Curve> curves;
-  for (size_t t = 0; t < threads.size(); ++t) {
-    const PinFirst pin(int(threads[t]));
-    kernels::ThreadPool pool(int(threads[t]));
-    // One engine per token count (its graph built and run once untimed), then rounds over
-    // the counts, so that a burst of other work on a shared machine falls on one round,
-    // not on one count.
+  // Per thread count: its pool (made on its cores), one engine per token count (its graph
+  // built and run once untimed) and the calls timed in each round.
+  struct Timed {
+    PassTimer::Product call;
+    std::vector<std::pair<double, double>> rounds;  // seconds, pace
+  };
+  struct ThreadCount {
+    std::unique_ptr<kernels::ThreadPool> pool;
     std::vector<size_t> measured;
     std::vector<std::unique_ptr<Engine>> engines;
     std::vector<std::vector<int32_t>> ids;
+    // By key, rows computed and token count: the call's shape, and per round its seconds
+    // and the cores' pace around it (CoreProbe).
+    std::map<std::tuple<std::string, int64_t, size_t>, Timed> timed_calls;
+  };
+  std::vector<ThreadCount> counts(threads.size());
+  for (size_t t = 0; t < threads.size(); ++t) {
+    const PinFirst pin(int(threads[t]));
+    ThreadCount& tc = counts[t];
+    tc.pool = std::make_unique<kernels::ThreadPool>(int(threads[t]));
     for (size_t m = 0; m < tokens.size(); ++m) {
       if (m > 0 && flops_per_token * tokens[m] > kMaxCallFlops) continue;
       const auto n = int64_t(tokens[m]);
-      measured.push_back(m);
-      engines.push_back(std::make_unique<Engine>(*model, pool, n));
-      page_cache(*engines.back());
-      ids.push_back(some_ids(n, s.n_vocab));
-      forward(*engines.back(), ids.back());
+      tc.measured.push_back(m);
+      tc.engines.push_back(std::make_unique<Engine>(*model, *tc.pool, n));
+      page_cache(*tc.engines.back());
+      tc.ids.push_back(some_ids(n, s.n_vocab));
+      forward(*tc.engines.back(), tc.ids.back());
     }
-    // By key, rows computed and token count: the call's shape, and per round its seconds
-    // and the cores' pace around it (CoreProbe).
-    struct Timed {
-      PassTimer::Product call;
-      std::vector<std::pair<double, double>> rounds;  // seconds, pace
-    };
-    std::map<std::tuple<std::string, int64_t, size_t>, Timed> timed_calls;
-    for (int round = 0; round < kRounds; ++round)
-      for (size_t i = 0; i < measured.size(); ++i) {
+  }
+  // Rounds over the thread counts and, within each, the token counts: a burst of other
+  // work on a shared machine, or a spell in which its cores run slower together than the
+  // probe (one core at a time) reads them, falls on one round, not on one count; the
+  // rounds of one thread count lie the other counts' time apart.
+  for (int round = 0; round < kRounds; ++round)
+    for (size_t t = 0; t < threads.size(); ++t) {
+      const PinFirst pin(int(threads[t]));
+      ThreadCount& tc = counts[t];
+      for (size_t i = 0; i < tc.measured.size(); ++i) {
         // Two steps back to back, the second timed: as the runtime runs a prefill's chunks
         // and decode's steps, each after one like it (its weights where it left them; the
         // probe, which streams weights of its own, goes before both).
-        const CoreWork kind = tokens[measured[i]] <= 1 ? CoreWork::Stream : CoreWork::Product;
+        const CoreWork kind = tokens[tc.measured[i]] <= 1 ? CoreWork::Stream : CoreWork::Product;
         const double before = probe.pace(kind, int(threads[t]));
-        forward(*engines[i], ids[i]);
+        forward(*tc.engines[i], tc.ids[i]);
         PassTimer timer;
-        engines[i]->set_op_timer(&timer);
-        forward(*engines[i], ids[i]);
-        engines[i]->set_op_timer(nullptr);
+        tc.engines[i]->set_op_timer(&timer);
+        forward(*tc.engines[i], tc.ids[i]);
+        tc.engines[i]->set_op_timer(nullptr);
         const double pace = (before + probe.pace(kind, int(threads[t]))) / 2;
         for (const auto& [at, p] : timer.products) {
-          Timed& tc = timed_calls[std::make_tuple(at.first, at.second, measured[i])];
-          tc.call = p;
-          tc.rounds.emplace_back(median(p.seconds), pace);
+          Timed& tm = tc.timed_calls[std::make_tuple(at.first, at.second, tc.measured[i])];
+          tm.call = p;
+          tm.rounds.emplace_back(median(p.seconds), pace);
         }
       }
-    for (const auto& [k, timed] : timed_calls) {
+    }
+  for (size_t t = 0; t < threads.size(); ++t) {
+    const PinFirst pin(int(threads[t]));
+    kernels::ThreadPool& pool = *counts[t].pool;
+    for (const auto& [k, timed] : counts[t].timed_calls) {
       const auto& [key, rows, m] = k;
       const PassTimer::Product& call = timed.call;
       // Seconds times the pace, the median of the rounds whose cores ran within 15% of the
