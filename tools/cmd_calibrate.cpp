@@ -162,6 +162,29 @@ void add_calibrate(CLI::App& app) {
                 "Add --model's calls to the profile at -o (made with the same -t), measuring nothing else");
   sub->callback([o] { run(*o); });
 
+  auto* cp = app.add_subcommand("core-probe", "Each core's speed alone and with every core busy, once a second");
+  cp->group("");  // a diagnostic, hidden from the main help
+  auto secs = std::make_shared<double>(60);
+  cp->add_option("--seconds", *secs, "How long to keep reading (default 60)");
+  cp->callback([secs] {
+    analysis::CoreProbe probe(default_threads());
+    if (!probe.active()) bad_input("core-probe: cannot pin one thread to each core");
+    const Stopwatch sw;
+    auto list = [](const std::vector<double>& r) {
+      std::string v;
+      for (double x : r) v += fmt::format(" {:6.1f}", x / 1e9);
+      return v;
+    };
+    fmt::print("# seconds, then GFLOP/s per core: product alone, together; one-token product alone, together\n");
+    while (sw.seconds() < *secs) {
+      const auto pa = probe.rates(analysis::CoreWork::Product, 2), pt = probe.together(analysis::CoreWork::Product, 2);
+      const auto sa = probe.rates(analysis::CoreWork::Stream, 2), st = probe.together(analysis::CoreWork::Stream, 2);
+      fmt::print("{:7.1f} |{} |{} |{} |{}\n", sw.seconds(), list(pa), list(pt), list(sa), list(st));
+      std::fflush(stdout);
+      ::usleep(500000);
+    }
+  });
+
   auto* pr = app.add_subcommand("comm-probe", "MPI message and all-to-all rates used by calibrate (run under mpirun -np 2)");
   pr->group("");  // hidden from the main help
   pr->callback([] {

@@ -268,29 +268,34 @@ struct Runner {
   std::unique_ptr<analysis::CoreProbe> probe;
   static constexpr analysis::CoreWork kKinds[] = {analysis::CoreWork::Product, analysis::CoreWork::Attention,
                                                   analysis::CoreWork::Stream};
-  std::vector<std::vector<double>> samples[3];  // per CoreWork: readings, each per core
+  // Per CoreWork, alone [0..2] and with every core busy [3..5]: readings, each per core.
+  std::vector<std::vector<double>> samples[6];
   void probe_cores() {
     if (!probe) return;
-    for (const auto w : kKinds)
+    for (const auto w : kKinds) {
       if (auto r = probe->rates(w, 2); !r.empty()) samples[int(w)].push_back(std::move(r));
+      if (auto r = probe->together(w, 2); !r.empty()) samples[3 + int(w)].push_back(std::move(r));
+    }
   }
   // The median of the samples per core and kind, into the run (a dip at one probe is
   // passed over; a kind a probe failed to read leaves the run without rates); the
   // samples start again.
   void keep_core_rates(RunMeasurement& run) {
-    const size_t n_cores = samples[0].empty() ? 0 : samples[0].front().size();
+    const size_t n_cores = samples[0].empty() ? 0 : samples[0].front().size(), n = samples[0].size();
     bool whole = true;
     for (const auto w : kKinds) whole &= samples[int(w)].size() == samples[0].size();
     if (whole) run.core_rates.assign(n_cores, analysis::CoreRates{});
-    for (const auto w : kKinds) {
-      for (size_t c = 0; whole && c < n_cores; ++c) {
-        std::vector<double> v;
-        for (const auto& s : samples[int(w)]) v.push_back(s[c]);
-        std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
-        run.core_rates[c].of(w) = v[v.size() / 2];
+    for (const auto w : kKinds)
+      for (const bool busy : {false, true}) {
+        auto& got = samples[(busy ? 3 : 0) + int(w)];
+        for (size_t c = 0; whole && got.size() == n && c < n_cores; ++c) {
+          std::vector<double> v;
+          for (const auto& s : got) v.push_back(s[c]);
+          std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+          run.core_rates[c].of(w, busy) = v[v.size() / 2];
+        }
+        got.clear();
       }
-      samples[int(w)].clear();
-    }
   }
 };
 

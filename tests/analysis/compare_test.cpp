@@ -78,7 +78,10 @@ TEST(CompareCli, TinyEndToEnd) {
       ASSERT_TRUE(x.contains("core_rates"));
       ASSERT_EQ(x["core_rates"].size(), j["cores"].get<size_t>());
       for (const auto& c : x["core_rates"])
-        for (const char* k : {"product", "attention", "stream"}) EXPECT_GT(c.at(k).get<double>(), 1e8) << k;
+        for (const char* k : {"product", "attention", "stream"}) {
+          EXPECT_GT(c.at(k).get<double>(), 1e8) << k;
+          EXPECT_GT(c.at("busy").at(k).get<double>(), 1e8) << "busy " << k;  // every core at once
+        }
     }
   }
   // KV per rank halves with two ranks.

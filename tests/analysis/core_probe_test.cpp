@@ -40,6 +40,19 @@ TEST(CoreProbe, ReadsEveryCoreAndLeavesTheThreadWhereItWas) {
     EXPECT_GT(p.pace(w, n), 1e8);
     EXPECT_GT(p.uncontended(w), 1e8);
   }
+  // Every core at once: one reading per core, in the same range; the first core alone
+  // where asked for one.
+  for (const Work w : {Work::Product, Work::Attention, Work::Stream}) {
+    const auto r = p.together(w, 2);
+    ASSERT_EQ(r.size(), size_t(n));
+    for (double x : r) {
+      EXPECT_GT(x, 1e8);
+      EXPECT_LT(x, 1e13);
+    }
+    EXPECT_EQ(p.together(w, 1, 1).size(), 1u);
+    const cpu_set_t after = current();
+    EXPECT_TRUE(CPU_EQUAL(&before, &after));
+  }
   // Three different kinds of work: different rates (a one-token product streams its
   // weights: far below the 256-token one).
   EXPECT_NE(p.uncontended(Work::Product), p.uncontended(Work::Attention));
@@ -51,6 +64,7 @@ TEST(CoreProbe, MoreCoresThanTheThreadMayUseIsNoProbe) {
   CoreProbe none(CPU_COUNT(&all) + 1);
   EXPECT_FALSE(none.active());
   EXPECT_TRUE(none.rates(Work::Product).empty());
+  EXPECT_TRUE(none.together(Work::Product).empty());
   EXPECT_EQ(none.pace(Work::Product, 1), 1.0);
   EXPECT_EQ(none.uncontended(Work::Attention), 1.0);
   // Held to one CPU, the thread has one core to probe.

@@ -3,6 +3,8 @@
 // product, attention call and op reads its rate from the curves.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "tandem/analysis/planner.hpp"
 #include <nlohmann/json.hpp>
 
@@ -148,6 +150,35 @@ TEST(PlannerCurves, ADeviceRunsAtThePaceOfTheSlowestCoreInStep) {
               2, 0.02);
 }
 
+TEST(PlannerCurves, WorkOnMoreThanOneCoreRunsAtTheirBusyRates) {
+  // Each core at the held 100 GFLOP/s alone, at half with every core busy (a shared
+  // host's cores in a spell): work on more than one core at once runs at half.
+  CoreRates spell = all_at(100e9);
+  for (const CoreWork w : {CoreWork::Product, CoreWork::Attention, CoreWork::Stream}) spell.of(w, true) = 50e9;
+  auto in_spell = [&](int gpus, int threads) {
+    PlanRequest r = tiny_request(1024, gpus, threads);
+    r.hw.core_rate = all_at(100e9);
+    r.hw.core_rates = {spell, spell};
+    return r;
+  };
+  for (const auto& [s, P, T] : {std::tuple{"single", 1, 0}, std::tuple{"ring", 2, 0}, std::tuple{"ring", 4, 1}}) {
+    SCOPED_TRACE(std::string(s) + " P=" + std::to_string(P));
+    const StrategyPlan plain = plan_strategy(tiny_request(1024, P, T), s);
+    const StrategyPlan slow = plan_strategy(in_spell(P, T), s);
+    EXPECT_NEAR(slow.compute_seconds, 2 * plain.compute_seconds, 0.01 * plain.compute_seconds);
+    EXPECT_GT(slow.decode_seconds_per_token, 1.9 * plain.decode_seconds_per_token);
+  }
+  // One thread on core 0 runs alone: its rate, not the busy one.
+  const StrategyPlan alone = plan_strategy(in_spell(1, 1), "single");
+  const StrategyPlan alone_plain = plan_strategy(tiny_request(1024, 1, 1), "single");
+  EXPECT_NEAR(alone.prefill_seconds, alone_plain.prefill_seconds, 1e-9 * alone_plain.prefill_seconds);
+  // Busy rates not read (0): the cores' alone rates stand for them.
+  PlanRequest unread = in_spell(1, 0);
+  for (CoreRates& c : unread.hw.core_rates) c.busy_product = c.busy_attention = c.busy_stream = 0;
+  const StrategyPlan plain = plan_strategy(tiny_request(1024, 1, 0), "single");
+  EXPECT_NEAR(plan_strategy(unread, "single").prefill_seconds, plain.prefill_seconds, 1e-9 * plain.prefill_seconds);
+}
+
 TEST(PlannerCurves, EachKindOfWorkReadsItsOwnCoreRate) {
   // Core 1 slow at one kind of work at a time: products of a prefill's chunks, its
   // attention, or decode's one-token products.
@@ -180,16 +211,24 @@ TEST(PlannerCurves, EachKindOfWorkReadsItsOwnCoreRate) {
 TEST(PlannerCurves, CoreRatesAreOnePerThreadAndPositive) {
   nlohmann::json j = profile_to_json(flat_cpu());
   j["core_rate"] = {{"product", 100e9}, {"attention", 90e9}, {"stream", 20e9}};
-  j["core_rates"] = {core_rates_to_json(all_at(100e9)), core_rates_to_json({50e9, 80e9, 10e9})};
+  j["core_rates"] = {core_rates_to_json(all_at(100e9)), core_rates_to_json({50e9, 80e9, 10e9, 40e9, 70e9, 9e9})};
+  ASSERT_TRUE(j["core_rates"][1].contains("busy"));
+  EXPECT_FALSE(j["core_rates"][0].contains("busy"));  // not read: left out
   const HardwareProfile h = profile_from_json(j, "p.json");
   EXPECT_EQ(h.core_rate.attention, 90e9);
   ASSERT_EQ(h.core_rates.size(), 2u);
   EXPECT_EQ(h.core_rates[1].stream, 10e9);
+  EXPECT_EQ(h.core_rates[1].busy_attention, 70e9);
+  EXPECT_EQ(h.core_rates[0].busy_stream, 0);
   EXPECT_EQ(profile_to_json(h)["core_rates"], j["core_rates"]);
   for (const auto& [field, bad] : std::vector<std::pair<std::string, nlohmann::json>>{
            {"core_rates", {core_rates_to_json(all_at(1e9))}},
            {"core_rates", {core_rates_to_json(all_at(1e9)), core_rates_to_json(all_at(-1))}},
            {"core_rates", "fast"},
+           {"core_rates", {core_rates_to_json(all_at(1e9)), {{"product", 1e9}, {"attention", 1e9},
+                                                             {"stream", 1e9}, {"busy", {{"stream", -1}}}}}},
+           {"core_rates", {core_rates_to_json(all_at(1e9)), {{"product", 1e9}, {"attention", 1e9},
+                                                             {"stream", 1e9}, {"busy", 2}}}},
            {"core_rate", {{"product", -1}}},
            {"core_rate", {{"stream", "quick"}}}}) {
     nlohmann::json b = j;

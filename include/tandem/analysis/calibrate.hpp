@@ -50,8 +50,13 @@ class CoreProbe {
   // Each probed core's rate at `w` now, the median of `rounds` (empty when not active).
   // The calling thread's CPU set is as it was after.
   std::vector<double> rates(Work w, int rounds = 1);
-  // The rate at `w` of the slowest of the first t cores now (one reading each): the pace
-  // of t threads that split work evenly, as the runtime's pool does (1 when not active).
+  // Each probed core's rate at `w` while every probed core (the first `cores` of them
+  // where cores > 0) runs the same work at once (one pinned thread each, started
+  // together), the median of `rounds`.
+  std::vector<double> together(Work w, int rounds = 1, int cores = 0);
+  // The rate at `w` of the slowest of the first t cores now (one reading each; with every
+  // core busy where t > 1): the pace of t threads that split work evenly, as the
+  // runtime's pool does (1 when not active).
   double pace(Work w, int t);
   // The cores' rate at `w` when no other work slows them: the median of the readings so
   // far within 15% of the fastest (1 when none).

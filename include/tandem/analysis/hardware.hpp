@@ -32,14 +32,23 @@ enum class MatKind { Plain, Qkv, GateUp };
 // (its weights streamed, as decode's are). The cores of a shared host lose speed to
 // other tenants' work unevenly across them.
 enum class CoreWork { Product, Attention, Stream };
-// FLOP/s of the three on one core (0: not known).
+// FLOP/s of the three on one core (0: not known): alone (the other cores idle), and
+// `busy`: while every core runs the same work at once. The two part on a shared host: in
+// spells of seconds to minutes this project's 2-core VM ran each core at about 0.55 of
+// its alone rate whenever both were busy (two vCPUs on one physical core, it seems), as
+// two one-thread prefills did, while each alone read fast.
 struct CoreRates {
   double product = 0, attention = 0, stream = 0;
-  double of(CoreWork w) const {
-    return w == CoreWork::Product ? product : w == CoreWork::Attention ? attention : stream;
+  double busy_product = 0, busy_attention = 0, busy_stream = 0;
+  double of(CoreWork w, bool busy = false) const {
+    return w == CoreWork::Product     ? (busy ? busy_product : product)
+           : w == CoreWork::Attention ? (busy ? busy_attention : attention)
+                                      : (busy ? busy_stream : stream);
   }
-  double& of(CoreWork w) {
-    return w == CoreWork::Product ? product : w == CoreWork::Attention ? attention : stream;
+  double& of(CoreWork w, bool busy = false) {
+    return w == CoreWork::Product     ? (busy ? busy_product : product)
+           : w == CoreWork::Attention ? (busy ? busy_attention : attention)
+                                      : (busy ? busy_stream : stream);
   }
 };
 
@@ -112,7 +121,8 @@ struct HardwareProfile {
   // .attention. `core_rates`: each of the node's `threads` cores' probe rates as a run
   // went (compare probes around each run; empty: every core at the held rates). A
   // device's work of a kind takes the held rate over the rate of the slowest core it
-  // and the devices in step with it use, times the curves' time.
+  // and the devices in step with it use, times the curves' time: the cores' busy rates
+  // where that is more than one core and the probe read them.
   CoreRates core_rate;
   std::vector<CoreRates> core_rates;
   ProfileCurves curves;

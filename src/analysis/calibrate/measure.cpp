@@ -9,6 +9,8 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <thread>
+#include <atomic>
 
 #include "tandem/core/quant_rows.hpp"
 
@@ -131,8 +133,50 @@ std::vector<double> CoreProbe::rates(Work work, int rounds) {
   return r;
 }
 
+std::vector<double> CoreProbe::together(Work work, int rounds, int cores) {
+  if (!s_) return {};
+  const size_t n = cores > 0 ? std::min(size_t(cores), s_->cpus.size()) : s_->cpus.size();
+  std::vector<std::vector<double>> got(n);
+  std::atomic<bool> failed{false};
+  for (int round = 0; round < std::max(rounds, 1) && !failed; ++round) {
+    // Every core at once: one thread pinned to each, released together, each timing
+    // the same call on its own output for the same span.
+    std::atomic<size_t> ready{0};
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < n; ++i)
+      threads.emplace_back([&, i] {
+        kernels::ThreadPool pool{1};
+        std::vector<float> y(s_->y.size());
+        const bool ok = pin_to(s_->cpus[i]);
+        if (!ok) failed = true;
+        ready.fetch_add(1);
+        while (ready.load() < n) std::this_thread::yield();
+        if (failed) return;
+        if (work == Work::Attention) {
+          got[i].push_back(attention_rate(pool, 8, 8, 64, 256, 1024, 0.004));
+          return;
+        }
+        // Each thread starts its rotation of the weight copies at its own place, so no
+        // core reads a copy another has just brought into the shared cache.
+        const int64_t m = work == Work::Stream ? 1 : kProbeTokens;
+        const size_t copies = s_->w.views.size(), start = i * copies / n;
+        got[i].push_back(2.0 * double(m * kProbeRows * kProbeCols) / time_call([&](int k) {
+          kernels::matmul(s_->w.views[(start + size_t(k)) % copies], s_->x.data(), m, y.data(), pool);
+        }, 0.004));
+      });
+    for (auto& t : threads) t.join();
+  }
+  std::vector<double> r;
+  if (failed) return r;
+  for (auto& v : got) {
+    std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+    r.push_back(v[v.size() / 2]);
+  }
+  return r;
+}
+
 double CoreProbe::pace(Work work, int t) {
-  const std::vector<double> r = rates(work);
+  const std::vector<double> r = t > 1 ? together(work, 1, t) : rates(work);
   if (r.empty()) return 1;
   return *std::min_element(r.begin(), r.begin() + std::clamp<long>(t, 1, long(r.size())));
 }
@@ -157,8 +201,12 @@ std::string core_rates_line(CoreProbe& probe) {
     for (double x : r) v += fmt::format("{}{:.1f}", v.empty() ? "" : ", ", x / 1e9);
     return v;
   };
-  return fmt::format("cores, one thread each, GFLOP/s: f16 product {}; attention {}; one-token product {}",
-                     list(p), list(a), list(s));
+  const std::vector<double> bp = probe.together(CoreWork::Product, 3), ba = probe.together(CoreWork::Attention, 3),
+                            bs = probe.together(CoreWork::Stream, 3);
+  return fmt::format(
+      "cores, one thread each, GFLOP/s: f16 product {}; attention {}; one-token product {}; "
+      "with every core busy: {}; {}; {}",
+      list(p), list(a), list(s), list(bp), list(ba), list(bs));
 }
 
 void hold_at(Curve& c, const CoreRates& r, CoreWork kind) {

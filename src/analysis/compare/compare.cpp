@@ -278,8 +278,9 @@ std::string compare_table(const CompareResults& r) {
     for (const CoreRates& c : run.core_rates) fastest = std::max(fastest, c.product);
   if (fastest > 0)
     out += "slow core: the slowest core's speed around the run (a one-thread product on each "
-           "core; results.json core_rates) over the fastest reading of this comparison; the "
-           "predictions are for the cores as they ran\n";
+           "core, with every core busy where the run used more than one; results.json "
+           "core_rates) over the fastest one-core reading of this comparison; the predictions "
+           "are for the cores as they ran\n";
   out += fmt::format(
       "{:<14} {:>5} {:>6} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7} {:>5}\n",
       "strategy", "PxT", "N", "prefill s", "prefill", "decode", "KV+act", "weights", "peak RSS",
@@ -308,13 +309,14 @@ std::string compare_table(const CompareResults& r) {
           dec_err = fmt::format("{:+.0f}%", 100 * (rate / *run.decode_tokens_per_s - 1));
       }
     }
-    const std::string slow =
-        run.core_rates.empty() || !(fastest > 0)
-            ? "-"
-            : fmt::format("{:.2f}", std::min_element(run.core_rates.begin(), run.core_rates.end(),
-                                                     [](const CoreRates& a, const CoreRates& b) {
-                                                       return a.product < b.product;
-                                                     })->product / fastest);
+    std::string slow = "-";
+    if (!run.core_rates.empty() && fastest > 0) {
+      const bool busy = run.ranks * run.threads > 1;
+      double s = run.core_rates.front().product;
+      for (const CoreRates& c : run.core_rates)
+        s = std::min(s, busy && c.busy_product > 0 ? c.busy_product : c.product);
+      slow = fmt::format("{:.2f}", s / fastest);
+    }
     out += fmt::format(
         "{:<14} {:>5} {:>6} {:>9.4f} {:>9.1f} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>6} {:>9} {:>7} {:>8} {:>7} {:>5}\n",
         run.label(), pxt, run.tokens, run.prefill_seconds, run.prefill_tokens_per_s,

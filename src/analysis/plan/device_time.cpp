@@ -24,14 +24,20 @@ const Curve* matmul_curve(const HardwareProfile& hw, const std::string& dtype) {
 // rT .. rT + T - 1, as compare binds them). More threads than cores take turns: the
 // scheduler spreads them evenly over the cores (by count, not by speed), and devices in
 // step wait for the slowest core's share, ceil(threads / cores) turns at its rate.
+// Work on more than one core at once runs at the cores' busy rates where the probe read
+// them (CoreRates::busy_*: a shared host's cores can be fast one at a time and slow
+// together).
 double slowdown(const HardwareProfile& hw, int threads, int sharers, CoreWork w) {
   if (hw.threads <= 0) return 1;  // a GPU
   const int used = threads * sharers;
   const int turns = (used + hw.threads - 1) / hw.threads;
   const double held = hw.core_rate.of(w);
   if (!(held > 0) || hw.core_rates.size() != size_t(hw.threads)) return turns;
-  double slowest = hw.core_rates[0].of(w);
-  for (int c = 0; c < std::min(used, hw.threads); ++c) slowest = std::min(slowest, hw.core_rates[size_t(c)].of(w));
+  const int n = std::min(used, hw.threads);
+  bool busy = n > 1;
+  for (int c = 0; c < n; ++c) busy &= hw.core_rates[size_t(c)].of(w, true) > 0;
+  double slowest = hw.core_rates[0].of(w, busy);
+  for (int c = 0; c < n; ++c) slowest = std::min(slowest, hw.core_rates[size_t(c)].of(w, busy));
   return held * turns / slowest;
 }
 }  // namespace

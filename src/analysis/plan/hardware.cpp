@@ -45,8 +45,8 @@ void HardwareProfile::validate(const std::string& where) const {
               core_rates.size());
   for (const CoreRates& r : core_rates)
     for (const CoreWork w : {CoreWork::Product, CoreWork::Attention, CoreWork::Stream})
-      if (!(r.of(w) > 0) || !std::isfinite(r.of(w)))
-        bad_input("{}: field 'core_rates' must hold positive rates", where);
+      if (!(r.of(w) > 0) || !std::isfinite(r.of(w)) || !(r.of(w, true) >= 0) || !std::isfinite(r.of(w, true)))
+        bad_input("{}: field 'core_rates' must hold positive rates (busy ones >= 0)", where);
   if (!has_links) return;
   positive("intra_node.bandwidth", intra.bandwidth);
   positive("inter_node.bandwidth", inter.bandwidth);
@@ -344,17 +344,28 @@ ProfileCurves curves_from_json(const nlohmann::json& j, const std::string& where
 }  // namespace
 
 nlohmann::json core_rates_to_json(const CoreRates& r) {
-  return {{"product", r.product}, {"attention", r.attention}, {"stream", r.stream}};
+  nlohmann::json j = {{"product", r.product}, {"attention", r.attention}, {"stream", r.stream}};
+  if (r.busy_product > 0 || r.busy_attention > 0 || r.busy_stream > 0)
+    j["busy"] = {{"product", r.busy_product}, {"attention", r.busy_attention}, {"stream", r.busy_stream}};
+  return j;
 }
 
 CoreRates core_rates_from_json(const nlohmann::json& j, const std::string& where, const std::string& field) {
   if (!j.is_object()) bad_input("{}: field '{}' must hold objects of product, attention and stream FLOP/s", where, field);
   CoreRates r;
-  for (const auto& [key, w] : {std::pair{"product", CoreWork::Product}, std::pair{"attention", CoreWork::Attention},
-                               std::pair{"stream", CoreWork::Stream}}) {
-    if (!j.contains(key)) continue;
-    if (!j.at(key).is_number()) bad_input("{}: field '{}.{}' must be a number", where, field, key);
-    r.of(w) = j.at(key).get<double>();
+  auto read = [&](const nlohmann::json& o, bool busy, const std::string& prefix) {
+    for (const auto& [key, w] : {std::pair{"product", CoreWork::Product}, std::pair{"attention", CoreWork::Attention},
+                                 std::pair{"stream", CoreWork::Stream}}) {
+      if (!o.contains(key)) continue;
+      if (!o.at(key).is_number()) bad_input("{}: field '{}.{}{}' must be a number", where, field, prefix, key);
+      r.of(w, busy) = o.at(key).get<double>();
+    }
+  };
+  read(j, false, "");
+  if (j.contains("busy")) {
+    if (!j.at("busy").is_object())
+      bad_input("{}: field '{}.busy' must be an object of product, attention and stream FLOP/s", where, field);
+    read(j.at("busy"), true, "busy.");
   }
   return r;
 }
