@@ -4,6 +4,8 @@
 // sequence (pass-q, ring, auto), and for sharded decode after them.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include <cmath>
 #include <mutex>
 #include <numeric>
@@ -366,8 +368,15 @@ TEST(SpExactness, LastRowsGatheredOnRankZero) {
 TEST(SpExactness, SecondPromptReusesTheCacheAsNew) {
   const auto m = make_model({4, 2});
   const int64_t V = m->hparams().n_vocab, n = 23;
-  const auto first = random_ids(n, V, 5), second = random_ids(n, V, 6);
-  for (const auto& [scheme, P] : std::vector<std::pair<std::string, int>>{{"local", 1}, {"zigzag", 2}}) {
+  const auto second = random_ids(n, V, 6);
+  // The session keeps its prefill strategy too: a first prompt of the same length (the
+  // cache kept), a longer or a shorter one (the strategy's buffers sized for it) leaves
+  // nothing behind.
+  for (const auto& [scheme, P, n_first] : std::vector<std::tuple<std::string, int, int64_t>>{
+           {"local", 1, n}, {"zigzag", 2, n}, {"ring", 2, n + 9}, {"ring", 2, n - 9}, {"ulysses", 2, n},
+           {"ulysses", 2, n + 9}, {"ulysses", 2, n - 9},
+           {"pass-q", 2, n + 9}, {"hybrid:2x2", 4, n + 9}}) {
+    const auto first = random_ids(n_first, V, 5);
     auto run = [&, scheme = scheme, P = P](bool twice) {
       std::vector<float> out;
       std::mutex mu;
@@ -387,7 +396,7 @@ TEST(SpExactness, SecondPromptReusesTheCacheAsNew) {
       });
       return out;
     };
-    SCOPED_TRACE(scheme);
+    SCOPED_TRACE(scheme + " after " + std::to_string(n_first) + " tokens");
     const auto fresh = run(false), reused = run(true);
     ASSERT_EQ(fresh.size(), size_t(2 * V));
     EXPECT_EQ(reused, fresh);

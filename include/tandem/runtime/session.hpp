@@ -148,6 +148,8 @@ class Session {
   // The decode strategy (null on the local scheme), made on first use.
   parallel::SequenceAttention* decode_attention();
   std::unique_ptr<parallel::SequenceAttention> decode_attn_;
+  // The prefill strategy (every scheme, local included), made on the first prompt.
+  std::unique_ptr<parallel::SequenceAttention> prefill_attn_;
   uint64_t last_pairs_ = 0;  // head_pairs() of the last prefill's strategy
 };
 
