@@ -55,8 +55,8 @@ class CoreProbe {
   // together), the median of `rounds`.
   std::vector<double> together(Work w, int rounds = 1, int cores = 0);
   // The rate at `w` of the slowest of the first t cores now (one reading each; with every
-  // core busy where t > 1): the pace of t threads that split work evenly, as the
-  // runtime's pool does (1 when not active).
+  // core busy where t > 1, but for Stream): the pace of t threads that split work
+  // evenly, as the runtime's pool does (1 when not active).
   double pace(Work w, int t);
   // The cores' rate at `w` when no other work slows them: the median of the readings so
   // far within 15% of the fastest (1 when none).

@@ -122,7 +122,7 @@ struct HardwareProfile {
   // went (compare probes around each run; empty: every core at the held rates). A
   // device's work of a kind takes the held rate over the rate of the slowest core it
   // and the devices in step with it use, times the curves' time: the cores' busy rates
-  // where that is more than one core and the probe read them.
+  // of products and attention where that is more than one core and the probe read them.
   CoreRates core_rate;
   std::vector<CoreRates> core_rates;
   ProfileCurves curves;
