@@ -181,7 +181,7 @@ void add_calibrate(CLI::App& app) {
       const auto sa = probe.rates(analysis::CoreWork::Stream, 2), st = probe.together(analysis::CoreWork::Stream, 2);
       fmt::print("{:7.1f} |{} |{} |{} |{}\n", sw.seconds(), list(pa), list(pt), list(sa), list(st));
       std::fflush(stdout);
-      ::usleep(500000);
+      ::usleep(900000);  // with the readings, about a second a line
     }
   });
 

@@ -5,12 +5,12 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <random>
 #include <thread>
-#include <atomic>
 
 #include "tandem/core/quant_rows.hpp"
 
