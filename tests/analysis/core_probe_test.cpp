@@ -26,32 +26,22 @@ TEST(CoreProbe, ReadsEveryCoreAndLeavesTheThreadWhereItWas) {
   CoreProbe p(n);
   ASSERT_TRUE(p.active());
   for (const Work w : {Work::Product, Work::Attention, Work::Stream}) {
-    const auto r = p.rates(w, 2);
-    ASSERT_EQ(r.size(), size_t(n));
-    for (double x : r) {
-      // One core of any machine this runs on: between 0.1 and 10000 GFLOP/s.
-      EXPECT_GT(x, 1e8);
-      EXPECT_LT(x, 1e13);
+    // Each core alone, then every core at once: one reading per core, each of one core
+    // of any machine this runs on, between 0.1 and 10000 GFLOP/s.
+    for (const auto& r : {p.rates(w, 2), p.together(w, 2)}) {
+      ASSERT_EQ(r.size(), size_t(n));
+      for (double x : r) {
+        EXPECT_GT(x, 1e8);
+        EXPECT_LT(x, 1e13);
+      }
     }
+    EXPECT_EQ(p.together(w, 1, 1).size(), 1u);  // the first core alone where asked for one
     const cpu_set_t after = current();
     EXPECT_TRUE(CPU_EQUAL(&before, &after));
     // The pace of n threads is a reading of the slowest core; the uncontended rate is
     // among the readings, within 15% of the fastest.
     EXPECT_GT(p.pace(w, n), 1e8);
     EXPECT_GT(p.uncontended(w), 1e8);
-  }
-  // Every core at once: one reading per core, in the same range; the first core alone
-  // where asked for one.
-  for (const Work w : {Work::Product, Work::Attention, Work::Stream}) {
-    const auto r = p.together(w, 2);
-    ASSERT_EQ(r.size(), size_t(n));
-    for (double x : r) {
-      EXPECT_GT(x, 1e8);
-      EXPECT_LT(x, 1e13);
-    }
-    EXPECT_EQ(p.together(w, 1, 1).size(), 1u);
-    const cpu_set_t after = current();
-    EXPECT_TRUE(CPU_EQUAL(&before, &after));
   }
   // Three different kinds of work: different rates (a one-token product streams its
   // weights: far below the 256-token one).
