@@ -162,13 +162,14 @@ TEST(PlannerCurves, WorkOnMoreThanOneCoreRunsAtTheirBusyRates) {
     r.hw.core_rates = {c, c};
     return r;
   };
-  // Work on both cores runs as on cores at half alone for products and attention; the
-  // one-token products keep the alone rate (the busy one swings with the host's memory
-  // traffic).
-  CoreRates half = all_at(50e9);
-  half.stream = 100e9;
+  // Work on both cores runs as on cores at half alone for products and attention. The
+  // one-token products take the busy rate where each core runs ranks of their own (each
+  // streams a copy of its weights), the alone rate where one device's threads split one
+  // copy.
   for (const auto& [s, P, T] : {std::tuple{"single", 1, 0}, std::tuple{"ring", 2, 0}, std::tuple{"ring", 4, 1}}) {
     SCOPED_TRACE(std::string(s) + " P=" + std::to_string(P));
+    CoreRates half = all_at(50e9);
+    half.stream = P > 1 ? 25e9 : 100e9;
     const StrategyPlan slow = plan_strategy(with(P, T, spell), s), expect = plan_strategy(with(P, T, half), s);
     const StrategyPlan plain = plan_strategy(tiny_request(1024, P, T), s);
     EXPECT_GT(slow.prefill_seconds, 1.5 * plain.prefill_seconds);

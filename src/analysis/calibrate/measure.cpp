@@ -176,7 +176,8 @@ std::vector<double> CoreProbe::together(Work work, int rounds, int cores) {
 }
 
 double CoreProbe::pace(Work work, int t) {
-  // (One-token products keep the alone rate, as the planner reads them: device_time.cpp.)
+  // (One device's one-token products keep the alone rate, as the planner reads them:
+  // device_time.cpp.)
   const std::vector<double> r = t > 1 && work != Work::Stream ? together(work, 1, t) : rates(work);
   if (r.empty()) return 1;
   return *std::min_element(r.begin(), r.begin() + std::clamp<long>(t, 1, long(r.size())));

@@ -26,10 +26,11 @@ const Curve* matmul_curve(const HardwareProfile& hw, const std::string& dtype) {
 // step wait for the slowest core's share, ceil(threads / cores) turns at its rate.
 // Products and attention on more than one core at once run at the cores' busy rates
 // where the probe read them (CoreRates::busy_*: a shared host's cores can be fast one at
-// a time and slow together). One-token products keep the alone rate: with every core
-// streaming weights the busy reading swings with the memory traffic of the host (16-34
-// GFLOP/s on this project's VM, a minute apart); re-predicting the decode rounds of six
-// compare runs, 96 of 114 came within 25% with it and 105 with the alone rate.
+// a time and slow together). One-token products (decode's: weights streamed from
+// memory) take the busy rate only where the node's devices are separate processes
+// (sharers > 1), each streaming a copy of its own weights as the busy probe streams
+// its own copies; the threads of one device split one copy, which partly stays in the
+// shared cache from token to token, and keep the alone rate.
 double slowdown(const HardwareProfile& hw, int threads, int sharers, CoreWork w) {
   if (hw.threads <= 0) return 1;  // a GPU
   const int used = threads * sharers;
@@ -37,7 +38,7 @@ double slowdown(const HardwareProfile& hw, int threads, int sharers, CoreWork w)
   const double held = hw.core_rate.of(w);
   if (!(held > 0) || hw.core_rates.size() != size_t(hw.threads)) return turns;
   const int n = std::min(used, hw.threads);
-  bool busy = n > 1 && w != CoreWork::Stream;
+  bool busy = n > 1 && (w != CoreWork::Stream || sharers > 1);
   for (int c = 0; c < n; ++c) busy &= hw.core_rates[size_t(c)].of(w, true) > 0;
   double slowest = hw.core_rates[0].of(w, busy);
   for (int c = 0; c < n; ++c) slowest = std::min(slowest, hw.core_rates[size_t(c)].of(w, busy));
