@@ -29,7 +29,7 @@ const Curve* matmul_curve(const HardwareProfile& hw, const std::string& dtype) {
 // a time and slow together). One-token products (decode's: weights streamed from
 // memory) take the busy rate only where the node's devices are separate processes
 // (sharers > 1), each streaming a copy of its own weights as the busy probe streams
-// its own copies; the threads of one device split one copy, which partly stays in the
+// its own copies; the threads of one device split one copy, which can stay partly in the
 // shared cache from token to token, and keep the alone rate.
 double slowdown(const HardwareProfile& hw, int threads, int sharers, CoreWork w) {
   if (hw.threads <= 0) return 1;  // a GPU
