@@ -4,12 +4,11 @@
 // sequence (pass-q, ring, auto), and for sharded decode after them.
 #include <gtest/gtest.h>
 
-#include <tuple>
-
 #include <cmath>
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 #include "support/sp_check.hpp"
 #include "support/test_paths.hpp"
