@@ -2,6 +2,7 @@
 // sequence-parallel strategy for a model, a token count and a cluster (docs/planner.md).
 #include <fmt/format.h>
 
+#include <charconv>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -10,6 +11,7 @@
 #include "tandem/analysis/hardware.hpp"
 #include "tandem/analysis/planner.hpp"
 #include "tandem/core/error.hpp"
+#include "tandem/parallel/scheme.hpp"
 
 namespace tandem::cli {
 namespace {
@@ -18,7 +20,7 @@ constexpr int kMaxDevices = analysis::kMaxPlanDevices;
 constexpr int64_t kMaxTokens = analysis::kMaxPlanTokens;
 
 struct Opts {
-  std::string model, hardware = "h100", dtype;
+  std::string model, hardware = "h100", dtype, scheme, sp_chunk;
   int64_t tokens = 0, decode_tokens = 0;
   int gpus = 1, gpus_per_node = 0, threads = 0;
   bool per_node_given = false;  // else the profile's devices per node
@@ -31,6 +33,15 @@ std::string joined(const std::vector<std::string>& v) {
   return s;
 }
 
+int64_t parse_sp_chunk(const std::string& text) {
+  if (text == "auto") return parallel::kAutoSpChunk;
+  int64_t v = -1;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < 0 || v > kMaxTokens)
+    bad_input("--sp-chunk '{}': expected auto or a whole number of tokens, 0 to 2^40", text);
+  return v;
+}
+
 void run(const Opts& o) {
   const auto hw = analysis::load_profile(o.hardware, "--hardware");
   if (o.threads > 0 && hw.threads <= 0)
@@ -41,7 +52,10 @@ void run(const Opts& o) {
                                         : std::max(1, std::min(o.gpus, hw.devices_per_node));
   auto req = analysis::plan_request(o.model, hw, o.tokens, o.gpus, per_node, o.decode_tokens, o.dtype);
   req.threads = o.threads;
-  const auto plan = analysis::make_plan(std::move(req));
+  if (!o.sp_chunk.empty()) req.sp_chunk = parse_sp_chunk(o.sp_chunk);
+  // (Named by this command's flag: make_plan's own message names compare's.)
+  if (!o.scheme.empty() && o.scheme != "single") parallel::parse_scheme(o.scheme, o.gpus, "--scheme");
+  const auto plan = analysis::make_plan(std::move(req), o.scheme);
   if (o.json)
     fmt::print("{}\n", analysis::plan_to_json(plan).dump(2));
   else
@@ -79,6 +93,13 @@ void add_plan(CLI::App& app) {
                   "profile's for one device, split evenly between the devices of a node); more "
                   "threads than the node's cores take turns on them")
       ->check(int_in(1, 1024));
+  sub->add_option("--scheme", o->scheme,
+                  "Predict this one configuration only, spelled as --sp takes it (ring, zigzag, "
+                  "ulysses, pass-q, auto, hybrid:UxR) or single (default: every strategy)");
+  sub->add_option("--sp-chunk", o->sp_chunk,
+                  "Tokens per rank per prefill step, as the runtime's --sp-chunk: a number (0: "
+                  "each rank's whole shard in one step, the default here) or auto (the "
+                  "runtime's default, as compare runs it)");
   sub->add_flag("--json", o->json, "Print JSON: {best, strategies, ...}");
   sub->callback([o, per_node] {
     o->per_node_given = per_node->count() > 0;

@@ -107,6 +107,7 @@ const SchemeDesc& hybrid_scheme() {
                                 kPositionBytes);
       }
       r.heads = ex.q_heads;
+      r.chunk_rows = double(ring_chunk_rows(s.chunk));
       CostPhases phases{ex.to_heads};
       for (CostPhase& p : ring_phases(r)) phases.push_back(std::move(p));
       phases.push_back(ex.to_tokens);

@@ -113,6 +113,7 @@ CostPhases scheme_parts::ring_cost(const Scheme& s, const CostShape& shape, int6
     r.heads.assign(size_t(ranks), double(shape.H));
     r.token_bytes.assign(size_t(ranks), r.pass_q ? q_token : kv_token);
     r.out_bytes.assign(size_t(ranks), out_token);
+    r.chunk_rows = double(ring_chunk_rows(s.chunk));
     for (CostPhase& p : ring_phases(r)) all.push_back(std::move(p));
     cached += b.size();
   }

@@ -64,6 +64,9 @@ CostPhases ring_phases(const RingSpec& spec) {
     p.bytes.assign(ranks, 0.0);
     p.query_tokens.assign(ranks, 0.0);
     p.query_heads = spec.heads;
+    // Pass-KV attends chunk by chunk as they arrive; pass-Q attends a visiting block
+    // against the whole of its cache.
+    if (R > 1 && !spec.pass_q) p.call_keys = spec.chunk_rows;
     for (size_t r = 0; r < ranks; ++r) {
       const int me = spec.member_of[r], owner = owner_at(r, s);
       const auto& mine = spec.held[size_t(me)];

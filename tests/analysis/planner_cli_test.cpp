@@ -113,6 +113,40 @@ TEST(PlanCli, ProfileWithoutLinksPlansOneDevice) {
   expect_bad("--model tiny --tokens 4096 --hardware " + half, "inter_node");
 }
 
+// --scheme predicts one configuration, as the full table predicts it; --sp-chunk sets the
+// prefill's steps as the runtime's flag does (auto: its default bands).
+TEST(PlanCli, OneSchemeAndItsChunk) {
+  const std::string base = "--model " + shared_path("models/tiny-f16.gguf") +
+                           " --tokens 4096 --gpus 4 --gpus-per-node 4 --hardware cpu-this --json";
+  auto strategies = [&](const std::string& args) {
+    const auto r = plan(base + args);
+    EXPECT_EQ(r.code, 0) << r.out;
+    return r.code == 0 ? nlohmann::json::parse(r.out)["strategies"] : nlohmann::json::array();
+  };
+  auto prefill_of = [](const nlohmann::json& all, const std::string& name) {
+    for (const auto& s : all)
+      if (s["strategy"] == name) return s["prefill_seconds"].get<double>();
+    ADD_FAILURE() << "no " << name << " in " << all;
+    return 0.0;
+  };
+  const auto all = strategies("");
+  const auto ring = strategies(" --scheme ring");
+  ASSERT_EQ(ring.size(), 1u) << ring;
+  EXPECT_DOUBLE_EQ(prefill_of(ring, "ring"), prefill_of(all, "ring"));
+  const auto hybrid = strategies(" --scheme hybrid:2x2");
+  ASSERT_EQ(hybrid.size(), 1u) << hybrid;
+  EXPECT_EQ(hybrid[0]["layout"].get<std::string>().rfind("ulysses 2 x ring 2", 0), 0u) << hybrid;
+  // Contiguous ring shards in bands of 4 x 128 tokens balance the causal work that whole
+  // shards leave to the last rank.
+  EXPECT_LT(prefill_of(strategies(" --scheme ring --sp-chunk auto"), "ring"),
+            0.8 * prefill_of(ring, "ring"));
+  EXPECT_DOUBLE_EQ(prefill_of(strategies(" --scheme ring --sp-chunk 0"), "ring"), prefill_of(ring, "ring"));
+  expect_bad(base + " --scheme tree", "--scheme");
+  expect_bad(base + " --scheme hybrid:3x2", "--scheme");
+  expect_bad(base + " --sp-chunk -3", "--sp-chunk");
+  expect_bad(base + " --sp-chunk lots", "--sp-chunk");
+}
+
 TEST(PlanCli, BadFlags) {
   expect_bad("--model llama3-8b --tokens 1024 --hardware tpu9", "--hardware");
   expect_bad("--model llama3-8b --tokens 1024 --gpus 12 --gpus-per-node 8", "--gpus");

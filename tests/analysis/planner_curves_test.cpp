@@ -277,6 +277,28 @@ TEST(PlannerCurves, ACallOfAShapeTheProfileHoldsReadsItsOwnCurve) {
   EXPECT_EQ(shape_attention_key(48, 1), "d48 g1");
 }
 
+TEST(PlannerCurves, PassKvRingsArePricedAtTheKeysOfTheirConveyorsChunks) {
+  // Attention at 20 GFLOP/s per thread on calls of up to 512 keys, falling to 5 at 4096
+  // keys and beyond (K and V no longer in cache). A pass-KV ring attends its blocks chunk
+  // by chunk as the conveyor hands them over (512 rows at whole shards): every call
+  // reads at most 512 keys, so it costs what it costs on a profile where attention runs
+  // at 20 at any length. Pass-Q attends each visiting block against its whole cache, in
+  // calls of thousands of keys: slower on the falling curve.
+  PlanRequest flat = tiny_request(8192, 2);  // sp_chunk 0: whole shards
+  PlanRequest falling = flat;
+  falling.hw.curves.attention = Curve::grid({"threads", "keys"}, {{1, 2}, {512, 4096}});
+  falling.hw.curves.attention.values = {20e9, 5e9, 40e9, 10e9};
+  for (const char* ring : {"ring", "zigzag"}) {
+    const double t_flat = plan_strategy(flat, ring).prefill_seconds;
+    EXPECT_NEAR(plan_strategy(falling, ring).prefill_seconds, t_flat, 1e-9 * t_flat) << ring;
+  }
+  EXPECT_GT(plan_strategy(falling, "pass-q").prefill_seconds,
+            1.5 * plan_strategy(flat, "pass-q").prefill_seconds);
+  // The single pipeline's calls read its whole cache too.
+  EXPECT_GT(plan_strategy(falling, "single").prefill_seconds,
+            1.5 * plan_strategy(flat, "single").prefill_seconds);
+}
+
 TEST(PlannerCurves, ShapeCurvesSurviveTheProfileFileAndRetiredCurvesAreSkipped) {
   HardwareProfile h = flat_cpu();
   h.curves.shape_matmul["f32 qkv 864x288"] = Curve::grid({"threads", "tokens"}, {{1, 2}, {1, 512}}, 7e9);

@@ -40,6 +40,11 @@ struct CostPhase {
   // 0: none), so head_pairs / (tokens x heads) is the keys each query sees on average.
   std::vector<double> query_tokens, query_heads;
   std::vector<double> bytes;       // per rank: bytes sent in this phase
+  // The most keys one kernel call of this phase reads (0: all the phase's keys at once):
+  // a pass-KV ring's conveyor hands the keys over in chunks of this many rows, and the
+  // kernel's rate depends on the keys of a call (how much of K and V stays in cache),
+  // not on the phase's.
+  double call_keys = 0;
 };
 using CostPhases = std::vector<CostPhase>;
 
@@ -68,6 +73,9 @@ struct RingSpec {
   std::vector<int> member_of;                 // [ranks]
   std::vector<double> heads, token_bytes, out_bytes;  // [ranks]
   bool pass_q = false;
+  // Rows of the conveyor's chunks (pass-KV: the keys of one call, CostPhase::call_keys;
+  // 0: whole blocks).
+  double chunk_rows = 0;
 };
 CostPhases ring_phases(const RingSpec& spec);
 

@@ -151,12 +151,15 @@ double layer_elementwise(const Ctx& c, const DeviceTime& dt, double tokens, int 
   return dt.stream(tokens * (per_token * c.b + quantized)) + dt.ops(kOpsPerLayer);
 }
 
-// Attention of one call: `heads` query heads of `queries` tokens, `triples` visible
-// (query, key, head) triples in all.
+// Attention of `heads` query heads of `queries` tokens, `triples` visible (query, key,
+// head) triples in all: one kernel call, or calls of at most `call_keys` keys each (0:
+// one call), at the rate of such calls.
 double attention_call(const Ctx& c, const DeviceTime& dt, double triples, double queries,
-                      double heads, double kv_bytes = 0) {
+                      double heads, double kv_bytes = 0, double call_keys = 0) {
   if (triples <= 0 || queries <= 0 || heads <= 0) return 0;
-  return dt.attention(triples, c.d, queries, triples / (queries * heads), c.H / c.G, heads, kv_bytes);
+  const double keys = triples / (queries * heads);
+  return dt.attention(triples, c.d, queries, call_keys > 0 ? std::min(keys, call_keys) : keys,
+                      c.H / c.G, heads, kv_bytes);
 }
 
 // The output head for the last token, and the step's fixed costs at its ends.
@@ -285,7 +288,7 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
       pairs[r] += p.head_pairs[r];
       const double q = r < p.query_tokens.size() ? p.query_tokens[r] : 0;
       const double h = r < p.query_heads.size() ? p.query_heads[r] : 0;
-      const double comp = attention_call(c, dt, p.head_pairs[r], q, h);
+      const double comp = attention_call(c, dt, p.head_pairs[r], q, h, 0, p.call_keys);
       const double t_comm = p.bytes[r] <= 0 ? 0
                             : exchange      ? dt.alltoall(p.bytes[r], p.group, c.link(inter), inter)
                                             : dt.message(p.bytes[r], c.link(inter), inter);
