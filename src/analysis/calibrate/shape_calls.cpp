@@ -91,7 +91,7 @@ Curve product_curve(DType type, MatKind kind, const std::vector<int64_t>& rows, 
 // FLOP/s of the shape's attention over threads x queries x keys x heads per call
 // (attention_rate's calls at its head dim and group).
 Curve shape_attention_curve(const ModelShape& s, const std::vector<double>& threads, CoreProbe& probe) {
-  const std::vector<double> queries = {1, 16, 128, 512, 2048}, keys = {64, 256, 1024, 4096, 16384};
+  const std::vector<double> queries = {1, 16, 128, 512, 2048}, keys = {64, 256, 1024, 4096, 8192, 16384};
   const int group = int(s.n_head / s.n_head_kv), d = int(s.head_dim);
   std::vector<double> heads;
   for (int64_t h : {(s.n_head + 3) / 4, (s.n_head + 1) / 2, s.n_head}) {
@@ -192,8 +192,8 @@ void forward(Engine& e, std::span<const int32_t> ids) {
 // call over the layers of a step run right after another of its size, times the cores'
 // pace around it: the median of the rounds on the fastest cores),
 // into h.curves.shape_matmul; then each thread count's attention grid scaled,
-// keys by keys, by the time its calls take inside a pass (a 512-token chunk at depths 0
-// to 15872) over the time the grid gives them.
+// keys by keys, by the time its calls take inside a pass (a 512-token chunk whose
+// queries see the grid's keys on average) over the time the grid gives them.
 void measure_in_pass(std::map<std::string, Curve>& products, const std::string& path, const ModelShape& s,
                      const std::vector<double>& threads, const std::vector<double>& tokens,
                      Curve& attention, CoreProbe& probe,
@@ -292,12 +292,17 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
         if (!(c.values[c.index({t, m})] > 0)) c.values[c.index({t, m})] = c.values[c.index({t, m - 1})];
     // Attention inside a pass against the grid: one 512-token chunk after `depth` tokens
     // (their K/V rows written straight into the cache: the kernel's time does not depend
-    // on the values), untimed once, then timed, at depths up to the grid's longest keys.
+    // on the values), untimed once, then timed, at the depths whose chunk sees the grid's
+    // own keys on average (depth + 256: a ratio read between two depths would smear the
+    // drop where K and V outgrow the cache over the keys around it).
     const int64_t chunk = 512;
     const double d = double(s.head_dim), H = double(s.n_head);
     const int64_t kv_dim = s.n_head_kv * s.head_dim;
+    std::vector<int64_t> depths;
+    for (const double k : attention.points[2])  // axes: threads, queries, keys, heads
+      if (k >= double(chunk / 2)) depths.push_back(int64_t(k) - chunk / 2);
     std::vector<double> keys, slower;
-    for (const int64_t depth : {int64_t(0), int64_t(1536), int64_t(7680), int64_t(15872)}) {
+    for (const int64_t depth : depths) {
       Engine e(*model, pool, chunk);
       page_cache(e);
       KVCache cache = e.make_cache(depth + chunk);
@@ -337,8 +342,7 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
       for (size_t i = 0; i < keys.size(); ++i) r += fmt::format(" {:.0f}:{:.2f}", keys[i], slower[i]);
       progress(fmt::format("attention inside a pass over alone, by keys ({} threads):{}", threads[t], r));
     }
-    // Each grid point's rate over the ratio at its keys (log-linear between the depths
-    // timed, held beyond them).
+    // Each grid point's rate over the ratio at its keys (held below the shortest timed).
     Curve ratio = Curve::grid({"keys"}, {keys});
     ratio.values = slower;
     const size_t per_thread = attention.values.size() / threads.size();
