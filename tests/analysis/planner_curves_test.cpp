@@ -3,6 +3,7 @@
 // product, attention call and op reads its rate from the curves.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <tuple>
 
 #include "tandem/analysis/planner.hpp"
@@ -297,6 +298,37 @@ TEST(PlannerCurves, PassKvRingsArePricedAtTheKeysOfTheirConveyorsChunks) {
   // The single pipeline's calls read its whole cache too.
   EXPECT_GT(plan_strategy(falling, "single").prefill_seconds,
             1.5 * plan_strategy(flat, "single").prefill_seconds);
+}
+
+TEST(PlannerCurves, ACausalCallOfMoreQueriesThanTheCurveHoldsRunsAsBlocks) {
+  // The tiny model's attention at 20 GFLOP/s on calls whose queries see 1024 keys, 5 at
+  // 16384 (log-log between), the same at any query count up to the curve's 2048. A
+  // Ulysses rank attends its 3 heads of all 16384 queries in one causal call: priced as 8
+  // blocks of 2048 queries, block i at the keys its queries see (2048 i + 1024.5), not
+  // as one call at the mean 8192.5 keys.
+  const ModelShape m = *named_shape("tiny");
+  const double L = double(m.n_layer), d = double(m.head_dim), heads = double(m.n_head) / 2;
+  auto with_rate = [&](double at_1024, double at_16384) {
+    PlanRequest r = tiny_request(16384, 2);
+    Curve c = Curve::grid({"threads", "queries", "keys"}, {{1, 2}, {1, 2048}, {1024, 16384}});
+    for (size_t t = 0; t < 2; ++t)
+      for (size_t q = 0; q < 2; ++q) {
+        c.values[c.index({t, q, 0})] = at_1024 * double(t + 1);
+        c.values[c.index({t, q, 1})] = at_16384 * double(t + 1);
+      }
+    r.hw.curves.shape_attention[shape_attention_key(d, double(m.n_head / m.n_head_kv))] = c;
+    return plan_strategy(r, "ulysses").prefill_seconds;
+  };
+  auto rate = [](double k) { return 20e9 * std::pow(0.25, std::log(k / 1024) / std::log(16.0)); };
+  double blocks = 0;
+  for (int i = 0; i < 8; ++i) {
+    const double k = 2048.0 * i + 1024.5;
+    blocks += 4 * d * heads * 2048 * k / rate(k);
+  }
+  const double flat = 4 * d * heads * 16384 * 8192.5 / 20e9;
+  EXPECT_NEAR(with_rate(20e9, 5e9) - with_rate(20e9, 20e9), L * (blocks - flat), 1e-6 * L * blocks);
+  // (One call at the mean keys would have cost this much less.)
+  EXPECT_GT(blocks, 1.1 * 4 * d * heads * 16384 * 8192.5 / rate(8192.5));
 }
 
 TEST(PlannerCurves, ShapeCurvesSurviveTheProfileFileAndRetiredCurvesAreSkipped) {

@@ -96,13 +96,34 @@ double DeviceTime::attention(double triples, double d, double queries, double ke
   const auto& shapes = hw_.curves.shape_attention;
   const auto own = shapes.empty() ? shapes.end() : shapes.find(shape_attention_key(d, group));
   const Curve& c = own != shapes.end() ? own->second : hw_.curves.attention;
-  const double rate = c.empty() ? attn_rate_
-                                : c.at({{"threads", double(threads_)},
-                                        {"queries", std::max(queries, 1.0)},
-                                        {"keys", std::max(keys, 1.0)},
-                                        {"group", std::max(group, 1.0)},
-                                        {"heads", std::max(heads, 1.0)}});
-  return std::max(attn_slowdown_ * 4 * d * triples / rate, kv_bytes / bandwidth(kv_bytes));
+  auto rate = [&](double q, double k) {
+    return c.empty() ? attn_rate_
+                     : c.at({{"threads", double(threads_)},
+                             {"queries", std::max(q, 1.0)},
+                             {"keys", std::max(k, 1.0)},
+                             {"group", std::max(group, 1.0)},
+                             {"heads", std::max(heads, 1.0)}});
+  };
+  double seconds = 4 * d * triples / rate(queries, keys);
+  // A CPU call of more queries than the curve holds, its queries at the end of its keys
+  // (a causal band, keys >= queries / 2, as calibrate times them: a whole prompt's
+  // self-attention), runs as blocks of the curve's longest query count (at most 64
+  // blocks), each at the keys its queries see: the last block's K and V may outgrow the
+  // cache where the first block's fit, which the call's mean keys do not show.
+  const auto axis = std::find(c.axes.begin(), c.axes.end(), "queries");
+  if (hw_.threads > 0 && axis != c.axes.end() && keys >= queries / 2) {
+    const double q_max = c.points[size_t(axis - c.axes.begin())].back();
+    if (queries > q_max) {
+      const double blocks = std::min(64.0, std::ceil(queries / q_max)), b = queries / blocks;
+      const double before = keys - (queries + 1) / 2;  // keys before the first query
+      seconds = 0;
+      for (double i = 0; i < blocks; ++i) {
+        const double k = before + i * b + (b + 1) / 2;
+        seconds += 4 * d * triples * (b * k) / (queries * keys) / rate(b, k);
+      }
+    }
+  }
+  return std::max(attn_slowdown_ * seconds, kv_bytes / bandwidth(kv_bytes));
 }
 
 double DeviceTime::stream(double bytes) const { return bytes > 0 ? bytes / bandwidth(bytes) : 0; }
