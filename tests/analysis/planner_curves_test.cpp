@@ -298,6 +298,12 @@ TEST(PlannerCurves, PassKvRingsArePricedAtTheKeysOfTheirConveyorsChunks) {
   // The single pipeline's calls read its whole cache too.
   EXPECT_GT(plan_strategy(falling, "single").prefill_seconds,
             1.5 * plan_strategy(flat, "single").prefill_seconds);
+  // A GPU profile (no threads) prices each block as one call, as GPU ring attention runs
+  // it: there the ring reads the curve at its blocks' keys.
+  PlanRequest gpu_flat = flat, gpu_falling = falling;
+  gpu_flat.hw.threads = gpu_falling.hw.threads = 0;
+  EXPECT_GT(plan_strategy(gpu_falling, "ring").prefill_seconds,
+            1.5 * plan_strategy(gpu_flat, "ring").prefill_seconds);
 }
 
 TEST(PlannerCurves, ACausalCallOfMoreQueriesThanTheCurveHoldsRunsAsBlocks) {

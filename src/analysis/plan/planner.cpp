@@ -282,13 +282,16 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
     const bool inter = p.group * p.stride > c.K;
     const bool exchange = p.kind == parallel::CostPhase::Kind::Exchange && p.stride == 1;
     const bool ring_step = p.kind == parallel::CostPhase::Kind::RingStep;
+    // The runtime's calls on a CPU profile; a GPU profile prices each block as one call, as
+    // GPU ring attention (Meta's context parallelism, ring-flash-attention) runs it.
+    const double call_keys = c.hw.threads > 0 ? p.call_keys : 0;
     double phase = 0, phase_comp = 0, phase_comm = 0;
     for (size_t r = 0; r < sent.size(); ++r) {
       sent[r] += p.bytes[r];
       pairs[r] += p.head_pairs[r];
       const double q = r < p.query_tokens.size() ? p.query_tokens[r] : 0;
       const double h = r < p.query_heads.size() ? p.query_heads[r] : 0;
-      const double comp = attention_call(c, dt, p.head_pairs[r], q, h, 0, p.call_keys);
+      const double comp = attention_call(c, dt, p.head_pairs[r], q, h, 0, call_keys);
       const double t_comm = p.bytes[r] <= 0 ? 0
                             : exchange      ? dt.alltoall(p.bytes[r], p.group, c.link(inter), inter)
                                             : dt.message(p.bytes[r], c.link(inter), inter);
