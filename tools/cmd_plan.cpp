@@ -2,7 +2,6 @@
 // sequence-parallel strategy for a model, a token count and a cluster (docs/planner.md).
 #include <fmt/format.h>
 
-#include <charconv>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -33,15 +32,6 @@ std::string joined(const std::vector<std::string>& v) {
   return s;
 }
 
-int64_t parse_sp_chunk(const std::string& text) {
-  if (text == "auto") return parallel::kAutoSpChunk;
-  int64_t v = -1;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size() || v < 0 || v > kMaxTokens)
-    bad_input("--sp-chunk '{}': expected auto or a whole number of tokens, 0 to 2^40", text);
-  return v;
-}
-
 void run(const Opts& o) {
   const auto hw = analysis::load_profile(o.hardware, "--hardware");
   if (o.threads > 0 && hw.threads <= 0)
@@ -52,7 +42,10 @@ void run(const Opts& o) {
                                         : std::max(1, std::min(o.gpus, hw.devices_per_node));
   auto req = analysis::plan_request(o.model, hw, o.tokens, o.gpus, per_node, o.decode_tokens, o.dtype);
   req.threads = o.threads;
-  if (!o.sp_chunk.empty()) req.sp_chunk = parse_sp_chunk(o.sp_chunk);
+  // auto, or a number of tokens as the runtime's --sp-chunk takes it.
+  if (!o.sp_chunk.empty())
+    req.sp_chunk = o.sp_chunk == "auto" ? parallel::kAutoSpChunk
+                                        : parse_int_in(o.sp_chunk, "--sp-chunk", 0, 1 << 30);
   // (Named by this command's flag: make_plan's own message names compare's.)
   if (!o.scheme.empty() && o.scheme != "single") parallel::parse_scheme(o.scheme, o.gpus, "--scheme");
   const auto plan = analysis::make_plan(std::move(req), o.scheme);
