@@ -85,6 +85,42 @@ TEST(PlannerCurves, RanksOfOneNodeShareItsThreads) {
   EXPECT_LT(ring.decode_seconds_per_token, single.decode_seconds_per_token + 1.5 * products);
 }
 
+TEST(PlannerCurves, ADecodeStepIsNoFasterThanItsNodesReadsFromMemory) {
+  // Every call fast (flat_cpu); reads from cache at 1 TB/s up to 80 MB, from memory at
+  // 1 GB/s from 120 MB. A decode step reads its weights (the layers' and the output
+  // head's, f32 here) and its cache once per token; each rank holds a copy of the weights
+  // of its own, so the node's working set is every rank's.
+  const ModelShape m = *named_shape("tiny");
+  const double L = double(m.n_layer), D = double(m.n_embd), V = double(m.n_vocab);
+  const double weights = (L * double(m.layer_matmul_params()) + V * D) * 4;  // 60.8 MB
+  const double kv_row = L * 2 * double(m.n_head_kv * m.head_dim) * 4;      // every layer's K and V
+  auto with_memory = [](int64_t n, int gpus, int threads) {
+    PlanRequest r = tiny_request(n, gpus, threads);
+    r.hw.curves.bandwidth = Curve::grid({"threads", "bytes"}, {{1, 2}, {80e6, 120e6}});
+    r.hw.curves.bandwidth.values = {1e12, 1e9, 1e12, 1e9};
+    return r;
+  };
+  // One device at 1024 tokens: 75 MB, served by the cache; its calls price the step (its
+  // elementwise passes read at 1 TB/s here instead of without bound: within 0.1%).
+  const double calls = plan_strategy(tiny_request(1024, 1), "single").decode_seconds_per_token;
+  EXPECT_NEAR(plan_strategy(with_memory(1024, 1, 0), "single").decode_seconds_per_token, calls, 1e-3 * calls);
+  EXPECT_LT(calls, 0.01);
+  // Two ranks at 1024: 68 MB each, 136 MB on the node, read from memory: the node's
+  // 1 GB/s shared, each rank's step the whole set's time.
+  const double ring2 = 2 * (weights + std::ceil(1025.0 / 2) * kv_row) / 1e9;
+  EXPECT_NEAR(plan_strategy(with_memory(1024, 2, 0), "ring").decode_seconds_per_token, ring2, 1e-3 * ring2);  // (+ the merges)
+  const double ring4 = 4 * (weights + std::ceil(1025.0 / 4) * kv_row) / 1e9;
+  EXPECT_NEAR(plan_strategy(with_memory(1024, 4, 1), "ring").decode_seconds_per_token, ring4, 1e-3 * ring4);
+  // The runtime's reads at half the curve's rate (memory_efficiency, which calibrate
+  // measures from a decode step): twice the time.
+  PlanRequest half = with_memory(1024, 2, 0);
+  half.hw.memory_efficiency = 0.5;
+  EXPECT_NEAR(plan_strategy(half, "ring").decode_seconds_per_token, 2 * ring2, 2e-3 * ring2);
+  // One device whose cache outgrows the last-level cache alone: 16384 tokens, 287 MB.
+  const double single = (weights + 16384 * kv_row) / 1e9;
+  EXPECT_NEAR(plan_strategy(with_memory(16384, 1, 0), "single").decode_seconds_per_token, single, 1e-6 * single);
+}
+
 TEST(PlannerCurves, MoreRanksThanCoresTakeTurns) {
   // 4 ranks x 1 thread on the 2-thread node: each gets half a core, so its products
   // take twice their 1-thread time (decode reads every weight at one token on each rank).

@@ -97,7 +97,9 @@ struct HardwareProfile {
   // (model FLOP utilization). One constant per profile.
   double efficiency = 0.5;
   double memory_bandwidth = 0;    // bytes/s of one device's memory
-  double memory_efficiency = 1.0; // fraction of memory_bandwidth that streaming reads reach
+  // Fraction of memory_bandwidth (of the bandwidth curve, where the profile has one) that
+  // the runtime's streaming reads reach; calibrate --model sets it from a decode step.
+  double memory_efficiency = 1.0;
   double memory_capacity = 0;     // bytes of one device's memory
   // Bytes per element of activations, the KV cache and the tensors exchanged between
   // devices (2 on GPUs: bf16; 4 for tandem's CPU runtime: f32). Attention runs in bf16

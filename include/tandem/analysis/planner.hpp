@@ -6,6 +6,7 @@
 //
 // Vocabulary: N tokens, P devices, K devices per node, H query heads, G KV heads, d head
 // dim, D model dim, F FFN dim, V vocab, L layers; b bytes per activation element.
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -31,6 +32,21 @@ double causal_attention_flops(const ModelShape& m, double n);
 double weight_bytes_per_param(const std::string& dtype);
 // Weight types `tandem plan --dtype` accepts.
 const std::vector<std::string>& weight_dtypes();
+
+// A layer's matrix products on a device holding 1/tp of them (QKV, gate/up fused as the
+// runtime runs them): rows x cols of QKV, output, gate/up and down.
+struct LayerMat {
+  double rows, cols;
+  MatKind kind;
+};
+std::array<LayerMat, 4> layer_mats(const ModelShape& m, int tp);
+// Weights a decode step reads on such a device: every product's, the layers' and the
+// output head's (not the token embedding's, of which it reads one row).
+double decode_weight_params(const ModelShape& m, int tp);
+// Bytes one decode step of the single pipeline reads from memory: those weights in
+// `dtype`, and K and V of `kv_tokens` tokens at `kv_value_bytes` a value.
+double decode_read_bytes(const ModelShape& m, const std::string& dtype, double kv_tokens,
+                         double kv_value_bytes);
 
 // Bytes the busiest device sends per layer during prefill (b = bytes per element), from
 // the scheme registry's formulas (parallel/scheme_cost.hpp); with even shards:

@@ -16,6 +16,7 @@
 
 #include "analysis/measure.hpp"
 #include "tandem/analysis/calibrate.hpp"
+#include "tandem/analysis/planner.hpp"
 #include "tandem/graph/executor.hpp"
 #include "tandem/kernels/fused.hpp"
 #include "tandem/runtime/engine.hpp"
@@ -28,6 +29,8 @@ namespace {
 // the value of the point before it on the tokens (queries) axis: the rates have levelled
 // off by then, and the profile stays quick to make for large models.
 constexpr double kMaxCallFlops = 1.2e10;
+// Decode steps timed at the deepest depth (the first untimed).
+constexpr int kDecodeSteps = 6;
 // Rounds of the in-pass timings (each a step of every token count, or a chunk at a depth).
 constexpr int kRounds = 5;
 
@@ -194,9 +197,15 @@ void forward(Engine& e, std::span<const int32_t> ids) {
 // into h.curves.shape_matmul; then each thread count's attention grid scaled,
 // keys by keys, by the time its calls take inside a pass (a 512-token chunk whose
 // queries see the grid's keys on average) over the time the grid gives them.
+//
+// At the deepest depth on the most threads, decode steps too: their time against what the
+// bandwidth curve gives the bytes each reads (decode_read_bytes: the weights and the
+// cache, far past the last-level cache there) sets `read_efficiency` (left as it is
+// without a bandwidth curve).
 void measure_in_pass(std::map<std::string, Curve>& products, const std::string& path, const ModelShape& s,
-                     const std::vector<double>& threads, const std::vector<double>& tokens,
-                     Curve& attention, CoreProbe& probe,
+                     const std::string& dtype, const std::vector<double>& threads,
+                     const std::vector<double>& tokens, Curve& attention, CoreProbe& probe,
+                     const Curve& bandwidth, double& read_efficiency,
                      const std::function<void(const std::string&)>& progress) {
   const std::unique_ptr<Model> model = load_model(path);
   const double flops_per_token = 2.0 * double(s.layer_matmul_params()) * double(s.n_layer);
@@ -305,7 +314,8 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
     for (const int64_t depth : depths) {
       Engine e(*model, pool, chunk);
       page_cache(e);
-      KVCache cache = e.make_cache(depth + chunk);
+      const bool decode = t + 1 == threads.size() && depth == depths.back() && !bandwidth.empty();
+      KVCache cache = e.make_cache(depth + chunk + (decode ? kDecodeSteps : 0));
       const auto chunk_ids = some_ids(chunk, s.n_vocab);
       std::vector<int32_t> pos(static_cast<size_t>(depth + chunk));
       for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
@@ -336,20 +346,43 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
                                         {"keys", pairs / q}, {"heads", H}});
       keys.push_back(pairs / q);
       slower.push_back(in_pass / (4 * d * H * pairs / rate));
+      if (decode) {
+        std::vector<double> steps;
+        for (int i = 0; i < kDecodeSteps; ++i) {
+          const int32_t id = chunk_ids[size_t(i) % chunk_ids.size()], p = int32_t(depth + chunk + i);
+          const Stopwatch sw;
+          e.forward(cache, std::span<const int32_t>(&id, 1), std::span<const int32_t>(&p, 1), 1, logits.data());
+          if (i > 0) steps.push_back(sw.seconds());  // (the first builds the one-token graph)
+        }
+        // The fastest step, as the curve holds the fastest of its passes.
+        const double step = *std::min_element(steps.begin(), steps.end());
+        const double bytes = decode_read_bytes(s, dtype, double(depth + chunk), 4);
+        const double floor = bytes / bandwidth.at({{"threads", threads[t]}, {"bytes", bytes}});
+        read_efficiency = std::clamp(floor / step, 0.25, 1.0);
+        if (progress)
+          progress(fmt::format("decode step at {} keys: {:.2f} ms (median {:.2f}), {:.0f}% of the bandwidth "
+                               "curve's rate for its {:.0f} MB ({} threads)",
+                               depth + chunk, 1e3 * step, 1e3 * median(steps), 100 * floor / step, bytes / 1e6,
+                               threads[t]));
+      }
     }
     if (progress) {
       std::string r;
       for (size_t i = 0; i < keys.size(); ++i) r += fmt::format(" {:.0f}:{:.2f}", keys[i], slower[i]);
       progress(fmt::format("attention inside a pass over alone, by keys ({} threads):{}", threads[t], r));
     }
-    // Each grid point's rate over the ratio at its keys (held below the shortest timed).
+    // Each grid point's rate over the ratio at its keys (held below the shortest timed),
+    // but a decode's: the ratio is of chunks of queries, whose K/V rows are read once per
+    // tile of queries, and a one-query call reads every row once for its one query (the
+    // planner bounds a decode step by its whole reads from memory instead: planner.cpp).
     Curve ratio = Curve::grid({"keys"}, {keys});
     ratio.values = slower;
     const size_t per_thread = attention.values.size() / threads.size();
-    const auto& kp = attention.points[2];  // axes: threads, queries, keys, heads
+    const auto& qp = attention.points[1], &kp = attention.points[2];  // axes: threads, queries, keys, heads
     const size_t nh = attention.points[3].size();
     for (size_t i = 0; i < per_thread; ++i)
-      attention.values[t * per_thread + i] /= ratio.at({{"keys", kp[(i / nh) % kp.size()]}});
+      if (qp[i / (nh * kp.size())] > 1)
+        attention.values[t * per_thread + i] /= ratio.at({{"keys", kp[(i / nh) % kp.size()]}});
   }
   for (auto& [key, c] : curves) {
     for (double v : c.values)
@@ -385,7 +418,8 @@ void calibrate_model_shape(HardwareProfile& h, const ModelShape& s, const std::s
   };
   Curve attention = shape_attention_curve(s, threads, probe);
   if (!path.empty()) {
-    measure_in_pass(products, path, s, threads, tokens, attention, probe, o.progress);
+    measure_in_pass(products, path, s, dtype, threads, tokens, attention, probe, h.curves.bandwidth,
+                    h.memory_efficiency, o.progress);
   } else {
     add(MatKind::Qkv, {Q, K, K}, D, tokens);
     add(MatKind::Plain, {D}, Q, tokens);

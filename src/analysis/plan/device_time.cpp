@@ -63,8 +63,8 @@ double DeviceTime::bandwidth(double bytes) const {
   const Curve& c = hw_.curves.bandwidth;
   if (c.empty()) return hw_.memory_bandwidth * hw_.memory_efficiency;
   // The node's rate with every sharer's threads reading, split between them.
-  return c.at({{"threads", double(threads_ * sharers_)}, {"bytes", std::max(bytes, 1.0)}}) /
-         sharers_;
+  return c.at({{"threads", double(threads_ * sharers_)}, {"bytes", std::max(bytes, 1.0)}}) *
+         hw_.memory_efficiency / sharers_;
 }
 
 double DeviceTime::matmul(double tokens, double rows, double cols, double weight_bytes,
@@ -127,6 +127,10 @@ double DeviceTime::attention(double triples, double d, double queries, double ke
 }
 
 double DeviceTime::stream(double bytes) const { return bytes > 0 ? bytes / bandwidth(bytes) : 0; }
+
+double DeviceTime::stream_own(double bytes) const {
+  return bytes > 0 ? bytes / bandwidth(bytes * sharers_) : 0;
+}
 
 double DeviceTime::ops(double n) const {
   const Curve& c = hw_.curves.op_overhead;

@@ -32,6 +32,11 @@ class DeviceTime {
                    double heads, double kv_bytes) const;
   // Streaming `bytes` (elementwise ops, a cache read) once.
   double stream(double bytes) const;
+  // Streaming `bytes` once while each of the node's `sharers` devices streams a set of
+  // its own as large: the node's rate at their whole working set, split between them.
+  // (A decode step's weights and cache: a set that fits the last-level cache alone can
+  // outgrow it beside its sharers'.)
+  double stream_own(double bytes) const;
   // The fixed costs of `ops` ops of a forward step.
   double ops(double n) const;
   // One message of `bytes` between two devices (inside a node, or across nodes).

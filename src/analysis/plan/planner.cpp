@@ -2,6 +2,7 @@
 #include "tandem/analysis/planner.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <numeric>
@@ -42,6 +43,27 @@ double weight_bytes_per_param(const std::string& dtype) {
   const auto t = parse_dtype(dtype == "fp16" ? "f16" : dtype);
   if (!t || !info(*t).matrix || dtype == "f16") return 0;  // f16 is spelled fp16 here
   return double(info(*t).block_bytes) / info(*t).block_size;  // q8_0: 34/32, q4_0: 18/32
+}
+
+std::array<LayerMat, 4> layer_mats(const ModelShape& m, int tp) {
+  const double H = double(m.n_head), G = double(m.n_head_kv), d = double(m.head_dim);
+  const double D = double(m.n_embd), F = double(m.n_ff), kvh = std::max(G, double(tp)) / tp;
+  return {{{(H / tp + 2 * kvh) * d, D, MatKind::Qkv},
+           {D, H / tp * d, MatKind::Plain},
+           {2 * F / tp, D, MatKind::GateUp},
+           {D, F / tp, MatKind::Plain}}};
+}
+
+double decode_weight_params(const ModelShape& m, int tp) {
+  double params = double(m.n_vocab) / tp * double(m.n_embd);  // the output head
+  for (const LayerMat& x : layer_mats(m, tp)) params += double(m.n_layer) * x.rows * x.cols;
+  return params;
+}
+
+double decode_read_bytes(const ModelShape& m, const std::string& dtype, double kv_tokens,
+                         double kv_value_bytes) {
+  return decode_weight_params(m, 1) * weight_bytes_per_param(dtype) +
+         kv_tokens * double(m.n_layer) * 2 * double(m.n_head_kv * m.head_dim) * kv_value_bytes;
 }
 
 namespace {
@@ -130,12 +152,10 @@ double allreduce(const Ctx& c, const DeviceTime& dt, double bytes, int n, bool i
 // One layer's matrix products for `tokens` tokens, weights split tp ways (QKV fused,
 // gate and up fused, as the runtime runs them).
 double layer_linear(const Ctx& c, const DeviceTime& dt, double tokens, int tp) {
-  const double kvh = std::max(c.G, double(tp)) / tp;
-  auto mm = [&](double rows, double cols, MatKind kind) {
-    return dt.matmul(tokens, rows, cols, rows * cols * c.bpp, kind);
-  };
-  return mm((c.H / tp + 2 * kvh) * c.d, c.D, MatKind::Qkv) + mm(c.D, c.H / tp * c.d, MatKind::Plain) +
-         mm(2 * c.F / tp, c.D, MatKind::GateUp) + mm(c.D, c.F / tp, MatKind::Plain);
+  double t = 0;
+  for (const LayerMat& m : layer_mats(c.m, tp))
+    t += dt.matmul(tokens, m.rows, m.cols, m.rows * m.cols * c.bpp, m.kind);
+  return t;
 }
 
 // One layer's elementwise traffic for `tokens` tokens (norms, rope, SwiGLU, residuals)
@@ -178,12 +198,17 @@ double activations(const Ctx& c, double T, int tp) {
 // One decoded token on a device holding `kv_tokens` of the cache (`heads` query heads
 // over `kv_heads` KV heads): every matrix product at one token (weight-bound), attention
 // over its cache, the output head.
+// No faster than the step's reads from memory: its weights (the layers' and the output
+// head's) and its cache, once per token, while every device of the node reads a set of
+// its own as large (DeviceTime::stream_own: past the last-level cache, the node's memory
+// rate shared).
 double decode_step(const Ctx& c, const DeviceTime& dt, int tp, double kv_tokens, double heads,
                    double kv_heads) {
   const double kv_bytes = kv_tokens * 2 * kv_heads * c.d * c.b;
-  return c.L * (layer_linear(c, dt, 1, tp) + layer_elementwise(c, dt, 1, tp) +
-                attention_call(c, dt, heads * kv_tokens, 1, heads, kv_bytes)) +
-         model_ends(c, dt, tp);
+  const double calls = c.L * (layer_linear(c, dt, 1, tp) + layer_elementwise(c, dt, 1, tp) +
+                              attention_call(c, dt, heads * kv_tokens, 1, heads, kv_bytes)) +
+                       model_ends(c, dt, tp);
+  return std::max(calls, dt.stream_own(decode_weight_params(c.m, tp) * c.bpp + c.L * kv_bytes));
 }
 
 double kv_cache_bytes(const Ctx& c, double tokens, double kv_heads) {
