@@ -73,7 +73,11 @@ TEST(MpiServe, LongPromptAcrossRanksEqualsOneRank) {
     if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_TRUE(up) << read_text(log);
-  EXPECT_NE(read_text(log).find("prefilled by 2 ranks (--sp zigzag)"), std::string::npos) << read_text(log);
+  // The server prints its lines once it listens: /health can answer first.
+  const std::string line = "prefilled by 2 ranks (--sp zigzag)";
+  for (int i = 0; i < 100 && read_text(log).find(line) == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_NE(read_text(log).find(line), std::string::npos) << read_text(log);
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(120);
 
