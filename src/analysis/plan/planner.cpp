@@ -197,11 +197,10 @@ double activations(const Ctx& c, double T, int tp) {
 
 // One decoded token on a device holding `kv_tokens` of the cache (`heads` query heads
 // over `kv_heads` KV heads): every matrix product at one token (weight-bound), attention
-// over its cache, the output head.
-// No faster than the step's reads from memory: its weights (the layers' and the output
-// head's) and its cache, once per token, while every device of the node reads a set of
-// its own as large (DeviceTime::stream_own: past the last-level cache, the node's memory
-// rate shared).
+// over its cache, the output head; and no faster than reading its weights (the layers'
+// and the output head's) and its cache once while every device of the node reads a set
+// of its own as large (DeviceTime::stream_own: past the last-level cache, the node's
+// memory rate shared).
 double decode_step(const Ctx& c, const DeviceTime& dt, int tp, double kv_tokens, double heads,
                    double kv_heads) {
   const double kv_bytes = kv_tokens * 2 * kv_heads * c.d * c.b;
