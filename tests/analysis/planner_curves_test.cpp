@@ -315,15 +315,16 @@ TEST(PlannerCurves, ACallOfAShapeTheProfileHoldsReadsItsOwnCurve) {
 }
 
 TEST(PlannerCurves, PassKvRingsArePricedAtTheKeysOfTheirConveyorsChunks) {
-  // Attention at 20 GFLOP/s per thread on calls of up to 512 keys, falling to 5 at 4096
+  // Attention at 20 GFLOP/s per thread on calls of up to 1024 keys, falling to 5 at 4096
   // keys and beyond (K and V no longer in cache). A pass-KV ring attends its blocks chunk
   // by chunk as the conveyor hands them over (512 rows at whole shards): every call
-  // reads at most 512 keys, so it costs what it costs on a profile where attention runs
-  // at 20 at any length. Pass-Q attends each visiting block against its whole cache, in
-  // calls of thousands of keys: slower on the falling curve.
+  // reads at most 512 keys (1024 with the other rank's beside them in the cache), so it
+  // costs what it costs on a profile where attention runs at 20 at any length. Pass-Q
+  // attends each visiting block against its whole cache, in calls of thousands of keys:
+  // slower on the falling curve.
   PlanRequest flat = tiny_request(8192, 2);  // sp_chunk 0: whole shards
   PlanRequest falling = flat;
-  falling.hw.curves.attention = Curve::grid({"threads", "keys"}, {{1, 2}, {512, 4096}});
+  falling.hw.curves.attention = Curve::grid({"threads", "keys"}, {{1, 2}, {1024, 4096}});
   falling.hw.curves.attention.values = {20e9, 5e9, 40e9, 10e9};
   for (const char* ring : {"ring", "zigzag"}) {
     const double t_flat = plan_strategy(flat, ring).prefill_seconds;
@@ -347,11 +348,13 @@ TEST(PlannerCurves, ACausalCallOfMoreQueriesThanTheCurveHoldsRunsAsBlocks) {
   // 16384 (log-log between), the same at any query count up to the curve's 2048. A
   // Ulysses rank attends its 3 heads of all 16384 queries in one causal call: priced as 8
   // blocks of 2048 queries, block i at the keys its queries see (2048 i + 1024.5), not
-  // as one call at the mean 8192.5 keys.
+  // as one call at the mean 8192.5 keys. (One rank per node: no other rank's K and V in
+  // its cache; RanksRunningAtOnceShareTheLastLevelCache covers that.)
   const ModelShape m = *named_shape("tiny");
   const double L = double(m.n_layer), d = double(m.head_dim), heads = double(m.n_head) / 2;
   auto with_rate = [&](double at_1024, double at_16384) {
-    PlanRequest r = tiny_request(16384, 2);
+    PlanRequest r = tiny_request(16384, 2, 1);
+    r.gpus_per_node = 1;
     Curve c = Curve::grid({"threads", "queries", "keys"}, {{1, 2}, {1, 2048}, {1024, 16384}});
     for (size_t t = 0; t < 2; ++t)
       for (size_t q = 0; q < 2; ++q) {
@@ -371,6 +374,54 @@ TEST(PlannerCurves, ACausalCallOfMoreQueriesThanTheCurveHoldsRunsAsBlocks) {
   EXPECT_NEAR(with_rate(20e9, 5e9) - with_rate(20e9, 20e9), L * (blocks - flat), 1e-6 * L * blocks);
   // (One call at the mean keys would have cost this much less.)
   EXPECT_GT(blocks, 1.1 * 4 * d * heads * 16384 * 8192.5 / rate(8192.5));
+}
+
+TEST(PlannerCurves, RanksRunningAtOnceShareTheLastLevelCache) {
+  // Attention at 20 GFLOP/s per thread on calls of up to 512 keys, 5 from 1024 keys. A
+  // pass-KV ring's calls read 512 keys each (its conveyor's chunks). Two one-thread ranks
+  // on one 2-core node run at once, each with K and V of its own in the node's cache:
+  // their calls cost what calls of 1024 keys cost alone, as on a curve at 5 everywhere.
+  // On two nodes (a rank each) they cost what they cost alone, as on a curve at 20.
+  auto at = [](double up_to_512, double from_1024, int64_t n = 8192) {
+    PlanRequest r = tiny_request(n, 2);  // sp_chunk 0: whole shards
+    r.hw.curves.attention = Curve::grid({"threads", "keys"}, {{1, 2}, {512, 1024}});
+    r.hw.curves.attention.values = {up_to_512, from_1024, 2 * up_to_512, 2 * from_1024};
+    return r;
+  };
+  for (const char* ring : {"ring", "zigzag"}) {
+    const double shared = plan_strategy(at(20e9, 5e9), ring).prefill_seconds;
+    EXPECT_NEAR(shared, plan_strategy(at(5e9, 5e9), ring).prefill_seconds, 1e-9 * shared) << ring;
+    PlanRequest apart = at(20e9, 5e9), apart_flat = at(20e9, 20e9);
+    apart.gpus_per_node = apart_flat.gpus_per_node = 1;
+    const double alone = plan_strategy(apart, ring).prefill_seconds;
+    EXPECT_NEAR(alone, plan_strategy(apart_flat, ring).prefill_seconds, 1e-9 * alone) << ring;
+    EXPECT_GT(shared, 1.5 * alone) << ring;
+  }
+  // A decode step's one-query calls keep their own keys (the step is bounded by its
+  // reads from memory instead): at 512 tokens, a rank's 257 keys cost what they cost on
+  // the curve at 20.
+  const double decode = plan_strategy(at(20e9, 20e9, 512), "ring").decode_seconds_per_token;
+  EXPECT_NEAR(plan_strategy(at(20e9, 5e9, 512), "ring").decode_seconds_per_token, decode, 1e-9 * decode);
+}
+
+TEST(PlannerCurves, RanksThatFinishTheirHeadsEarlyLeaveTheirCoresToTheRest) {
+  // Ulysses on 4 one-thread ranks of a 2-core node splits the tiny model's 6 heads 2, 2,
+  // 1, 1. Attention at one rate at any length, products, ops and links too fast to count:
+  // the prefill is the attention. The ranks take turns on the cores until the 1-head
+  // ranks are done, then each 2-head rank has a core: 6 heads' work on 2 cores, as
+  // Ulysses on 2 ranks (3 heads each, a core each), not the 2-head ranks' work at half
+  // a core throughout (4/3 of it).
+  auto request = [](int gpus) {
+    PlanRequest r = tiny_request(4096, gpus, 1);
+    r.hw.curves.matmul["f32"].values.assign(r.hw.curves.matmul["f32"].values.size(), 1e30);
+    r.hw.curves.op_overhead = Curve{};
+    r.hw.intra = r.hw.inter = Link{1e30, 0};
+    return r;
+  };
+  const double two = plan_strategy(request(2), "ulysses").prefill_seconds;
+  const double four = plan_strategy(request(4), "ulysses").prefill_seconds;
+  EXPECT_GT(two, 0);
+  EXPECT_NEAR(four, two, 1e-3 * two);
 }
 
 TEST(PlannerCurves, ShapeCurvesSurviveTheProfileFileAndRetiredCurvesAreSkipped) {

@@ -57,7 +57,9 @@ DeviceTime::DeviceTime(const HardwareProfile& hw, const std::string& dtype,
       sharers_(std::max(sharers, 1)),
       slowdown_(slowdown(hw, threads_, sharers_, CoreWork::Product)),
       attn_slowdown_(slowdown(hw, threads_, sharers_, CoreWork::Attention)),
-      stream_slowdown_(slowdown(hw, threads_, sharers_, CoreWork::Stream)) {}
+      stream_slowdown_(slowdown(hw, threads_, sharers_, CoreWork::Stream)),
+      turns_(hw.threads > 0 ? (threads_ * sharers_ + hw.threads - 1) / hw.threads : 1),
+      co_running_(hw.threads > 0 ? std::clamp(hw.threads / threads_, 1, sharers_) : 1) {}
 
 double DeviceTime::bandwidth(double bytes) const {
   const Curve& c = hw_.curves.bandwidth;
@@ -96,11 +98,14 @@ double DeviceTime::attention(double triples, double d, double queries, double ke
   const auto& shapes = hw_.curves.shape_attention;
   const auto own = shapes.empty() ? shapes.end() : shapes.find(shape_attention_key(d, group));
   const Curve& c = own != shapes.end() ? own->second : hw_.curves.attention;
+  // A call of more than one query at the keys of the devices running at once (see the
+  // header); a decode's one-query calls are bounded by their reads instead (decode_step).
   auto rate = [&](double q, double k) {
+    const double kk = q > 1 ? k * co_running_ : k;
     return c.empty() ? attn_rate_
                      : c.at({{"threads", double(threads_)},
                              {"queries", std::max(q, 1.0)},
-                             {"keys", std::max(k, 1.0)},
+                             {"keys", std::max(kk, 1.0)},
                              {"group", std::max(group, 1.0)},
                              {"heads", std::max(heads, 1.0)}});
   };
@@ -151,6 +156,23 @@ double DeviceTime::alltoall(double bytes, int n, const Link& link, bool inter) c
   // Measured among two ranks: each peer's share at that rate, the peers one after another.
   const double per_peer = bytes / (n - 1);
   return (n - 1) * per_peer / c.at({{"bytes", per_peer}});
+}
+
+double DeviceTime::side_by_side(std::vector<double> seconds) const {
+  if (seconds.empty()) return 0;
+  std::sort(seconds.begin(), seconds.end());
+  if (turns_ <= 1) return seconds.back();
+  // Each device's work in seconds on cores of its own; while k devices run, each thread
+  // gets min(1, cores / (k x threads)) of a core.
+  double t = 0, done = 0;
+  const size_t n = seconds.size();
+  for (size_t i = 0; i < n; ++i) {
+    const double own = seconds[i] / turns_;
+    const double share = std::min(1.0, double(hw_.threads) / (double(n - i) * threads_));
+    t += (own - done) / share;
+    done = own;
+  }
+  return t;
 }
 
 }  // namespace tandem::analysis

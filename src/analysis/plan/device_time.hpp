@@ -7,6 +7,7 @@
 // `sharers` devices of the node streaming from the node's memory at once; on a GPU
 // profile one GPU.
 #include <string>
+#include <vector>
 
 #include "tandem/analysis/hardware.hpp"
 
@@ -28,6 +29,12 @@ class DeviceTime {
   // Attention of `triples` visible (query, key, query head) triples at head dim d: calls
   // of `queries` query tokens whose queries see `keys` keys on average, `group` query
   // heads per KV head, `heads` query heads per call, reading `kv_bytes` of K and V.
+  // On a CPU profile, a call of more than one query reads the curve (timed with the node
+  // to itself) at its keys times the node's devices running at once: each holds K and V
+  // of its own, and theirs share the last-level cache, so a call whose K and V fit it
+  // alone can spill beside its sharers' (measured: two one-thread processes, each
+  // attending 512 queries over 16384 keys of 2 heads, 12.6 MB of K and V, ran at 35-41
+  // GFLOP/s side by side and 48-70 alone; of 1 head, 85 side by side).
   double attention(double triples, double d, double queries, double keys, double group,
                    double heads, double kv_bytes) const;
   // Streaming `bytes` (elementwise ops, a cache read) once.
@@ -43,6 +50,12 @@ class DeviceTime {
   double message(double bytes, const Link& link, bool inter) const;
   // An all-to-all in which every device sends `bytes` in all to n - 1 peers.
   double alltoall(double bytes, int n, const Link& link, bool inter) const;
+  // A phase the node's devices run side by side up to a barrier, each taking `seconds`
+  // as priced (turns on shared cores included): where they take turns on the cores, one
+  // that finishes early leaves them to the rest (its wait naps: comm/mpi_request.cpp),
+  // so the phase ends when the node's cores have done all of it, not at the slowest
+  // device's turns. Without turns, the slowest device's time.
+  double side_by_side(std::vector<double> seconds) const;
 
   bool has_curves() const { return matmul_ != nullptr; }
   int threads() const { return threads_; }
@@ -58,6 +71,8 @@ class DeviceTime {
   // Of its products (of more than one token) and ops, its attention, and its one-token
   // products, against the curves (slower cores, or cores shared).
   double slowdown_, attn_slowdown_, stream_slowdown_;
+  int turns_;       // turns the node's threads take on its cores (1: a core each, or a GPU)
+  int co_running_;  // the node's devices running at once (1 on a GPU profile)
 };
 
 }  // namespace tandem::analysis

@@ -310,6 +310,7 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
     // GPU ring attention (Meta's context parallelism, ring-flash-attention) runs it.
     const double call_keys = c.hw.threads > 0 ? p.call_keys : 0;
     double phase = 0, phase_comp = 0, phase_comm = 0;
+    std::vector<double> comps(sent.size(), 0.0);
     for (size_t r = 0; r < sent.size(); ++r) {
       sent[r] += p.bytes[r];
       pairs[r] += p.head_pairs[r];
@@ -319,10 +320,21 @@ StrategyPlan scheme_plan(const Ctx& c, const parallel::Scheme& scheme) {
       const double t_comm = p.bytes[r] <= 0 ? 0
                             : exchange      ? dt.alltoall(p.bytes[r], p.group, c.link(inter), inter)
                                             : dt.message(p.bytes[r], c.link(inter), inter);
+      comps[r] = comp;
       overlapped |= ring_step && p.bytes[r] > 0;
       phase = std::max(phase, ring_step ? std::max(comp, t_comm) : comp + t_comm);
       phase_comp = std::max(phase_comp, comp);
       phase_comm = std::max(phase_comm, t_comm);
+    }
+    // Attention alone before an exchange (Ulysses' heads): a node's ranks that finish
+    // early leave their cores to the rest (DeviceTime::side_by_side). No transfer here.
+    if (p.kind == parallel::CostPhase::Kind::Compute) {
+      phase_comp = 0;
+      for (size_t at = 0; at < comps.size(); at += size_t(c.K)) {
+        const auto end = comps.begin() + long(std::min(comps.size(), at + size_t(c.K)));
+        phase_comp = std::max(phase_comp, dt.side_by_side({comps.begin() + long(at), end}));
+      }
+      phase = phase_comp;
     }
     attn += phase;
     attn_compute += phase_comp;
