@@ -92,6 +92,13 @@ TEST(Calibrate, CompareCalibratesThisMachineOnceThenReadsTheCache) {
       j.at("planner_hardware").get<std::string>();
   const auto p = nlohmann::json::parse(std::ifstream(profile));
   expect_tiny_calls(p);
+  // The decode step timed twice, half a minute or more apart, the faster setting the
+  // rate a decode reads memory at, as a fraction of the bandwidth curve's.
+  EXPECT_NE(first.out.find("decode step at 16640 keys"), std::string::npos) << first.out;
+  EXPECT_NE(first.out.find("(before the rounds "), std::string::npos) << first.out;
+  const double eff = p.at("memory_efficiency").get<double>();
+  EXPECT_GE(eff, 0.25);
+  EXPECT_LE(eff, 1.0);
   // Its compute curves held at the cores' uncontended rate, and each run predicted on
   // the cores as they went.
   for (const char* k : {"product", "attention", "stream"}) EXPECT_GT(p.at("core_rate").at(k).get<double>(), 1e8) << k;

@@ -55,9 +55,9 @@ struct RunMeasurement {
   std::string trace_file;  // relative to the report folder; empty: none
   // compare --rounds R > 1: the configuration was measured R times, each round a pass over
   // every configuration, so rounds of one configuration lie far apart in time. The row
-  // holds the round with the median prefill (its ranks, memory, trace, cores and
-  // predicted prefill) and the decode rate of the round with the median decode (and that
-  // round's predicted decode); each round's figures are here, in order.
+  // holds the round with the median prefill (its ranks, memory, trace and cores), the
+  // decode rate of the round with the median decode, and as its predictions the median of
+  // the rounds' predictions (each on its own cores); each round's figures are here, in order.
   struct Round {
     bool ok = false;
     double prefill_seconds = 0;

@@ -31,6 +31,7 @@ namespace {
 constexpr double kMaxCallFlops = 1.2e10;
 // Decode steps timed at the deepest depth (the first untimed).
 constexpr int kDecodeSteps = 6;
+constexpr int64_t kInPassChunk = 512;  // the in-pass attention's chunk (below)
 // Rounds of the in-pass timings (each a step of every token count, or a chunk at a depth).
 constexpr int kRounds = 5;
 
@@ -190,6 +191,39 @@ void forward(Engine& e, std::span<const int32_t> ids) {
   e.forward(cache, ids, pos, 1, logits.data());
 }
 
+// A chunk of `chunk` tokens after `depth` tokens whose K/V rows are written straight into
+// `cache` (the kernel's time does not depend on the values): the cache's rows, the chunk's
+// ids and their positions (depth .. depth + chunk - 1).
+struct DeepChunk {
+  std::vector<int32_t> ids, pos;
+  std::span<const int32_t> at() const { return {pos.data() + (pos.size() - ids.size()), ids.size()}; }
+};
+DeepChunk fill_deep(KVCache& cache, const ModelShape& s, int64_t depth, int64_t chunk) {
+  DeepChunk c{some_ids(chunk, s.n_vocab), std::vector<int32_t>(size_t(depth + chunk))};
+  for (size_t i = 0; i < c.pos.size(); ++i) c.pos[i] = int32_t(i);
+  if (depth > 0) {
+    const auto rows = random_floats(size_t(depth * s.n_head_kv * s.head_dim), 9);
+    const int64_t slot = cache.append(depth, c.pos.data());
+    for (int64_t l = 0; l < s.n_layer; ++l) cache.write(l, slot, depth, rows.data(), rows.data());
+  }
+  return c;
+}
+
+// The fastest of kDecodeSteps - 1 decode steps after the `tokens` rows `cache` holds (one
+// more before them, untimed: it builds the one-token graph); the cache is cut back after.
+double fastest_decode_step(Engine& e, KVCache& cache, int64_t tokens, const std::vector<int32_t>& ids) {
+  std::vector<float> logits(size_t(e.model().hparams().n_vocab));
+  std::vector<double> steps;
+  for (int i = 0; i < kDecodeSteps; ++i) {
+    const int32_t id = ids[size_t(i) % ids.size()], p = int32_t(tokens + i);
+    const Stopwatch sw;
+    e.forward(cache, std::span<const int32_t>(&id, 1), std::span<const int32_t>(&p, 1), 1, logits.data());
+    if (i > 0) steps.push_back(sw.seconds());
+  }
+  cache.truncate(tokens);
+  return *std::min_element(steps.begin(), steps.end());
+}
+
 // The products of the model as its forward pass runs them, FLOP/s over threads x tokens
 // per step (steps of each token count, one untimed, then kRounds rounds, each the median
 // call over the layers of a step run right after another of its size, times the cores'
@@ -198,10 +232,11 @@ void forward(Engine& e, std::span<const int32_t> ids) {
 // keys by keys, by the time its calls take inside a pass (a 512-token chunk whose
 // queries see the grid's keys on average) over the time the grid gives them.
 //
-// At the deepest depth on the most threads, decode steps too: their time against what the
-// bandwidth curve gives the bytes each reads (decode_read_bytes: the weights and the
-// cache, far past the last-level cache there) sets `read_efficiency` (left as it is
-// without a bandwidth curve).
+// At the deepest depth on the most threads, decode steps too, before the rounds and again
+// after the in-pass chunks (half a minute or more apart: a slow spell of a shared host
+// lasts seconds to a minute): the faster step's time against what the bandwidth curve
+// gives the bytes each reads (decode_read_bytes: the weights and the cache, far past the
+// last-level cache there) sets `read_efficiency` (left as it is without a bandwidth curve).
 void measure_in_pass(std::map<std::string, Curve>& products, const std::string& path, const ModelShape& s,
                      const std::string& dtype, const std::vector<double>& threads,
                      const std::vector<double>& tokens, Curve& attention, CoreProbe& probe,
@@ -239,6 +274,19 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
       tc.ids.push_back(some_ids(n, s.n_vocab));
       forward(*tc.engines.back(), tc.ids.back());
     }
+  }
+  // The decode steps' first timing (see above), on the most threads.
+  const int64_t deepest = int64_t(attention.points[2].back()) - kInPassChunk / 2;  // axes: threads, queries, keys, heads
+  double first_step = 0;
+  if (!bandwidth.empty()) {
+    const PinFirst pin(int(threads.back()));
+    Engine e(*model, *counts.back().pool, kInPassChunk);
+    page_cache(e);
+    KVCache cache = e.make_cache(deepest + kInPassChunk + kDecodeSteps);
+    const DeepChunk c = fill_deep(cache, s, deepest, kInPassChunk);
+    std::vector<float> logits(size_t(s.n_vocab));
+    e.forward(cache, c.ids, c.at(), 1, logits.data());
+    first_step = fastest_decode_step(e, cache, deepest + kInPassChunk, c.ids);
   }
   // Rounds over the thread counts and, within each, the token counts: a burst of other
   // work on a shared machine, or a spell in which its cores run slower together than the
@@ -304,9 +352,8 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
     // on the values), untimed once, then timed, at the depths whose chunk sees the grid's
     // own keys on average (depth + 256: a ratio read between two depths would smear the
     // drop where K and V outgrow the cache over the keys around it).
-    const int64_t chunk = 512;
+    const int64_t chunk = kInPassChunk;
     const double d = double(s.head_dim), H = double(s.n_head);
-    const int64_t kv_dim = s.n_head_kv * s.head_dim;
     std::vector<int64_t> depths;
     for (const double k : attention.points[2])  // axes: threads, queries, keys, heads
       if (k >= double(chunk / 2)) depths.push_back(int64_t(k) - chunk / 2);
@@ -314,18 +361,12 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
     for (const int64_t depth : depths) {
       Engine e(*model, pool, chunk);
       page_cache(e);
-      const bool decode = t + 1 == threads.size() && depth == depths.back() && !bandwidth.empty();
+      const bool decode = t + 1 == threads.size() && depth == deepest && !bandwidth.empty();
       KVCache cache = e.make_cache(depth + chunk + (decode ? kDecodeSteps : 0));
-      const auto chunk_ids = some_ids(chunk, s.n_vocab);
-      std::vector<int32_t> pos(static_cast<size_t>(depth + chunk));
-      for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
-      if (depth > 0) {
-        const auto rows = random_floats(size_t(depth * kv_dim), 9);
-        const int64_t slot = cache.append(depth, pos.data());
-        for (int64_t l = 0; l < s.n_layer; ++l) cache.write(l, slot, depth, rows.data(), rows.data());
-      }
+      const DeepChunk c = fill_deep(cache, s, depth, chunk);
+      const auto& chunk_ids = c.ids;
       std::vector<float> logits(size_t(s.n_vocab));
-      const std::span<const int32_t> at(pos.data() + depth, size_t(chunk));
+      const std::span<const int32_t> at = c.at();
       const double before = probe.pace(CoreWork::Attention, int(threads[t]));  // (before the untimed chunk)
       e.forward(cache, chunk_ids, at, 1, logits.data());
       double in_pass = 0;  // the faster of two timed chunks, per layer
@@ -347,23 +388,17 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
       keys.push_back(pairs / q);
       slower.push_back(in_pass / (4 * d * H * pairs / rate));
       if (decode) {
-        std::vector<double> steps;
-        for (int i = 0; i < kDecodeSteps; ++i) {
-          const int32_t id = chunk_ids[size_t(i) % chunk_ids.size()], p = int32_t(depth + chunk + i);
-          const Stopwatch sw;
-          e.forward(cache, std::span<const int32_t>(&id, 1), std::span<const int32_t>(&p, 1), 1, logits.data());
-          if (i > 0) steps.push_back(sw.seconds());  // (the first builds the one-token graph)
-        }
-        // The fastest step, as the curve holds the fastest of its passes.
-        const double step = *std::min_element(steps.begin(), steps.end());
+        // The faster of the two timings, as the curve holds the fastest of its passes.
+        const double last_step = fastest_decode_step(e, cache, depth + chunk, c.ids);
+        const double step = std::min(first_step, last_step);
         const double bytes = decode_read_bytes(s, dtype, double(depth + chunk), 4);
         const double floor = bytes / bandwidth.at({{"threads", threads[t]}, {"bytes", bytes}});
         read_efficiency = std::clamp(floor / step, 0.25, 1.0);
         if (progress)
-          progress(fmt::format("decode step at {} keys: {:.2f} ms (median {:.2f}), {:.0f}% of the bandwidth "
-                               "curve's rate for its {:.0f} MB ({} threads)",
-                               depth + chunk, 1e3 * step, 1e3 * median(steps), 100 * floor / step, bytes / 1e6,
-                               threads[t]));
+          progress(fmt::format("decode step at {} keys: {:.2f} ms (before the rounds {:.2f}, after {:.2f}), {:.0f}% "
+                               "of the bandwidth curve's rate for its {:.0f} MB ({} threads)",
+                               depth + chunk, 1e3 * step, 1e3 * first_step, 1e3 * last_step, 100 * floor / step,
+                               bytes / 1e6, threads[t]));
       }
     }
     if (progress) {

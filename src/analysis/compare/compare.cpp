@@ -110,8 +110,22 @@ RunMeasurement median_of_rounds(std::vector<RunMeasurement> rounds) {
     row.decode_round = int(d);
     row.decode_tokens_per_s = rounds[d].decode_tokens_per_s;
     row.decode_error.clear();
-    if (row.predicted && rounds[d].predicted)
-      row.predicted->decode_seconds_per_token = rounds[d].predicted->decode_seconds_per_token;
+  }
+  // The row's prediction is the median of its rounds' predictions (each on its own
+  // cores), as its measurement is the median of its rounds: a round whose probe caught
+  // a spell the run did not see (or the other way round) moves neither median alone.
+  if (row.predicted) {
+    auto middle = [&](const std::vector<size_t>& of, auto value) {
+      std::vector<size_t> with;
+      for (size_t i : of)
+        if (rounds[i].predicted) with.push_back(i);
+      return with.empty() ? std::optional<double>()
+                          : value(median(with, [&](size_t a, size_t b) { return value(a) < value(b); }));
+    };
+    if (auto v = middle(ok, [&](size_t i) { return rounds[i].predicted->prefill_seconds; }))
+      row.predicted->prefill_seconds = *v;
+    if (auto v = middle(decoded, [&](size_t i) { return rounds[i].predicted->decode_seconds_per_token; }))
+      row.predicted->decode_seconds_per_token = *v;
   }
   row.rounds = std::move(figures);
   return row;
@@ -265,8 +279,9 @@ std::string compare_table(const CompareResults& r) {
     }
   if (r.rounds > 1)
     out += fmt::format("rounds: every configuration measured {} times, one pass over all after "
-                       "another; each row's prefill and decode are the median of its rounds, each "
-                       "round predicted on its own cores (results.json: rounds)\n",
+                       "another; each row's prefill and decode are the median of its rounds, and "
+                       "its predictions the median of theirs, each round predicted on its own cores "
+                       "(results.json: rounds)\n",
                        r.rounds);
   if (r.links)
     out += fmt::format("links: {} (P > 1 rows: one emulated host per rank, MPI over TCP through "
