@@ -2,9 +2,9 @@
 # Re-predict the prefill and decode of every row of a `tandem compare` output from the
 # cores as its rounds went: for each row and round, a copy of the planner's profile
 # holding that round's `core_rates`, then `tandem plan --scheme` on it; the row's
-# prediction is the median of its rounds', as compare takes it. Shows how a change to the planner would have done on runs
-# already measured, against the targets of issue 15 (prefill within 35% below 1024
-# tokens, else 20%; decode within 25%).
+# prediction is the median of its rounds', as compare takes it. Shows how a change to the
+# planner would have done on runs already measured, against the targets of issue 15
+# (prefill within 35% below 1024 tokens, else 20%; decode within 25%).
 #
 #   scripts/compare-repredict.sh COMPARE_DIR [as-run|alone]
 #
@@ -49,6 +49,11 @@ def plan(tmp, run, round_index):
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     return json.loads(out)['strategies'][0]
 
+def middle(values):
+    # As compare takes them: the median of the rounds' predictions (of two, the faster).
+    values = sorted(values)
+    return values[(len(values) - 1) // 2]
+
 def judge(phase, err, tol):
     counts[phase][1] += 1
     counts[phase][0] += abs(err) <= tol
@@ -59,10 +64,6 @@ with tempfile.TemporaryDirectory() as tmp:
         if run['strategy'] == 'naive' or not run.get('rounds') or not run.get('prefill_seconds'):
             continue
         N = run['tokens']
-        # As compare takes them: the median of the rounds' predictions (of two, the faster).
-        def middle(values):
-            values = sorted(values)
-            return values[(len(values) - 1) // 2]
         rounds = range(len(run['rounds']))
         pre = middle([plan(tmp, run, i)['prefill_seconds'] for i in rounds if run['rounds'][i]['ok']])
         line = (f"{run['label']:<16} N={N:<6} prefill {run['prefill_seconds']:8.4f} s "
