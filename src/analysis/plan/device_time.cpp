@@ -31,10 +31,15 @@ const Curve* matmul_curve(const HardwareProfile& hw, const std::string& dtype) {
 // (sharers > 1), each streaming a copy of its own weights as the busy probe streams
 // its own copies; the threads of one device split one copy, which can stay partly in the
 // shared cache from token to token, and keep the alone rate.
+// Turns the node's threads take on its cores: ceil(threads / cores) (1 on a GPU).
+int turns_of(const HardwareProfile& hw, int threads, int sharers) {
+  return hw.threads > 0 ? (threads * sharers + hw.threads - 1) / hw.threads : 1;
+}
+
 double slowdown(const HardwareProfile& hw, int threads, int sharers, CoreWork w) {
   if (hw.threads <= 0) return 1;  // a GPU
   const int used = threads * sharers;
-  const int turns = (used + hw.threads - 1) / hw.threads;
+  const int turns = turns_of(hw, threads, sharers);
   const double held = hw.core_rate.of(w);
   if (!(held > 0) || hw.core_rates.size() != size_t(hw.threads)) return turns;
   const int n = std::min(used, hw.threads);
@@ -58,7 +63,7 @@ DeviceTime::DeviceTime(const HardwareProfile& hw, const std::string& dtype,
       slowdown_(slowdown(hw, threads_, sharers_, CoreWork::Product)),
       attn_slowdown_(slowdown(hw, threads_, sharers_, CoreWork::Attention)),
       stream_slowdown_(slowdown(hw, threads_, sharers_, CoreWork::Stream)),
-      turns_(hw.threads > 0 ? (threads_ * sharers_ + hw.threads - 1) / hw.threads : 1),
+      turns_(turns_of(hw, threads_, sharers_)),
       co_running_(hw.threads > 0 ? std::clamp(hw.threads / threads_, 1, sharers_) : 1) {}
 
 double DeviceTime::bandwidth(double bytes) const {
