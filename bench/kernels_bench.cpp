@@ -181,6 +181,9 @@ void attention_args(benchmark::internal::Benchmark* b) {
     for (int n : {512, 2048, 8192}) b->Args({n, n, 6, 6, 48, flash});
     b->Args({512, 512, 12, 4, 64, flash});
   }
+  // 512 queries over 16384 keys: K and V (38 MB) past the last-level cache; a tile's
+  // sub-tiles share each block of them.
+  b->Args({512, 16384, 6, 6, 48, 1});
   b->Args({1, 8192, 6, 6, 48, 1});  // decode: split-KV units (flash tiles not used)
   b->Args({1, 8192, 12, 4, 64, 1});
   b->Args({1, 200, 12, 4, 64, 1});  // a decode row of a continuous-batching step

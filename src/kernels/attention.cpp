@@ -38,6 +38,7 @@ thread_local ThreadScratch t_scratch;
 
 struct TileScratch {
   std::vector<float> qt, s, mx, l, kb, vb;
+  // lanes: the queries of a whole tile (every sub-tile's).
   detail::AttnTileScratch get(int heads, int d, int lanes, int64_t kv_floats) {
     qt.resize(size_t(heads) * size_t(d) * size_t(lanes));
     s.resize(size_t(detail::kAttnBlock) * size_t(lanes) + 8);  // + 8: PV reads 8 lanes
@@ -119,17 +120,26 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
   const detail::FlashKernels& flash = detail::flash_kernels();
   const detail::AttnFn fn = flash.unit;
 
-  // Prefill: flash-attention tiles of attn_tile_q queries (all heads), dealt round
-  // robin (under a causal mask later tiles see more keys); used when there are at
-  // least as many tiles as threads, else per-query units keep every thread busy.
+  // Prefill: flash-attention tiles of up to kAttnSubTiles sub-tiles of tile_q queries
+  // (all heads), used when there are at least as many sub-tiles as threads, else
+  // per-query units keep every thread busy. A tile holds as many sub-tiles as leave each
+  // thread two tiles or more; tiles are dealt in a snake order (0 1 .. n-1 n-1 .. 1 0 ..):
+  // under a causal mask later tiles see more keys, and the snake evens the threads' sums.
   const int lanes = flash.tile_q;
-  const int64_t tiles = (a.n_q + lanes - 1) / lanes;
-  if (splits == 1 && a.n_q > 1 && tiles >= nth && g_flash.load(std::memory_order_relaxed)) {
+  const int64_t subtiles = (a.n_q + lanes - 1) / lanes;
+  if (splits == 1 && a.n_q > 1 && subtiles >= nth && g_flash.load(std::memory_order_relaxed)) {
+    const int64_t per =
+        std::clamp<int64_t>(subtiles / (2 * int64_t(nth)), 1, detail::kAttnSubTiles);
+    const int64_t span = per * lanes;
+    const int64_t tiles = (a.n_q + span - 1) / span;
     auto tile_body = [&](int tid, int n) {
-      const detail::AttnTileScratch sc = t_tile_scratch.get(a.H, a.d, lanes, kv_floats);
-      for (int64_t u = tid; u < tiles; u += n) {
-        const int64_t i0 = u * lanes;
-        flash.tile(a, i0, int(std::min<int64_t>(lanes, a.n_q - i0)), sc);
+      const detail::AttnTileScratch sc =
+          t_tile_scratch.get(a.H, a.d, lanes * detail::kAttnSubTiles, kv_floats);
+      for (int64_t r = 0; r * n < tiles; ++r) {
+        const int64_t u = r * n + (r % 2 == 0 ? tid : n - 1 - tid);
+        if (u >= tiles) continue;
+        const int64_t i0 = u * span;
+        flash.tile(a, i0, int(std::min<int64_t>(span, a.n_q - i0)), sc);
       }
     };
     if (tiles == 1 || a.n_q * a.n_kv * hd < (int64_t(1) << 14))

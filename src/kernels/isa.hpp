@@ -17,6 +17,9 @@ inline constexpr int kTileTokens = 4;
 inline constexpr int kMaxQTileTokens = 128;
 // Keys an attention unit scores at once.
 inline constexpr int kAttnBlock = 64;
+// Most sub-tiles (of FlashKernels::tile_q queries each) one flash-attention tile holds:
+// they share each block of K and V rows while it is in the first-level cache.
+inline constexpr int kAttnSubTiles = 4;
 
 // y[t][r] = dot(x[t], W[r]) (+ bias[r]) for t < mt (1..kTileTokens), r < nr (1..tile_rows
 // of the table); w points at row 0 of the tile, x row t at x + t*x_stride, y row t at
@@ -132,9 +135,9 @@ struct AttnScratch {
 using AttnFn = void (*)(const AttentionArgs& a, int64_t i, int64_t j0, int64_t j1, float* out,
                         float* lse, const AttnScratch& scratch);
 
-// Per-thread buffers of a flash-attention tile (lanes = FlashKernels::tile_q):
-// qt [H][d][lanes], s [kAttnBlock][lanes] (+ 8 floats), mx and l [H][lanes]; kbuf and
-// vbuf as in AttnScratch.
+// Per-thread buffers of a flash-attention tile (lanes = FlashKernels::tile_q, subs up
+// to kAttnSubTiles): qt [subs][H][d][lanes], s [kAttnBlock][lanes] (+ 8 floats), mx and
+// l [subs][H][lanes]; kbuf and vbuf as in AttnScratch.
 struct AttnTileScratch {
   float* qt;
   float* s;
@@ -149,8 +152,8 @@ inline int64_t kv_scratch_floats(const AttentionArgs& a) {
   return a.pages.tokens > 0 && a.pages.type != DType::F32 ? int64_t(kAttnBlock) * a.G * a.d : 0;
 }
 
-// Queries [i0, i0 + nq) (nq <= FlashKernels::tile_q) against all keys, every head: out and
-// (when set) lse of those queries, as AttnFn over all keys.
+// Queries [i0, i0 + nq) (nq <= kAttnSubTiles * FlashKernels::tile_q) against all keys,
+// every head: out and (when set) lse of those queries, as AttnFn over all keys.
 using AttnTileFn = void (*)(const AttentionArgs& a, int64_t i0, int nq,
                             const AttnTileScratch& scratch);
 
