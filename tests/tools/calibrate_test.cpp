@@ -96,6 +96,8 @@ TEST(Calibrate, CompareCalibratesThisMachineOnceThenReadsTheCache) {
   // rate a decode reads memory at, as a fraction of the bandwidth curve's.
   EXPECT_NE(first.out.find("decode step at 16640 keys"), std::string::npos) << first.out;
   EXPECT_NE(first.out.find("(before the rounds "), std::string::npos) << first.out;
+  // The one-query calls timed inside a decode step at each in-pass depth, against the grid.
+  EXPECT_NE(first.out.find("; one query: 513:"), std::string::npos) << first.out;
   const double eff = p.at("memory_efficiency").get<double>();
   EXPECT_GE(eff, 0.25);
   EXPECT_LE(eff, 1.0);

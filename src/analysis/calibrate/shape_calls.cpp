@@ -230,7 +230,8 @@ double fastest_decode_step(Engine& e, KVCache& cache, int64_t tokens, const std:
 // pace around it: the median of the rounds on the fastest cores),
 // into h.curves.shape_matmul; then each thread count's attention grid scaled,
 // keys by keys, by the time its calls take inside a pass (a 512-token chunk whose
-// queries see the grid's keys on average) over the time the grid gives them.
+// queries see the grid's keys on average, and one query after it) over the time the grid
+// gives them.
 //
 // At the deepest depth on the most threads, decode steps too, before the rounds and again
 // after the in-pass chunks (half a minute or more apart: a slow spell of a shared host
@@ -357,12 +358,12 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
     std::vector<int64_t> depths;
     for (const double k : attention.points[2])  // axes: threads, queries, keys, heads
       if (k >= double(chunk / 2)) depths.push_back(int64_t(k) - chunk / 2);
-    std::vector<double> keys, slower;
+    std::vector<double> keys, slower, one_keys, one_slower;
     for (const int64_t depth : depths) {
       Engine e(*model, pool, chunk);
       page_cache(e);
       const bool decode = t + 1 == threads.size() && depth == deepest && !bandwidth.empty();
-      KVCache cache = e.make_cache(depth + chunk + (decode ? kDecodeSteps : 0));
+      KVCache cache = e.make_cache(depth + chunk + kDecodeSteps);
       const DeepChunk c = fill_deep(cache, s, depth, chunk);
       const auto& chunk_ids = c.ids;
       std::vector<float> logits(size_t(s.n_vocab));
@@ -387,6 +388,33 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
                                         {"keys", pairs / q}, {"heads", H}});
       keys.push_back(pairs / q);
       slower.push_back(in_pass / (4 * d * H * pairs / rate));
+      // One query after the chunk, as a decode step runs it: the step untimed once (it
+      // builds the one-token graph), then the faster of two timed, per layer, against the
+      // grid's one-query calls over as many keys.
+      {
+        const int32_t id = chunk_ids[0], p = int32_t(depth + chunk);
+        const std::span<const int32_t> one_id(&id, 1), one_at(&p, 1);
+        const double start = probe.pace(CoreWork::Attention, int(threads[t]));
+        e.forward(cache, one_id, one_at, 1, logits.data());
+        double one = 0;
+        for (int round = 0; round < 2; ++round) {
+          cache.truncate(depth + chunk);
+          PassTimer timer;
+          e.set_op_timer(&timer);
+          e.forward(cache, one_id, one_at, 1, logits.data());
+          e.set_op_timer(nullptr);
+          double sum = 0;
+          for (double x : timer.attention) sum += x;
+          sum /= double(timer.attention.size());
+          if (round == 0 || sum < one) one = sum;
+        }
+        cache.truncate(depth + chunk);
+        one *= (start + probe.pace(CoreWork::Attention, int(threads[t]))) / 2;
+        const double seen = double(depth + chunk + 1);
+        const double one_rate = attention.at({{"threads", threads[t]}, {"queries", 1.0}, {"keys", seen}, {"heads", H}});
+        one_keys.push_back(seen);
+        one_slower.push_back(one / (4 * d * H * seen / one_rate));
+      }
       if (decode) {
         // The faster of the two timings, as the curve holds the fastest of its passes.
         const double last_step = fastest_decode_step(e, cache, depth + chunk, c.ids);
@@ -402,22 +430,28 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
       }
     }
     if (progress) {
-      std::string r;
+      std::string r, r1;
       for (size_t i = 0; i < keys.size(); ++i) r += fmt::format(" {:.0f}:{:.2f}", keys[i], slower[i]);
-      progress(fmt::format("attention inside a pass over alone, by keys ({} threads):{}", threads[t], r));
+      for (size_t i = 0; i < one_keys.size(); ++i) r1 += fmt::format(" {:.0f}:{:.2f}", one_keys[i], one_slower[i]);
+      progress(fmt::format("attention inside a pass over alone, by keys ({} threads):{}; one query:{}", threads[t], r,
+                           r1));
     }
-    // Each grid point's rate over the ratio at its keys (held below the shortest timed),
-    // but a decode's: the ratio is of chunks of queries, whose K/V rows are read once per
-    // tile of queries, and a one-query call reads every row once for its one query (the
-    // planner bounds a decode step by its whole reads from memory instead: planner.cpp).
-    Curve ratio = Curve::grid({"keys"}, {keys});
+    // Each grid point's rate over the ratio at its keys (held below the shortest timed):
+    // the chunks' ratio for calls of more than one query (their K/V rows read once per
+    // tile of queries), the one-query calls' own for a decode's (every row read once for
+    // its one query; inside a pass the cache a step reads can sit partly in the
+    // last-level cache, where the grid's calls rotate through copies that do not).
+    Curve ratio = Curve::grid({"keys"}, {keys}), one_ratio = Curve::grid({"keys"}, {one_keys});
     ratio.values = slower;
+    one_ratio.values = one_slower;
     const size_t per_thread = attention.values.size() / threads.size();
     const auto& qp = attention.points[1], &kp = attention.points[2];  // axes: threads, queries, keys, heads
     const size_t nh = attention.points[3].size();
-    for (size_t i = 0; i < per_thread; ++i)
-      if (qp[i / (nh * kp.size())] > 1)
-        attention.values[t * per_thread + i] /= ratio.at({{"keys", kp[(i / nh) % kp.size()]}});
+    for (size_t i = 0; i < per_thread; ++i) {
+      const double k = kp[(i / nh) % kp.size()];
+      attention.values[t * per_thread + i] /=
+          qp[i / (nh * kp.size())] > 1 ? ratio.at({{"keys", k}}) : one_ratio.at({{"keys", k}});
+    }
   }
   for (auto& [key, c] : curves) {
     for (double v : c.values)
