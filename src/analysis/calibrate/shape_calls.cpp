@@ -209,6 +209,25 @@ DeepChunk fill_deep(KVCache& cache, const ModelShape& s, int64_t depth, int64_t 
   return c;
 }
 
+// The faster of two timed steps of `ids` at positions `at`, each after the cache is cut
+// back to its first `keep` rows: the attention nodes' mean time per layer.
+double fastest_attention(Engine& e, KVCache& cache, int64_t keep, std::span<const int32_t> ids,
+                         std::span<const int32_t> at, float* logits) {
+  double best = 0;
+  for (int round = 0; round < 2; ++round) {
+    cache.truncate(keep);
+    PassTimer timer;
+    e.set_op_timer(&timer);
+    e.forward(cache, ids, at, 1, logits);
+    e.set_op_timer(nullptr);
+    double sum = 0;
+    for (double x : timer.attention) sum += x;
+    sum /= double(timer.attention.size());
+    if (round == 0 || sum < best) best = sum;
+  }
+  return best;
+}
+
 // The fastest of kDecodeSteps - 1 decode steps after the `tokens` rows `cache` holds (one
 // more before them, untimed: it builds the one-token graph); the cache is cut back after.
 double fastest_decode_step(Engine& e, KVCache& cache, int64_t tokens, const std::vector<int32_t>& ids) {
@@ -370,18 +389,7 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
       const std::span<const int32_t> at = c.at();
       const double before = probe.pace(CoreWork::Attention, int(threads[t]));  // (before the untimed chunk)
       e.forward(cache, chunk_ids, at, 1, logits.data());
-      double in_pass = 0;  // the faster of two timed chunks, per layer
-      for (int round = 0; round < 2; ++round) {
-        cache.truncate(depth);
-        PassTimer timer;
-        e.set_op_timer(&timer);
-        e.forward(cache, chunk_ids, at, 1, logits.data());
-        e.set_op_timer(nullptr);
-        double sum = 0;
-        for (double x : timer.attention) sum += x;
-        sum /= double(timer.attention.size());
-        if (round == 0 || sum < in_pass) in_pass = sum;
-      }
+      double in_pass = fastest_attention(e, cache, depth, chunk_ids, at, logits.data());
       in_pass *= (before + probe.pace(CoreWork::Attention, int(threads[t]))) / 2;  // x the cores' pace, as the grid
       const double q = double(chunk), pairs = q * double(depth) + q * (q + 1) / 2;
       const double rate = attention.at({{"threads", threads[t]}, {"queries", q},
@@ -396,18 +404,7 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
         const std::span<const int32_t> one_id(&id, 1), one_at(&p, 1);
         const double start = probe.pace(CoreWork::Attention, int(threads[t]));
         e.forward(cache, one_id, one_at, 1, logits.data());
-        double one = 0;
-        for (int round = 0; round < 2; ++round) {
-          cache.truncate(depth + chunk);
-          PassTimer timer;
-          e.set_op_timer(&timer);
-          e.forward(cache, one_id, one_at, 1, logits.data());
-          e.set_op_timer(nullptr);
-          double sum = 0;
-          for (double x : timer.attention) sum += x;
-          sum /= double(timer.attention.size());
-          if (round == 0 || sum < one) one = sum;
-        }
+        double one = fastest_attention(e, cache, depth + chunk, one_id, one_at, logits.data());
         cache.truncate(depth + chunk);
         one *= (start + probe.pace(CoreWork::Attention, int(threads[t]))) / 2;
         const double seen = double(depth + chunk + 1);
