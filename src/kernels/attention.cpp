@@ -38,12 +38,13 @@ thread_local ThreadScratch t_scratch;
 
 struct TileScratch {
   std::vector<float> qt, s, mx, l, kb, vb;
-  // lanes: the queries of a whole tile (every sub-tile's).
-  detail::AttnTileScratch get(int heads, int d, int lanes, int64_t kv_floats) {
-    qt.resize(size_t(heads) * size_t(d) * size_t(lanes));
+  // lanes: the queries of one sub-tile; subs: the sub-tiles of a tile.
+  detail::AttnTileScratch get(int heads, int d, int lanes, int subs, int64_t kv_floats) {
+    const size_t queries = size_t(lanes) * size_t(subs);
+    qt.resize(size_t(heads) * size_t(d) * queries);
     s.resize(size_t(detail::kAttnBlock) * size_t(lanes) + 8);  // + 8: PV reads 8 lanes
-    mx.resize(size_t(heads) * size_t(lanes));
-    l.resize(size_t(heads) * size_t(lanes));
+    mx.resize(size_t(heads) * queries);
+    l.resize(size_t(heads) * queries);
     kb.resize(size_t(kv_floats));
     vb.resize(size_t(kv_floats));
     return {qt.data(), s.data(), mx.data(), l.data(), kb.data(), vb.data()};
@@ -134,7 +135,7 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
     const int64_t tiles = (a.n_q + span - 1) / span;
     auto tile_body = [&](int tid, int n) {
       const detail::AttnTileScratch sc =
-          t_tile_scratch.get(a.H, a.d, lanes * detail::kAttnSubTiles, kv_floats);
+          t_tile_scratch.get(a.H, a.d, lanes, detail::kAttnSubTiles, kv_floats);
       for (int64_t r = 0; r * n < tiles; ++r) {
         const int64_t u = r * n + (r % 2 == 0 ? tid : n - 1 - tid);
         if (u >= tiles) continue;

@@ -18,7 +18,7 @@ inline constexpr int kMaxQTileTokens = 128;
 // Keys an attention unit scores at once.
 inline constexpr int kAttnBlock = 64;
 // Most sub-tiles (of FlashKernels::tile_q queries each) one flash-attention tile holds:
-// they share each block of K and V rows while it is in the first-level cache.
+// they share each block of K and V rows while it is in the core's own caches.
 inline constexpr int kAttnSubTiles = 4;
 
 // y[t][r] = dot(x[t], W[r]) (+ bias[r]) for t < mt (1..kTileTokens), r < nr (1..tile_rows
