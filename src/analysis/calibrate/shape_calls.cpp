@@ -377,6 +377,11 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
     std::vector<int64_t> depths;
     for (const double k : attention.points[2])  // axes: threads, queries, keys, heads
       if (k >= double(chunk / 2)) depths.push_back(int64_t(k) - chunk / 2);
+    // What the grid gives a call of `queries` (every head) seeing `pairs` keys in all.
+    auto grid_seconds = [&](double queries, double pairs) {
+      return 4 * d * H * pairs /
+             attention.at({{"threads", threads[t]}, {"queries", queries}, {"keys", pairs / queries}, {"heads", H}});
+    };
     std::vector<double> keys, slower, one_keys, one_slower;
     for (const int64_t depth : depths) {
       Engine e(*model, pool, chunk);
@@ -392,10 +397,8 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
       double in_pass = fastest_attention(e, cache, depth, chunk_ids, at, logits.data());
       in_pass *= (before + probe.pace(CoreWork::Attention, int(threads[t]))) / 2;  // x the cores' pace, as the grid
       const double q = double(chunk), pairs = q * double(depth) + q * (q + 1) / 2;
-      const double rate = attention.at({{"threads", threads[t]}, {"queries", q},
-                                        {"keys", pairs / q}, {"heads", H}});
       keys.push_back(pairs / q);
-      slower.push_back(in_pass / (4 * d * H * pairs / rate));
+      slower.push_back(in_pass / grid_seconds(q, pairs));
       // One query after the chunk, as a decode step runs it: the step untimed once (it
       // builds the one-token graph), then the faster of two timed, per layer, against the
       // grid's one-query calls over as many keys.
@@ -408,9 +411,8 @@ void measure_in_pass(std::map<std::string, Curve>& products, const std::string& 
         cache.truncate(depth + chunk);
         one *= (start + probe.pace(CoreWork::Attention, int(threads[t]))) / 2;
         const double seen = double(depth + chunk + 1);
-        const double one_rate = attention.at({{"threads", threads[t]}, {"queries", 1.0}, {"keys", seen}, {"heads", H}});
         one_keys.push_back(seen);
-        one_slower.push_back(one / (4 * d * H * seen / one_rate));
+        one_slower.push_back(one / grid_seconds(1, seen));
       }
       if (decode) {
         // The faster of the two timings, as the curve holds the fastest of its passes.

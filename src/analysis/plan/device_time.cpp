@@ -16,6 +16,11 @@ const Curve* matmul_curve(const HardwareProfile& hw, const std::string& dtype) {
     if (auto it = hw.curves.matmul.find(k); it != hw.curves.matmul.end()) return &it->second;
   return nullptr;
 }
+// Turns the node's threads take on its cores: ceil(threads / cores) (1 on a GPU).
+int turns_of(const HardwareProfile& hw, int threads, int sharers) {
+  return hw.threads > 0 ? (threads * sharers + hw.threads - 1) / hw.threads : 1;
+}
+
 // How much longer a device's compute of one kind takes than the profile's curves say. A
 // calibrated CPU profile holds its curves at one core rate per kind (`held`); where it
 // also holds each core's rate as a run went (`now`), a device runs at the pace of the
@@ -31,11 +36,6 @@ const Curve* matmul_curve(const HardwareProfile& hw, const std::string& dtype) {
 // (sharers > 1), each streaming a copy of its own weights as the busy probe streams
 // its own copies; the threads of one device split one copy, which can stay partly in the
 // shared cache from token to token, and keep the alone rate.
-// Turns the node's threads take on its cores: ceil(threads / cores) (1 on a GPU).
-int turns_of(const HardwareProfile& hw, int threads, int sharers) {
-  return hw.threads > 0 ? (threads * sharers + hw.threads - 1) / hw.threads : 1;
-}
-
 double slowdown(const HardwareProfile& hw, int threads, int sharers, CoreWork w) {
   if (hw.threads <= 0) return 1;  // a GPU
   const int used = threads * sharers;
